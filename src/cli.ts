@@ -1,0 +1,111 @@
+import yargs from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import { ProxyServer } from './proxy-server.js'
+import { DEFAULTS, validateConfig, type ProxyOptions } from './config.js'
+import { ConfigError } from './errors.js'
+import { createLogger } from './logger.js'
+
+/** Every flag also reads RESPOOL_<FLAG> from the environment (e.g. RESPOOL_POOL_SIZE=16). */
+export function buildParser (argv: string[]) {
+  return yargs(argv)
+    .scriptName('respool')
+    .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.')
+    .env('RESPOOL')
+    .strict()
+    .option('host', { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' })
+    .option('port', { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' })
+    .option('upstream', { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' })
+    .option('pool-size', { type: 'number', default: DEFAULTS.poolSize, describe: 'Most upstream connections ever open' })
+    .option('min-idle', { type: 'number', default: DEFAULTS.minIdle, describe: 'Upstream connections kept open even when idle' })
+    .option('acquire-timeout', { type: 'number', default: DEFAULTS.acquireTimeoutMs, describe: 'ms a command may wait for an upstream connection before it fails' })
+    .option('connect-timeout', { type: 'number', default: DEFAULTS.connectTimeoutMs, describe: 'ms to open one upstream connection (TCP and handshake)' })
+    .option('command-timeout', { type: 'number', default: DEFAULTS.commandTimeoutMs, describe: 'ms without any reply on a busy upstream connection before it is dropped and its commands fail (0 = never; blocking commands are exempt)' })
+    .option('upstream-idle-timeout', { type: 'number', default: DEFAULTS.upstreamIdleTimeoutMs, describe: 'ms after which an idle upstream connection is closed (down to --min-idle)' })
+    .option('reconnect-base', { type: 'number', default: DEFAULTS.reconnectBaseMs, describe: 'ms of the first backoff after a failed upstream connect (doubles per failure)' })
+    .option('reconnect-max', { type: 'number', default: DEFAULTS.reconnectMaxMs, describe: 'ms of the longest backoff between upstream connect attempts' })
+    .option('max-clients', { type: 'number', default: DEFAULTS.maxClients, describe: 'Most client connections at once' })
+    .option('max-pipeline', { type: 'number', default: DEFAULTS.maxPipeline, describe: 'Most unanswered commands per client before respool stops reading from it' })
+    .option('max-output-buffer', { type: 'number', default: DEFAULTS.maxOutputBufferBytes, describe: 'Bytes of replies buffered for a client that does not read, before it is disconnected' })
+    .option('max-bulk-length', { type: 'number', default: DEFAULTS.maxBulkLength, describe: 'Largest argument in bytes (Redis proto-max-bulk-len)' })
+    .option('max-multibulk-length', { type: 'number', default: DEFAULTS.maxMultibulkLength, describe: 'Most arguments in one command' })
+    .option('max-inline-length', { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' })
+    .option('client-idle-timeout', { type: 'number', default: DEFAULTS.clientIdleTimeoutMs, describe: 'ms after which a silent client is disconnected (0 = never)' })
+    .option('shutdown-grace', { type: 'number', default: DEFAULTS.shutdownGraceMs, describe: 'ms that in-flight work may take after SIGTERM/SIGINT before everything is closed' })
+    .option('log-level', { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' })
+    .epilogue('Every option can also be set as an environment variable: RESPOOL_POOL_SIZE=16, RESPOOL_UPSTREAM=redis://…')
+    .help()
+    .version()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+}
+
+/** Maps parsed flags to proxy options (pure: unit-tested without a process). */
+export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
+  return {
+    host: args.host as string,
+    port: args.port as number,
+    upstream: args.upstream as string,
+    poolSize: args.poolSize as number,
+    minIdle: args.minIdle as number,
+    acquireTimeoutMs: args.acquireTimeout as number,
+    connectTimeoutMs: args.connectTimeout as number,
+    commandTimeoutMs: args.commandTimeout as number,
+    upstreamIdleTimeoutMs: args.upstreamIdleTimeout as number,
+    reconnectBaseMs: args.reconnectBase as number,
+    reconnectMaxMs: args.reconnectMax as number,
+    maxClients: args.maxClients as number,
+    maxPipeline: args.maxPipeline as number,
+    maxOutputBufferBytes: args.maxOutputBuffer as number,
+    maxBulkLength: args.maxBulkLength as number,
+    maxMultibulkLength: args.maxMultibulkLength as number,
+    maxInlineLength: args.maxInlineLength as number,
+    clientIdleTimeoutMs: args.clientIdleTimeout as number,
+    shutdownGraceMs: args.shutdownGrace as number,
+    logLevel: args.logLevel as string
+  }
+}
+
+export async function main (argv: string[] = process.argv): Promise<void> {
+  let server: ProxyServer
+  try {
+    const args = await buildParser(hideBin(argv)).parseAsync()
+    const config = validateConfig(optionsFromArgs(args))
+    server = new ProxyServer(config, { logger: createLogger(config.logLevel) })
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`respool: ${err.message}\nRun 'respool --help' for the options.\n`)
+      process.exitCode = 2
+      return
+    }
+    throw err
+  }
+  try {
+    await server.listen()
+  } catch (err) {
+    process.stderr.write(`respool: cannot listen on ${server.config.host}:${server.config.port}: ${(err as Error).message}\n`)
+    process.exitCode = 1
+    return
+  }
+  // Warm up in the background; an unreachable upstream is logged and retried, never fatal.
+  server.pool.acquire().then((conn) => { server.pool.release(conn) }, (err: Error) => {
+    server.log.warn({ err: err.message }, 'upstream not reachable yet; commands will wait up to --acquire-timeout and get an error while it stays down')
+  })
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++
+    if (signals > 1) {
+      server.log.warn({ signal }, 'second signal: exiting now')
+      process.exit(1)
+    }
+    server.log.info({ signal }, 'draining: no new clients; finishing in-flight commands')
+    server.close().then(() => {
+      server.log.info('drained; exiting')
+      server.log.flush()
+      process.exit(0)
+    }, (err: Error) => {
+      server.log.error({ err: err.message }, 'error while draining')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+}

@@ -1,0 +1,169 @@
+import { ConfigError } from './errors.js'
+
+/** Where the upstream Redis is and how to log in to it. Parsed from a redis:// URL. */
+export interface UpstreamAddress {
+  host: string
+  port: number
+  /** Unix socket path (redis+unix:///path or unix:///path); when set, host and port are unused. */
+  path?: string
+  tls: boolean
+  username?: string
+  password?: string
+  db: number
+}
+
+export interface ProxyConfig {
+  /** Listen address for clients. */
+  host: string
+  /** Listen port; 0 picks a free one. */
+  port: number
+  upstream: UpstreamAddress
+  /** The most upstream connections ever open, shared lanes and pins together. */
+  poolSize: number
+  /** Connections kept open even when idle. */
+  minIdle: number
+  /** How long a command may wait for an upstream connection before it fails. */
+  acquireTimeoutMs: number
+  /** How long opening one upstream connection (TCP + handshake) may take. */
+  connectTimeoutMs: number
+  /** No reply for this long on a busy upstream connection drops it and fails its commands; 0 = never. */
+  commandTimeoutMs: number
+  /** An idle upstream connection is closed after this long (down to minIdle). */
+  upstreamIdleTimeoutMs: number
+  /** Backoff between failed upstream connection attempts: first and largest delay. */
+  reconnectBaseMs: number
+  reconnectMaxMs: number
+  /** Most client connections at once; more are refused with an error. */
+  maxClients: number
+  /** Most commands one client may have unanswered; past it respool stops reading from that client. */
+  maxPipeline: number
+  /** Most reply bytes buffered for one client that does not read; past it the client is disconnected. */
+  maxOutputBufferBytes: number
+  /** Redis proto-max-bulk-len. */
+  maxBulkLength: number
+  /** Most arguments in one command. */
+  maxMultibulkLength: number
+  /** Longest inline command line. */
+  maxInlineLength: number
+  /** Close a client that sent nothing for this long; 0 = never. */
+  clientIdleTimeoutMs: number
+  /** On shutdown, how long in-flight work may take before everything is closed. */
+  shutdownGraceMs: number
+  logLevel: string
+}
+
+export const DEFAULTS: Omit<ProxyConfig, 'upstream'> & { upstream: string } = {
+  host: '127.0.0.1',
+  port: 6380,
+  upstream: 'redis://127.0.0.1:6379',
+  poolSize: 8,
+  minIdle: 0,
+  acquireTimeoutMs: 2000,
+  connectTimeoutMs: 2000,
+  commandTimeoutMs: 10000,
+  upstreamIdleTimeoutMs: 30000,
+  reconnectBaseMs: 50,
+  reconnectMaxMs: 500,
+  maxClients: 10000,
+  maxPipeline: 1024,
+  maxOutputBufferBytes: 256 * 1024 * 1024,
+  maxBulkLength: 512 * 1024 * 1024,
+  maxMultibulkLength: 2147483647,
+  maxInlineLength: 64 * 1024,
+  clientIdleTimeoutMs: 0,
+  shutdownGraceMs: 10000,
+  logLevel: 'info'
+}
+
+export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream'>> & { upstream?: string | UpstreamAddress }
+
+/** Parses redis://[user:pass@]host:port[/db], rediss://… (TLS) and unix:///path[?db=n]. */
+export function parseUpstreamUrl (url: string): UpstreamAddress {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new ConfigError(`upstream: not a URL: ${redactUrl(url)}`)
+  }
+  const protocol = parsed.protocol
+  const username = parsed.username !== '' ? decodeURIComponent(parsed.username) : undefined
+  const password = parsed.password !== '' ? decodeURIComponent(parsed.password) : undefined
+  if (protocol === 'unix:' || protocol === 'redis+unix:') {
+    const db = parseDb(parsed.searchParams.get('db') ?? '0')
+    return { host: 'localhost', port: 0, path: decodeURIComponent(parsed.pathname), tls: false, username, password, db }
+  }
+  if (protocol !== 'redis:' && protocol !== 'rediss:') {
+    throw new ConfigError(`upstream: expected redis://, rediss:// or unix://, got ${protocol}//`)
+  }
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1')
+  if (host === '') throw new ConfigError('upstream: missing host')
+  const port = parsed.port === '' ? 6379 : Number(parsed.port)
+  const db = parseDb(parsed.pathname.replace(/^\//, '') || '0')
+  // A URL with only a password is written redis://:pass@host; with only a name, redis://pass@host
+  // means the password (as Redis clients read it).
+  if (username !== undefined && password === undefined) {
+    return { host, port, tls: protocol === 'rediss:', password: username, db }
+  }
+  return { host, port, tls: protocol === 'rediss:', username, password, db }
+}
+
+function parseDb (text: string): number {
+  const db = Number(text)
+  if (!Number.isInteger(db) || db < 0) throw new ConfigError(`upstream: database must be a non-negative integer, got '${text}'`)
+  return db
+}
+
+/** The URL with any password replaced, for logs and errors. */
+export function redactUrl (url: string): string {
+  return url.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@').replace(/(\/\/)([^:/@]+)@/, '$1***@')
+}
+
+/** host:port (or the socket path) of the upstream, never with credentials. */
+export function describeUpstream (up: UpstreamAddress): string {
+  if (up.path !== undefined) return `unix:${up.path}`
+  const host = up.host.includes(':') ? `[${up.host}]` : up.host
+  return `${up.tls ? 'rediss' : 'redis'}://${host}:${up.port}/${up.db}`
+}
+
+/** Fills defaults and checks every value; throws ConfigError naming the bad option. */
+export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
+  const merged = { ...DEFAULTS, ...stripUndefined(options) }
+  const upstream = typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream
+  const config: ProxyConfig = { ...merged, upstream }
+  intOption(config, 'port', 0, 65535)
+  intOption(config, 'poolSize', 1, 10000)
+  intOption(config, 'minIdle', 0, config.poolSize)
+  intOption(config, 'acquireTimeoutMs', 1, 3600_000)
+  intOption(config, 'connectTimeoutMs', 1, 3600_000)
+  intOption(config, 'commandTimeoutMs', 0, 86400_000)
+  intOption(config, 'upstreamIdleTimeoutMs', 100, 86400_000)
+  intOption(config, 'reconnectBaseMs', 1, 60_000)
+  intOption(config, 'reconnectMaxMs', config.reconnectBaseMs, 600_000)
+  intOption(config, 'maxClients', 1, 1_000_000)
+  intOption(config, 'maxPipeline', 1, 1_000_000)
+  intOption(config, 'maxOutputBufferBytes', 1024, Number.MAX_SAFE_INTEGER)
+  intOption(config, 'maxBulkLength', 1, Number.MAX_SAFE_INTEGER)
+  intOption(config, 'maxMultibulkLength', 1, 2147483647)
+  intOption(config, 'maxInlineLength', 16, 1 << 30)
+  intOption(config, 'clientIdleTimeoutMs', 0, 86400_000 * 365)
+  intOption(config, 'shutdownGraceMs', 0, 3600_000)
+  if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+  if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)
+  return config
+}
+
+function intOption<K extends keyof ProxyConfig> (config: ProxyConfig, key: K, min: number, max: number): void {
+  const value = config[key]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${kebab(key)}: must be an integer from ${min} to ${max}, got ${String(value)}`)
+  }
+}
+
+function kebab (key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+}
+
+function stripUndefined<T extends object> (obj: T): Partial<T> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>
+}

@@ -1,0 +1,187 @@
+import { ProtocolError } from './errors.js'
+
+/**
+ * Incremental boundary scanner for what Redis sends back: every RESP2 and RESP3 type.
+ *
+ * Hand-written for the same reason as the request framer: the proxy needs only where each
+ * top-level reply ends, so it can hand the exact bytes to the right client. Decoding (what
+ * `redis-parser` does) would allocate JS values and lose the wire form, e.g. simple vs bulk
+ * strings or integers beyond 2^53.
+ *
+ * Each byte is looked at once. Aggregates are tracked as a stack of "children still expected";
+ * bulk payloads are skipped by length. A reply inside one chunk is a zero-copy view; a reply that
+ * spans chunks is joined once.
+ */
+
+/** A top-level reply is complete: `frame` is its exact bytes. */
+export type OnReply = (frame: Buffer) => void
+
+const LF = 10
+const CR = 13
+const MINUS = 45
+const QUESTION = 63
+
+// What kind of header a length line belongs to.
+const KIND_BULK = 0 // $ ! =     length-prefixed payload
+const KIND_AGG = 1 // * ~ >      n children
+const KIND_MAP = 2 // %          2n children
+const KIND_ATTR = 3 // |         2n children, then the value the attribute describes
+
+const ST_TYPE = 0
+const ST_LINE = 1 // a line value (+ - : _ # , ( ): up to LF
+const ST_LEN = 2 // digits of a length header
+const ST_LEN_LF = 3
+const ST_DATA = 4 // payload plus CRLF
+const ST_DEAD = 5
+
+const MAX_HEADER_DIGITS = 19
+
+/** Byte → header kind, or -1 for line types, or undefined for bytes that start no value. */
+const TYPE_TABLE: Array<number | undefined> = new Array(256)
+for (const c of '+-:_#,(') TYPE_TABLE[c.charCodeAt(0)] = -1
+for (const c of '$!=') TYPE_TABLE[c.charCodeAt(0)] = KIND_BULK
+for (const c of '*~>') TYPE_TABLE[c.charCodeAt(0)] = KIND_AGG
+TYPE_TABLE['%'.charCodeAt(0)] = KIND_MAP
+TYPE_TABLE['|'.charCodeAt(0)] = KIND_ATTR
+
+export class ReplyFramer {
+  #state = ST_TYPE
+  #kind = 0
+  #num = 0
+  #digits = 0
+  #negative = false
+  #dataLeft = 0
+  /** Children still expected by each open aggregate, innermost last. */
+  #stack: number[] = []
+  #parts: Buffer[] = []
+  #partsLength = 0
+
+  /** Bytes held for a reply in progress. */
+  get bufferedBytes (): number {
+    return this.#partsLength
+  }
+
+  /** True while a reply has started but not finished. */
+  get midReply (): boolean {
+    return this.#state !== ST_TYPE || this.#partsLength > 0
+  }
+
+  /** Feeds one chunk; calls onReply once per complete top-level reply. Throws ProtocolError on junk. */
+  push (chunk: Buffer, onReply: OnReply): void {
+    if (this.#state === ST_DEAD) return
+    const n = chunk.length
+    let start = 0
+    let pos = 0
+    try {
+      while (pos < n) {
+        let valueDone = false
+        switch (this.#state) {
+          case ST_TYPE: {
+            const b = chunk[pos++]
+            const kind = TYPE_TABLE[b]
+            if (kind === undefined) throw new ProtocolError(`unexpected byte 0x${b.toString(16).padStart(2, '0')} in reply stream`)
+            if (kind === -1) {
+              this.#state = ST_LINE
+            } else {
+              this.#kind = kind
+              this.#state = ST_LEN
+              this.#num = 0
+              this.#digits = 0
+              this.#negative = false
+            }
+            break
+          }
+          case ST_LINE: {
+            const nl = chunk.indexOf(LF, pos)
+            if (nl === -1) {
+              pos = n
+            } else {
+              pos = nl + 1
+              valueDone = true
+            }
+            break
+          }
+          case ST_LEN: {
+            while (pos < n) {
+              const b = chunk[pos++]
+              if (b === CR) {
+                if (this.#digits === 0) throw new ProtocolError('invalid length in reply stream')
+                this.#state = ST_LEN_LF
+                break
+              }
+              if (b === MINUS && this.#digits === 0 && !this.#negative) {
+                this.#negative = true
+                continue
+              }
+              const d = b - 48
+              if (d < 0 || d > 9 || ++this.#digits > MAX_HEADER_DIGITS) {
+                // RESP3 streamed types ('$?', '*?') are never sent by Redis; treat them as junk.
+                throw new ProtocolError(b === QUESTION ? 'streamed RESP3 types are not supported' : 'invalid length in reply stream')
+              }
+              this.#num = this.#num * 10 + d
+            }
+            break
+          }
+          case ST_LEN_LF: {
+            if (chunk[pos++] !== LF) throw new ProtocolError('invalid length in reply stream')
+            if (this.#negative) {
+              // $-1 / *-1: RESP2 nulls. Any other negative length is junk.
+              if (this.#num !== 1) throw new ProtocolError('invalid length in reply stream')
+              valueDone = true
+            } else if (this.#kind === KIND_BULK) {
+              this.#dataLeft = this.#num + 2
+              this.#state = ST_DATA
+            } else {
+              const children = this.#kind === KIND_AGG
+                ? this.#num
+                : this.#kind === KIND_MAP ? 2 * this.#num : 2 * this.#num + 1
+              if (children === 0) {
+                valueDone = true
+              } else {
+                this.#stack.push(children)
+                this.#state = ST_TYPE
+              }
+            }
+            break
+          }
+          case ST_DATA: {
+            const take = Math.min(this.#dataLeft, n - pos)
+            pos += take
+            this.#dataLeft -= take
+            if (this.#dataLeft === 0) valueDone = true
+            break
+          }
+        }
+        if (!valueDone) continue
+        this.#state = ST_TYPE
+        // A value finished: count it against the open aggregates; the frame is done when none is open.
+        const stack = this.#stack
+        let open = stack.length
+        while (open > 0 && --stack[open - 1] === 0) {
+          stack.pop()
+          open--
+        }
+        if (open > 0) continue
+        if (this.#partsLength === 0) {
+          onReply(chunk.subarray(start, pos))
+        } else {
+          this.#parts.push(chunk.subarray(start, pos))
+          const frame = Buffer.concat(this.#parts, this.#partsLength + pos - start)
+          this.#parts = []
+          this.#partsLength = 0
+          onReply(frame)
+        }
+        start = pos
+      }
+    } catch (err) {
+      this.#state = ST_DEAD
+      this.#parts = []
+      this.#partsLength = 0
+      throw err
+    }
+    if (start < n) {
+      this.#parts.push(start === 0 ? chunk : chunk.subarray(start))
+      this.#partsLength += n - start
+    }
+  }
+}

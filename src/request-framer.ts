@@ -1,0 +1,264 @@
+import { ProtocolError } from './errors.js'
+import { RespCommand } from './resp-command.js'
+import { splitInlineArgs } from './inline-args.js'
+
+/**
+ * Incremental framer for what clients send: RESP multibulk commands and inline commands.
+ *
+ * Hand-written because no maintained library does what the proxy needs here: find command
+ * boundaries and argument offsets without decoding or copying, resume at any byte boundary,
+ * and enforce Redis's own limits with Redis's own error texts. (`redis-parser` decodes replies
+ * into JS values, which is both the wrong direction and a copy.)
+ *
+ * Each byte is looked at once: headers are parsed digit by digit as they arrive, payloads are
+ * skipped by length. A command inside one chunk is a zero-copy view of that chunk; a command that
+ * spans chunks is joined once, so a 100 MB argument costs O(size).
+ */
+
+export interface RequestLimits {
+  /** Redis `proto-max-bulk-len` (default 512 MB). */
+  maxBulkLength: number
+  /** Most arguments in one multibulk (Redis allows up to INT_MAX; nothing is preallocated). */
+  maxMultibulkLength: number
+  /** Inline command line limit (Redis PROTO_INLINE_MAX_SIZE, 64 KB). */
+  maxInlineLength: number
+  /** When set, the stricter limits Redis applies before AUTH. */
+  unauthenticated?: boolean
+}
+
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
+  maxBulkLength: 512 * 1024 * 1024,
+  maxMultibulkLength: 2147483647,
+  maxInlineLength: 64 * 1024
+}
+
+// Redis's limits for clients that have not authenticated yet (networking.c).
+const UNAUTH_MAX_MULTIBULK = 10
+const UNAUTH_MAX_BULK = 16384
+// A header line is a sign and at most 19 digits; anything longer is junk.
+const MAX_HEADER_DIGITS = 19
+
+const CR = 13
+const LF = 10
+const STAR = 42 // '*'
+const DOLLAR = 36 // '$'
+const MINUS = 45 // '-'
+
+const ST_START = 0 // expecting '*' or the first byte of an inline command
+const ST_COUNT = 1 // digits of '*<count>'
+const ST_COUNT_LF = 2
+const ST_ARG_TYPE = 3 // expecting '$'
+const ST_ARG_LEN = 4 // digits of '$<len>'
+const ST_ARG_LEN_LF = 5
+const ST_ARG_DATA = 6 // payload bytes plus CRLF
+const ST_INLINE = 7 // bytes up to '\n'
+const ST_DEAD = 8 // after a protocol error: nothing more is accepted
+
+export class RequestFramer {
+  limits: RequestLimits
+
+  #state = ST_START
+  #num = 0
+  #digits = 0
+  #negative = false
+  #argsLeft = 0
+  #dataLeft = 0
+  /** Bytes of the command in progress that arrived in earlier chunks. */
+  #parts: Buffer[] = []
+  #partsLength = 0
+  #offsets: number[] = []
+  #inlineLength = 0
+
+  constructor (limits: RequestLimits = DEFAULT_REQUEST_LIMITS) {
+    this.limits = limits
+  }
+
+  /** True while part of a command has been received but not all of it. */
+  get midCommand (): boolean {
+    return this.#state !== ST_START || this.#partsLength > 0
+  }
+
+  /** Bytes held for the command in progress (for memory accounting). */
+  get bufferedBytes (): number {
+    return this.#partsLength
+  }
+
+  /**
+   * Feeds one chunk; calls onCommand for each complete command, in order.
+   * Throws ProtocolError (with Redis's wording) on malformed input; commands completed
+   * before the bad byte have already been delivered. The framer accepts nothing afterwards.
+   */
+  push (chunk: Buffer, onCommand: (cmd: RespCommand) => void): void {
+    if (this.#state === ST_DEAD) return
+    const n = chunk.length
+    let start = 0 // where the command in progress begins inside this chunk
+    let pos = 0
+    try {
+      while (pos < n) {
+        switch (this.#state) {
+          case ST_START: {
+            const b = chunk[pos]
+            if (b === STAR) {
+              pos++
+              this.#beginNumber(ST_COUNT)
+            } else {
+              this.#state = ST_INLINE
+              this.#inlineLength = 0
+            }
+            break
+          }
+          case ST_COUNT:
+          case ST_ARG_LEN:
+            pos = this.#readDigits(chunk, pos)
+            break
+          case ST_COUNT_LF: {
+            if (chunk[pos++] !== LF) throw new ProtocolError('Protocol error: invalid multibulk length')
+            const count = this.#negative ? -this.#num : this.#num
+            if (this.limits.unauthenticated === true && count > UNAUTH_MAX_MULTIBULK) {
+              throw new ProtocolError('Protocol error: unauthenticated multibulk length')
+            }
+            if (count > this.limits.maxMultibulkLength) throw new ProtocolError('Protocol error: invalid multibulk length')
+            if (count <= 0) {
+              // Redis ignores '*0' and '*-1' silently: no command, no reply.
+              this.#reset()
+              start = pos
+              break
+            }
+            this.#argsLeft = count
+            this.#state = ST_ARG_TYPE
+            break
+          }
+          case ST_ARG_TYPE: {
+            const b = chunk[pos++]
+            if (b !== DOLLAR) {
+              throw new ProtocolError(`Protocol error: expected '$', got '${String.fromCharCode(b)}'`)
+            }
+            this.#beginNumber(ST_ARG_LEN)
+            break
+          }
+          case ST_ARG_LEN_LF: {
+            if (chunk[pos++] !== LF) throw new ProtocolError('Protocol error: invalid bulk length')
+            const len = this.#negative ? -this.#num : this.#num
+            if (this.limits.unauthenticated === true && len > UNAUTH_MAX_BULK) {
+              throw new ProtocolError('Protocol error: unauthenticated bulk length')
+            }
+            if (len < 0 || len > this.limits.maxBulkLength) throw new ProtocolError('Protocol error: invalid bulk length')
+            const argStart = this.#partsLength + (pos - start)
+            this.#offsets.push(argStart, argStart + len)
+            this.#dataLeft = len + 2
+            this.#state = ST_ARG_DATA
+            break
+          }
+          case ST_ARG_DATA: {
+            const take = Math.min(this.#dataLeft, n - pos)
+            pos += take
+            this.#dataLeft -= take
+            if (this.#dataLeft > 0) break
+            // Like Redis, the two bytes after a payload are skipped, not checked: the upstream
+            // reads the forwarded bytes exactly as the framer did.
+            if (--this.#argsLeft > 0) {
+              this.#state = ST_ARG_TYPE
+              break
+            }
+            onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
+            this.#reset()
+            start = pos
+            break
+          }
+          case ST_INLINE: {
+            const nl = chunk.indexOf(LF, pos)
+            const end = nl === -1 ? n : nl + 1
+            this.#inlineLength += end - pos
+            if (this.#inlineLength > this.limits.maxInlineLength) {
+              throw new ProtocolError('Protocol error: too big inline request')
+            }
+            pos = end
+            if (nl === -1) break
+            const line = this.#take(chunk, start, pos)
+            this.#reset()
+            start = pos
+            const args = splitInlineArgs(line)
+            if (args === null) throw new ProtocolError('Protocol error: unbalanced quotes in request')
+            if (args.length > 0) onCommand(toCommand(args))
+            break
+          }
+        }
+      }
+    } catch (err) {
+      this.#state = ST_DEAD
+      this.#parts = []
+      this.#partsLength = 0
+      throw err
+    }
+    if (start < n) {
+      // Keep the unfinished command's bytes (a view of the chunk, not a copy).
+      this.#parts.push(start === 0 ? chunk : chunk.subarray(start))
+      this.#partsLength += n - start
+    }
+  }
+
+  #beginNumber (state: number): void {
+    this.#state = state
+    this.#num = 0
+    this.#digits = 0
+    this.#negative = false
+  }
+
+  /** Parses header digits up to CR; returns the new position. */
+  #readDigits (chunk: Buffer, pos: number): number {
+    const n = chunk.length
+    const isCount = this.#state === ST_COUNT
+    while (pos < n) {
+      const b = chunk[pos++]
+      if (b === CR) {
+        if (this.#digits === 0) throw headerError(isCount)
+        this.#state = isCount ? ST_COUNT_LF : ST_ARG_LEN_LF
+        return pos
+      }
+      if (b === MINUS && this.#digits === 0 && !this.#negative) {
+        this.#negative = true
+        continue
+      }
+      const d = b - 48
+      if (d < 0 || d > 9 || ++this.#digits > MAX_HEADER_DIGITS) throw headerError(isCount)
+      this.#num = this.#num * 10 + d
+    }
+    return pos
+  }
+
+  /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
+  #take (chunk: Buffer, start: number, end: number): Buffer {
+    if (this.#partsLength === 0) return chunk.subarray(start, end)
+    this.#parts.push(chunk.subarray(start, end))
+    return Buffer.concat(this.#parts, this.#partsLength + end - start)
+  }
+
+  #reset (): void {
+    this.#state = ST_START
+    this.#parts = []
+    this.#partsLength = 0
+    this.#offsets = []
+  }
+}
+
+function headerError (isCount: boolean): ProtocolError {
+  return new ProtocolError(isCount ? 'Protocol error: invalid multibulk length' : 'Protocol error: invalid bulk length')
+}
+
+/** Inline commands are re-encoded as multibulk: the upstream always gets canonical RESP. */
+function toCommand (args: Buffer[]): RespCommand {
+  const header = `*${args.length}\r\n`
+  let size = header.length
+  for (const arg of args) size += `$${arg.length}\r\n`.length + arg.length + 2
+  const frame = Buffer.allocUnsafe(size)
+  const offsets: number[] = []
+  let pos = frame.write(header, 0, 'latin1')
+  for (const arg of args) {
+    pos += frame.write(`$${arg.length}\r\n`, pos, 'latin1')
+    offsets.push(pos, pos + arg.length)
+    pos += arg.copy(frame, pos)
+    frame[pos++] = CR
+    frame[pos++] = LF
+  }
+  return new RespCommand(frame, offsets)
+}

@@ -1,0 +1,267 @@
+import net from 'node:net'
+import tls from 'node:tls'
+import Denque from 'denque'
+import { ReplyFramer } from './reply-framer.js'
+import { ReplySlot, InternalSink } from './reply-slot.js'
+import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamTimeoutError, type ProxyError } from './errors.js'
+import { command as encodeCommand } from './resp-encode.js'
+import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
+import type { UpstreamAddress } from './config.js'
+
+export type UpstreamState = 'connecting' | 'handshaking' | 'ready' | 'closed'
+
+export interface UpstreamConnectionOptions {
+  id: number
+  address: UpstreamAddress
+  connectTimeoutMs: number
+  commandTimeoutMs: number
+}
+
+const PUSH = 0x3e // '>'
+const PLUS = 0x2b // '+'
+
+/**
+ * One socket to Redis. Commands are written as the client sent them; their slots wait in an
+ * inflight FIFO, and each reply frame the framer finds fills the head slot.
+ *
+ * Rules that keep replies with their owners:
+ * - The head slot is popped before its sink runs (the sink may close this connection).
+ * - A reply with no slot waiting means the stream is out of step: the connection is dropped,
+ *   never resynchronised by guessing.
+ * - When the connection fails, every inflight slot fails; nothing is replayed (RESP commands are
+ *   not idempotent).
+ * - A late reply cannot be skipped in a FIFO protocol, so the command timeout closes the connection.
+ */
+export class UpstreamConnection implements Corked {
+  readonly id: number
+  /** Called once when the connection closes for any reason (set by whoever holds it). */
+  onClose: ((conn: UpstreamConnection, err: ProxyError) => void) | null = null
+  /** Called when the last inflight reply arrived. */
+  onIdle: ((conn: UpstreamConnection) => void) | null = null
+  /** Database currently selected on this connection (tracked, so sessions can switch it). */
+  db: number
+  /** Commands in flight that block by design (BLPOP …): the op timer does not apply to them. */
+  blockingInflight = 0
+
+  #state: UpstreamState = 'connecting'
+  #socket: net.Socket
+  #framer = new ReplyFramer()
+  #inflight = new Denque<ReplySlot>()
+  #corked = false
+  #needDrain = false
+  #drainWaiters: Array<() => void> = []
+  #timer: NodeJS.Timeout | null = null
+  #lastProgress = 0
+  #commandTimeoutMs: number
+  #closeError: ProxyError | null = null
+
+  private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
+    this.id = options.id
+    this.db = 0
+    this.#socket = socket
+    this.#commandTimeoutMs = options.commandTimeoutMs
+    socket.on('data', this.#onData)
+    socket.on('error', (err) => { this.destroy(new UpstreamClosedError(`upstream connection error: ${err.message}`)) })
+    socket.on('close', () => { this.destroy(new UpstreamClosedError('upstream closed the connection')) })
+    socket.on('drain', this.#onDrain)
+  }
+
+  /**
+   * Opens a connection and completes the handshake (AUTH, SELECT, CLIENT SETNAME) before
+   * resolving, so no user command ever shares the stream with an unfinished handshake.
+   */
+  static connect (options: UpstreamConnectionOptions): Promise<UpstreamConnection> {
+    const { address } = options
+    const where = address.path ?? `${address.host}:${address.port}`
+    return new Promise((resolve, reject) => {
+      const socket = address.tls
+        ? tls.connect({ host: address.host, port: address.port, servername: net.isIP(address.host) === 0 ? address.host : undefined })
+        : address.path !== undefined ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port })
+      const conn = new UpstreamConnection(options, socket)
+      let settled = false
+      const fail = (err: ProxyError): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        conn.destroy(err)
+        reject(err)
+      }
+      const timer = setTimeout(() => {
+        fail(new UpstreamConnectError(`connect to ${where} timed out after ${options.connectTimeoutMs} ms`))
+      }, options.connectTimeoutMs)
+      timer.unref()
+      conn.onClose = (_c, err) => { fail(new UpstreamConnectError(`connect to ${where} failed: ${err.message.replace(/^upstream connection error: /, '')}`)) }
+      socket.once(address.tls ? 'secureConnect' : 'connect', () => {
+        socket.setNoDelay(true)
+        socket.setKeepAlive(true, 10_000)
+        conn.#setState('handshaking')
+        conn.#handshake(address).then(() => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          conn.onClose = null
+          conn.#setState('ready')
+          resolve(conn)
+        }, (err: ProxyError) => { fail(err) })
+      })
+    })
+  }
+
+  get state (): UpstreamState {
+    return this.#state
+  }
+
+  get isReady (): boolean {
+    return this.#state === 'ready'
+  }
+
+  /** Commands written and not yet answered. */
+  get inflight (): number {
+    return this.#inflight.length
+  }
+
+  /** The socket's buffer is full: route elsewhere or wait for drain. */
+  get needDrain (): boolean {
+    return this.#needDrain
+  }
+
+  /** Writes a command (its exact bytes) and queues its slot for the reply. */
+  send (frame: Buffer, slot: ReplySlot): void {
+    if (this.#inflight.push(slot) === 1) this.#startTimer()
+    if (!this.#corked) {
+      this.#corked = true
+      this.#socket.cork()
+      uncorkAtEndOfTick(this)
+    }
+    if (!this.#socket.write(frame)) this.#needDrain = true
+  }
+
+  /** The proxy's own command on this connection; the callback gets the reply or the failure. */
+  sendInternal (args: ReadonlyArray<string | Buffer>, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
+    this.send(encodeCommand(args), new ReplySlot(new InternalSink(callback), null))
+  }
+
+  /** Runs fn once the socket has drained (at once if it is not full). */
+  whenDrained (fn: () => void): void {
+    if (!this.#needDrain) fn()
+    else this.#drainWaiters.push(fn)
+  }
+
+  uncork (): void {
+    this.#corked = false
+    this.#socket.uncork()
+  }
+
+  /** Closes the connection now; every inflight command fails with `err`. Idempotent. */
+  destroy (err: ProxyError = new UpstreamClosedError('upstream connection closed by respool')): void {
+    if (this.#state === 'closed') return
+    this.#setState('closed')
+    this.#closeError = err
+    this.#stopTimer()
+    this.#socket.destroy()
+    const failed = this.#inflight.toArray()
+    this.#inflight.clear()
+    for (const slot of failed) slot.sink.onFailure(slot, err)
+    const waiters = this.#drainWaiters
+    this.#drainWaiters = []
+    for (const fn of waiters) fn()
+    const onClose = this.onClose
+    this.onClose = null
+    onClose?.(this, err)
+  }
+
+  get closeError (): ProxyError | null {
+    return this.#closeError
+  }
+
+  #setState (next: UpstreamState): void {
+    this.#state = next
+  }
+
+  #handshake (address: UpstreamAddress): Promise<void> {
+    const steps: Array<Promise<void>> = []
+    const expectOk = (args: string[], what: string, optional = false): void => {
+      steps.push(new Promise((resolve, reject) => {
+        this.sendInternal(args, (frame, err) => {
+          if (err !== null) reject(err)
+          else if (frame !== null && (frame[0] === PLUS || optional)) resolve()
+          else reject(new UpstreamConnectError(`${what} failed: ${firstLine(frame)}`))
+        })
+      }))
+    }
+    if (address.password !== undefined) {
+      expectOk(address.username !== undefined ? ['AUTH', address.username, address.password] : ['AUTH', address.password], 'AUTH')
+    }
+    if (address.db !== 0) expectOk(['SELECT', String(address.db)], `SELECT ${address.db}`)
+    this.db = address.db
+    // The name makes respool's connections easy to find in CLIENT LIST; a server that refuses
+    // it (ACL, old version) is still usable.
+    expectOk(['CLIENT', 'SETNAME', 'respool'], 'CLIENT SETNAME', true)
+    return Promise.all(steps).then(() => undefined)
+  }
+
+  #onData = (chunk: Buffer): void => {
+    this.#lastProgress = performance.now()
+    try {
+      this.#framer.push(chunk, this.#onReply)
+    } catch (err) {
+      this.destroy(err instanceof ProtocolError ? new UpstreamClosedError(`upstream protocol error: ${err.message}`) : new UpstreamClosedError(String(err)))
+    }
+  }
+
+  #onReply = (frame: Buffer): void => {
+    if (this.#state === 'closed') return
+    if (frame[0] === PUSH) return // RESP3 out-of-band push on a request/reply connection: never shifts the FIFO
+    const slot = this.#inflight.shift()
+    if (slot === undefined) {
+      this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
+      return
+    }
+    if (this.#inflight.length === 0) this.#stopTimer()
+    if (!slot.cancelled) slot.sink.onReply(slot, frame)
+    if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+  }
+
+  #onDrain = (): void => {
+    this.#needDrain = false
+    const waiters = this.#drainWaiters
+    this.#drainWaiters = []
+    for (const fn of waiters) fn()
+  }
+
+  // One timer per connection, armed while commands are in flight. A reply pushes the deadline
+  // back by recording progress; the timer re-arms itself for the remainder instead of being
+  // reset on every reply.
+  #startTimer (): void {
+    this.#lastProgress = performance.now()
+    if (this.#commandTimeoutMs === 0 || this.#timer !== null) return
+    this.#timer = setTimeout(this.#onTimer, this.#commandTimeoutMs)
+    this.#timer.unref()
+  }
+
+  #stopTimer (): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+  }
+
+  #onTimer = (): void => {
+    this.#timer = null
+    if (this.#inflight.length === 0 || this.#state === 'closed') return
+    const idle = performance.now() - this.#lastProgress
+    if (this.blockingInflight > 0 || idle < this.#commandTimeoutMs) {
+      this.#timer = setTimeout(this.#onTimer, this.blockingInflight > 0 ? this.#commandTimeoutMs : this.#commandTimeoutMs - idle + 1)
+      this.#timer.unref()
+      return
+    }
+    this.destroy(new UpstreamTimeoutError(`upstream did not reply within ${this.#commandTimeoutMs} ms; connection dropped`))
+  }
+}
+
+function firstLine (frame: Buffer | null): string {
+  if (frame === null) return 'no reply'
+  const text = frame.toString('utf8', 0, Math.min(frame.length, 200))
+  return text.split('\r\n')[0].replace(/^[-+]/, '')
+}
+

@@ -1,0 +1,158 @@
+import { createPool, type Pool } from 'generic-pool'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { UpstreamConnection } from './upstream-connection.js'
+import { PoolTimeoutError, UpstreamConnectError, type ProxyError } from './errors.js'
+import { describeUpstream, type ProxyConfig } from './config.js'
+import type { Logger } from './logger.js'
+
+export interface PoolStats {
+  /** Upstream connections open or opening (never above `max`). */
+  size: number
+  max: number
+  /** Open and not lent to anyone. */
+  available: number
+  /** Lent out (shared lanes and pins). */
+  borrowed: number
+  /** acquire() calls waiting for a connection. */
+  waiting: number
+}
+
+export type ConnectionFactory = (id: number) => Promise<UpstreamConnection>
+
+/**
+ * The hard bound on upstream connections. `generic-pool` owns the bound, connection creation,
+ * validation on borrow, idle eviction and the waiting queue with its deadline; this class adds
+ * what a Redis upstream needs on top: reconnect backoff and errors that say why a wait failed.
+ *
+ * generic-pool retries a failed create immediately while anyone waits, so the factory itself
+ * sleeps (exponential backoff with jitter) before each attempt that follows a failure: a dead
+ * Redis costs a few connection attempts per second, not a tight loop.
+ */
+export class UpstreamPool {
+  readonly #pool: Pool<UpstreamConnection>
+  readonly #config: ProxyConfig
+  readonly #log: Logger
+  #nextId = 1
+  #failures = 0
+  #lastError: ProxyError | null = null
+  #connects = 0
+  #connectFailures = 0
+
+  constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
+    this.#config = config
+    this.#log = log
+    const open: ConnectionFactory = factory ?? ((id) => UpstreamConnection.connect({
+      id,
+      address: config.upstream,
+      connectTimeoutMs: config.connectTimeoutMs,
+      commandTimeoutMs: config.commandTimeoutMs
+    }))
+    this.#pool = createPool<UpstreamConnection>({
+      create: async () => await this.#create(open),
+      destroy: async (conn) => { conn.destroy() },
+      validate: async (conn) => conn.isReady
+    }, {
+      max: config.poolSize,
+      min: config.minIdle,
+      testOnBorrow: true,
+      acquireTimeoutMillis: config.acquireTimeoutMs,
+      idleTimeoutMillis: config.upstreamIdleTimeoutMs,
+      evictionRunIntervalMillis: Math.min(1000, config.upstreamIdleTimeoutMs),
+      // Reuse the most recently returned connection: it is the one most likely still warm.
+      fifo: false,
+      autostart: true
+    })
+    // Failures are logged in #create; the event only needs a listener so it is not unhandled.
+    this.#pool.on('factoryCreateError', () => {})
+  }
+
+  /** Waits (up to the acquire deadline) for a connection of one's own. */
+  async acquire (): Promise<UpstreamConnection> {
+    const started = performance.now()
+    try {
+      return await this.#pool.acquire()
+    } catch (err) {
+      throw this.#explain(err as Error, performance.now() - started)
+    }
+  }
+
+  /** Gives back a connection in the pool's default state. */
+  release (conn: UpstreamConnection): void {
+    conn.onClose = null
+    conn.onIdle = null
+    if (!conn.isReady) {
+      this.destroy(conn)
+      return
+    }
+    if (this.#pool.isBorrowedResource(conn)) void this.#pool.release(conn)
+  }
+
+  /** Gives back a connection that must not be reused (closed, or in an unknown state). */
+  destroy (conn: UpstreamConnection): void {
+    conn.onClose = null
+    conn.onIdle = null
+    conn.destroy()
+    if (this.#pool.isBorrowedResource(conn)) void this.#pool.destroy(conn)
+  }
+
+  get stats (): PoolStats {
+    return {
+      size: this.#pool.size,
+      max: this.#pool.max,
+      available: this.#pool.available,
+      borrowed: this.#pool.borrowed,
+      waiting: this.#pool.pending
+    }
+  }
+
+  /** Connections opened and attempts that failed since start. */
+  get counters (): { connects: number, connectFailures: number } {
+    return { connects: this.#connects, connectFailures: this.#connectFailures }
+  }
+
+  /** The last connection failure, while the upstream is failing (null once a connect succeeds). */
+  get lastError (): ProxyError | null {
+    return this.#lastError
+  }
+
+  /** Closes idle connections and refuses new acquires; lent connections are closed by their holders. */
+  async close (): Promise<void> {
+    await this.#pool.drain()
+    await this.#pool.clear()
+  }
+
+  async #create (open: ConnectionFactory): Promise<UpstreamConnection> {
+    if (this.#failures > 0) {
+      const ceiling = Math.min(this.#config.reconnectMaxMs, this.#config.reconnectBaseMs * 2 ** (this.#failures - 1))
+      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false })
+    }
+    const id = this.#nextId++
+    try {
+      const conn = await open(id)
+      if (this.#failures > 0) this.#log.info({ upstream: describeUpstream(this.#config.upstream) }, 'upstream reachable again')
+      this.#failures = 0
+      this.#lastError = null
+      this.#connects++
+      return conn
+    } catch (err) {
+      this.#failures++
+      this.#connectFailures++
+      this.#lastError = err as ProxyError
+      if (this.#failures === 1 || this.#failures % 20 === 0) {
+        this.#log.warn({ upstream: describeUpstream(this.#config.upstream), attempt: this.#failures, err: (err as Error).message }, 'cannot connect to upstream; retrying with backoff')
+      }
+      throw err
+    }
+  }
+
+  #explain (err: Error, waitedMs: number): ProxyError {
+    const waited = Math.round(waitedMs)
+    if (this.#lastError !== null) {
+      return new UpstreamConnectError(`upstream ${describeUpstream(this.#config.upstream)} unavailable (${this.#lastError.message}), waited ${waited} ms`)
+    }
+    if (err.name === 'TimeoutError') {
+      return new PoolTimeoutError(`pool exhausted: all ${this.#config.poolSize} upstream connections busy, waited ${waited} ms`)
+    }
+    return new PoolTimeoutError(`no upstream connection: ${err.message}`)
+  }
+}
