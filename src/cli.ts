@@ -16,6 +16,7 @@ export function buildParser (argv: string[]) {
     .option('port', { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' })
     .option('upstream', { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' })
     .option('pool-size', { type: 'number', default: DEFAULTS.poolSize, describe: 'Most upstream connections ever open' })
+    .option('max-pins', { type: 'number', describe: 'Most connections pinned at once by transactions, blocking commands and subscribers (default: pool size - 1, so shared traffic always keeps one)' })
     .option('min-idle', { type: 'number', default: DEFAULTS.minIdle, describe: 'Upstream connections kept open even when idle' })
     .option('acquire-timeout', { type: 'number', default: DEFAULTS.acquireTimeoutMs, describe: 'ms a command may wait for an upstream connection before it fails' })
     .option('connect-timeout', { type: 'number', default: DEFAULTS.connectTimeoutMs, describe: 'ms to open one upstream connection (TCP and handshake)' })
@@ -45,6 +46,7 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     port: args.port as number,
     upstream: args.upstream as string,
     poolSize: args.poolSize as number,
+    maxPins: args.maxPins as number | undefined,
     minIdle: args.minIdle as number,
     acquireTimeoutMs: args.acquireTimeout as number,
     connectTimeoutMs: args.connectTimeout as number,

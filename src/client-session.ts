@@ -2,15 +2,20 @@ import type net from 'node:net'
 import Denque from 'denque'
 import { RequestFramer, type RequestLimits } from './request-framer.js'
 import { ReplySlot, type ReplySink } from './reply-slot.js'
-import { classify, Kind } from './command-table.js'
-import { CommandRefusedError, ProtocolError, ProxyError, toRespError } from './errors.js'
-import { OK } from './resp-encode.js'
+import { classify, Kind, type CommandKind } from './command-table.js'
+import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from './errors.js'
+import { OK, errorReply, encodeValue, simpleString } from './resp-encode.js'
 import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
+import { SessionState } from './session-state.js'
+import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
+import { commandFamily, parsePubsubFrame, type PubsubFamily } from './pubsub-frames.js'
+import * as local from './local-commands.js'
 import type { RespCommand } from './resp-command.js'
-import type { Router, LaneWaiter } from './router.js'
+import type { Router, LaneWaiter, Pin, PinAcquisition, PinRelease } from './router.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { ProxyStats } from './proxy-stats.js'
 import type { ProxyConfig } from './config.js'
+import type { ServerInfo } from './server-info.js'
 import type { Logger } from './logger.js'
 
 /** What a session needs from the server that owns it. */
@@ -19,8 +24,45 @@ export interface SessionContext {
   router: Router
   stats: ProxyStats
   log: Logger
+  credentials: local.Credentials
+  /** Clients must AUTH before anything is forwarded. */
+  authRequired: boolean
+  serverInfo (): ServerInfo
+  /** CLIENT LIST: every client the proxy serves. */
+  clientViews (): local.ClientView[]
   onSessionClosed (session: ClientSession): void
 }
+
+// Why the session holds a pinned connection (a bit each; the pin is released when none is left).
+export const R_MULTI = 1
+export const R_WATCH = 2
+export const R_BLOCKING = 4
+export const R_SUBSCRIBED = 8
+export const R_MONITOR = 16
+export const R_TRACKING = 32
+/** Reasons that make the connection's state unknowable once the client is gone. */
+const STREAMING = R_SUBSCRIBED | R_MONITOR | R_TRACKING
+
+// What must happen when a command's reply arrives (ReplySlot.effect).
+const E_SELECT = 1
+const E_SELECT_QUEUED = 2
+const E_MULTI = 3
+const E_EXEC = 4
+const E_DISCARD = 5
+const E_WATCH = 6
+const E_UNWATCH = 7
+const E_BLOCKING = 8
+const E_TRACKING_ON = 9
+const E_TRACKING_OFF = 10
+const E_MONITOR = 11
+const E_SUBSCRIBE = 12
+
+// What the pump is waiting for before it can send the next command.
+const W_NONE = 0
+const W_LANE = 1 // a shared lane to exist
+const W_PIN = 2 // a pinned connection
+const W_DRAIN = 3 // the upstream socket to drain
+const W_BARRIER = 4 // replies in flight on another connection (order across connections)
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -28,18 +70,33 @@ const PAUSE_OUTPUT = 2 // the client is not reading its replies
 const PAUSE_UPSTREAM = 4 // the upstream socket is full
 const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 
+const PUSH = 0x3e
+const MINUS = 0x2d
+const WAIT_FENCE = ['PUBLISH', '__respool__:wait-fence', '']
+
+interface Lease {
+  pin: Pin
+  reasons: number
+}
+
 /**
  * One downstream client. Commands are framed from its socket, each gets a reply slot in
  * arrival order, and replies are written from the head of that queue, so the client sees them
  * in the order it sent its commands whatever order they complete in.
  *
- *   slots:   | written … | filled, waiting for an earlier one | in flight | pending |
+ *   slots:   | filled, waiting for an earlier one | in flight | pending |
  *   pending: commands accepted but not yet written upstream (the tail of `slots`)
+ *
+ * Commands go to a shared lane unless the client holds a pin (MULTI, WATCH, a blocking
+ * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
+ * connection, the next command never goes to another (Redis orders per connection only).
  */
 export class ClientSession implements ReplySink, LaneWaiter, Corked {
   readonly id: number
   readonly remoteAddress: string
+  readonly localAddress: string
   readonly connectedAt = Date.now()
+  readonly state: SessionState
 
   readonly #socket: net.Socket
   readonly #ctx: SessionContext
@@ -49,21 +106,32 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   #inflight = 0
   /** The upstream connection carrying this session's inflight commands. */
   #conn: UpstreamConnection | null = null
-  #waitingForLane = false
+  #lease: Lease | null = null
+  #acquiring: PinAcquisition | null = null
+  /** When the pin being acquired was requested, and for which slot (blocking timeouts). */
+  #pinRequestedAt = 0
+  #pinRequestedFor: ReplySlot | null = null
+  #wait = W_NONE
   #paused = 0
   #corked = false
   #closed = false
   #endWhenFlushed = false
+  /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
+  #txnDb = -1
+  readonly #subs: Record<PubsubFamily, Set<string>> = { channel: new Set(), pattern: new Set(), shard: new Set() }
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
     this.#socket = socket
     this.#ctx = ctx
     this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
+    this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
+    this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
     const limits: RequestLimits = {
       maxBulkLength: ctx.config.maxBulkLength,
       maxMultibulkLength: ctx.config.maxMultibulkLength,
-      maxInlineLength: ctx.config.maxInlineLength
+      maxInlineLength: ctx.config.maxInlineLength,
+      unauthenticated: !this.state.authenticated
     }
     this.#framer = new RequestFramer(limits)
     socket.setNoDelay(true)
@@ -90,10 +158,33 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     return this.#closed
   }
 
+  /** Why this client holds a pinned connection (bitmask of R_*), 0 if it holds none. */
+  get pinReasons (): number {
+    return this.#lease?.reasons ?? 0
+  }
+
+  /** What CLIENT LIST shows about this client. */
+  view (): local.ClientView {
+    const reasons = this.pinReasons
+    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : 'N'
+    return {
+      id: this.id,
+      addr: this.remoteAddress,
+      laddr: this.localAddress,
+      ageSeconds: Math.floor((Date.now() - this.connectedAt) / 1000),
+      state: this.state,
+      flags,
+      multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
+      sub: this.#subs.channel.size,
+      psub: this.#subs.pattern.size,
+      ssub: this.#subs.shard.size
+    }
+  }
+
   // ---- input ---------------------------------------------------------------------------
 
   #onData = (chunk: Buffer): void => {
-    if (this.#paused & PAUSE_ENDING) return
+    if ((this.#paused & PAUSE_ENDING) !== 0) return
     try {
       this.#framer.push(chunk, this.#onCommand)
     } catch (err) {
@@ -101,6 +192,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       this.#ctx.stats.downstreamCxProtocolError++
       this.#ctx.log.debug({ client: this.id, err: err.message }, 'client protocol error')
       // Like Redis: commands before the bad bytes are answered, then the error, then close.
+      this.#pump()
       this.#addLocalReply(toRespError(err))
       this.#endAfterReplies(false)
     }
@@ -110,6 +202,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   #onCommand = (cmd: RespCommand): void => {
     this.#ctx.stats.downstreamRqTotal++
     const slot = new ReplySlot(this, cmd)
+    slot.effect = -1 // not classified yet
     this.#slots.push(slot)
     this.#pending.push(slot)
     if (this.#slots.length >= this.#ctx.config.maxPipeline) this.#pause(PAUSE_PIPELINE)
@@ -120,51 +213,461 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   /** Sends pending commands upstream, in order, as far as routing allows. */
   #pump (): void {
     const pending = this.#pending
-    while (!this.#closed && pending.length > 0 && !this.#waitingForLane) {
-      const slot = pending.peekFront() as ReplySlot
-      const cmd = slot.command as RespCommand
-      const kind = classify(cmd)
-      if (kind !== Kind.SHARED) {
-        pending.shift()
-        this.#answerLocally(slot, cmd, kind)
-        continue
-      }
-      let conn: UpstreamConnection | null
-      if (this.#inflight > 0) {
-        conn = this.#conn // read-your-writes: stay where the earlier commands went
-      } else {
-        conn = this.#ctx.router.pickLane()
-        if (conn === null) {
-          this.#waitingForLane = true
-          this.#ctx.router.waitForLane(this)
-          return
-        }
-      }
-      if (conn === null) throw new Error('session has inflight commands but no connection')
-      if (conn.needDrain) {
-        this.#pause(PAUSE_UPSTREAM)
-        conn.whenDrained(this.#onUpstreamDrained)
-        return
-      }
-      pending.shift()
-      this.#inflight++
-      this.#conn = conn
-      conn.send(cmd.frame, slot)
+    while (!this.#closed && this.#wait === W_NONE && pending.length > 0) {
+      if (!this.#dispatch(pending.peekFront() as ReplySlot)) return
     }
   }
 
+  /** Handles the head pending command. Returns false if it must wait (this.#wait says for what). */
+  #dispatch (slot: ReplySlot): boolean {
+    const cmd = slot.command as RespCommand
+    const state = this.state
+    if (slot.effect === -1) {
+      // First look at this command, in order: reply suppression and bookkeeping happen once.
+      slot.effect = 0
+      state.lastCommand = cmd.name
+      state.lastActive = Date.now()
+      if (state.replyOff) slot.suppressed = true
+      else if (state.skipNext) {
+        slot.suppressed = true
+        state.skipNext = false
+      }
+    }
+    const kind = classify(cmd)
+    if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
+      return this.#local(slot, errorReply('NOAUTH Authentication required.'))
+    }
+    const lease = this.#lease
+    if (lease !== null) {
+      if (!lease.pin.conn.isReady) {
+        this.#onLeaseLost()
+        return false
+      }
+      if ((lease.reasons & R_MONITOR) !== 0 && kind !== Kind.QUIT && kind !== Kind.RESET) return this.#sendUnanswered(slot)
+      // A RESP2 subscriber may only send what Redis allows there; Redis answers the rest itself.
+      if ((lease.reasons & R_SUBSCRIBED) !== 0 && state.resp === 2 && kind !== Kind.SUBSCRIBE &&
+        kind !== Kind.UNSUBSCRIBE && kind !== Kind.QUIT && kind !== Kind.RESET) {
+        return this.#forward(slot, 0, 0)
+      }
+    }
+    return this.#dispatchKind(slot, cmd, kind, lease)
+  }
+
+  #dispatchKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
+    const inMulti = lease !== null && (lease.reasons & R_MULTI) !== 0
+    switch (kind) {
+      case Kind.SHARED:
+      case Kind.READONLY:
+      case Kind.READWRITE:
+        return this.#forward(slot, 0, 0)
+      case Kind.BLOCKING:
+        return this.#blocking(slot, cmd, lease)
+      case Kind.MULTI:
+        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
+        return this.#forward(slot, E_MULTI, 0)
+      case Kind.EXEC:
+      case Kind.DISCARD:
+        if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
+        return this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)
+      case Kind.WATCH:
+        if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
+        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        return this.#forward(slot, E_WATCH, 0)
+      case Kind.UNWATCH:
+        if (lease === null) return this.#local(slot, OK)
+        return this.#forward(slot, E_UNWATCH, 0)
+      case Kind.SUBSCRIBE:
+      case Kind.UNSUBSCRIBE:
+        return this.#pubsub(slot, cmd, kind, lease)
+      case Kind.MONITOR:
+        if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError('MONITOR inside MULTI is not supported')))
+        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        return this.#forward(slot, E_MONITOR, 0)
+      case Kind.SELECT:
+        return this.#select(slot, cmd, inMulti)
+      case Kind.AUTH:
+      case Kind.HELLO:
+        if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
+        return this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+      case Kind.CLIENT:
+        return this.#client(slot, cmd, lease)
+      case Kind.RESET:
+        return this.#reset(slot)
+      case Kind.QUIT:
+        this.#local(slot, OK)
+        this.#endAfterReplies(true)
+        return true
+      case Kind.DENIED:
+        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused through respool (replication and server lifecycle commands are not proxied)`)))
+      default:
+        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' would change a shared connection and is not supported through respool`)))
+    }
+  }
+
+  #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const timeoutMs = blockingTimeoutMs(cmd)
+    if (lease === null) {
+      // The wait for a pin counts against the command's own timeout; 0 (forever) waits forever.
+      return this.#pinFor(slot, timeoutMs !== null && timeoutMs > 0 ? timeoutMs : (timeoutMs === 0 ? null : this.#ctx.config.acquireTimeoutMs))
+    }
+    if ((lease.reasons & R_MULTI) !== 0) return this.#forward(slot, 0, 0) // queued, does not block
+    if (this.#pinRequestedFor === slot) {
+      this.#pinRequestedFor = null
+      const waited = performance.now() - this.#pinRequestedAt
+      if (timeoutMs !== null && timeoutMs > 0 && waited >= 5) {
+        if (waited >= timeoutMs) {
+          this.#local(slot, timeoutReply(cmd, this.state.resp))
+          this.#maybeReleaseLease()
+          return true
+        }
+        slot.command = withTimeout(cmd, timeoutMs - waited)
+      }
+    }
+    return this.#forward(slot, E_BLOCKING, 0)
+  }
+
+  #pubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
+    if (lease !== null && (lease.reasons & R_MULTI) !== 0) {
+      return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
+    }
+    const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
+    if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, this.#notSubscribedReply(cmd))
+    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
+    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+    slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
+    return this.#forward(slot, E_SUBSCRIBE, 0)
+  }
+
+  /** What Redis answers to (P|S)UNSUBSCRIBE from a client that is not subscribed. */
+  #notSubscribedReply (cmd: RespCommand): Buffer {
+    const head = this.state.resp === 3 ? '>3\r\n' : '*3\r\n'
+    const kind = `$${cmd.name.length}\r\n${cmd.name}\r\n`
+    const names = cmd.argc > 1 ? cmd.args().slice(1) : [null]
+    return Buffer.concat(names.map((name) => Buffer.concat([
+      Buffer.from(head + kind),
+      name === null ? Buffer.from(this.state.resp === 3 ? '_\r\n' : '$-1\r\n') : encodeValue(name.toString('latin1'), 2),
+      Buffer.from(':0\r\n')
+    ])))
+  }
+
+  #select (slot: ReplySlot, cmd: RespCommand, inMulti: boolean): boolean {
+    const text = cmd.argc === 2 ? cmd.argString(1) : ''
+    if (!/^\d{1,9}$/.test(text)) return this.#forward(slot, 0, 0) // Redis answers the error
+    const db = Number(text)
+    const databases = this.#ctx.serverInfo().databases
+    if (databases !== null && db >= databases && !inMulti) return this.#local(slot, errorReply('ERR DB index is out of range'))
+    return this.#forward(slot, inMulti ? E_SELECT_QUEUED : E_SELECT, db)
+  }
+
+  #auth (cmd: RespCommand): Buffer {
+    if (cmd.argc === 2) return local.authenticate(this.state, this.#ctx.credentials, null, cmd.argString(1))
+    if (cmd.argc === 3) return local.authenticate(this.state, this.#ctx.credentials, cmd.argString(1), cmd.argString(2))
+    return local.wrongArity('auth')
+  }
+
+  #client (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const sub = cmd.keyword(1)
+    const state = this.state
+    switch (sub) {
+      case 'id':
+        return this.#local(slot, local.clientId(this.id))
+      case 'getname':
+        return this.#local(slot, local.getName(state))
+      case 'setname':
+        return this.#local(slot, cmd.argc === 3 ? local.setName(state, cmd.arg(2)) : local.wrongArity('client|setname'))
+      case 'setinfo':
+        return this.#local(slot, local.setInfo(state, cmd))
+      case 'info':
+        return this.#local(slot, local.clientInfo(this.view()))
+      case 'list':
+        return this.#local(slot, this.#clientList(cmd))
+      case 'reply': {
+        const mode = cmd.keyword(2)
+        if (cmd.argc !== 3 || (mode !== 'on' && mode !== 'off' && mode !== 'skip')) return this.#local(slot, errorReply('ERR syntax error'))
+        state.replyOff = mode === 'off'
+        state.skipNext = mode === 'skip'
+        slot.suppressed = mode !== 'on' // ON answers +OK; OFF and SKIP answer nothing
+        return this.#local(slot, OK)
+      }
+      case 'tracking': {
+        const on = cmd.keyword(2)
+        for (let i = 3; i < cmd.argc; i++) {
+          if (cmd.keyword(i) === 'redirect') return this.#local(slot, toRespError(new CommandRefusedError('CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3) tracking')))
+        }
+        if (on === 'off') return lease === null ? this.#local(slot, OK) : this.#forward(slot, E_TRACKING_OFF, 0)
+        if (on !== 'on') return this.#forward(slot, 0, 0) // Redis answers the syntax error
+        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        return this.#forward(slot, E_TRACKING_ON, 0)
+      }
+      case 'kill':
+      case 'unblock':
+      case 'no-evict':
+      case 'no-touch':
+        return this.#local(slot, toRespError(new CommandRefusedError(`CLIENT ${sub.toUpperCase()} would act on shared upstream connections and is not supported through respool`)))
+      default:
+        // CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, HELP …: Redis answers (on the pin, if any).
+        return this.#forward(slot, 0, 0)
+    }
+  }
+
+  #clientList (cmd: RespCommand): Buffer {
+    let views = this.#ctx.clientViews()
+    for (let i = 2; i < cmd.argc; i++) {
+      const opt = cmd.keyword(i)
+      if (opt === 'type' && i + 1 < cmd.argc) {
+        const type = cmd.keyword(++i)
+        if (type === 'pubsub') views = views.filter((v) => v.flags === 'P')
+        else if (type === 'normal') views = views.filter((v) => v.flags !== 'P')
+        else if (type === 'master' || type === 'replica' || type === 'slave') views = []
+        else return errorReply(`ERR Unknown client type '${cmd.argString(i)}'`)
+      } else if (opt === 'id') {
+        const ids = new Set<number>()
+        for (i++; i < cmd.argc; i++) {
+          const id = Number(cmd.argString(i))
+          if (!Number.isInteger(id) || id <= 0) return errorReply('ERR Invalid client ID')
+          ids.add(id)
+        }
+        views = views.filter((v) => ids.has(v.id))
+      } else {
+        return errorReply('ERR syntax error')
+      }
+    }
+    return local.clientList(views, this.state.resp)
+  }
+
+  #reset (slot: ReplySlot): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER // earlier replies first, then the state is thrown away
+      return false
+    }
+    this.#endLease()
+    this.state.reset()
+    this.#txnDb = -1
+    for (const set of Object.values(this.#subs)) set.clear()
+    this.#framer.limits.unauthenticated = !this.state.authenticated
+    return this.#local(slot, simpleString('RESET'))
+  }
+
+  // ---- sending ---------------------------------------------------------------------------
+
+  /** Answers the head pending command locally (its reply keeps its place in the order). */
+  #local (slot: ReplySlot, reply: Buffer): boolean {
+    this.#pending.shift()
+    this.#fill(slot, reply)
+    return true
+  }
+
+  /** Sends the head pending command to the session's connection: its pin, its lane, or a new lane. */
+  #forward (slot: ReplySlot, effect: number, data: number): boolean {
+    const lease = this.#lease
+    let conn: UpstreamConnection | null
+    if (lease !== null) {
+      conn = lease.pin.conn
+    } else if (this.#inflight > 0) {
+      conn = this.#conn // read-your-writes: stay where the earlier commands went
+    } else {
+      conn = this.#ctx.router.pickLane(this.state.db, this.state.resp)
+      if (conn === null) {
+        this.#wait = W_LANE
+        this.#ctx.router.waitForLane(this)
+        return false
+      }
+    }
+    if (conn === null) throw new Error('session has inflight commands but no connection')
+    if (conn.needDrain) {
+      this.#wait = W_DRAIN
+      this.#pause(PAUSE_UPSTREAM)
+      conn.whenDrained(this.#onUpstreamDrained)
+      return false
+    }
+    this.#pending.shift()
+    // Inside MULTI everything is queued by Redis, so nothing may be slipped in; the state cannot
+    // change there anyway (SELECT is deferred to EXEC, HELLO/AUTH are refused).
+    if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
+    slot.effect = effect
+    slot.data = data
+    if (effect !== 0) this.#onSend(slot, conn, lease)
+    this.#inflight++
+    this.#conn = conn
+    conn.send((slot.command as RespCommand).frame, slot)
+    return true
+  }
+
+  /** State changes that take effect when the command is written (Redis applies them in order). */
+  #onSend (slot: ReplySlot, conn: UpstreamConnection, lease: Lease | null): void {
+    switch (slot.effect) {
+      case E_SELECT:
+        // The SELECT switches the connection; the client's later commands use the new db.
+        // If Redis refuses it, the reply restores the old one (slot.prior).
+        slot.prior = this.state.db
+        this.state.db = slot.data
+        conn.db = slot.data
+        break
+      case E_MULTI:
+        if (lease !== null) lease.reasons |= R_MULTI
+        break
+      case E_WATCH:
+        if (lease !== null) {
+          slot.prior = lease.reasons & R_WATCH
+          lease.reasons |= R_WATCH
+        }
+        break
+      case E_MONITOR:
+        if (lease !== null) lease.reasons |= R_MONITOR
+        break
+      case E_SUBSCRIBE:
+        if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
+          lease.reasons |= R_SUBSCRIBED
+          conn.tunnel = this.#onPubsubFrame
+        }
+        break
+      case E_BLOCKING: {
+        if (lease === null) break
+        const name = (slot.command as RespCommand).name
+        if (name === 'wait' || name === 'waitaof') {
+          // WAIT counts replicas that acknowledged this connection's last write. The client's
+          // writes may have gone through a shared lane, so a propagated no-op here first moves
+          // this connection's write offset past them; WAIT then covers every write it made.
+          conn.sendInternal(WAIT_FENCE, () => {})
+        }
+        lease.reasons |= R_BLOCKING
+        conn.blockingInflight++
+        break
+      }
+    }
+  }
+
+  /** MONITOR mode: the command's answers come through the tunnel, so it gets no slot. */
+  #sendUnanswered (slot: ReplySlot): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#pending.shift()
+    this.#slots.shift() // all earlier replies were written, so this slot is the head
+    ;(this.#lease as Lease).pin.conn.sendRaw((slot.command as RespCommand).frame)
+    return true
+  }
+
+  /**
+   * Makes the connection speak the client's protocol and sit in the client's database before
+   * the client's command runs there. Lanes are shared by clients in different states; the
+   * switch is two pipelined commands whose replies the proxy checks and drops.
+   */
+  #syncState (conn: UpstreamConnection): void {
+    const state = this.state
+    if (conn.resp !== state.resp) {
+      conn.resp = state.resp
+      conn.sendInternal(['HELLO', String(state.resp)], (frame, err) => { this.#checkInternal(conn, frame, err, 'HELLO') })
+    }
+    if (conn.db !== state.db) {
+      conn.db = state.db
+      conn.sendInternal(['SELECT', String(state.db)], (frame, err) => { this.#checkInternal(conn, frame, err, 'SELECT') })
+    }
+  }
+
+  #checkInternal (conn: UpstreamConnection, frame: Buffer | null, err: ProxyError | null, what: string): void {
+    if (err === null && frame !== null && frame[0] !== MINUS) return
+    // The connection is not in the state the commands behind this one assume: drop it.
+    conn.destroy(new UpstreamClosedError(`${what} on upstream connection failed: ${frame?.toString('latin1', 0, Math.min(frame.length, 120)).trim() ?? err?.message}`))
+  }
+
+  // ---- pins --------------------------------------------------------------------------------
+
+  /** Acquires a pin for the head command; dispatch resumes with the lease in place. */
+  #pinFor (slot: ReplySlot, deadlineMs: number | null): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER // the new connection must not overtake replies still due on the old one
+      return false
+    }
+    this.#wait = W_PIN
+    this.#pinRequestedAt = performance.now()
+    this.#pinRequestedFor = slot
+    const acquisition = this.#ctx.router.acquirePin(deadlineMs)
+    this.#acquiring = acquisition
+    acquisition.promise.then((pin) => {
+      this.#acquiring = null
+      if (this.#closed) {
+        this.#ctx.router.releasePin(pin, 'clean')
+        return
+      }
+      this.#lease = { pin, reasons: 0 }
+      pin.conn.onClose = () => { this.#onLeaseLost() }
+      this.#wait = W_NONE
+      this.#pump()
+    }, (err: ProxyError) => {
+      this.#acquiring = null
+      if (this.#closed) return
+      this.#wait = W_NONE
+      this.#pinRequestedFor = null
+      const cmd = slot.command as RespCommand
+      const blocking = classify(cmd) === Kind.BLOCKING && err.code === 'RESPOOL_ERR_POOL_TIMEOUT' && deadlineMs !== null && (blockingTimeoutMs(cmd) ?? 0) > 0
+      // A blocking command that ran out of time while waiting gets Redis's own timeout reply.
+      this.#local(slot, blocking ? timeoutReply(cmd, this.state.resp) : toRespError(err))
+      this.#pump()
+    })
+    return false
+  }
+
+  /** Gives the pin back when no reason to hold it is left and nothing is in flight on it. */
+  #maybeReleaseLease (): void {
+    const lease = this.#lease
+    if (lease === null || lease.reasons !== 0 || this.#inflight > 0 || this.#wait === W_PIN) return
+    this.#lease = null
+    this.#conn = null
+    this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : 'clean')
+  }
+
+  /** Ends the lease whatever its state (RESET, client gone): clean, scrubbed or destroyed. */
+  #endLease (): void {
+    const lease = this.#lease
+    if (lease === null) return
+    this.#lease = null
+    this.#conn = null
+    const conn = lease.pin.conn
+    let how: PinRelease = 'clean'
+    if ((lease.reasons & (STREAMING | R_BLOCKING)) !== 0 || conn.inflight > 0 || conn.blockingInflight > 0) {
+      // A blocked command must not pop an element for nobody; a streaming connection cannot be
+      // told apart from its messages. Closing is the only safe end.
+      how = 'destroy'
+    } else if (lease.reasons !== 0) {
+      how = 'scrub' // MULTI or WATCH: RESET and handshake again before anyone else uses it
+    }
+    this.#ctx.router.releasePin(lease.pin, how)
+  }
+
+  /** The pinned connection failed. Commands on it already got errors. */
+  #onLeaseLost (): void {
+    const lease = this.#lease
+    if (lease === null) return
+    this.#lease = null
+    this.#conn = null
+    this.#ctx.router.releasePin(lease.pin, 'destroy')
+    if ((lease.reasons & (R_MULTI | R_WATCH | STREAMING)) !== 0 && !this.#closed) {
+      // The transaction or subscription is gone with the connection. Running the client's next
+      // commands elsewhere would silently break its atomicity or lose its messages, so the client
+      // is disconnected, as a direct connection would be.
+      this.#ctx.log.debug({ client: this.id, reasons: lease.reasons }, 'pinned upstream connection lost; closing client')
+      this.#endAfterReplies(true)
+      return
+    }
+    if (this.#wait === W_NONE) this.#pump()
+  }
+
   #onUpstreamDrained = (): void => {
+    this.#wait = W_NONE
     this.#resume(PAUSE_UPSTREAM)
     this.#pump()
   }
 
   laneReady (): void {
-    this.#waitingForLane = false
+    this.#wait = W_NONE
     this.#pump()
   }
 
   laneFailed (err: ProxyError): void {
-    this.#waitingForLane = false
+    this.#wait = W_NONE
     // Every command waiting behind the failed wait gets the error now: one dead upstream must
     // not cost a pipelining client one deadline per command.
     while (this.#pending.length > 0) {
@@ -173,27 +676,151 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     }
   }
 
-  #answerLocally (slot: ReplySlot, cmd: RespCommand, kind: number): void {
-    if (kind === Kind.QUIT) {
-      this.#fill(slot, OK)
-      this.#endAfterReplies(true)
-      return
-    }
-    const err = new CommandRefusedError(`'${cmd.name.toUpperCase()}' is not supported through respool`)
-    this.#fill(slot, toRespError(err))
-  }
-
   // ---- replies ---------------------------------------------------------------------------
 
   onReply (slot: ReplySlot, frame: Buffer): void {
     this.#inflight--
+    if (slot.effect > 0) this.#applyEffect(slot, frame)
     this.#fill(slot, frame)
-    if (this.#inflight === 0 && this.#pending.length > 0) this.#pump()
+    if (this.#inflight > 0) return
+    this.#maybeReleaseLease()
+    if (this.#wait === W_BARRIER) this.#wait = W_NONE
+    if (this.#pending.length > 0 && this.#wait === W_NONE) this.#pump()
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
     this.#ctx.stats.upstreamRqFailed++
     this.onReply(slot, toRespError(err))
+  }
+
+  /** State changes that depend on Redis's answer (a failed SELECT leaves the db as it was …). */
+  #applyEffect (slot: ReplySlot, frame: Buffer): void {
+    const failed = frame[0] === MINUS
+    const lease = this.#lease
+    switch (slot.effect) {
+      case E_SELECT:
+        if (failed) {
+          this.state.db = slot.prior
+          if (this.#conn !== null) this.#conn.db = -1 // unknown: the next command selects again
+        }
+        break
+      case E_SELECT_QUEUED:
+        if (!failed) this.#txnDb = slot.data
+        break
+      case E_MULTI:
+        if (failed && lease !== null) lease.reasons &= ~R_MULTI
+        break
+      case E_EXEC:
+      case E_DISCARD:
+        if (lease !== null) {
+          lease.reasons &= ~(R_MULTI | R_WATCH)
+          if (this.#txnDb >= 0) {
+            // EXEC ran the queued SELECT if it answered with an array.
+            if (slot.effect === E_EXEC && frame[0] === 0x2a && frame[1] !== MINUS) this.state.db = this.#txnDb
+            lease.pin.conn.db = -1
+          }
+        }
+        this.#txnDb = -1
+        break
+      case E_WATCH:
+        if (failed && lease !== null && slot.prior === 0) lease.reasons &= ~R_WATCH
+        break
+      case E_UNWATCH:
+        if (lease !== null && (lease.reasons & R_MULTI) === 0) lease.reasons &= ~R_WATCH
+        break
+      case E_BLOCKING:
+        if (lease !== null) {
+          lease.pin.conn.blockingInflight--
+          if (lease.pin.conn.blockingInflight === 0) lease.reasons &= ~R_BLOCKING
+        }
+        break
+      case E_TRACKING_ON:
+        if (!failed && lease !== null) {
+          lease.reasons |= R_TRACKING
+          lease.pin.conn.pushHandler = this.#outOfBand
+        }
+        break
+      case E_TRACKING_OFF:
+        if (!failed && lease !== null) {
+          lease.reasons &= ~R_TRACKING
+          lease.pin.conn.pushHandler = null
+        }
+        break
+      case E_MONITOR:
+        if (lease === null) break
+        if (failed) lease.reasons &= ~R_MONITOR
+        else lease.pin.conn.tunnel = this.#onMonitorFrame
+        break
+    }
+  }
+
+  /**
+   * Frames on a subscribed connection. Messages are out of band; confirmations complete the
+   * (UN)SUBSCRIBE command waiting for them (a command naming n channels gets n); anything else
+   * is an ordinary reply. Subscriber mode ends, in stream order, with the confirmation that
+   * leaves no subscription: frames after it are ordinary replies again.
+   */
+  #onPubsubFrame = (frame: Buffer): boolean => {
+    const lease = this.#lease
+    if (lease === null) return false
+    const conn = lease.pin.conn
+    const info = parsePubsubFrame(frame, conn.resp)
+    if (info === null) {
+      if (frame[0] !== PUSH) return false
+      this.#outOfBand(frame) // RESP3 push that is not pub/sub: tracking invalidations
+      return true
+    }
+    if (info.kind === 'message') {
+      this.#outOfBand(frame)
+      return true
+    }
+    const set = this.#subs[info.family]
+    const sizeBefore = set.size
+    if (info.name !== null) {
+      if (info.kind === 'subscribe') set.add(info.name)
+      else set.delete(info.name)
+    }
+    const head = conn.peekHead()
+    const headCmd = head?.command
+    if (head !== undefined && head.sink === this && head.confirmations !== 0 && headCmd != null &&
+      headCmd.name.endsWith(info.kind) && commandFamily(headCmd.name) === info.family) {
+      if (head.confirmations === -1) head.confirmations = Math.max(1, sizeBefore)
+      ;(head.parts ??= []).push(frame)
+      if (--head.confirmations === 0) {
+        const reply = head.parts.length === 1 ? head.parts[0] : Buffer.concat(head.parts)
+        head.parts = null
+        conn.completeHead(reply)
+      }
+    } else {
+      this.#outOfBand(frame)
+    }
+    const stillCollecting = conn.peekHead()?.confirmations ?? 0
+    if (this.#subs.channel.size + this.#subs.pattern.size + this.#subs.shard.size === 0 && stillCollecting === 0 && this.#lease === lease) {
+      conn.tunnel = null
+      lease.reasons &= ~R_SUBSCRIBED
+      this.#maybeReleaseLease()
+    }
+    return true
+  }
+
+  #onMonitorFrame = (frame: Buffer): boolean => {
+    this.#outOfBand(frame)
+    return true
+  }
+
+  /**
+   * A frame nobody's command asked for (a message, an invalidation, a MONITOR line). Everything
+   * answered before it on the connection has been written, so writing it now keeps the stream
+   * in Redis's order; inside a reply still being collected it joins that reply.
+   */
+  #outOfBand = (frame: Buffer): void => {
+    if (this.#closed) return
+    const head = this.#slots.peekFront()
+    if (head !== undefined && head.parts !== null) {
+      head.parts.push(frame)
+      return
+    }
+    this.#write(frame)
   }
 
   /** Fills a slot and writes every reply that is now at the head, in order. */
@@ -203,28 +830,29 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     const slots = this.#slots
     let head = slots.peekFront()
     if (head !== slot && head?.reply === null) return // an earlier reply is still missing
+    while (head !== undefined && head.reply !== null) {
+      slots.shift()
+      if (!head.suppressed) this.#write(head.reply)
+      head = slots.peekFront()
+    }
+    if ((this.#paused & PAUSE_PIPELINE) !== 0 && slots.length < this.#ctx.config.maxPipeline / 2) this.#resume(PAUSE_PIPELINE)
+    if (this.#endWhenFlushed && slots.length === 0) this.#socket.end()
+  }
+
+  #write (bytes: Buffer): void {
     if (!this.#corked) {
       this.#corked = true
       this.#socket.cork()
       uncorkAtEndOfTick(this)
     }
-    let writable = true
-    while (head !== undefined && head.reply !== null) {
-      slots.shift()
-      writable = this.#socket.write(head.reply)
-      head = slots.peekFront()
+    if (this.#socket.write(bytes)) return
+    if (this.#socket.writableLength > this.#ctx.config.maxOutputBufferBytes) {
+      this.#ctx.stats.downstreamCxOutputLimit++
+      this.#ctx.log.warn({ client: this.id, buffered: this.#socket.writableLength }, 'client output buffer limit reached; disconnecting')
+      this.destroy()
+      return
     }
-    if (!writable) {
-      if (this.#socket.writableLength > this.#ctx.config.maxOutputBufferBytes) {
-        this.#ctx.stats.downstreamCxOutputLimit++
-        this.#ctx.log.warn({ client: this.id, buffered: this.#socket.writableLength }, 'client output buffer limit reached; disconnecting')
-        this.destroy()
-        return
-      }
-      this.#pause(PAUSE_OUTPUT)
-    }
-    if ((this.#paused & PAUSE_PIPELINE) !== 0 && slots.length < this.#ctx.config.maxPipeline / 2) this.#resume(PAUSE_PIPELINE)
-    if (this.#endWhenFlushed && slots.length === 0) this.#socket.end()
+    this.#pause(PAUSE_OUTPUT)
   }
 
   #addLocalReply (reply: Buffer): void {
@@ -267,6 +895,10 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       this.#slots.pop()
       slot.cancelled = true
     }
+    if (dropPending && this.#acquiring !== null) {
+      this.#acquiring.cancel(new UpstreamClosedError('client is closing'))
+      this.#wait = W_NONE
+    }
     this.#endWhenFlushed = true
     if (this.#slots.length === 0) this.#socket.end()
   }
@@ -281,11 +913,13 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     if (this.#closed) return
     this.#closed = true
     this.#socket.destroy()
-    if (this.#waitingForLane) this.#ctx.router.cancelWait(this)
+    if (this.#wait === W_LANE) this.#ctx.router.cancelWait(this)
+    if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true
     this.#ctx.stats.upstreamRqCancelled += this.#inflight
     this.#slots.clear()
     this.#pending.clear()
+    this.#endLease()
     this.#ctx.onSessionClosed(this)
   }
 }

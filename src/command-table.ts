@@ -96,31 +96,3 @@ function hasBlockOption (cmd: RespCommand): boolean {
   }
   return false
 }
-
-/**
- * How long a blocking command may block, from its own arguments, in ms; 0 = forever;
- * null when it cannot be read (the command will fail in Redis anyway).
- */
-export function blockingTimeoutMs (cmd: RespCommand): number | null {
-  const name = cmd.name
-  let text: string | undefined
-  let unit = 1000
-  if (name === 'xread' || name === 'xreadgroup') {
-    for (let i = 1; i < cmd.argc - 1; i++) {
-      if (cmd.keyword(i) === 'block') { text = cmd.argString(i + 1); break }
-    }
-    unit = 1
-  } else if (name === 'wait' || name === 'waitaof') {
-    text = cmd.argString(cmd.argc - 1)
-    unit = 1
-  } else if (name === 'blmpop' || name === 'bzmpop') {
-    text = cmd.argc > 1 ? cmd.argString(1) : undefined
-  } else {
-    // BLPOP/BRPOP/BZPOP*/BRPOPLPUSH/BLMOVE and friends: the timeout is the last argument.
-    text = cmd.argc > 1 ? cmd.argString(cmd.argc - 1) : undefined
-  }
-  if (text === undefined) return null
-  const value = Number(text)
-  if (!Number.isFinite(value) || value < 0) return null
-  return value * unit
-}

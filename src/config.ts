@@ -20,6 +20,11 @@ export interface ProxyConfig {
   upstream: UpstreamAddress
   /** The most upstream connections ever open, shared lanes and pins together. */
   poolSize: number
+  /**
+   * Most connections pinned at once (transactions, blocking commands, subscribers). The rest
+   * stay for shared traffic. Default: poolSize - 1 (at least 1).
+   */
+  maxPins: number
   /** Connections kept open even when idle. */
   minIdle: number
   /** How long a command may wait for an upstream connection before it fails. */
@@ -52,7 +57,7 @@ export interface ProxyConfig {
   logLevel: string
 }
 
-export const DEFAULTS: Omit<ProxyConfig, 'upstream'> & { upstream: string } = {
+export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
   host: '127.0.0.1',
   port: 6380,
   upstream: 'redis://127.0.0.1:6379',
@@ -129,9 +134,10 @@ export function describeUpstream (up: UpstreamAddress): string {
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   const merged = { ...DEFAULTS, ...stripUndefined(options) }
   const upstream = typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream
-  const config: ProxyConfig = { ...merged, upstream }
+  const config: ProxyConfig = { ...merged, upstream, maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1) }
   intOption(config, 'port', 0, 65535)
   intOption(config, 'poolSize', 1, 10000)
+  intOption(config, 'maxPins', 1, config.poolSize)
   intOption(config, 'minIdle', 0, config.poolSize)
   intOption(config, 'acquireTimeoutMs', 1, 3600_000)
   intOption(config, 'connectTimeoutMs', 1, 3600_000)

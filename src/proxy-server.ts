@@ -8,6 +8,7 @@ import { ProxyStats } from './proxy-stats.js'
 import { describeUpstream, validateConfig, type ProxyConfig, type ProxyOptions } from './config.js'
 import { errorReply } from './resp-encode.js'
 import { silentLogger, type Logger } from './logger.js'
+import type { Credentials } from './local-commands.js'
 
 export interface ProxyServerOptions {
   logger?: Logger
@@ -42,12 +43,16 @@ export class ProxyServer {
     this.config = validateConfig(options as ProxyOptions)
     this.log = serverOptions.logger ?? silentLogger()
     this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
-    this.router = new Router(this.pool, this.log, { maxLanes: this.config.poolSize })
+    this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
     this.#ctx = {
       config: this.config,
       router: this.router,
       stats: this.stats,
       log: this.log,
+      credentials: credentialsFrom(this.config),
+      authRequired: false,
+      serverInfo: () => this.pool.serverInfo,
+      clientViews: () => [...this.#sessions].map((s) => s.view()),
       onSessionClosed: (session) => { this.#sessions.delete(session) }
     }
     this.#server = net.createServer({ noDelay: true }, this.#onConnection)
@@ -105,7 +110,7 @@ export class ProxyServer {
 
   async #teardown (): Promise<void> {
     for (const session of [...this.#sessions]) session.destroy()
-    this.router.close()
+    await this.router.close()
     await this.pool.close()
   }
 
@@ -124,6 +129,17 @@ export class ProxyServer {
     const session = new ClientSession(this.#nextSessionId++, socket, this.#ctx)
     this.#sessions.add(session)
   }
+}
+
+/**
+ * Which AUTH respool accepts from clients: the upstream's own credentials, so an application
+ * configured with its Redis password keeps working when pointed at respool.
+ */
+function credentialsFrom (config: ProxyConfig): Credentials {
+  const { username, password } = config.upstream
+  const users = new Map<string, string>()
+  if (username !== undefined && username !== 'default' && password !== undefined) users.set(username, password)
+  return { password: username === undefined || username === 'default' ? password : undefined, users }
 }
 
 function formatHostPort (host: string, port: number): string {

@@ -19,18 +19,27 @@ export class ReplySlot {
   reply: Buffer | null = null
   /** The owner went away: the reply is read and dropped (never delivered to anyone else). */
   cancelled = false
-  /** Time the command was accepted (performance.now()), for latency accounting. */
-  readonly acceptedAt: number
+  /** The reply is not sent to the client (CLIENT REPLY OFF/SKIP); the command still runs. */
+  suppressed = false
+  /** What the owner must do when the reply arrives (an owner-defined code; 0 = nothing). */
+  effect = 0
+  /** A number the effect needs (the db a SELECT switches to …). */
+  data = 0
+  /** What the effect replaced, to restore if Redis refuses the command (the db before SELECT …). */
+  prior = 0
+  /**
+   * Pub/sub confirmations this command's reply is made of (SUBSCRIBE a b → 2); -1 = one per
+   * current subscription, counted when the first arrives. 0 for ordinary commands.
+   */
+  confirmations = 0
+  /** Frames collected so far for a multi-frame reply. */
+  parts: Buffer[] | null = null
 
   constructor (
     readonly sink: ReplySink,
-    readonly command: RespCommand | null,
-    /** What the owner must do when the reply arrives (an owner-defined code; 0 = nothing). */
-    readonly effect: number = 0,
-    acceptedAt = 0
-  ) {
-    this.acceptedAt = acceptedAt
-  }
+    /** The command; replaced when respool rewrites it (a blocking timeout shortened by the wait). */
+    public command: RespCommand | null
+  ) {}
 }
 
 /** A sink for the proxy's own commands (handshake, state changes): calls back with the reply. */

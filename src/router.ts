@@ -1,7 +1,24 @@
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { UpstreamPool } from './upstream-pool.js'
+import { PinGate, type PinPermit } from './pin-gate.js'
 import type { ProxyError } from './errors.js'
 import type { Logger } from './logger.js'
+
+/** A connection pinned to one client, and the permit that counts it against the pin cap. */
+export interface Pin {
+  readonly conn: UpstreamConnection
+  readonly permit: PinPermit
+  readonly acquiredAt: number
+}
+
+/** An in-progress pin acquisition that the client can abandon (it disconnected). */
+export interface PinAcquisition {
+  promise: Promise<Pin>
+  cancel (err: ProxyError): void
+}
+
+/** How a pinned connection is given back. */
+export type PinRelease = 'clean' | 'scrub' | 'destroy'
 
 /** A session waiting until some shared lane exists. */
 export interface LaneWaiter {
@@ -29,13 +46,21 @@ export class Router {
   #idleSince = new Map<UpstreamConnection, number>()
   #sweepTimer: NodeJS.Timeout | null = null
   #closed = false
-  /** Most lanes at once (the pool bound less what pins may hold). */
-  maxLanes: number
+  /** Lanes that take no new sessions and go back to the pool once idle (a pin needs the room). */
+  #draining = new Set<UpstreamConnection>()
+  readonly #poolSize: number
+  readonly #gate: PinGate
+  /** Pins holding a permit (with a connection or about to get one). */
+  #pinsPermitted = 0
+  /** Pins by reason, for stats (the session reports reasons). */
+  pinsTotal = 0
+  pinWaitTimeouts = 0
 
-  constructor (pool: UpstreamPool, log: Logger, options: { maxLanes: number, laneIdleMs?: number }) {
+  constructor (pool: UpstreamPool, log: Logger, options: { poolSize: number, maxPins: number, laneIdleMs?: number }) {
     this.#pool = pool
     this.#log = log
-    this.maxLanes = options.maxLanes
+    this.#poolSize = options.poolSize
+    this.#gate = new PinGate(options.maxPins)
     this.#laneIdleMs = options.laneIdleMs ?? 5000
   }
 
@@ -43,20 +68,115 @@ export class Router {
     return this.#lanes.length
   }
 
-  /** The least-loaded ready lane, or null if there is none yet (then call waitForLane). */
-  pickLane (): UpstreamConnection | null {
+  get pinCount (): number {
+    return this.#pinsPermitted
+  }
+
+  get pinsWaiting (): number {
+    return this.#gate.waiting
+  }
+
+  get maxPins (): number {
+    return this.#gate.maxPins
+  }
+
+  /** Most lanes at once: the pool bound less what pins hold. */
+  get maxLanes (): number {
+    return Math.max(1, this.#poolSize - this.#pinsPermitted)
+  }
+
+  /**
+   * The lane for an idle session: the least-loaded ready lane, preferring one already in the
+   * session's database and protocol (switching costs an extra SELECT/HELLO). Null if there is
+   * no lane yet (then call waitForLane).
+   */
+  pickLane (db: number, resp: number): UpstreamConnection | null {
     let best: UpstreamConnection | null = null
+    let bestScore = Infinity
     const lanes = this.#lanes
     for (let i = 0; i < lanes.length; i++) {
       const lane = lanes[i]
-      if (!lane.isReady || lane.needDrain) continue
-      if (best === null || lane.inflight < best.inflight) {
+      if (!lane.isReady || lane.needDrain || this.#draining.has(lane)) continue
+      // A state switch costs about as much as waiting behind two commands.
+      const score = lane.inflight + (lane.db !== db || lane.resp !== resp ? 2 : 0)
+      if (score < bestScore) {
         best = lane
-        if (lane.inflight === 0) break
+        bestScore = score
+        if (score === 0) break
       }
     }
     if (best === null || best.inflight > 0) this.#grow()
     return best
+  }
+
+  /**
+   * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline), then for
+   * a connection from the pool, shrinking the shared lanes if the pool is full.
+   */
+  acquirePin (deadlineMs: number | null): PinAcquisition {
+    const request = this.#gate.request(deadlineMs)
+    let cancelled: ProxyError | null = null
+    const promise = request.promise.then(async (permit) => {
+      this.#pinsPermitted++
+      this.#makeRoomForPin()
+      let conn: UpstreamConnection
+      try {
+        conn = await this.#pool.acquire(0)
+      } catch (err) {
+        this.#pinsPermitted--
+        this.#gate.release(permit)
+        throw err
+      }
+      const pin: Pin = { conn, permit, acquiredAt: performance.now() }
+      if (cancelled !== null) {
+        this.releasePin(pin, 'clean')
+        throw cancelled
+      }
+      this.pinsTotal++
+      return pin
+    }, (err: ProxyError) => {
+      if (err.code === 'RESPOOL_ERR_POOL_TIMEOUT') this.pinWaitTimeouts++
+      throw err
+    })
+    return {
+      promise,
+      cancel: (err) => {
+        cancelled = err
+        request.cancel(err)
+      }
+    }
+  }
+
+  /** Gives a pinned connection back: to the pool as is, after a scrub, or closed. */
+  releasePin (pin: Pin, how: PinRelease): void {
+    const { conn } = pin
+    conn.onClose = null
+    conn.onIdle = null
+    conn.tunnel = null
+    conn.pushHandler = null
+    const done = (): void => {
+      this.#pinsPermitted--
+      this.#gate.release(pin.permit)
+      // The room a pin needed may be free again: let the lanes grow back on demand.
+    }
+    if (how === 'destroy' || !conn.isReady) {
+      this.#pool.destroy(conn)
+      done()
+      return
+    }
+    if (how === 'clean') {
+      this.#pool.release(conn)
+      done()
+      return
+    }
+    conn.scrub().then(() => {
+      this.#pool.release(conn)
+      done()
+    }, (err: Error) => {
+      this.#log.debug({ upstream: conn.id, err: err.message }, 'scrub failed; connection destroyed')
+      this.#pool.destroy(conn)
+      done()
+    })
   }
 
   /** Calls the waiter back once a lane exists, or with the error if none can be had. */
@@ -70,18 +190,32 @@ export class Router {
   }
 
   /** Gives every lane back (closing). */
-  close (): void {
+  async close (): Promise<void> {
     this.#closed = true
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer)
     for (const lane of this.#lanes) this.#pool.release(lane)
     this.#lanes = []
+    this.#draining.clear()
+    await this.#gate.close()
+  }
+
+  /** Lanes above the cap stop taking sessions and go back to the pool as soon as they are idle. */
+  #makeRoomForPin (): void {
+    let excess = this.#lanes.length - this.#draining.size - this.maxLanes
+    if (excess <= 0) return
+    const byLoad = this.#lanes.filter((lane) => !this.#draining.has(lane)).sort((a, b) => a.inflight - b.inflight)
+    for (const lane of byLoad) {
+      if (excess-- <= 0) break
+      if (lane.inflight === 0) this.#removeLane(lane, true)
+      else this.#draining.add(lane)
+    }
   }
 
   #grow (): void {
-    if (this.#closed || this.#lanes.length + this.#growing >= this.maxLanes) return
+    if (this.#closed || this.#lanes.length - this.#draining.size + this.#growing >= this.maxLanes) return
     if (this.#growing > 0 && this.#lanes.length > 0) return // one at a time while traffic flows
     this.#growing++
-    this.#pool.acquire().then((conn) => {
+    this.#pool.acquire(1).then((conn) => {
       this.#growing--
       if (this.#closed) {
         this.#pool.release(conn)
@@ -101,7 +235,10 @@ export class Router {
   #addLane (conn: UpstreamConnection): void {
     this.#lanes.push(conn)
     conn.onClose = (c) => { this.#removeLane(c, false) }
-    conn.onIdle = (c) => { this.#idleSince.set(c, performance.now()) }
+    conn.onIdle = (c) => {
+      if (this.#draining.has(c)) this.#removeLane(c, true)
+      else this.#idleSince.set(c, performance.now())
+    }
     this.#idleSince.set(conn, performance.now())
     if (this.#sweepTimer === null) {
       this.#sweepTimer = setInterval(this.#sweep, Math.max(100, this.#laneIdleMs / 2))
@@ -117,6 +254,7 @@ export class Router {
     if (i === -1) return
     this.#lanes.splice(i, 1)
     this.#idleSince.delete(conn)
+    this.#draining.delete(conn)
     if (healthy) this.#pool.release(conn)
     else this.#pool.destroy(conn)
   }

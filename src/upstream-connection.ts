@@ -40,8 +40,18 @@ export class UpstreamConnection implements Corked {
   onIdle: ((conn: UpstreamConnection) => void) | null = null
   /** Database currently selected on this connection (tracked, so sessions can switch it). */
   db: number
+  /** Protocol the connection speaks now (HELLO switches it; tracked so sessions can switch it). */
+  resp: 2 | 3 = 2
   /** Commands in flight that block by design (BLPOP …): the op timer does not apply to them. */
   blockingInflight = 0
+  /**
+   * Subscriber or MONITOR mode: every frame is offered here first; returning true consumes it.
+   * Frames it declines fill inflight slots as usual (the proxy's own fence commands).
+   */
+  tunnel: ((frame: Buffer) => boolean) | null = null
+  /** Receives RESP3 push frames on a pinned connection (pub/sub messages, invalidations). */
+  pushHandler: ((frame: Buffer) => void) | null = null
+  #address: UpstreamAddress
 
   #state: UpstreamState = 'connecting'
   #socket: net.Socket
@@ -60,6 +70,7 @@ export class UpstreamConnection implements Corked {
     this.db = 0
     this.#socket = socket
     this.#commandTimeoutMs = options.commandTimeoutMs
+    this.#address = options.address
     socket.on('data', this.#onData)
     socket.on('error', (err) => { this.destroy(new UpstreamClosedError(`upstream connection error: ${err.message}`)) })
     socket.on('close', () => { this.destroy(new UpstreamClosedError('upstream closed the connection')) })
@@ -125,6 +136,27 @@ export class UpstreamConnection implements Corked {
     return this.#needDrain
   }
 
+  /**
+   * Brings a connection back to the pool's default state after a client left it in an unknown
+   * one: RESET (ends MULTI, WATCH, subscriptions, MONITOR, tracking, CLIENT REPLY modes; back to
+   * RESP2 and db 0; deauthenticates), then the handshake again. Resolves when every step
+   * answered as expected; any surprise destroys the connection instead.
+   */
+  async scrub (): Promise<void> {
+    this.tunnel = null
+    this.pushHandler = null
+    this.blockingInflight = 0
+    await new Promise<void>((resolve, reject) => {
+      this.sendInternal(['RESET'], (frame, err) => {
+        if (err !== null) reject(err)
+        else if (frame !== null && frame.toString('latin1') === '+RESET\r\n') resolve()
+        else reject(new UpstreamClosedError(`RESET answered ${firstLine(frame)}`))
+      })
+    })
+    this.resp = 2
+    await this.#handshake(this.#address)
+  }
+
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
     if (this.#inflight.push(slot) === 1) this.#startTimer()
@@ -134,6 +166,33 @@ export class UpstreamConnection implements Corked {
       uncorkAtEndOfTick(this)
     }
     if (!this.#socket.write(frame)) this.#needDrain = true
+  }
+
+  /**
+   * Writes a command whose answers arrive out of band (through `tunnel` or `pushHandler`):
+   * no slot is queued for it.
+   */
+  sendRaw (frame: Buffer): void {
+    if (!this.#corked) {
+      this.#corked = true
+      this.#socket.cork()
+      uncorkAtEndOfTick(this)
+    }
+    if (!this.#socket.write(frame)) this.#needDrain = true
+  }
+
+  /** The slot the next reply will fill (for a tunnel deciding what a frame answers). */
+  peekHead (): ReplySlot | undefined {
+    return this.#inflight.peekFront()
+  }
+
+  /** Completes the head slot with `frame` (used by a tunnel that collected a multi-frame reply). */
+  completeHead (frame: Buffer): void {
+    const slot = this.#inflight.shift()
+    if (slot === undefined) return
+    if (this.#inflight.length === 0) this.#stopTimer()
+    if (!slot.cancelled) slot.sink.onReply(slot, frame)
+    if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
 
   /** The proxy's own command on this connection; the callback gets the reply or the failure. */
@@ -211,7 +270,12 @@ export class UpstreamConnection implements Corked {
 
   #onReply = (frame: Buffer): void => {
     if (this.#state === 'closed') return
-    if (frame[0] === PUSH) return // RESP3 out-of-band push on a request/reply connection: never shifts the FIFO
+    if (this.tunnel !== null && this.tunnel(frame)) return
+    if (frame[0] === PUSH) {
+      // Out of band: never shifts the FIFO. On a shared connection nobody asked for it.
+      this.pushHandler?.(frame)
+      return
+    }
     const slot = this.#inflight.shift()
     if (slot === undefined) {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))

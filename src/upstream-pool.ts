@@ -4,6 +4,7 @@ import { UpstreamConnection } from './upstream-connection.js'
 import { PoolTimeoutError, UpstreamConnectError, type ProxyError } from './errors.js'
 import { describeUpstream, type ProxyConfig } from './config.js'
 import type { Logger } from './logger.js'
+import { fetchServerInfo, UNKNOWN_SERVER, type ServerInfo } from './server-info.js'
 
 export interface PoolStats {
   /** Upstream connections open or opening (never above `max`). */
@@ -37,6 +38,7 @@ export class UpstreamPool {
   #lastError: ProxyError | null = null
   #connects = 0
   #connectFailures = 0
+  #serverInfo: ServerInfo | null = null
 
   constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
     this.#config = config
@@ -60,17 +62,21 @@ export class UpstreamPool {
       evictionRunIntervalMillis: Math.min(1000, config.upstreamIdleTimeoutMs),
       // Reuse the most recently returned connection: it is the one most likely still warm.
       fifo: false,
+      priorityRange: 2,
       autostart: true
     })
     // Failures are logged in #create; the event only needs a listener so it is not unhandled.
     this.#pool.on('factoryCreateError', () => {})
   }
 
-  /** Waits (up to the acquire deadline) for a connection of one's own. */
-  async acquire (): Promise<UpstreamConnection> {
+  /**
+   * Waits (up to the acquire deadline) for a connection of one's own. Priority 0 (pins) is
+   * served before priority 1 (growing the shared lanes).
+   */
+  async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
     const started = performance.now()
     try {
-      return await this.#pool.acquire()
+      return await this.#pool.acquire(priority)
     } catch (err) {
       throw this.#explain(err as Error, performance.now() - started)
     }
@@ -105,6 +111,11 @@ export class UpstreamPool {
     }
   }
 
+  /** What the upstream said about itself (version, mode, databases); defaults until known. */
+  get serverInfo (): ServerInfo {
+    return this.#serverInfo ?? UNKNOWN_SERVER
+  }
+
   /** Connections opened and attempts that failed since start. */
   get counters (): { connects: number, connectFailures: number } {
     return { connects: this.#connects, connectFailures: this.#connectFailures }
@@ -129,6 +140,8 @@ export class UpstreamPool {
     const id = this.#nextId++
     try {
       const conn = await open(id)
+      // Learned from the first connection (again after a failure, in case Redis was replaced).
+      if (this.#serverInfo === null || this.#failures > 0) this.#serverInfo = await fetchServerInfo(conn)
       if (this.#failures > 0) this.#log.info({ upstream: describeUpstream(this.#config.upstream) }, 'upstream reachable again')
       this.#failures = 0
       this.#lastError = null

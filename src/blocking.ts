@@ -1,0 +1,56 @@
+import { RespCommand } from './resp-command.js'
+import { NULL_ARRAY, NULL_BULK, RESP3_NULL } from './resp-encode.js'
+
+/** Blocking commands whose timeout reply is a null bulk string rather than a null array. */
+const NULL_BULK_ON_TIMEOUT = new Set(['brpoplpush', 'blmove'])
+
+/** Exactly what Redis answers when a blocking command times out with nothing to return. */
+export function timeoutReply (cmd: RespCommand, resp: number): Buffer {
+  if (resp === 3) return RESP3_NULL
+  return NULL_BULK_ON_TIMEOUT.has(cmd.name) ? NULL_BULK : NULL_ARRAY
+}
+
+/** Where a blocking command keeps its timeout: argument index and unit (ms per unit). */
+export function timeoutArgument (cmd: RespCommand): { index: number, msPerUnit: number } | null {
+  const name = cmd.name
+  if (name === 'xread' || name === 'xreadgroup') {
+    for (let i = 1; i < cmd.argc - 1; i++) if (cmd.keyword(i) === 'block') return { index: i + 1, msPerUnit: 1 }
+    return null
+  }
+  if (name === 'wait' || name === 'waitaof') return cmd.argc > 1 ? { index: cmd.argc - 1, msPerUnit: 1 } : null
+  if (name === 'blmpop' || name === 'bzmpop') return cmd.argc > 1 ? { index: 1, msPerUnit: 1000 } : null
+  return cmd.argc > 1 ? { index: cmd.argc - 1, msPerUnit: 1000 } : null
+}
+
+/** The command's own timeout in ms (0 = forever), or null if it is not a valid number. */
+export function blockingTimeoutMs (cmd: RespCommand): number | null {
+  const where = timeoutArgument(cmd)
+  if (where === null) return null
+  const text = cmd.argString(where.index)
+  if (!/^\d+(\.\d+)?$/.test(text)) return null
+  return Number(text) * where.msPerUnit
+}
+
+/**
+ * The same command with its timeout lowered to `ms` (the time spent waiting for a connection
+ * counts against the client's own timeout). Only the timeout argument changes.
+ */
+export function withTimeout (cmd: RespCommand, ms: number): RespCommand {
+  const where = timeoutArgument(cmd)
+  if (where === null) return cmd
+  const value = where.msPerUnit === 1 ? String(Math.max(1, Math.ceil(ms))) : (Math.max(1, Math.ceil(ms)) / 1000).toFixed(3)
+  const args = cmd.args()
+  args[where.index] = Buffer.from(value)
+  const header = `*${args.length}\r\n`
+  const parts: Buffer[] = [Buffer.from(header)]
+  const offsets: number[] = []
+  let pos = header.length
+  for (const arg of args) {
+    const len = `$${arg.length}\r\n`
+    parts.push(Buffer.from(len), arg, Buffer.from('\r\n'))
+    pos += len.length
+    offsets.push(pos, pos + arg.length)
+    pos += arg.length + 2
+  }
+  return new RespCommand(Buffer.concat(parts), offsets)
+}

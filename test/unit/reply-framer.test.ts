@@ -1,0 +1,52 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { ReplyFramer } from '../../src/reply-framer.js'
+import { ProtocolError } from '../../src/errors.js'
+
+const b = (s: string): Buffer => Buffer.from(s, 'latin1')
+
+function frameAll (chunks: Buffer[]): string[] {
+  const framer = new ReplyFramer()
+  const out: string[] = []
+  for (const chunk of chunks) framer.push(chunk, (f) => { out.push(f.toString('latin1')) })
+  return out
+}
+
+const CASES: Array<{ name: string, frames: string[] }> = [
+  { name: 'simple string, error, integer', frames: ['+OK\r\n', '-ERR wrong\r\n', ':123\r\n'] },
+  { name: 'big integer beyond 2^53', frames: [':9223372036854775807\r\n', ':-9223372036854775808\r\n'] },
+  { name: 'bulk, empty bulk, null bulk', frames: ['$5\r\nhello\r\n', '$0\r\n\r\n', '$-1\r\n'] },
+  { name: 'binary bulk with CRLF and NUL', frames: ['$7\r\n\r\n\x00\r\n\xff\n\r\n'] },
+  { name: 'arrays: nested, empty, null', frames: ['*2\r\n*1\r\n:1\r\n*0\r\n\r\n'.replace('\r\n\r\n', '\r\n'), '*0\r\n', '*-1\r\n', '*3\r\n$1\r\na\r\n*2\r\n+x\r\n$-1\r\n:5\r\n'] },
+  { name: 'RESP3 scalars', frames: ['_\r\n', '#t\r\n', ',3.14\r\n', ',inf\r\n', '(3492890328409238509324850943850943825024385\r\n', '!21\r\nSYNTAX invalid syntax\r\n', '=15\r\ntxt:Some string\r\n'] },
+  { name: 'RESP3 aggregates', frames: ['%2\r\n+a\r\n:1\r\n+b\r\n*1\r\n:2\r\n', '~2\r\n+x\r\n+y\r\n', '>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n', '%0\r\n'] },
+  { name: 'attribute before its value', frames: ['|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n*1\r\n:2\r\n'] },
+  { name: 'deep nesting', frames: ['*1\r\n'.repeat(50) + ':1\r\n'] }
+]
+
+for (const c of CASES) {
+  const input = b(c.frames.join(''))
+  test(`reply framer: ${c.name}: whole`, () => { assert.deepEqual(frameAll([input]), c.frames) })
+  test(`reply framer: ${c.name}: byte by byte`, () => { assert.deepEqual(frameAll([...input].map((x) => Buffer.from([x]))), c.frames) })
+  test(`reply framer: ${c.name}: split at every boundary`, () => {
+    for (let i = 1; i < input.length; i++) assert.deepEqual(frameAll([input.subarray(0, i), input.subarray(i)]), c.frames, `split at ${i}`)
+  })
+}
+
+for (const junk of ['?\r\n', 'hello\r\n', '$x\r\n', '*-2\r\n', '$?\r\n', '*1\r\n@\r\n']) {
+  test(`reply framer rejects ${JSON.stringify(junk)}`, () => {
+    assert.throws(() => frameAll([b(junk)]), ProtocolError)
+  })
+}
+
+test('reply framer: a 64 MB bulk in 64 KB chunks is framed in linear time', () => {
+  const size = 64 * 1024 * 1024
+  const input = Buffer.concat([b(`$${size}\r\n`), Buffer.alloc(size, 1), b('\r\n+OK\r\n')])
+  const framer = new ReplyFramer()
+  const lengths: number[] = []
+  const started = performance.now()
+  for (let i = 0; i < input.length; i += 65536) framer.push(input.subarray(i, i + 65536), (f) => { lengths.push(f.length) })
+  const ms = performance.now() - started
+  assert.deepEqual(lengths, [size + `$${size}\r\n`.length + 2, 5])
+  assert.ok(ms < 2000, `took ${ms} ms`)
+})
