@@ -1,13 +1,12 @@
 import { RespCommand } from './resp-command.js'
-import { NULL_ARRAY, NULL_BULK, RESP3_NULL } from './resp-encode.js'
+import { NULL_ARRAY, RESP3_NULL } from './resp-encode.js'
 
-/** Blocking commands whose timeout reply is a null bulk string rather than a null array. */
-const NULL_BULK_ON_TIMEOUT = new Set(['brpoplpush', 'blmove'])
-
-/** Exactly what Redis answers when a blocking command times out with nothing to return. */
-export function timeoutReply (cmd: RespCommand, resp: number): Buffer {
-  if (resp === 3) return RESP3_NULL
-  return NULL_BULK_ON_TIMEOUT.has(cmd.name) ? NULL_BULK : NULL_ARRAY
+/**
+ * Exactly what Redis answers when a blocking command times out: a null array for every list,
+ * sorted-set and stream command (BLMOVE and BRPOPLPUSH included), `_` in RESP3.
+ */
+export function timeoutReply (resp: number): Buffer {
+  return resp === 3 ? RESP3_NULL : NULL_ARRAY
 }
 
 /** Where a blocking command keeps its timeout: argument index and unit (ms per unit). */

@@ -317,7 +317,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       const waited = performance.now() - this.#pinRequestedAt
       if (timeoutMs !== null && timeoutMs > 0 && waited >= 5) {
         if (waited >= timeoutMs) {
-          this.#local(slot, timeoutReply(cmd, this.state.resp))
+          this.#local(slot, timeoutReply(this.state.resp))
           this.#maybeReleaseLease()
           return true
         }
@@ -604,7 +604,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       const cmd = slot.command as RespCommand
       const blocking = classify(cmd) === Kind.BLOCKING && err.code === 'RESPOOL_ERR_POOL_TIMEOUT' && deadlineMs !== null && (blockingTimeoutMs(cmd) ?? 0) > 0
       // A blocking command that ran out of time while waiting gets Redis's own timeout reply.
-      this.#local(slot, blocking ? timeoutReply(cmd, this.state.resp) : toRespError(err))
+      this.#local(slot, blocking ? timeoutReply(this.state.resp) : toRespError(err))
       this.#pump()
     })
     return false

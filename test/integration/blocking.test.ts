@@ -1,0 +1,144 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { waitFor } from '../helpers/wait.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+let redis: RedisServer
+let proxy: ProxyServer
+
+before(async () => {
+  redis = await startRedis()
+  proxy = await startProxy({ upstream: redis.url, poolSize: 4 }) // at most 3 pins
+})
+after(async () => {
+  await proxy?.destroy()
+  await redis?.stop()
+})
+
+test('BLPOP hands an element pushed later to the blocked client', { timeout: 10000 }, async () => {
+  const blocked = await RawClient.connect(proxy.address.port)
+  const pusher = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { blocked.close(); pusher.disconnect() })
+  blocked.write(cmd('BLPOP', 'q1', '0'))
+  await waitFor(() => proxy.router.pinCount === 1, 'BLPOP pinned')
+  await pusher.rpush('q1', 'job')
+  assert.equal(await blocked.readLike('*2\r\n$2\r\nq1\r\n$3\r\njob\r\n'), '*2\r\n$2\r\nq1\r\n$3\r\njob\r\n')
+  await waitFor(() => proxy.router.pinCount === 0, 'pin released after the reply')
+})
+
+test('blocking timeouts give exactly what Redis gives, in RESP2 and RESP3', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('BLPOP', 'none', '0.1'), cmd('BLMOVE', 'none', 'x', 'LEFT', 'LEFT', '0.1'), cmd('XREAD', 'BLOCK', '100', 'STREAMS', 'nostream', '$')]))
+  assert.equal(await c.readLike('*-1\r\n*-1\r\n*-1\r\n'), '*-1\r\n*-1\r\n*-1\r\n')
+  c.write(Buffer.concat([cmd('HELLO', '3'), cmd('BLPOP', 'none', '0.1')]))
+  // Skip the HELLO map, then the RESP3 null.
+  await waitFor(() => c.buffered.toString().endsWith('_\r\n'), 'RESP3 null after BLPOP timeout')
+})
+
+test('the proxy never times out BLPOP 0 and XREAD BLOCK 0', { timeout: 15000 }, async () => {
+  const quick = await startProxy({ upstream: redis.url, poolSize: 3, commandTimeoutMs: 200 })
+  after(async () => { await quick.destroy() })
+  const c = await RawClient.connect(quick.address.port)
+  const d = await RawClient.connect(quick.address.port)
+  after(() => { c.close(); d.close() })
+  c.write(cmd('BLPOP', 'slow', '0'))
+  d.write(cmd('XREAD', 'BLOCK', '0', 'STREAMS', 'slowstream', '$'))
+  await new Promise((resolve) => setTimeout(resolve, 800)) // four command timeouts
+  assert.equal(c.buffered.length, 0)
+  assert.equal(d.buffered.length, 0)
+  const pusher = new Redis({ port: quick.address.port, maxRetriesPerRequest: 0 })
+  after(() => { pusher.disconnect() })
+  await pusher.rpush('slow', 'late')
+  await pusher.xadd('slowstream', '*', 'f', 'v')
+  assert.equal(await c.readLike('*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n'), '*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n')
+  assert.match((await d.read(60)).toString(), /slowstream/)
+})
+
+test('a client that disconnects while blocked never causes an element to be popped for nobody', { timeout: 10000 }, async () => {
+  const blocked = await RawClient.connect(proxy.address.port)
+  blocked.write(cmd('BLPOP', 'lost', '0'))
+  await waitFor(() => proxy.router.pinCount === 1, 'BLPOP pinned')
+  blocked.close()
+  await waitFor(() => proxy.router.pinCount === 0, 'pin given back')
+  const pusher = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { pusher.disconnect() })
+  await pusher.rpush('lost', 'precious')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.deepEqual(await pusher.lrange('lost', 0, -1), ['precious'])
+  await pusher.del('lost')
+})
+
+test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and every waiter gets exactly one element', { timeout: 30000 }, async () => {
+  const WORKERS = 10
+  const workers = await Promise.all(Array.from({ length: WORKERS }, async () => await RawClient.connect(proxy.address.port)))
+  const shared = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { for (const w of workers) w.close(); shared.disconnect() })
+  for (const w of workers) w.write(cmd('BLPOP', 'storm', '0'))
+  await waitFor(() => proxy.router.pinCount === 3 && proxy.router.pinsWaiting === WORKERS - 3, 'three pinned, seven waiting')
+  // Shared traffic still flows over the connection pins may not take.
+  for (let i = 0; i < 20; i++) assert.equal(await shared.echo(`still-${i}`), `still-${i}`)
+  assert.ok(proxy.pool.stats.size <= 4)
+  await shared.rpush('storm', ...Array.from({ length: WORKERS }, (_, i) => `e${i}`))
+  const got = await Promise.all(workers.map(async (w) => (await w.read('*2\r\n$5\r\nstorm\r\n$2\r\ne0\r\n'.length, 10000)).toString()))
+  const elements = got.map((r) => /\$2\r\n(e\d)\r\n$/.exec(r)?.[1]).sort()
+  assert.deepEqual(elements, Array.from({ length: WORKERS }, (_, i) => `e${i}`).sort())
+  await waitFor(() => proxy.router.pinCount === 0, 'all pins released')
+})
+
+test('time waiting for a pin counts against a blocking command\'s own timeout', { timeout: 15000 }, async () => {
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1 })
+  after(async () => { await small.destroy() })
+  const holder = await RawClient.connect(small.address.port)
+  const waiter = await RawClient.connect(small.address.port)
+  after(() => { holder.close(); waiter.close() })
+  holder.write(cmd('BLPOP', 'held', '0'))
+  await waitFor(() => small.router.pinCount === 1, 'holder pinned')
+  const started = Date.now()
+  waiter.write(cmd('BRPOP', 'other', '1'))
+  assert.equal(await waiter.readLike('*-1\r\n', 5000), '*-1\r\n')
+  const elapsed = Date.now() - started
+  assert.ok(elapsed >= 900 && elapsed < 2500, `timed out after ${elapsed} ms`)
+})
+
+test('a non-blocking command waiting for a pin fails after the deadline with an error naming the pool', { timeout: 15000 }, async () => {
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, acquireTimeoutMs: 300 })
+  after(async () => { await small.destroy() })
+  const holder = await RawClient.connect(small.address.port)
+  const waiter = await RawClient.connect(small.address.port)
+  after(() => { holder.close(); waiter.close() })
+  holder.write(cmd('BLPOP', 'held2', '0'))
+  await waitFor(() => small.router.pinCount === 1, 'holder pinned')
+  waiter.write(Buffer.concat([cmd('MULTI'), cmd('PING')]))
+  const line = (await waiter.read(20, 3000)).toString() + waiter.buffered.toString()
+  assert.match(line, /^-ERR respool: pool exhausted: .*pinn.*waited 3\d\d ms\r\n/)
+  // The command after it still runs (on a shared lane).
+  await waitFor(() => waiter.buffered.toString().includes('+PONG\r\n') || line.includes('+PONG'), 'PING answered')
+  assert.ok(small.router.pinWaitTimeouts >= 1)
+})
+
+test('WAIT counts the client\'s own writes made through shared lanes', { timeout: 30000 }, async () => {
+  const replica = await startRedis(['--replicaof', '127.0.0.1', String(redis.port)])
+  after(async () => { await replica.stop() })
+  const admin = new Redis({ port: replica.port, maxRetriesPerRequest: 0 })
+  after(() => { admin.disconnect() })
+  await waitFor(async () => /master_link_status:up/.test(await admin.info('replication')), 'replica in sync', 10000)
+  const client = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { client.disconnect() })
+  await client.set('replicated', '1')
+  assert.equal(await client.wait(1, 2000), 1)
+  // With the replica frozen, a new write cannot be acknowledged: WAIT must say 0, not the
+  // 1 a connection that carried none of the writes would report.
+  replica.signal('SIGSTOP')
+  try {
+    await client.set('replicated', '2')
+    assert.equal(await client.wait(1, 300), 0)
+  } finally {
+    replica.signal('SIGCONT')
+  }
+  assert.equal(await client.wait(1, 5000), 1)
+})

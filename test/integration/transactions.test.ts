@@ -1,0 +1,114 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { waitFor } from '../helpers/wait.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+let redis: RedisServer
+let proxy: ProxyServer
+
+before(async () => {
+  redis = await startRedis()
+  proxy = await startProxy({ upstream: redis.url, poolSize: 4 })
+})
+after(async () => {
+  await proxy?.destroy()
+  await redis?.stop()
+})
+
+test('MULTI/EXEC runs on one pinned connection and exact bytes match Redis', { timeout: 10000 }, async () => {
+  const client = await RawClient.connect(proxy.address.port)
+  after(() => { client.close() })
+  client.write(Buffer.concat([cmd('DEL', 'tx'), cmd('MULTI'), cmd('INCR', 'tx'), cmd('INCR', 'tx'), cmd('GET', 'tx'), cmd('EXEC')]))
+  const expected = ':0\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:1\r\n:2\r\n$1\r\n2\r\n'
+  assert.equal(await client.readLike(expected), expected)
+  await waitFor(() => proxy.router.pinCount === 0, 'pin released after EXEC')
+  // The connection went back clean: a plain command through it is not queued.
+  client.write(cmd('GET', 'tx'))
+  assert.equal(await client.readLike('$1\r\n2\r\n'), '$1\r\n2\r\n')
+})
+
+test('EXEC/DISCARD without MULTI and UNWATCH without WATCH answer as Redis does', { timeout: 10000 }, async () => {
+  const client = await RawClient.connect(proxy.address.port)
+  after(() => { client.close() })
+  client.write(Buffer.concat([cmd('EXEC'), cmd('DISCARD'), cmd('UNWATCH')]))
+  const expected = '-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n'
+  assert.equal(await client.readLike(expected), expected)
+})
+
+test('a WATCH conflict aborts EXEC with a nil reply, exactly as on a direct connection', { timeout: 10000 }, async () => {
+  const watcher = await RawClient.connect(proxy.address.port)
+  const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { watcher.close(); other.disconnect() })
+  watcher.write(Buffer.concat([cmd('SET', 'w', '1'), cmd('WATCH', 'w'), cmd('GET', 'w')]))
+  assert.equal(await watcher.readLike('+OK\r\n+OK\r\n$1\r\n1\r\n'), '+OK\r\n+OK\r\n$1\r\n1\r\n')
+  await other.set('w', '2') // through a shared lane
+  watcher.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'w', '3'), cmd('EXEC'), cmd('GET', 'w')]))
+  const expected = '+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n2\r\n'
+  assert.equal(await watcher.readLike(expected), expected)
+  await waitFor(() => proxy.router.pinCount === 0, 'pin released after aborted EXEC')
+})
+
+test('50 clients running WATCH/GET/MULTI/SET/EXEC retry loops end with the exact count', { timeout: 60000 }, async () => {
+  const CLIENTS = 50
+  const INCREMENTS = 20
+  const seed = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  await seed.set('counter', '0')
+  const clients = Array.from({ length: CLIENTS }, () => new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 }))
+  after(() => { seed.disconnect(); for (const c of clients) c.disconnect() })
+  let retries = 0
+  await Promise.all(clients.map(async (client) => {
+    for (let i = 0; i < INCREMENTS; i++) {
+      for (;;) {
+        await client.watch('counter')
+        const value = Number(await client.get('counter'))
+        const result = await client.multi().set('counter', String(value + 1)).exec()
+        if (result !== null) break
+        retries++
+      }
+    }
+  }))
+  assert.equal(await seed.get('counter'), String(CLIENTS * INCREMENTS))
+  assert.ok(proxy.pool.stats.size <= 4)
+  await waitFor(() => proxy.router.pinCount === 0, 'all pins released')
+  // Conflicts must have happened, or the test proved nothing about WATCH.
+  assert.ok(retries > 0, 'expected WATCH conflicts under contention')
+})
+
+test('a client that leaves inside MULTI leaves no state behind', { timeout: 15000 }, async () => {
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1 })
+  after(async () => { await small.destroy() })
+  const leaver = await RawClient.connect(small.address.port)
+  leaver.write(Buffer.concat([cmd('DEL', 'left'), cmd('WATCH', 'left'), cmd('MULTI'), cmd('SET', 'left', 'x')]))
+  assert.equal(await leaver.readLike(':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n'), ':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n')
+  leaver.close()
+  await waitFor(() => small.router.pinCount === 0, 'pin given back after the client left')
+  // The only pinnable connection is reused: it must not be inside MULTI or WATCH any more.
+  const next = await RawClient.connect(small.address.port)
+  after(() => { next.close() })
+  next.write(Buffer.concat([cmd('MULTI'), cmd('GET', 'left'), cmd('EXEC'), cmd('SET', 'left', 'y'), cmd('GET', 'left')]))
+  const expected = '+OK\r\n+QUEUED\r\n*1\r\n$-1\r\n+OK\r\n$1\r\ny\r\n'
+  assert.equal(await next.readLike(expected), expected)
+})
+
+test('transactions and shared traffic interleave without cross-talk', { timeout: 30000 }, async () => {
+  const tx = Array.from({ length: 10 }, () => new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 }))
+  const plain = Array.from({ length: 10 }, () => new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 }))
+  after(() => { for (const c of [...tx, ...plain]) c.disconnect() })
+  await Promise.all([
+    ...tx.map(async (c, id) => {
+      for (let i = 0; i < 30; i++) {
+        const result = await c.multi().set(`t:${id}`, String(i)).get(`t:${id}`).exec()
+        assert.deepEqual(result, [[null, 'OK'], [null, String(i)]])
+      }
+    }),
+    ...plain.map(async (c, id) => {
+      for (let i = 0; i < 60; i++) {
+        assert.equal(await c.echo(`p:${id}:${i}`), `p:${id}:${i}`)
+      }
+    })
+  ])
+})
