@@ -2,6 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export interface RedisServer {
   port: number
@@ -39,10 +42,13 @@ export async function startRedis (args: string[] = []): Promise<RedisServer> {
 }
 
 async function spawnRedis (port: number, args: string[]): Promise<ChildProcess | null> {
+  // Its own working directory: a replica's sync file must not land in the repository.
+  const dir = mkdtempSync(join(tmpdir(), 'respool-redis-'))
   const child = spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--protected-mode', 'no', '--loglevel', 'warning', ...args
+    '--protected-mode', 'no', '--loglevel', 'warning', '--dir', dir, ...args
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  child.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
   let output = ''
   child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { output += d.toString() })

@@ -1,0 +1,181 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+let redis: RedisServer
+let proxy: ProxyServer
+
+before(async () => {
+  redis = await startRedis()
+  // One shared lane at most: every client's state must be switched on the same connection.
+  proxy = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1 })
+})
+after(async () => {
+  await proxy?.destroy()
+  await redis?.stop()
+})
+
+test('clients in different databases interleave on shared lanes without seeing each other\'s keys', { timeout: 30000 }, async () => {
+  const a = new Redis({ port: proxy.address.port, db: 3, maxRetriesPerRequest: 0 })
+  const b = new Redis({ port: proxy.address.port, db: 0, maxRetriesPerRequest: 0 })
+  const c = new Redis({ port: proxy.address.port, db: 5, maxRetriesPerRequest: 0, protocol: 2 })
+  after(() => { a.disconnect(); b.disconnect(); c.disconnect() })
+  await Promise.all([a, b, c].map(async (client, i) => {
+    for (let round = 0; round < 100; round++) {
+      const p = client.pipeline()
+      p.set('shared-name', `client-${i}-${round}`)
+      p.get('shared-name')
+      const [[, ok], [, value]] = await p.exec() as Array<[Error | null, unknown]>
+      assert.equal(ok, 'OK')
+      assert.equal(value, `client-${i}-${round}`)
+    }
+  }))
+  const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { direct.disconnect() })
+  for (const [db, i] of [[3, 0], [0, 1], [5, 2]]) {
+    await direct.select(db)
+    assert.equal(await direct.get('shared-name'), `client-${i}-99`)
+  }
+})
+
+test('SELECT answers as Redis does, including errors, and a failed SELECT keeps the old db', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('SELECT', '2'), cmd('SET', 'sel', 'two'), cmd('SELECT', '99'), cmd('GET', 'sel'), cmd('SELECT', 'x'), cmd('SELECT', '0'), cmd('GET', 'sel')]))
+  const expected = '+OK\r\n+OK\r\n-ERR DB index is out of range\r\n$3\r\ntwo\r\n-ERR value is not an integer or out of range\r\n+OK\r\n$-1\r\n'
+  assert.equal(await c.readLike(expected), expected)
+})
+
+test('SELECT inside MULTI takes effect when EXEC runs', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('MULTI'), cmd('SELECT', '7'), cmd('SET', 'txdb', 'seven'), cmd('EXEC'), cmd('GET', 'txdb'), cmd('SELECT', '0'), cmd('GET', 'txdb')]))
+  const expected = '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$5\r\nseven\r\n+OK\r\n$-1\r\n'
+  assert.equal(await c.readLike(expected), expected)
+})
+
+test('RESP3 clients get RESP3 replies and RESP2 clients RESP2 replies over the same lane', { timeout: 10000 }, async () => {
+  const seed = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { seed.disconnect() })
+  await seed.hset('h', 'f', 'v')
+  const v3 = await RawClient.connect(proxy.address.port)
+  const v2 = await RawClient.connect(proxy.address.port)
+  after(() => { v3.close(); v2.close() })
+  v3.write(cmd('HELLO', '3'))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const hello = (await v3.read(v3.buffered.length)).toString()
+  assert.match(hello, /^%7\r\n\$6\r\nserver\r\n\$5\r\nredis\r\n\$7\r\nversion\r\n\$\d+\r\n[\d.]+\r\n\$5\r\nproto\r\n:3\r\n\$2\r\nid\r\n:\d+\r\n\$4\r\nmode\r\n\$10\r\nstandalone\r\n\$4\r\nrole\r\n\$6\r\nmaster\r\n\$7\r\nmodules\r\n\*0\r\n/)
+  for (let i = 0; i < 20; i++) {
+    v3.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
+    v2.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
+    assert.equal(await v3.readLike('%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n'), '%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n')
+    assert.equal(await v2.readLike('*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n'), '*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n')
+  }
+  v3.write(Buffer.concat([cmd('HELLO', '2'), cmd('HGETALL', 'h')]))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.match(v3.buffered.toString(), /^\*14\r\n[\s\S]*\*2\r\n\$1\r\nf\r\n\$1\r\nv\r\n$/)
+})
+
+test('HELLO errors match Redis', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('HELLO', '4'), cmd('HELLO', 'x'), cmd('HELLO', '3', 'BOGUS')]))
+  const expected = '-NOPROTO unsupported protocol version\r\n-ERR Protocol version is not an integer or out of range\r\n-ERR Syntax error in HELLO option \'BOGUS\'\r\n'
+  assert.equal(await c.readLike(expected), expected)
+})
+
+test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10000 }, async () => {
+  const a = await RawClient.connect(proxy.address.port)
+  const b = await RawClient.connect(proxy.address.port)
+  after(() => { a.close(); b.close() })
+  a.write(Buffer.concat([cmd('CLIENT', 'SETNAME', 'alpha'), cmd('CLIENT', 'SETINFO', 'LIB-NAME', 'mylib'), cmd('CLIENT', 'GETNAME')]))
+  assert.equal(await a.readLike('+OK\r\n+OK\r\n$5\r\nalpha\r\n'), '+OK\r\n+OK\r\n$5\r\nalpha\r\n')
+  b.write(Buffer.concat([cmd('CLIENT', 'GETNAME'), cmd('CLIENT', 'SETNAME', 'bad name')]))
+  const expected = '$-1\r\n-ERR Client names cannot contain spaces, newlines or special characters.\r\n'
+  assert.equal(await b.readLike(expected), expected)
+  a.write(cmd('CLIENT', 'ID'))
+  const idA = Number(/^:(\d+)\r\n$/.exec(await readReply(a))?.[1])
+  b.write(cmd('CLIENT', 'ID'))
+  const idB = Number(/^:(\d+)\r\n$/.exec(await readReply(b))?.[1])
+  assert.ok(idA > 0 && idB > 0 && idA !== idB)
+  a.write(cmd('CLIENT', 'INFO'))
+  const info = await readReply(a)
+  assert.match(info, new RegExp(`^\\$\\d+\r\nid=${idA} .*name=alpha .*db=0 .*lib-name=mylib`))
+  a.write(cmd('CLIENT', 'LIST'))
+  const list = await readReply(a)
+  assert.match(list, new RegExp(`id=${idA} `))
+  assert.match(list, new RegExp(`id=${idB} `))
+  assert.doesNotMatch(list, /name=respool/) // upstream connections are never shown
+})
+
+/** Reads one integer or bulk-string reply, whole. */
+async function readReply (c: RawClient): Promise<string> {
+  const deadline = Date.now() + 3000
+  while (Date.now() < deadline) {
+    const text = c.buffered.toString('latin1')
+    const bulk = /^\$(\d+)\r\n/.exec(text)
+    if (bulk !== null && text.length >= bulk[0].length + Number(bulk[1]) + 2) return (await c.read(bulk[0].length + Number(bulk[1]) + 2)).toString()
+    if (/^:\d+\r\n/.test(text)) return (await c.read(text.indexOf('\r\n') + 2)).toString()
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  throw new Error(`no complete reply: ${JSON.stringify(c.buffered.toString())}`)
+}
+
+test('CLIENT REPLY OFF and SKIP suppress replies for this client only', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([
+    cmd('CLIENT', 'REPLY', 'SKIP'), cmd('SET', 'r', '1'), cmd('GET', 'r'),
+    cmd('CLIENT', 'REPLY', 'OFF'), cmd('SET', 'r', '2'), cmd('GET', 'r'), cmd('INCR', 'r'),
+    cmd('CLIENT', 'REPLY', 'ON'), cmd('GET', 'r')
+  ]))
+  const expected = '$1\r\n1\r\n+OK\r\n$1\r\n3\r\n'
+  assert.equal(await c.readLike(expected), expected)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal(c.buffered.length, 0)
+})
+
+test('RESET restores the client\'s defaults; QUIT answers +OK and closes', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  c.write(Buffer.concat([cmd('SELECT', '4'), cmd('CLIENT', 'SETNAME', 'x'), cmd('HELLO', '3')]))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await c.read(c.buffered.length)
+  c.write(Buffer.concat([cmd('RESET'), cmd('CLIENT', 'GETNAME'), cmd('SET', 'reset-db', 'zero')]))
+  assert.equal(await c.readLike('+RESET\r\n$-1\r\n+OK\r\n'), '+RESET\r\n$-1\r\n+OK\r\n')
+  c.write(Buffer.concat([cmd('QUIT'), cmd('SET', 'after-quit', '1')]))
+  assert.equal(await c.readUntilClose(), '+OK\r\n')
+  const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { direct.disconnect() })
+  assert.equal(await direct.get('reset-db'), 'zero')
+  assert.equal(await direct.exists('after-quit'), 0)
+})
+
+test('AUTH is checked against the upstream credentials', { timeout: 15000 }, async () => {
+  const secured = await startRedis(['--requirepass', 's3cret'])
+  after(async () => { await secured.stop() })
+  const p = await startProxy({ upstream: `redis://:s3cret@127.0.0.1:${secured.port}/0`, poolSize: 2 })
+  after(async () => { await p.destroy() })
+  const c = await RawClient.connect(p.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('AUTH', 'wrong'), cmd('AUTH', 's3cret'), cmd('AUTH', 'default', 's3cret'), cmd('PING')]))
+  const expected = '-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+OK\r\n+PONG\r\n'
+  assert.equal(await c.readLike(expected), expected)
+  const noPassword = await RawClient.connect(proxy.address.port)
+  after(() => { noPassword.close() })
+  noPassword.write(cmd('AUTH', 'anything'))
+  const redisSays = '-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n'
+  assert.equal(await noPassword.readLike(redisSays), redisSays)
+})
+
+test('refused commands get a clear error and cost only their sender', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'KILL', 'ID', '1'), cmd('PING')]))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const text = c.buffered.toString()
+  assert.match(text, /^-ERR respool: 'SHUTDOWN' is refused[^\r]*\r\n-ERR respool: 'PSYNC' is refused[^\r]*\r\n-ERR respool: CLIENT KILL [^\r]*\r\n\+PONG\r\n$/)
+})
