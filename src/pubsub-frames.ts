@@ -55,7 +55,7 @@ export function parsePubsubFrame (frame: Buffer, resp: number): PubsubFrame | nu
 
 /** The family a (p|s)(un)subscribe command works on. */
 export function commandFamily (name: string): PubsubFamily {
-  if (name.startsWith('p')) return 'pattern'
-  if (name.startsWith('s')) return 'shard'
+  if (name === 'psubscribe' || name === 'punsubscribe') return 'pattern'
+  if (name === 'ssubscribe' || name === 'sunsubscribe') return 'shard'
   return 'channel'
 }

@@ -1,0 +1,45 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { validateConfig, parseUpstreamUrl, redactUrl, describeUpstream } from '../../src/config.js'
+import { ConfigError } from '../../src/errors.js'
+
+test('defaults', () => {
+  const c = validateConfig({})
+  assert.equal(c.host, '127.0.0.1')
+  assert.equal(c.port, 6380)
+  assert.equal(c.poolSize, 8)
+  assert.equal(c.maxPins, 7)
+  assert.deepEqual(c.upstream, { host: '127.0.0.1', port: 6379, tls: false, username: undefined, password: undefined, db: 0 })
+})
+
+test('max pins follows the pool size and is at least one', () => {
+  assert.equal(validateConfig({ poolSize: 1 }).maxPins, 1)
+  assert.equal(validateConfig({ poolSize: 16 }).maxPins, 15)
+  assert.equal(validateConfig({ poolSize: 16, maxPins: 4 }).maxPins, 4)
+  assert.throws(() => validateConfig({ poolSize: 4, maxPins: 5 }), /max-pins: must be an integer from 1 to 4/)
+})
+
+test('upstream URLs', () => {
+  assert.deepEqual(parseUpstreamUrl('redis://u:p%40ss@example.test:7000/12'), { host: 'example.test', port: 7000, tls: false, username: 'u', password: 'p@ss', db: 12 })
+  assert.deepEqual(parseUpstreamUrl('redis://:pw@127.0.0.1'), { host: '127.0.0.1', port: 6379, tls: false, username: undefined, password: 'pw', db: 0 })
+  assert.deepEqual(parseUpstreamUrl('redis://pw@127.0.0.1'), { host: '127.0.0.1', port: 6379, tls: false, password: 'pw', db: 0 })
+  assert.equal(parseUpstreamUrl('rediss://h:1').tls, true)
+  assert.equal(parseUpstreamUrl('redis://[::1]:6379').host, '::1')
+  assert.deepEqual(parseUpstreamUrl('unix:///tmp/r.sock?db=2'), { host: 'localhost', port: 0, path: '/tmp/r.sock', tls: false, username: undefined, password: undefined, db: 2 })
+  for (const bad of ['http://x', 'not a url', 'redis://h/-1', 'redis://h/x']) {
+    assert.throws(() => parseUpstreamUrl(bad), ConfigError, bad)
+  }
+})
+
+test('credentials never appear in descriptions or redacted URLs', () => {
+  assert.equal(redactUrl('redis://user:secret@h:1/0'), 'redis://user:***@h:1/0')
+  assert.equal(redactUrl('redis://secret@h:1/0'), 'redis://***@h:1/0')
+  assert.doesNotMatch(describeUpstream(parseUpstreamUrl('redis://user:secret@h:1/3')), /secret|user/)
+})
+
+test('bad values name the option', () => {
+  assert.throws(() => validateConfig({ poolSize: 0 }), /pool-size: must be an integer from 1/)
+  assert.throws(() => validateConfig({ port: 70000 }), /port: must be an integer from 0 to 65535/)
+  assert.throws(() => validateConfig({ acquireTimeoutMs: 1.5 }), /acquire-timeout-ms/)
+  assert.throws(() => validateConfig({ logLevel: 'loud' }), /log-level/)
+})
