@@ -31,8 +31,10 @@ const ST_TYPE = 0
 const ST_LINE = 1 // a line value (+ - : _ # , ( ): up to LF
 const ST_LEN = 2 // digits of a length header
 const ST_LEN_LF = 3
-const ST_DATA = 4 // payload plus CRLF
-const ST_DEAD = 5
+const ST_DATA = 4 // payload
+const ST_DATA_CR = 5 // the CR after a payload
+const ST_DATA_LF = 6 // the LF after a payload
+const ST_DEAD = 7
 
 const MAX_HEADER_DIGITS = 19
 
@@ -129,8 +131,8 @@ export class ReplyFramer {
               if (this.#num !== 1) throw new ProtocolError('invalid length in reply stream')
               valueDone = true
             } else if (this.#kind === KIND_BULK) {
-              this.#dataLeft = this.#num + 2
-              this.#state = ST_DATA
+              this.#dataLeft = this.#num
+              this.#state = this.#num === 0 ? ST_DATA_CR : ST_DATA
             } else {
               const children = this.#kind === KIND_AGG
                 ? this.#num
@@ -148,9 +150,19 @@ export class ReplyFramer {
             const take = Math.min(this.#dataLeft, n - pos)
             pos += take
             this.#dataLeft -= take
-            if (this.#dataLeft === 0) valueDone = true
+            if (this.#dataLeft === 0) this.#state = ST_DATA_CR
             break
           }
+          // The CRLF after a payload is checked: a missing one means the stream is out of step,
+          // and forwarding would hand garbage to a client.
+          case ST_DATA_CR:
+            if (chunk[pos++] !== CR) throw new ProtocolError('bulk payload not followed by CRLF in reply stream')
+            this.#state = ST_DATA_LF
+            break
+          case ST_DATA_LF:
+            if (chunk[pos++] !== LF) throw new ProtocolError('bulk payload not followed by CRLF in reply stream')
+            valueDone = true
+            break
         }
         if (!valueDone) continue
         this.#state = ST_TYPE

@@ -159,7 +159,7 @@ export class Router {
       this.#gate.release(pin.permit)
       // The room a pin needed may be free again: let the lanes grow back on demand.
     }
-    if (how === 'destroy' || !conn.isReady) {
+    if (how === 'destroy' || !conn.isReady || (how === 'scrub' && this.#closed)) {
       this.#pool.destroy(conn)
       done()
       return

@@ -39,6 +39,8 @@ export class UpstreamPool {
   #connects = 0
   #connectFailures = 0
   #serverInfo: ServerInfo | null = null
+  /** Aborts backoff sleeps on close, so close() never waits for a retry that will not happen. */
+  readonly #closing = new AbortController()
 
   constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
     this.#config = config
@@ -128,6 +130,7 @@ export class UpstreamPool {
 
   /** Closes idle connections and refuses new acquires; lent connections are closed by their holders. */
   async close (): Promise<void> {
+    this.#closing.abort()
     await this.#pool.drain()
     await this.#pool.clear()
   }
@@ -135,8 +138,9 @@ export class UpstreamPool {
   async #create (open: ConnectionFactory): Promise<UpstreamConnection> {
     if (this.#failures > 0) {
       const ceiling = Math.min(this.#config.reconnectMaxMs, this.#config.reconnectBaseMs * 2 ** (this.#failures - 1))
-      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false })
+      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#closing.signal })
     }
+    if (this.#closing.signal.aborted) throw new UpstreamConnectError('respool is shutting down')
     const id = this.#nextId++
     try {
       const conn = await open(id)

@@ -87,8 +87,7 @@ function wrap (port: number, args: string[], child: ChildProcess): RedisServer {
       const proc = server.process
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const exited = once(proc, 'exit')
-      proc.kill('SIGCONT')
-      proc.kill('SIGKILL')
+      proc.kill('SIGKILL') // also ends a stopped (SIGSTOP) process, without letting it run first
       await exited
     },
     signal (sig) {

@@ -50,3 +50,9 @@ test('reply framer: a 64 MB bulk in 64 KB chunks is framed in linear time', () =
   assert.deepEqual(lengths, [size + `$${size}\r\n`.length + 2, 5])
   assert.ok(ms < 2000, `took ${ms} ms`)
 })
+
+test('reply framer rejects a bulk payload that is not followed by CRLF', () => {
+  assert.throws(() => frameAll([b('$3\r\nabcX\r\n')]), ProtocolError)
+  assert.throws(() => frameAll([b('$3\r\nabc\rX')]), ProtocolError)
+  assert.throws(() => frameAll([b('$3\r\nab'), b('c\r'), b('X')]), ProtocolError)
+})

@@ -1,0 +1,181 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { startRedis } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { startFakeRedis } from '../helpers/fake-redis.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { waitFor } from '../helpers/wait.js'
+
+/** Counts complete simple replies/errors (lines) received so far. */
+function lines (c: RawClient): string[] {
+  return c.buffered.toString('latin1').split('\r\n').slice(0, -1)
+}
+
+test('Redis killed with commands in flight: every command gets an error, and respool serves again within about a second of the restart', { timeout: 30000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 2, reconnectMaxMs: 200, acquireTimeoutMs: 1000 })
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  // A frozen Redis keeps the commands in flight until it is killed.
+  redis.signal('SIGSTOP')
+  c.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => cmd('ECHO', `m${i}`))))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.equal(c.buffered.length, 0, 'Redis is asleep, nothing answered yet')
+  const killedAt = Date.now()
+  await redis.stop()
+  await waitFor(() => lines(c).length >= 10, 'ten error replies', 3000)
+  assert.ok(Date.now() - killedAt < 1000, 'errors arrive promptly')
+  for (const line of lines(c)) assert.match(line, /^-ERR respool: upstream (closed the connection|connection error)/)
+  await c.read(c.buffered.length)
+  await redis.restart()
+  const back = Date.now()
+  let served = false
+  while (!served && Date.now() - back < 5000) {
+    c.write(cmd('PING'))
+    await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'reply', 3000)
+    served = (await c.read(c.buffered.length)).toString() === '+PONG\r\n'
+  }
+  assert.ok(served)
+  assert.ok(Date.now() - back < 1500, `served again ${Date.now() - back} ms after restart`)
+})
+
+test('a stalled Redis (SIGSTOP): in-flight commands fail after the command timeout; it recovers after SIGCONT', { timeout: 30000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 2, commandTimeoutMs: 500, acquireTimeoutMs: 500, connectTimeoutMs: 300, reconnectMaxMs: 100 })
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  redis.signal('SIGSTOP')
+  try {
+    const started = Date.now()
+    c.write(Buffer.concat([cmd('SET', 'a', '1'), cmd('GET', 'a')]))
+    await waitFor(() => lines(c).length >= 2, 'two timeout errors', 3000)
+    const elapsed = Date.now() - started
+    assert.ok(elapsed >= 450 && elapsed < 1500, `failed after ${elapsed} ms`)
+    for (const line of lines(c)) assert.match(line, /^-ERR respool: upstream did not reply within 500 ms/)
+    await c.read(c.buffered.length)
+    // While stalled, new commands fail within the acquire/connect deadlines rather than hanging.
+    c.write(cmd('GET', 'a'))
+    await waitFor(() => lines(c).length >= 1, 'an error while stalled', 3000)
+    assert.match(lines(c)[0], /^-ERR respool: /)
+    await c.read(c.buffered.length)
+  } finally {
+    redis.signal('SIGCONT')
+  }
+  const back = Date.now()
+  let served = false
+  while (!served && Date.now() - back < 5000) {
+    c.write(cmd('PING'))
+    await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'reply', 3000)
+    served = (await c.read(c.buffered.length)).toString() === '+PONG\r\n'
+  }
+  assert.ok(served, 'served after SIGCONT')
+})
+
+test('an upstream that accepts but never completes the handshake fails connects at the connect timeout', { timeout: 15000 }, async () => {
+  const sockets: net.Socket[] = []
+  const silent = net.createServer((s) => { sockets.push(s) })
+  silent.listen(0, '127.0.0.1')
+  await new Promise((resolve) => silent.once('listening', resolve))
+  after(() => { for (const s of sockets) s.destroy(); silent.close() })
+  const port = (silent.address() as net.AddressInfo).port
+  const proxy = await startProxy({ upstream: `redis://127.0.0.1:${port}`, connectTimeoutMs: 200, acquireTimeoutMs: 600 })
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  const started = Date.now()
+  c.write(cmd('PING'))
+  await waitFor(() => lines(c).length >= 1, 'an error', 3000)
+  assert.match(lines(c)[0], /^-ERR respool: upstream redis:\/\/127\.0\.0\.1:\d+\/0 unavailable \(connect to 127\.0\.0\.1:\d+ timed out after 200 ms\)/)
+  assert.ok(Date.now() - started < 1500)
+})
+
+test('a reply nobody asked for drops the connection instead of handing it to the next command', { timeout: 15000 }, async () => {
+  let mode: 'stray' | 'normal' = 'stray'
+  const fake = await startFakeRedis((args, socket) => {
+    if (args[0] === 'ECHO' && mode === 'stray') {
+      // Answer, then send an extra reply that would otherwise be taken as the next command's.
+      socket.write(`$${args[1].length}\r\n${args[1]}\r\n+STRAY\r\n`)
+      mode = 'normal'
+      return
+    }
+    if (args[0] === 'ECHO') socket.write(`$${args[1].length}\r\n${args[1]}\r\n`)
+    else socket.write('-ERR unknown\r\n')
+  })
+  after(async () => { await fake.close() })
+  const proxy = await startProxy({ upstream: `redis://127.0.0.1:${fake.port}`, poolSize: 1, reconnectBaseMs: 10 })
+  after(async () => { await proxy.destroy() })
+  const a = await RawClient.connect(proxy.address.port)
+  after(() => { a.close() })
+  a.write(cmd('ECHO', 'first'))
+  assert.equal(await a.readLike('$5\r\nfirst\r\n'), '$5\r\nfirst\r\n')
+  await waitFor(() => proxy.pool.stats.size === 0, 'the out-of-step connection is dropped')
+  const b = await RawClient.connect(proxy.address.port)
+  after(() => { b.close() })
+  b.write(cmd('ECHO', 'second'))
+  assert.equal(await b.readLike('$6\r\nsecond\r\n'), '$6\r\nsecond\r\n')
+})
+
+test('an upstream that closes halfway through a reply fails that command and nothing else is mixed up', { timeout: 15000 }, async () => {
+  const dying = new WeakSet<object>()
+  const fake = await startFakeRedis((args, socket) => {
+    if (dying.has(socket)) return // the connection is going away mid-reply: nothing more is sent
+    if (args[0] === 'GET' && args[1] === 'half') {
+      dying.add(socket)
+      socket.write('$10\r\nhello')
+      setTimeout(() => socket.destroy(), 20)
+      return
+    }
+    socket.write(`$${args[1]?.length ?? 0}\r\n${args[1] ?? ''}\r\n`)
+  })
+  after(async () => { await fake.close() })
+  const proxy = await startProxy({ upstream: `redis://127.0.0.1:${fake.port}`, poolSize: 1, reconnectBaseMs: 10 })
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('GET', 'half'), cmd('ECHO', 'after')]))
+  await waitFor(() => lines(c).length >= 2, 'two replies', 3000)
+  const [first, second] = lines(c)
+  assert.match(first, /^-ERR respool: upstream (closed the connection|connection error)/)
+  assert.match(second, /^-ERR respool: upstream (closed the connection|connection error)/)
+  await c.read(c.buffered.length)
+  c.write(cmd('ECHO', 'again'))
+  assert.equal(await c.readLike('$5\r\nagain\r\n'), '$5\r\nagain\r\n')
+})
+
+test('replies one byte at a time are reassembled exactly', { timeout: 15000 }, async () => {
+  // One byte per write, replies strictly one after another.
+  let queue = Buffer.alloc(0)
+  let dripping = false
+  const fake = await startFakeRedis((args, socket) => {
+    queue = Buffer.concat([queue, Buffer.from(`*2\r\n$${args[1].length}\r\n${args[1]}\r\n:12345678901234567890\r\n`)])
+    if (dripping) return
+    dripping = true
+    const drip = (): void => {
+      if (queue.length === 0 || socket.destroyed) {
+        dripping = false
+        return
+      }
+      socket.write(queue.subarray(0, 1))
+      queue = queue.subarray(1)
+      setImmediate(drip)
+    }
+    drip()
+  })
+  after(async () => { await fake.close() })
+  const proxy = await startProxy({ upstream: `redis://127.0.0.1:${fake.port}`, poolSize: 1 })
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('ECHO', 'drip'), cmd('ECHO', 'drop')]))
+  const expected = '*2\r\n$4\r\ndrip\r\n:12345678901234567890\r\n*2\r\n$4\r\ndrop\r\n:12345678901234567890\r\n'
+  assert.equal(await c.readLike(expected), expected)
+})
