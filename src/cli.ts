@@ -32,6 +32,18 @@ export function buildParser (argv: string[]) {
     .option('max-inline-length', { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' })
     .option('client-idle-timeout', { type: 'number', default: DEFAULTS.clientIdleTimeoutMs, describe: 'ms after which a silent client is disconnected (0 = never)' })
     .option('shutdown-grace', { type: 'number', default: DEFAULTS.shutdownGraceMs, describe: 'ms that in-flight work may take after SIGTERM/SIGINT before everything is closed' })
+    .option('password', { type: 'string', describe: 'Clients must AUTH with this password before anything is forwarded (like requirepass)' })
+    .option('password-file', { type: 'string', describe: 'Read --password from this file' })
+    .option('user', { type: 'string', array: true, describe: 'A user clients may AUTH as, name:password (repeatable); implies AUTH is required' })
+    .option('upstream-password', { type: 'string', describe: 'Password for the upstream (overrides the URL; keeps it out of URLs and process lists when set through the environment)' })
+    .option('upstream-password-file', { type: 'string', describe: 'Read the upstream password from this file' })
+    .option('upstream-tls-ca', { type: 'string', describe: 'CA certificate file (PEM) to verify a rediss:// upstream' })
+    .option('upstream-tls-servername', { type: 'string', describe: 'TLS server name (SNI and verification) for a rediss:// upstream' })
+    .option('upstream-tls-insecure', { type: 'boolean', describe: 'Do not verify the rediss:// upstream certificate (testing only)' })
+    .option('tls-cert', { type: 'string', describe: 'Serve clients over TLS with this certificate (PEM); needs --tls-key' })
+    .option('tls-key', { type: 'string', describe: 'Private key (PEM) for --tls-cert' })
+    .option('unix-socket', { type: 'string', describe: 'Also listen on this unix socket path' })
+    .option('deny-commands', { type: 'string', default: DEFAULTS.denyCommands.join(','), describe: 'Comma-separated commands refused for every client ("" allows all; SYNC, PSYNC and REPLCONF are always refused)' })
     .option('log-level', { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' })
     .epilogue('Every option can also be set as an environment variable: RESPOOL_POOL_SIZE=16, RESPOOL_UPSTREAM=redis://…')
     .help()
@@ -62,7 +74,19 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     maxInlineLength: args.maxInlineLength as number,
     clientIdleTimeoutMs: args.clientIdleTimeout as number,
     shutdownGraceMs: args.shutdownGrace as number,
-    logLevel: args.logLevel as string
+    logLevel: args.logLevel as string,
+    password: args.password as string | undefined,
+    passwordFile: args.passwordFile as string | undefined,
+    users: args.user as string[] | undefined,
+    upstreamPassword: args.upstreamPassword as string | undefined,
+    upstreamPasswordFile: args.upstreamPasswordFile as string | undefined,
+    upstreamTlsCa: args.upstreamTlsCa as string | undefined,
+    upstreamTlsServername: args.upstreamTlsServername as string | undefined,
+    upstreamTlsInsecure: args.upstreamTlsInsecure as boolean | undefined,
+    tlsCert: args.tlsCert as string | undefined,
+    tlsKey: args.tlsKey as string | undefined,
+    unixSocket: args.unixSocket as string | undefined,
+    denyCommands: (args.denyCommands as string).split(',')
   }
 }
 

@@ -27,6 +27,8 @@ export interface SessionContext {
   credentials: local.Credentials
   /** Clients must AUTH before anything is forwarded. */
   authRequired: boolean
+  /** Commands refused by policy (lowercase names). */
+  denied: ReadonlySet<string>
   serverInfo (): ServerInfo
   /** CLIENT LIST: every client the proxy serves. */
   clientViews (): local.ClientView[]
@@ -237,6 +239,9 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
     }
+    if (this.#ctx.denied.has(cmd.name)) {
+      return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused by policy (--deny-commands)`)))
+    }
     const lease = this.#lease
     if (lease !== null) {
       if (!lease.pin.conn.isReady) {
@@ -289,7 +294,10 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       case Kind.AUTH:
       case Kind.HELLO:
         if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-        return this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+        this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+        // Redis's stricter size limits apply only until the client has authenticated.
+        this.#framer.limits.unauthenticated = !this.state.authenticated
+        return true
       case Kind.CLIENT:
         return this.#client(slot, cmd, lease)
       case Kind.RESET:
@@ -299,7 +307,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         this.#endAfterReplies(true)
         return true
       case Kind.DENIED:
-        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused through respool (replication and server lifecycle commands are not proxied)`)))
+        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused: replication commands cannot be proxied`)))
       default:
         return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' would change a shared connection and is not supported through respool`)))
     }

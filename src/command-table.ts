@@ -33,7 +33,7 @@ export const Kind = {
   READWRITE: 15,
   RESET: 16,
   QUIT: 17,
-  /** Refused by policy: replication and server-lifecycle commands. */
+  /** Replication streams: never proxied (they would take over a shared connection). */
   DENIED: 18,
   /** Changes the connection's state in ways the proxy does not track (so it needs a dedicated connection). */
   STATEFUL: 19
@@ -61,13 +61,11 @@ const OVERRIDES: ReadonlyMap<string, CommandKind> = new Map<string, CommandKind>
   ['readwrite', Kind.READWRITE],
   ['reset', Kind.RESET],
   ['quit', Kind.QUIT],
-  // Replication streams and server lifecycle: never through a shared pool.
+  // Replication streams: a replica's handshake would turn a shared connection into a data feed.
+  // (SHUTDOWN, DEBUG … are refused by the configurable deny list, --deny-commands.)
   ['sync', Kind.DENIED],
   ['psync', Kind.DENIED],
   ['replconf', Kind.DENIED],
-  ['shutdown', Kind.DENIED],
-  ['debug', Kind.DENIED],
-  ['failover', Kind.DENIED],
   // Switch a connection's mode in ways a shared connection must never see.
   ['asking', Kind.STATEFUL],
   ['swapdb', Kind.SHARED]

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { ConfigError } from './errors.js'
 
 /** Where the upstream Redis is and how to log in to it. Parsed from a redis:// URL. */
@@ -10,6 +11,10 @@ export interface UpstreamAddress {
   username?: string
   password?: string
   db: number
+  /** TLS options for rediss:// upstreams. Certificates are verified unless `insecure`. */
+  tlsCa?: string
+  tlsServername?: string
+  tlsInsecure?: boolean
 }
 
 export interface ProxyConfig {
@@ -55,6 +60,17 @@ export interface ProxyConfig {
   /** On shutdown, how long in-flight work may take before everything is closed. */
   shutdownGraceMs: number
   logLevel: string
+  /** Clients must AUTH with this password (as Redis requirepass) before anything is forwarded. */
+  password?: string
+  /** Named users clients may AUTH as (AUTH user pass, HELLO … AUTH user pass). */
+  users: Map<string, string>
+  /** Commands refused for every client (lowercase). Replication commands are always refused. */
+  denyCommands: string[]
+  /** TLS listener: certificate and key files (PEM). Plain TCP when unset. */
+  tlsCert?: string
+  tlsKey?: string
+  /** Also listen on this unix socket path. */
+  unixSocket?: string
 }
 
 export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
@@ -77,10 +93,25 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   maxInlineLength: 64 * 1024,
   clientIdleTimeoutMs: 0,
   shutdownGraceMs: 10000,
-  logLevel: 'info'
+  logLevel: 'info',
+  users: new Map(),
+  denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug']
 }
 
-export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream'>> & { upstream?: string | UpstreamAddress }
+export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users'>> & {
+  upstream?: string | UpstreamAddress
+  /** Named users as a map or as "name:password" strings. */
+  users?: Map<string, string> | string[]
+  /** Overrides the upstream URL's password (so it need not appear in a URL or a process list). */
+  upstreamPassword?: string
+  /** Reads the upstream password from this file (trailing newline removed). */
+  upstreamPasswordFile?: string
+  /** Reads the client password from this file. */
+  passwordFile?: string
+  upstreamTlsCa?: string
+  upstreamTlsServername?: string
+  upstreamTlsInsecure?: boolean
+}
 
 /** Parses redis://[user:pass@]host:port[/db], rediss://… (TLS) and unix:///path[?db=n]. */
 export function parseUpstreamUrl (url: string): UpstreamAddress {
@@ -132,9 +163,24 @@ export function describeUpstream (up: UpstreamAddress): string {
 
 /** Fills defaults and checks every value; throws ConfigError naming the bad option. */
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
-  const merged = { ...DEFAULTS, ...stripUndefined(options) }
-  const upstream = typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream
-  const config: ProxyConfig = { ...merged, upstream, maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1) }
+  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, ...rest } = stripUndefined(options)
+  const merged = { ...DEFAULTS, ...rest }
+  const upstream: UpstreamAddress = { ...(typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
+  if (upstreamPasswordFile !== undefined) upstream.password = readSecret(upstreamPasswordFile, 'upstream-password-file')
+  if (upstreamPassword !== undefined) upstream.password = upstreamPassword
+  if (upstreamTlsCa !== undefined) upstream.tlsCa = upstreamTlsCa
+  if (upstreamTlsServername !== undefined) upstream.tlsServername = upstreamTlsServername
+  if (upstreamTlsInsecure !== undefined) upstream.tlsInsecure = upstreamTlsInsecure
+  const password = passwordFile !== undefined ? readSecret(passwordFile, 'password-file') : merged.password
+  const config: ProxyConfig = {
+    ...merged,
+    upstream,
+    password: password === '' ? undefined : password,
+    users: parseUsers(userOption),
+    denyCommands: merged.denyCommands.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''),
+    maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1)
+  }
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('tls-cert and tls-key go together')
   intOption(config, 'port', 0, 65535)
   intOption(config, 'poolSize', 1, 10000)
   intOption(config, 'maxPins', 1, config.poolSize)
@@ -157,6 +203,26 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)
   return config
+}
+
+function parseUsers (users: Map<string, string> | string[] | undefined): Map<string, string> {
+  if (users === undefined) return new Map()
+  if (users instanceof Map) return new Map(users)
+  const map = new Map<string, string>()
+  for (const entry of users) {
+    const i = entry.indexOf(':')
+    if (i <= 0 || i === entry.length - 1) throw new ConfigError('user: expected name:password')
+    map.set(entry.slice(0, i), entry.slice(i + 1))
+  }
+  return map
+}
+
+function readSecret (path: string, option: string): string {
+  try {
+    return readFileSync(path, 'utf8').replace(/\r?\n$/, '')
+  } catch (err) {
+    throw new ConfigError(`${option}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
 }
 
 function intOption<K extends keyof ProxyConfig> (config: ProxyConfig, key: K, min: number, max: number): void {

@@ -1,4 +1,6 @@
 import net from 'node:net'
+import tls from 'node:tls'
+import { readFileSync, rmSync } from 'node:fs'
 import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client-session.js'
@@ -34,6 +36,7 @@ export class ProxyServer {
   readonly router: Router
   readonly stats = new ProxyStats()
   readonly #server: net.Server
+  #unixServer: net.Server | null = null
   readonly #sessions = new Set<ClientSession>()
   readonly #ctx: SessionContext
   #nextSessionId = 1
@@ -50,12 +53,15 @@ export class ProxyServer {
       stats: this.stats,
       log: this.log,
       credentials: credentialsFrom(this.config),
-      authRequired: false,
+      authRequired: this.config.password !== undefined || this.config.users.size > 0,
+      denied: new Set(this.config.denyCommands),
       serverInfo: () => this.pool.serverInfo,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
       onSessionClosed: (session) => { this.#sessions.delete(session) }
     }
-    this.#server = net.createServer({ noDelay: true }, this.#onConnection)
+    this.#server = this.config.tlsCert !== undefined && this.config.tlsKey !== undefined
+      ? tls.createServer({ cert: readFileSync(this.config.tlsCert), key: readFileSync(this.config.tlsKey), noDelay: true }, this.#onConnection)
+      : net.createServer({ noDelay: true }, this.#onConnection)
     this.#server.on('error', (err) => { this.log.error({ err: err.message }, 'listener error') })
   }
 
@@ -63,9 +69,15 @@ export class ProxyServer {
   async listen (): Promise<net.AddressInfo> {
     this.#server.listen({ host: this.config.host, port: this.config.port })
     await once(this.#server, 'listening')
+    if (this.config.unixSocket !== undefined) {
+      rmSync(this.config.unixSocket, { force: true }) // a stale socket file from a crashed run
+      this.#unixServer = net.createServer(this.#onConnection)
+      this.#unixServer.listen(this.config.unixSocket)
+      await once(this.#unixServer, 'listening')
+    }
     const address = this.address
     this.log.info({ listen: `${address.address}:${address.port}`, upstream: describeUpstream(this.config.upstream), poolSize: this.config.poolSize },
-      `respool listening on ${formatHostPort(address.address, address.port)}, forwarding to ${describeUpstream(this.config.upstream)} with at most ${this.config.poolSize} upstream connections`)
+      `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${describeUpstream(this.config.upstream)} with at most ${this.config.poolSize} upstream connections`)
     return address
   }
 
@@ -90,7 +102,7 @@ export class ProxyServer {
    */
   async close (graceMs = this.config.shutdownGraceMs): Promise<void> {
     this.#closing ??= (async () => {
-      this.#server.close()
+      this.#stopListening()
       for (const session of this.#sessions) session.endAfterInflight()
       const deadline = performance.now() + graceMs
       while (this.#sessions.size > 0 && performance.now() < deadline) await delay(20, undefined, { ref: true })
@@ -102,10 +114,15 @@ export class ProxyServer {
   /** Immediate shutdown: every client is disconnected now. */
   async destroy (): Promise<void> {
     this.#closing ??= (async () => {
-      this.#server.close()
+      this.#stopListening()
       await this.#teardown()
     })()
     return await this.#closing
+  }
+
+  #stopListening (): void {
+    this.#server.close()
+    this.#unixServer?.close()
   }
 
   async #teardown (): Promise<void> {
@@ -132,10 +149,12 @@ export class ProxyServer {
 }
 
 /**
- * Which AUTH respool accepts from clients: the upstream's own credentials, so an application
- * configured with its Redis password keeps working when pointed at respool.
+ * Which AUTH respool accepts from clients: its own password and users when configured (then
+ * AUTH is required); otherwise the upstream's credentials, so an application configured with
+ * its Redis password keeps working when pointed at respool.
  */
 function credentialsFrom (config: ProxyConfig): Credentials {
+  if (config.password !== undefined || config.users.size > 0) return { password: config.password, users: config.users }
   const { username, password } = config.upstream
   const users = new Map<string, string>()
   if (username !== undefined && username !== 'default' && password !== undefined) users.set(username, password)

@@ -1,5 +1,6 @@
 import net from 'node:net'
 import tls from 'node:tls'
+import { readFileSync } from 'node:fs'
 import Denque from 'denque'
 import { ReplyFramer } from './reply-framer.js'
 import { ReplySlot, InternalSink } from './reply-slot.js'
@@ -86,7 +87,14 @@ export class UpstreamConnection implements Corked {
     const where = address.path ?? `${address.host}:${address.port}`
     return new Promise((resolve, reject) => {
       const socket = address.tls
-        ? tls.connect({ host: address.host, port: address.port, servername: net.isIP(address.host) === 0 ? address.host : undefined })
+        ? tls.connect({
+          host: address.host,
+          port: address.port,
+          // SNI: the configured name, or the host when it is a name (never an IP literal).
+          servername: address.tlsServername ?? (net.isIP(address.host) === 0 ? address.host : undefined),
+          ca: address.tlsCa !== undefined ? readFileSync(address.tlsCa) : undefined,
+          rejectUnauthorized: address.tlsInsecure !== true
+        })
         : address.path !== undefined ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port })
       const conn = new UpstreamConnection(options, socket)
       let settled = false

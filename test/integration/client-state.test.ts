@@ -177,5 +177,5 @@ test('refused commands get a clear error and cost only their sender', { timeout:
   c.write(Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'KILL', 'ID', '1'), cmd('PING')]))
   await new Promise((resolve) => setTimeout(resolve, 100))
   const text = c.buffered.toString()
-  assert.match(text, /^-ERR respool: 'SHUTDOWN' is refused[^\r]*\r\n-ERR respool: 'PSYNC' is refused[^\r]*\r\n-ERR respool: CLIENT KILL [^\r]*\r\n\+PONG\r\n$/)
+  assert.match(text, /^-ERR respool: 'SHUTDOWN' is refused by policy[^\r]*\r\n-ERR respool: 'PSYNC' is refused[^\r]*\r\n-ERR respool: CLIENT KILL [^\r]*\r\n\+PONG\r\n$/)
 })

@@ -46,8 +46,8 @@ const TABLE: Array<[string, number]> = [
   ['QUIT', Kind.QUIT],
   ['SYNC', Kind.DENIED],
   ['PSYNC ? -1', Kind.DENIED],
-  ['SHUTDOWN', Kind.DENIED],
-  ['DEBUG SLEEP 1', Kind.DENIED],
+  ['SHUTDOWN', Kind.SHARED], // refused by the default deny list instead
+  ['DEBUG SLEEP 1', Kind.SHARED],
   ['SOMEMODULE.CMD x', Kind.SHARED] // unknown commands are forwarded
 ]
 
