@@ -118,6 +118,8 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   #corked = false
   #closed = false
   #endWhenFlushed = false
+  /** Shutdown: end as soon as the pinned connection is given back (a transaction may finish). */
+  #endWhenUnpinned = false
   /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
   #txnDb = -1
   readonly #subs: Record<PubsubFamily, Set<string>> = { channel: new Set(), pattern: new Set(), shard: new Set() }
@@ -625,6 +627,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#lease = null
     this.#conn = null
     this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : 'clean')
+    if (this.#endWhenUnpinned) this.#endAfterReplies(false)
   }
 
   /** Ends the lease whatever its state (RESET, client gone): clean, scrubbed or destroyed. */
@@ -911,9 +914,15 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     if (this.#slots.length === 0) this.#socket.end()
   }
 
-  /** Graceful: stop reading, answer what was accepted, then close (used on shutdown). */
+  /**
+   * Graceful shutdown: answer what was accepted, then close. A client holding a pinned
+   * connection (inside MULTI, WATCH, subscribed) keeps being served until it gives the pin back,
+   * so a transaction in progress can still finish; the shutdown grace period bounds the wait.
+   */
   endAfterInflight (): void {
-    if (!this.#closed) this.#endAfterReplies(false)
+    if (this.#closed) return
+    if (this.#lease !== null || this.#acquiring !== null) this.#endWhenUnpinned = true
+    else this.#endAfterReplies(false)
   }
 
   /** Closes the client now. Replies still in flight upstream are read and dropped. Idempotent. */

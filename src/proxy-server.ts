@@ -41,6 +41,8 @@ export class ProxyServer {
   readonly #ctx: SessionContext
   #nextSessionId = 1
   #closing: Promise<void> | null = null
+  /** True from the first close() on: readiness probes fail first, new clients are refused. */
+  draining = false
 
   constructor (options: ProxyOptions | ProxyConfig = {}, serverOptions: ProxyServerOptions = {}) {
     this.config = validateConfig(options as ProxyOptions)
@@ -102,6 +104,8 @@ export class ProxyServer {
    */
   async close (graceMs = this.config.shutdownGraceMs): Promise<void> {
     this.#closing ??= (async () => {
+      this.draining = true
+      this.log.info({ clients: this.#sessions.size, graceMs }, 'draining')
       this.#stopListening()
       for (const session of this.#sessions) session.endAfterInflight()
       const deadline = performance.now() + graceMs
@@ -114,6 +118,7 @@ export class ProxyServer {
   /** Immediate shutdown: every client is disconnected now. */
   async destroy (): Promise<void> {
     this.#closing ??= (async () => {
+      this.draining = true
       this.#stopListening()
       await this.#teardown()
     })()
