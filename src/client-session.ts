@@ -4,7 +4,7 @@ import { RequestFramer, type RequestLimits } from './request-framer.js'
 import { ReplySlot, type ReplySink } from './reply-slot.js'
 import { classify, Kind, type CommandKind } from './command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from './errors.js'
-import { OK, errorReply, encodeValue, simpleString } from './resp-encode.js'
+import { OK, bulk, errorReply, simpleString } from './resp-encode.js'
 import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
@@ -30,6 +30,8 @@ export interface SessionContext {
   /** Commands refused by policy (lowercase names). */
   denied: ReadonlySet<string>
   serverInfo (): ServerInfo
+  /** False until the first upstream connection has told respool what it is. */
+  serverInfoKnown (): boolean
   /** CLIENT LIST: every client the proxy serves. */
   clientViews (): local.ClientView[]
   onSessionClosed (session: ClientSession): void
@@ -123,6 +125,8 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
   #txnDb = -1
   readonly #subs: Record<PubsubFamily, Set<string>> = { channel: new Set(), pattern: new Set(), shard: new Set() }
+  /** (P|S)(UN)SUBSCRIBE commands written and not yet completed: subscriber mode cannot end before them. */
+  #pubsubCommandsInFlight = 0
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -295,6 +299,12 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         return this.#select(slot, cmd, inMulti)
       case Kind.AUTH:
       case Kind.HELLO:
+        if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#ctx.router.pickLane(this.state.db, this.state.resp) === null) {
+          // HELLO reports the server's version: wait for the first connection to learn it.
+          this.#wait = W_LANE
+          this.#ctx.router.waitForLane(this)
+          return false
+        }
         if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
         this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
         // Redis's stricter size limits apply only until the client has authenticated.
@@ -356,7 +366,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     const names = cmd.argc > 1 ? cmd.args().slice(1) : [null]
     return Buffer.concat(names.map((name) => Buffer.concat([
       Buffer.from(head + kind),
-      name === null ? Buffer.from(this.state.resp === 3 ? '_\r\n' : '$-1\r\n') : encodeValue(name.toString('latin1'), 2),
+      name === null ? Buffer.from(this.state.resp === 3 ? '_\r\n' : '$-1\r\n') : bulk(name),
       Buffer.from(':0\r\n')
     ])))
   }
@@ -527,6 +537,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         if (lease !== null) lease.reasons |= R_MONITOR
         break
       case E_SUBSCRIBE:
+        this.#pubsubCommandsInFlight++
         if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
           lease.reasons |= R_SUBSCRIBED
           conn.tunnel = this.#onPubsubFrame
@@ -762,6 +773,11 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         if (failed) lease.reasons &= ~R_MONITOR
         else lease.pin.conn.tunnel = this.#onMonitorFrame
         break
+      case E_SUBSCRIBE:
+        // Completed by its confirmations, or refused by Redis with an ordinary error reply.
+        this.#pubsubCommandsInFlight--
+        this.#maybeLeavePubsub()
+        break
     }
   }
 
@@ -805,13 +821,21 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     } else {
       this.#outOfBand(frame)
     }
-    const stillCollecting = conn.peekHead()?.confirmations ?? 0
-    if (this.#subs.channel.size + this.#subs.pattern.size + this.#subs.shard.size === 0 && stillCollecting === 0 && this.#lease === lease) {
-      conn.tunnel = null
-      lease.reasons &= ~R_SUBSCRIBED
-      this.#maybeReleaseLease()
-    }
+    this.#maybeLeavePubsub()
     return true
+  }
+
+  /**
+   * Subscriber mode ends, in stream order, once no subscription is left and no (UN)SUBSCRIBE
+   * is still on its way: a SUBSCRIBE pipelined behind the last UNSUBSCRIBE keeps the mode.
+   */
+  #maybeLeavePubsub (): void {
+    const lease = this.#lease
+    if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || this.#pubsubCommandsInFlight > 0) return
+    if (this.#subs.channel.size + this.#subs.pattern.size + this.#subs.shard.size > 0) return
+    lease.pin.conn.tunnel = null
+    lease.reasons &= ~R_SUBSCRIBED
+    this.#maybeReleaseLease()
   }
 
   #onMonitorFrame = (frame: Buffer): boolean => {

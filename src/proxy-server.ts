@@ -58,6 +58,7 @@ export class ProxyServer {
       authRequired: this.config.password !== undefined || this.config.users.size > 0,
       denied: new Set(this.config.denyCommands),
       serverInfo: () => this.pool.serverInfo,
+      serverInfoKnown: () => this.pool.serverInfoKnown,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
       onSessionClosed: (session) => { this.#sessions.delete(session) }
     }

@@ -118,6 +118,10 @@ export class UpstreamPool {
     return this.#serverInfo ?? UNKNOWN_SERVER
   }
 
+  get serverInfoKnown (): boolean {
+    return this.#serverInfo !== null
+  }
+
   /** Connections opened and attempts that failed since start. */
   get counters (): { connects: number, connectFailures: number } {
     return { connects: this.#connects, connectFailures: this.#connectFailures }

@@ -179,3 +179,17 @@ test('refused commands get a clear error and cost only their sender', { timeout:
   const text = c.buffered.toString()
   assert.match(text, /^-ERR respool: 'SHUTDOWN' is refused by policy[^\r]*\r\n-ERR respool: 'PSYNC' is refused[^\r]*\r\n-ERR respool: CLIENT KILL [^\r]*\r\n\+PONG\r\n$/)
 })
+
+test('HELLO as the very first command on a fresh proxy reports the upstream\'s real version', { timeout: 10000 }, async () => {
+  const fresh = await startProxy({ upstream: redis.url })
+  after(async () => { await fresh.destroy() })
+  const direct = await RawClient.connect(redis.port)
+  const c = await RawClient.connect(fresh.address.port)
+  after(() => { c.close(); direct.close() })
+  direct.write(cmd('HELLO', '3'))
+  c.write(cmd('HELLO', '3'))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const version = (text: string): string | undefined => /\$7\r\nversion\r\n\$\d+\r\n([^\r]+)\r\n/.exec(text)?.[1]
+  assert.ok(version(direct.buffered.toString()) !== undefined)
+  assert.equal(version(c.buffered.toString()), version(direct.buffered.toString()))
+})
