@@ -12,11 +12,13 @@ export interface RedisServer {
   /** Extra arguments given at start (kept for restart). */
   args: string[]
   process: ChildProcess
-  /** Stops the server (SIGKILL) and waits for it to exit. Idempotent. */
+  /** Stops the server (SIGKILL), waits for it to exit and removes its directory. Idempotent. */
   stop (): Promise<void>
+  /** Kills the server (SIGKILL) but keeps its directory (AOF/RDB) for restart(). */
+  kill (): Promise<void>
   /** Sends a signal without waiting (SIGSTOP/SIGCONT for stalls). */
   signal (sig: NodeJS.Signals): void
-  /** Starts it again on the same port (after stop()). */
+  /** Starts it again on the same port and directory (after kill()). */
   restart (): Promise<void>
 }
 
@@ -33,22 +35,22 @@ export async function freePort (): Promise<number> {
 
 /** Starts a real redis-server on a free loopback port, without persistence. */
 export async function startRedis (args: string[] = []): Promise<RedisServer> {
+  // Its own working directory: persistence and a replica's sync file stay out of the repository.
+  const dir = mkdtempSync(join(tmpdir(), 'respool-redis-'))
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort()
-    const child = await spawnRedis(port, args)
-    if (child !== null) return wrap(port, args, child)
+    const child = await spawnRedis(port, args, dir)
+    if (child !== null) return wrap(port, args, child, dir)
   }
+  rmSync(dir, { recursive: true, force: true })
   throw new Error('could not start redis-server on a free port')
 }
 
-async function spawnRedis (port: number, args: string[]): Promise<ChildProcess | null> {
-  // Its own working directory: a replica's sync file must not land in the repository.
-  const dir = mkdtempSync(join(tmpdir(), 'respool-redis-'))
+async function spawnRedis (port: number, args: string[], dir: string): Promise<ChildProcess | null> {
   const child = spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
     '--protected-mode', 'no', '--loglevel', 'warning', '--dir', dir, ...args
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
-  child.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
   let output = ''
   child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
@@ -77,13 +79,17 @@ export async function ping (port: number): Promise<boolean> {
   })
 }
 
-function wrap (port: number, args: string[], child: ChildProcess): RedisServer {
+function wrap (port: number, args: string[], child: ChildProcess, dir: string): RedisServer {
   const server: RedisServer = {
     port,
     url: `redis://127.0.0.1:${port}`,
     args,
     process: child,
     async stop () {
+      await server.kill()
+      rmSync(dir, { recursive: true, force: true })
+    },
+    async kill () {
       const proc = server.process
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const exited = once(proc, 'exit')
@@ -94,9 +100,9 @@ function wrap (port: number, args: string[], child: ChildProcess): RedisServer {
       server.process.kill(sig)
     },
     async restart () {
-      await server.stop()
+      await server.kill()
       for (let attempt = 0; attempt < 50; attempt++) {
-        const proc = await spawnRedis(port, args)
+        const proc = await spawnRedis(port, args, dir)
         if (proc !== null) {
           server.process = proc
           return

@@ -27,7 +27,7 @@ test('Redis killed with commands in flight: every command gets an error, and res
   await new Promise((resolve) => setTimeout(resolve, 100))
   assert.equal(c.buffered.length, 0, 'Redis is asleep, nothing answered yet')
   const killedAt = Date.now()
-  await redis.stop()
+  await redis.kill()
   await waitFor(() => lines(c).length >= 10, 'ten error replies', 3000)
   assert.ok(Date.now() - killedAt < 1000, 'errors arrive promptly')
   for (const line of lines(c)) assert.match(line, /^-ERR respool: upstream (closed the connection|connection error)/)
