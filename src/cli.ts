@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ProxyServer } from './proxy-server.js'
@@ -11,6 +12,10 @@ export function buildParser (argv: string[]) {
     .scriptName('respool')
     .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.')
     .env('RESPOOL')
+    // Precedence: flags, then RESPOOL_* environment variables, then the config file, then defaults.
+    // Read with readFileSync, not require(): a reload (SIGHUP) must see the file as it is now.
+    .config('config', 'JSON file of options, keys as the flag names (e.g. {"pool-size": 16, "upstream": "redis://…"})',
+      (path: string) => JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>)
     .strict()
     .option('host', { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' })
     .option('port', { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' })
@@ -44,6 +49,9 @@ export function buildParser (argv: string[]) {
     .option('tls-key', { type: 'string', describe: 'Private key (PEM) for --tls-cert' })
     .option('unix-socket', { type: 'string', describe: 'Also listen on this unix socket path' })
     .option('deny-commands', { type: 'string', default: DEFAULTS.denyCommands.join(','), describe: 'Comma-separated commands refused for every client ("" allows all; SYNC, PSYNC and REPLCONF are always refused)' })
+    .option('metrics-port', { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port (off when unset)' })
+    .option('metrics-host', { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' })
+    .option('admin-password', { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' })
     .option('log-level', { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' })
     .epilogue('Every option can also be set as an environment variable: RESPOOL_POOL_SIZE=16, RESPOOL_UPSTREAM=redis://…')
     .help()
@@ -86,16 +94,24 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     tlsCert: args.tlsCert as string | undefined,
     tlsKey: args.tlsKey as string | undefined,
     unixSocket: args.unixSocket as string | undefined,
-    denyCommands: (args.denyCommands as string).split(',')
+    denyCommands: (args.denyCommands as string).split(','),
+    metricsPort: args.metricsPort as number | undefined,
+    metricsHost: args.metricsHost as string | undefined,
+    adminPassword: args.adminPassword as string | undefined
   }
+}
+
+/** Parses flags, environment and config file into proxy options. */
+export async function loadOptions (argv: string[]): Promise<ProxyOptions> {
+  return optionsFromArgs(await buildParser(hideBin(argv)).parseAsync())
 }
 
 export async function main (argv: string[] = process.argv): Promise<void> {
   let server: ProxyServer
   try {
-    const args = await buildParser(hideBin(argv)).parseAsync()
-    const config = validateConfig(optionsFromArgs(args))
+    const config = validateConfig(await loadOptions(argv))
     server = new ProxyServer(config, { logger: createLogger(config.logLevel) })
+    server.reloadSource = async () => await loadOptions(argv)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`respool: ${err.message}\nRun 'respool --help' for the options.\n`)
@@ -111,10 +127,6 @@ export async function main (argv: string[] = process.argv): Promise<void> {
     process.exitCode = 1
     return
   }
-  // Warm up in the background; an unreachable upstream is logged and retried, never fatal.
-  server.pool.acquire().then((conn) => { server.pool.release(conn) }, (err: Error) => {
-    server.log.warn({ err: err.message }, 'upstream not reachable yet; commands will wait up to --acquire-timeout and get an error while it stays down')
-  })
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++
@@ -134,4 +146,6 @@ export async function main (argv: string[] = process.argv): Promise<void> {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // SIGHUP: read flags, environment and config file again; apply what can change safely.
+  process.on('SIGHUP', () => { server.reloadFromSource().catch(() => {}) })
 }

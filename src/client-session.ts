@@ -19,6 +19,9 @@ import type { ServerInfo } from './server-info.js'
 import type { Logger } from './logger.js'
 
 /** What a session needs from the server that owns it. */
+/** Answers a RESPOOL command for a session (admin.ts). */
+export type AdminHandler = (session: ClientSession, cmd: RespCommand) => Buffer
+
 export interface SessionContext {
   config: ProxyConfig
   router: Router
@@ -27,8 +30,19 @@ export interface SessionContext {
   credentials: local.Credentials
   /** Clients must AUTH before anything is forwarded. */
   authRequired: boolean
-  /** Commands refused by policy (lowercase names). */
+  /** Commands refused by policy (lowercase names); replaced on reload. */
   denied: ReadonlySet<string>
+  /** Histograms (seconds): command latency through respool, wait for a pin, time a pin is held. */
+  observe: {
+    commandLatency (seconds: number): void
+    pinWait (seconds: number): void
+    pinHeld (seconds: number): void
+  }
+  /** RESPOOL admin commands (null when the family is disabled). */
+  admin: AdminHandler | null
+  /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
+  paused (): boolean
+  waitForResume (session: ClientSession): void
   serverInfo (): ServerInfo
   /** False until the first upstream connection has told respool what it is. */
   serverInfoKnown (): boolean
@@ -67,6 +81,7 @@ const W_LANE = 1 // a shared lane to exist
 const W_PIN = 2 // a pinned connection
 const W_DRAIN = 3 // the upstream socket to drain
 const W_BARRIER = 4 // replies in flight on another connection (order across connections)
+const W_PAUSED = 5 // RESPOOL PAUSE
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -101,6 +116,8 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   readonly localAddress: string
   readonly connectedAt = Date.now()
   readonly state: SessionState
+  /** RESPOOL AUTH succeeded on this connection. */
+  adminAuthenticated = false
 
   readonly #socket: net.Socket
   readonly #ctx: SessionContext
@@ -166,6 +183,11 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     return this.#closed
   }
 
+  /** The upstream connection carrying (or last carrying) this client's commands. */
+  get upstreamId (): number | null {
+    return this.#lease?.pin.conn.id ?? this.#conn?.id ?? null
+  }
+
   /** Why this client holds a pinned connection (bitmask of R_*), 0 if it holds none. */
   get pinReasons (): number {
     return this.#lease?.reasons ?? 0
@@ -211,9 +233,13 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#ctx.stats.downstreamRqTotal++
     const slot = new ReplySlot(this, cmd)
     slot.effect = -1 // not classified yet
+    slot.acceptedAt = performance.now()
     this.#slots.push(slot)
     this.#pending.push(slot)
-    if (this.#slots.length >= this.#ctx.config.maxPipeline) this.#pause(PAUSE_PIPELINE)
+    if (this.#slots.length >= this.#ctx.config.maxPipeline && (this.#paused & PAUSE_PIPELINE) === 0) {
+      this.#ctx.stats.downstreamRqPipelineLimit++
+      this.#pause(PAUSE_PIPELINE)
+    }
   }
 
   // ---- dispatch --------------------------------------------------------------------------
@@ -221,17 +247,35 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   /** Sends pending commands upstream, in order, as far as routing allows. */
   #pump (): void {
     const pending = this.#pending
+    if (pending.length > 0 && this.#ctx.paused() && this.#wait === W_NONE && !this.#isAdmin(pending.peekFront() as ReplySlot)) {
+      this.#wait = W_PAUSED
+      this.#ctx.waitForResume(this)
+      return
+    }
     while (!this.#closed && this.#wait === W_NONE && pending.length > 0) {
       if (!this.#dispatch(pending.peekFront() as ReplySlot)) return
     }
+  }
+
+  #isAdmin (slot: ReplySlot): boolean {
+    return slot.command?.name === 'respool'
+  }
+
+  /** RESPOOL RESUME: carry on with held commands. */
+  resume (): void {
+    if (this.#wait !== W_PAUSED) return
+    this.#wait = W_NONE
+    this.#pump()
   }
 
   /** Handles the head pending command. Returns false if it must wait (this.#wait says for what). */
   #dispatch (slot: ReplySlot): boolean {
     const cmd = slot.command as RespCommand
     const state = this.state
+    const kind = classify(cmd)
     if (slot.effect === -1) {
       // First look at this command, in order: reply suppression and bookkeeping happen once.
+      this.#ctx.stats.downstreamRqByClass[kind]++
       slot.effect = 0
       state.lastCommand = cmd.name
       state.lastActive = Date.now()
@@ -241,12 +285,18 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         state.skipNext = false
       }
     }
-    const kind = classify(cmd)
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
     }
     if (this.#ctx.denied.has(cmd.name)) {
       return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused by policy (--deny-commands)`)))
+    }
+    if (cmd.name === 'respool') {
+      // Taken off the queue first, so the console does not count itself as pending.
+      this.#pending.shift()
+      const admin = this.#ctx.admin
+      this.#fill(slot, admin !== null ? admin(this, cmd) : toRespError(new CommandRefusedError('admin commands are disabled')))
+      return true
     }
     const lease = this.#lease
     if (lease !== null) {
@@ -525,21 +575,21 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         conn.db = slot.data
         break
       case E_MULTI:
-        if (lease !== null) lease.reasons |= R_MULTI
+        if (lease !== null) this.#addReason(lease, R_MULTI)
         break
       case E_WATCH:
         if (lease !== null) {
           slot.prior = lease.reasons & R_WATCH
-          lease.reasons |= R_WATCH
+          this.#addReason(lease, R_WATCH)
         }
         break
       case E_MONITOR:
-        if (lease !== null) lease.reasons |= R_MONITOR
+        if (lease !== null) this.#addReason(lease, R_MONITOR)
         break
       case E_SUBSCRIBE:
         this.#pubsubCommandsInFlight++
         if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
-          lease.reasons |= R_SUBSCRIBED
+          this.#addReason(lease, R_SUBSCRIBED)
           conn.tunnel = this.#onPubsubFrame
         }
         break
@@ -552,11 +602,17 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
           // this connection's write offset past them; WAIT then covers every write it made.
           conn.sendInternal(WAIT_FENCE, () => {})
         }
-        lease.reasons |= R_BLOCKING
+        this.#addReason(lease, R_BLOCKING)
         conn.blockingInflight++
         break
       }
     }
+  }
+
+  #addReason (lease: Lease, reason: number): void {
+    if ((lease.reasons & reason) !== 0) return
+    lease.reasons |= reason
+    this.#ctx.stats.pinsByReason[31 - Math.clz32(reason)]++
   }
 
   /** MONITOR mode: the command's answers come through the tunnel, so it gets no slot. */
@@ -613,6 +669,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         this.#ctx.router.releasePin(pin, 'clean')
         return
       }
+      this.#ctx.observe.pinWait((performance.now() - this.#pinRequestedAt) / 1000)
       this.#lease = { pin, reasons: 0 }
       pin.conn.onClose = () => { this.#onLeaseLost() }
       this.#wait = W_NONE
@@ -637,6 +694,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     if (lease === null || lease.reasons !== 0 || this.#inflight > 0 || this.#wait === W_PIN) return
     this.#lease = null
     this.#conn = null
+    this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
     this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : 'clean')
     if (this.#endWhenUnpinned) this.#endAfterReplies(false)
   }
@@ -656,6 +714,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     } else if (lease.reasons !== 0) {
       how = 'scrub' // MULTI or WATCH: RESET and handshake again before anyone else uses it
     }
+    this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
     this.#ctx.router.releasePin(lease.pin, how)
   }
 
@@ -702,6 +761,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
 
   onReply (slot: ReplySlot, frame: Buffer): void {
     this.#inflight--
+    this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#applyEffect(slot, frame)
     this.#fill(slot, frame)
     if (this.#inflight > 0) return
@@ -711,7 +771,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
-    this.#ctx.stats.upstreamRqFailed++
+    this.#ctx.stats.countFailure(err.code)
     this.onReply(slot, toRespError(err))
   }
 
@@ -758,7 +818,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         break
       case E_TRACKING_ON:
         if (!failed && lease !== null) {
-          lease.reasons |= R_TRACKING
+          this.#addReason(lease, R_TRACKING)
           lease.pin.conn.pushHandler = this.#outOfBand
         }
         break

@@ -71,6 +71,12 @@ export interface ProxyConfig {
   tlsKey?: string
   /** Also listen on this unix socket path. */
   unixSocket?: string
+  /** HTTP port for /metrics, /healthz and /readyz (unset: no HTTP endpoint). */
+  metricsPort?: number
+  /** Address for the HTTP endpoint (default: --host). */
+  metricsHost?: string
+  /** Password that unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL (and, when set, every RESPOOL command). */
+  adminPassword?: string
 }
 
 export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
@@ -199,6 +205,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'maxInlineLength', 16, 1 << 30)
   intOption(config, 'clientIdleTimeoutMs', 0, 86400_000 * 365)
   intOption(config, 'shutdownGraceMs', 0, 3600_000)
+  if (config.metricsPort !== undefined) intOption(config, 'metricsPort', 0, 65535)
   if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)

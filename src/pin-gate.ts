@@ -1,5 +1,6 @@
 import { createPool, type Pool } from 'generic-pool'
 import { PoolTimeoutError, type ProxyError } from './errors.js'
+import { resizeGenericPool } from './upstream-pool.js'
 
 /** A permit to hold one pinned connection. */
 export interface PinPermit { readonly id: number }
@@ -19,11 +20,23 @@ export class PinGate {
   #held = 0
   #waiting = 0
 
-  constructor (readonly maxPins: number) {
+  #maxPins: number
+
+  constructor (maxPins: number) {
+    this.#maxPins = maxPins
     this.#permits = createPool<PinPermit>({
       create: async () => ({ id: this.#nextId++ }),
       destroy: async () => {}
     }, { max: maxPins, min: 0, fifo: true, autostart: true })
+  }
+
+  get maxPins (): number {
+    return this.#maxPins
+  }
+
+  resize (maxPins: number): void {
+    this.#maxPins = maxPins
+    resizeGenericPool(this.#permits as Pool<unknown>, { max: maxPins })
   }
 
   /** Permits currently held. */
@@ -74,7 +87,7 @@ export class PinGate {
     }
     if (deadlineMs !== null) {
       timer = setTimeout(() => {
-        giveUp(new PoolTimeoutError(`pool exhausted: all ${this.maxPins} pinnable connections are pinned, waited ${Math.round(deadlineMs)} ms`))
+        giveUp(new PoolTimeoutError(`pool exhausted: all ${this.#maxPins} pinnable connections are pinned, waited ${Math.round(deadlineMs)} ms`))
       }, deadlineMs)
       timer.unref()
     }

@@ -10,6 +10,11 @@ import { ProxyStats } from './proxy-stats.js'
 import { describeUpstream, validateConfig, type ProxyConfig, type ProxyOptions } from './config.js'
 import { errorReply } from './resp-encode.js'
 import { silentLogger, type Logger } from './logger.js'
+import { Metrics } from './metrics.js'
+import { createAdminHandler } from './admin.js'
+import { startHttpEndpoints } from './http-endpoints.js'
+import { PIN_REASONS } from './proxy-stats.js'
+import type http from 'node:http'
 import type { Credentials } from './local-commands.js'
 
 export interface ProxyServerOptions {
@@ -18,11 +23,24 @@ export interface ProxyServerOptions {
   connectionFactory?: ConnectionFactory
 }
 
-export interface ServerStats extends ProxyStats {
+export interface ServerStats {
   clients: number
   lanes: number
+  pins: number
   pool: PoolStats
+  commands: number
+  commandErrors: number
 }
+
+/** What a reload changed, and what it could not change without a restart. */
+export interface ReloadResult {
+  applied: string[]
+  needsRestart: string[]
+}
+
+/** Settings a running proxy can change safely (RESPOOL RELOAD, SIGHUP). */
+const RELOADABLE = ['poolSize', 'maxPins', 'acquireTimeoutMs', 'maxClients', 'maxPipeline', 'maxOutputBufferBytes',
+  'maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs', 'shutdownGraceMs', 'logLevel', 'denyCommands'] as const
 
 /**
  * Accepts client connections, owns the sessions, the router and the upstream pool, and runs
@@ -35,7 +53,14 @@ export class ProxyServer {
   readonly pool: UpstreamPool
   readonly router: Router
   readonly stats = new ProxyStats()
+  readonly metrics: Metrics
   readonly #server: net.Server
+  #httpServer: http.Server | null = null
+  #paused = false
+  #pauseTimer: NodeJS.Timeout | null = null
+  readonly #pausedSessions = new Set<ClientSession>()
+  /** Where RESPOOL RELOAD and SIGHUP read the configuration from (the CLI sets it). */
+  reloadSource: (() => Promise<ProxyOptions>) | null = null
   #unixServer: net.Server | null = null
   readonly #sessions = new Set<ClientSession>()
   readonly #ctx: SessionContext
@@ -49,6 +74,8 @@ export class ProxyServer {
     this.log = serverOptions.logger ?? silentLogger()
     this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
+    this.metrics = new Metrics(this)
+    const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
       config: this.config,
       router: this.router,
@@ -60,7 +87,18 @@ export class ProxyServer {
       serverInfo: () => this.pool.serverInfo,
       serverInfoKnown: () => this.pool.serverInfoKnown,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
-      onSessionClosed: (session) => { this.#sessions.delete(session) }
+      observe: {
+        commandLatency: (seconds) => { commandLatency.observe(seconds) },
+        pinWait: (seconds) => { pinWait.observe(seconds) },
+        pinHeld: (seconds) => { pinHeld.observe(seconds) }
+      },
+      admin: createAdminHandler(this),
+      paused: () => this.#paused,
+      waitForResume: (session) => { this.#pausedSessions.add(session) },
+      onSessionClosed: (session) => {
+        this.#sessions.delete(session)
+        this.#pausedSessions.delete(session)
+      }
     }
     this.#server = this.config.tlsCert !== undefined && this.config.tlsKey !== undefined
       ? tls.createServer({ cert: readFileSync(this.config.tlsCert), key: readFileSync(this.config.tlsKey), noDelay: true }, this.#onConnection)
@@ -78,6 +116,11 @@ export class ProxyServer {
       this.#unixServer.listen(this.config.unixSocket)
       await once(this.#unixServer, 'listening')
     }
+    if (this.config.metricsPort !== undefined) {
+      this.#httpServer = await startHttpEndpoints(this, this.config.metricsHost ?? this.config.host, this.config.metricsPort)
+    }
+    // Learn the upstream (version for HELLO, reachability for /readyz) before the first client asks.
+    this.#warmUp()
     const address = this.address
     this.log.info({ listen: `${address.address}:${address.port}`, upstream: describeUpstream(this.config.upstream), poolSize: this.config.poolSize },
       `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${describeUpstream(this.config.upstream)} with at most ${this.config.poolSize} upstream connections`)
@@ -94,9 +137,129 @@ export class ProxyServer {
     return this.#sessions.size
   }
 
-  /** A snapshot of counters and gauges. */
+  /** The HTTP endpoint's address, when --metrics-port is set. */
+  get httpAddress (): net.AddressInfo | null {
+    const address = this.#httpServer?.address()
+    return address !== undefined && address !== null && typeof address !== 'string' ? address : null
+  }
+
+  sessions (): ClientSession[] {
+    return [...this.#sessions]
+  }
+
+  /** A snapshot of the main gauges and counters. */
   snapshot (): ServerStats {
-    return { ...this.stats, clients: this.#sessions.size, lanes: this.router.laneCount, pool: this.pool.stats }
+    return {
+      clients: this.#sessions.size,
+      lanes: this.router.laneCount,
+      pins: this.router.pinCount,
+      pool: this.pool.stats,
+      commands: this.stats.downstreamRqTotal,
+      commandErrors: this.stats.upstreamRqFailed
+    }
+  }
+
+  /** Pinned connections by reason (index: PIN_REASONS). */
+  pinnedByReason (): number[] {
+    const counts = new Array<number>(PIN_REASONS.length).fill(0)
+    for (const session of this.#sessions) {
+      const reasons = session.pinReasons
+      for (let i = 0; i < counts.length; i++) if ((reasons & (1 << i)) !== 0) counts[i]++
+    }
+    return counts
+  }
+
+  /** Ready when not draining and the upstream answered the last connection attempt. */
+  readiness (): { ready: boolean, reason: string } {
+    if (this.draining) return { ready: false, reason: 'draining' }
+    const err = this.pool.lastError
+    if (err !== null) return { ready: false, reason: `upstream unreachable: ${err.message}` }
+    if (!this.pool.serverInfoKnown) {
+      this.#warmUp()
+      return { ready: false, reason: 'connecting to upstream' }
+    }
+    return { ready: true, reason: 'ready' }
+  }
+
+  get paused (): boolean {
+    return this.#paused
+  }
+
+  /** Holds every client's next command (in-flight ones finish) until resume() or `ms` (0 = until resume). */
+  pause (ms = 0): void {
+    this.#paused = true
+    if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
+    this.#pauseTimer = ms > 0 ? setTimeout(() => { this.resume() }, ms) : null
+    this.#pauseTimer?.unref()
+    this.log.warn({ ms }, 'paused: new commands are held')
+  }
+
+  resume (): void {
+    if (!this.#paused) return
+    this.#paused = false
+    if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
+    this.#pauseTimer = null
+    const held = [...this.#pausedSessions]
+    this.#pausedSessions.clear()
+    this.log.warn({ clients: held.length }, 'resumed')
+    for (const session of held) session.resume()
+  }
+
+  killClient (id: number): boolean {
+    for (const session of this.#sessions) {
+      if (session.id === id) {
+        session.destroy()
+        return true
+      }
+    }
+    return false
+  }
+
+  /**
+   * Applies a new configuration: what can change safely takes effect now (pool size, pin cap,
+   * limits, timeouts, log level, deny list); anything else is reported as needing a restart.
+   */
+  reload (options: ProxyOptions): ReloadResult {
+    const next = validateConfig(options)
+    const applied: string[] = []
+    const needsRestart: string[] = []
+    const current = this.config as unknown as Record<string, unknown>
+    const incoming = next as unknown as Record<string, unknown>
+    for (const key of RELOADABLE) {
+      if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) {
+        current[key] = incoming[key]
+        applied.push(key)
+      }
+    }
+    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword'] as const) {
+      if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
+    }
+    if (applied.includes('poolSize') || applied.includes('maxPins') || applied.includes('acquireTimeoutMs')) {
+      this.pool.resize(this.config.poolSize, this.config.acquireTimeoutMs)
+      this.router.resize(this.config.poolSize, this.config.maxPins)
+    }
+    if (applied.includes('logLevel')) this.log.level = this.config.logLevel
+    if (applied.includes('denyCommands')) this.#ctx.denied = new Set(this.config.denyCommands)
+    this.log.info({ applied, needsRestart }, 'configuration reloaded')
+    return { applied, needsRestart }
+  }
+
+  /** RESPOOL RELOAD and SIGHUP: read the configuration again from where it came from. */
+  async reloadFromSource (): Promise<ReloadResult> {
+    if (this.reloadSource === null) throw new Error('no configuration source to reload from')
+    try {
+      return this.reload(await this.reloadSource())
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'reload failed; configuration unchanged')
+      throw err
+    }
+  }
+
+  #warmUp (): void {
+    if (this.pool.stats.size > 0 || this.#closing !== null) return
+    this.pool.acquire(1).then((conn) => { this.pool.release(conn) }, (err: Error) => {
+      this.log.warn({ err: err.message }, 'upstream not reachable yet; commands wait up to --acquire-timeout and get an error while it stays down')
+    })
   }
 
   /**
@@ -131,10 +294,20 @@ export class ProxyServer {
     this.#unixServer?.close()
   }
 
+  async #closeHttp (): Promise<void> {
+    const httpServer = this.#httpServer
+    if (httpServer === null) return
+    this.#httpServer = null
+    httpServer.closeAllConnections()
+    await new Promise((resolve) => httpServer.close(resolve))
+  }
+
   async #teardown (): Promise<void> {
+    if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
     for (const session of [...this.#sessions]) session.destroy()
     await this.router.close()
     await this.pool.close()
+    await this.#closeHttp()
   }
 
   #onConnection = (socket: net.Socket): void => {

@@ -34,6 +34,8 @@ export class ReplySlot {
   confirmations = 0
   /** Frames collected so far for a multi-frame reply. */
   parts: Buffer[] | null = null
+  /** When the command was accepted (performance.now()), for the latency histogram. */
+  acceptedAt = 0
 
   constructor (
     readonly sink: ReplySink,

@@ -48,7 +48,7 @@ export class Router {
   #closed = false
   /** Lanes that take no new sessions and go back to the pool once idle (a pin needs the room). */
   #draining = new Set<UpstreamConnection>()
-  readonly #poolSize: number
+  #poolSize: number
   readonly #gate: PinGate
   /** Pins holding a permit (with a connection or about to get one). */
   #pinsPermitted = 0
@@ -78,6 +78,13 @@ export class Router {
 
   get maxPins (): number {
     return this.#gate.maxPins
+  }
+
+  /** Applies a new pool size and pin cap (RESPOOL RELOAD); extra lanes go back as they idle. */
+  resize (poolSize: number, maxPins: number): void {
+    this.#poolSize = poolSize
+    this.#gate.resize(maxPins)
+    this.#makeRoomForPin()
   }
 
   /** Most lanes at once: the pool bound less what pins hold. */

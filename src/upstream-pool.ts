@@ -103,6 +103,11 @@ export class UpstreamPool {
     if (this.#pool.isBorrowedResource(conn)) void this.#pool.destroy(conn)
   }
 
+  /** Changes the bound and the acquire deadline of a running pool (RESPOOL RELOAD). */
+  resize (max: number, acquireTimeoutMs: number): void {
+    resizeGenericPool(this.#pool, { max, acquireTimeoutMillis: acquireTimeoutMs })
+  }
+
   get stats (): PoolStats {
     return {
       size: this.#pool.size,
@@ -176,4 +181,18 @@ export class UpstreamPool {
     }
     return new PoolTimeoutError(`no upstream connection: ${err.message}`)
   }
+}
+
+/**
+ * generic-pool 3 has no public way to change `max` (or the acquire deadline) of a running pool.
+ * Its options live in `_config`, read on every dispense, so setting them there and dispensing
+ * once is enough: a larger pool serves waiters at once; a smaller one stops creating and
+ * shrinks as connections are given back and evicted. Kept in this one function because it
+ * touches generic-pool internals (pinned by package-lock; covered by the reload test).
+ */
+export function resizeGenericPool (pool: Pool<unknown>, options: { max: number, acquireTimeoutMillis?: number }): void {
+  const internals = pool as unknown as { _config: { max: number, acquireTimeoutMillis?: number }, _dispense: () => void }
+  internals._config.max = options.max
+  if (options.acquireTimeoutMillis !== undefined) internals._config.acquireTimeoutMillis = options.acquireTimeoutMillis
+  internals._dispense()
 }

@@ -94,3 +94,72 @@ test('an unreachable upstream: respool starts, commands fail fast with a clear e
   assert.ok(ok, 'respool serves once Redis is up')
   assert.ok(Date.now() - back < 3000, `served again after ${Date.now() - back} ms`)
 })
+
+test('configuration precedence: flags over RESPOOL_* variables over the config file over defaults; SIGHUP reloads', { timeout: 30000 }, async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const dir = mkdtempSync(join(tmpdir(), 'respool-cfg-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'respool.json')
+  writeFileSync(file, JSON.stringify({ 'pool-size': 5, upstream: `redis://127.0.0.1:${redis.port}`, 'log-level': 'info' }))
+  const poolSizeOf = async (r: Running): Promise<number> => {
+    await listeningPort(r)
+    const line = r.stdout().split('\n').find((l) => l.includes('listening on')) as string
+    return Number(/with at most (\d+) upstream connections/.exec(line)?.[1])
+  }
+  const stop = async (r: Running): Promise<void> => {
+    const exited = once(r.child, 'exit')
+    r.child.kill('SIGTERM')
+    await exited
+  }
+  const fromFile = run(['--config', file, '--port', '0'])
+  assert.equal(await poolSizeOf(fromFile), 5)
+  await stop(fromFile)
+  const fromEnv = run(['--config', file, '--port', '0'], { RESPOOL_POOL_SIZE: '6' })
+  assert.equal(await poolSizeOf(fromEnv), 6)
+  await stop(fromEnv)
+  const fromFlag = run(['--config', file, '--port', '0', '--pool-size', '7'], { RESPOOL_POOL_SIZE: '6' })
+  assert.equal(await poolSizeOf(fromFlag), 7)
+  await stop(fromFlag)
+  // SIGHUP: the file changes, the running proxy applies what it safely can.
+  const live = run(['--config', file, '--port', '0'])
+  const port = await listeningPort(live)
+  writeFileSync(file, JSON.stringify({ 'pool-size': 9, upstream: `redis://127.0.0.1:${redis.port}`, 'log-level': 'info', 'max-clients': 50 }))
+  live.child.kill('SIGHUP')
+  await waitFor(() => /configuration reloaded/.test(live.stdout()), 'reload logged', 5000)
+  const reloadLine = live.stdout().split('\n').find((l) => l.includes('configuration reloaded')) as string
+  assert.deepEqual(JSON.parse(reloadLine).applied.sort(), ['maxClients', 'maxPins', 'poolSize']) // the pin cap follows the pool size
+  const c = await RawClient.connect(port)
+  c.write(cmd('RESPOOL', 'POOLS'))
+  await waitFor(() => /pool_size:9/.test(c.buffered.toString()), 'pool size 9 after reload')
+  c.close()
+  await stop(live)
+})
+
+test('a production install (npm ci --omit=dev, as in the Dockerfile) starts and proxies', { timeout: 180000 }, async () => {
+  const { mkdtempSync, cpSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const root = fileURLToPath(new URL('../../../', import.meta.url))
+  const dir = mkdtempSync(join(tmpdir(), 'respool-prod-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  for (const entry of ['package.json', 'package-lock.json', 'bin', 'dist/src']) cpSync(join(root, entry), join(dir, entry), { recursive: true })
+  await promisify(execFile)('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: dir, timeout: 170000 })
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const child = spawn(process.execPath, [join(dir, 'bin/respool.js'), '--port', '0', '--upstream', redis.url], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+  after(() => { child.kill('SIGKILL') })
+  let out = ''
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  await waitFor(() => /listening on/.test(out), 'start line', 10000)
+  const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1])
+  const c = await RawClient.connect(port)
+  c.write(cmd('PING'))
+  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  c.close()
+})

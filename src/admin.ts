@@ -1,0 +1,131 @@
+import { errorReply, integer, OK, verbatim } from './resp-encode.js'
+import { PIN_REASONS, COMMAND_CLASSES } from './proxy-stats.js'
+import { describeUpstream } from './config.js'
+import { wrongArity } from './local-commands.js'
+import type { RespCommand } from './resp-command.js'
+import type { ClientSession } from './client-session.js'
+import type { ProxyServer } from './proxy-server.js'
+
+/**
+ * The RESPOOL command family: an operator's console over RESP, in the spirit of pgbouncer's.
+ * Reading commands are open unless --admin-password is set; commands that change anything
+ * (PAUSE, RESUME, RELOAD, KILL) always need RESPOOL AUTH with that password first.
+ */
+const HELP = [
+  'RESPOOL <subcommand> [<arg> ...]. Subcommands are:',
+  'POOLS             -- upstream pool: size, idle, shared lanes, pins by reason, waiters.',
+  'CLIENTS           -- every client: id, address, age, db, protocol, upstream, pin reasons, commands in flight.',
+  'STATS             -- counters since start.',
+  'AUTH <password>   -- unlock the admin commands for this connection (--admin-password).',
+  'PAUSE [ms]        -- hold new commands (in-flight ones finish), e.g. while Redis is swapped; auto-resume after ms.',
+  'RESUME            -- release held commands.',
+  'RELOAD            -- re-read the configuration and apply what can change safely (pool size, limits, log level).',
+  'KILL CLIENT <id>  -- disconnect one client.',
+  'HELP              -- this text.'
+]
+
+export function createAdminHandler (server: ProxyServer): (session: ClientSession, cmd: RespCommand) => Buffer {
+  const password = server.config.adminPassword
+  return (session, cmd) => {
+    const sub = cmd.keyword(1)
+    const resp = session.state.resp
+    const mayRead = password === undefined || session.adminAuthenticated
+    const mayWrite = password !== undefined && session.adminAuthenticated
+    const locked = (): Buffer => errorReply(password === undefined
+      ? 'NOPERM respool: RESPOOL ' + sub.toUpperCase() + ' needs --admin-password on the proxy and RESPOOL AUTH first'
+      : 'NOPERM respool: RESPOOL AUTH <admin password> first')
+    switch (sub) {
+      case 'help':
+        return Buffer.concat([Buffer.from(`*${HELP.length}\r\n`), ...HELP.map((line) => Buffer.from(`+${line}\r\n`))])
+      case 'auth':
+        if (cmd.argc !== 3) return wrongArity('respool|auth')
+        if (password === undefined || cmd.argString(2) !== password) return errorReply('WRONGPASS invalid admin password')
+        session.adminAuthenticated = true
+        return OK
+      case 'pools':
+        return mayRead ? verbatim(poolsText(server), resp) : locked()
+      case 'clients':
+        return mayRead ? verbatim(server.sessions().map(clientLine).join(''), resp) : locked()
+      case 'stats':
+        return mayRead ? verbatim(statsText(server), resp) : locked()
+      case 'pause': {
+        if (!mayWrite) return locked()
+        const ms = cmd.argc > 2 ? Number(cmd.argString(2)) : 0
+        if (!Number.isInteger(ms) || ms < 0) return errorReply('ERR timeout is not an integer or out of range')
+        server.pause(ms)
+        return OK
+      }
+      case 'resume':
+        if (!mayWrite) return locked()
+        server.resume()
+        return OK
+      case 'reload':
+        if (!mayWrite) return locked()
+        // Answered at once; the outcome is logged and visible in RESPOOL POOLS / STATS.
+        server.reloadFromSource().catch(() => {})
+        return OK
+      case 'kill': {
+        if (!mayWrite) return locked()
+        if (cmd.argc !== 4 || cmd.keyword(2) !== 'client') return errorReply('ERR syntax error: RESPOOL KILL CLIENT <id>')
+        return integer(server.killClient(Number(cmd.argString(3))) ? 1 : 0)
+      }
+      default:
+        return errorReply(`ERR unknown subcommand '${cmd.argc > 1 ? cmd.argString(1) : ''}'. Try RESPOOL HELP.`)
+    }
+  }
+}
+
+function reasonNames (bits: number): string {
+  const names = PIN_REASONS.filter((_, i) => (bits & (1 << i)) !== 0)
+  return names.length === 0 ? '-' : names.join(',')
+}
+
+function clientLine (s: ClientSession): string {
+  const age = Math.floor((Date.now() - s.connectedAt) / 1000)
+  return `id=${s.id} addr=${s.remoteAddress} age=${age} db=${s.state.db} resp=${s.state.resp} name=${s.state.name} ` +
+    `upstream=${s.upstreamId ?? '-'} pinned=${reasonNames(s.pinReasons)} inflight=${s.inflight} pending=${s.pending}\n`
+}
+
+function poolsText (server: ProxyServer): string {
+  const pool = server.pool.stats
+  const pinned = server.pinnedByReason()
+  return [
+    '# Pool',
+    `upstream:${describeUpstream(server.config.upstream)}`,
+    `pool_size:${pool.max}`,
+    `connections:${pool.size}`,
+    `idle:${pool.available}`,
+    `shared:${server.router.laneCount}`,
+    `pinned:${server.router.pinCount}`,
+    `max_pins:${server.router.maxPins}`,
+    ...PIN_REASONS.map((r, i) => `pinned_${r}:${pinned[i]}`),
+    `waiting_pins:${server.router.pinsWaiting}`,
+    `waiting_connections:${pool.waiting}`,
+    `paused:${server.paused ? 1 : 0}`,
+    `draining:${server.draining ? 1 : 0}`,
+    ''
+  ].join('\r\n')
+}
+
+function statsText (server: ProxyServer): string {
+  const s = server.stats
+  return [
+    '# Stats',
+    `clients:${server.clientCount}`,
+    `client_connections_total:${s.downstreamCxTotal}`,
+    `commands_total:${s.downstreamRqTotal}`,
+    ...COMMAND_CLASSES.map((c, i) => `commands_${c}:${s.downstreamRqByClass[i]}`),
+    `command_errors_total:${s.upstreamRqFailed}`,
+    ...[...s.upstreamRqFailedByCode.entries()].map(([code, n]) => `errors_${code.replace(/^RESPOOL_ERR_/, '').toLowerCase()}:${n}`),
+    `replies_dropped_total:${s.upstreamRqCancelled}`,
+    `protocol_errors_total:${s.downstreamCxProtocolError}`,
+    `max_clients_refused_total:${s.downstreamCxRefused}`,
+    `max_pipeline_pauses_total:${s.downstreamRqPipelineLimit}`,
+    `max_output_buffer_disconnects_total:${s.downstreamCxOutputLimit}`,
+    ...PIN_REASONS.map((r, i) => `pins_${r}_total:${s.pinsByReason[i]}`),
+    `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
+    `upstream_connects_total:${server.pool.counters.connects}`,
+    `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
+    ''
+  ].join('\r\n')
+}

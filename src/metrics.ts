@@ -1,0 +1,85 @@
+import client from 'prom-client'
+import { COMMAND_CLASSES, PIN_REASONS } from './proxy-stats.js'
+import type { ProxyServer } from './proxy-server.js'
+
+/**
+ * Prometheus metrics (prom-client) on a registry of respool's own. The hot path only bumps
+ * plain numbers in ProxyStats and observes three histograms; gauges and counters are read from
+ * the server when scraped.
+ */
+export class Metrics {
+  readonly registry = new client.Registry()
+  readonly commandLatency: client.Histogram
+  readonly pinWait: client.Histogram
+  readonly pinHeld: client.Histogram
+
+  constructor (server: ProxyServer) {
+    const registers = [this.registry]
+    const latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    this.commandLatency = new client.Histogram({ name: 'respool_command_duration_seconds', help: 'Time from a command\'s arrival to its reply from Redis, through respool', buckets: latencyBuckets, registers })
+    this.pinWait = new client.Histogram({ name: 'respool_pin_wait_seconds', help: 'Time a command waited for a pinned connection', buckets: latencyBuckets, registers })
+    this.pinHeld = new client.Histogram({ name: 'respool_pin_duration_seconds', help: 'Time a connection stayed pinned to one client', buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers })
+
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new client.Gauge({ name, help, registers, collect () { this.set(read()) } }) // eslint-disable-line no-new
+    }
+    gauge('respool_pool_connections', 'Upstream connections open or opening (never above the pool size)', () => server.pool.stats.size)
+    gauge('respool_pool_max_connections', 'The pool size (--pool-size)', () => server.pool.stats.max)
+    gauge('respool_pool_idle_connections', 'Upstream connections open and unused', () => server.pool.stats.available)
+    gauge('respool_pool_shared_connections', 'Upstream connections carrying multiplexed traffic', () => server.router.laneCount)
+    gauge('respool_pool_waiting', 'Requests waiting for an upstream connection (pins and lane growth)', () => server.pool.stats.waiting + server.router.pinsWaiting)
+    gauge('respool_clients', 'Client connections', () => server.clientCount)
+    gauge('respool_draining', '1 while respool is shutting down', () => server.draining ? 1 : 0)
+    gauge('respool_paused', '1 while commands are held by RESPOOL PAUSE', () => server.paused ? 1 : 0)
+    new client.Gauge({ // eslint-disable-line no-new
+      name: 'respool_pool_pinned_connections',
+      help: 'Upstream connections pinned to one client, by reason (a pin can have several)',
+      labelNames: ['reason'],
+      registers,
+      collect () {
+        const counts = server.pinnedByReason()
+        PIN_REASONS.forEach((reason, i) => { this.set({ reason }, counts[i]) })
+      }
+    })
+
+    // Counters: read plain numbers at scrape time and add what changed since the last scrape.
+    const counter = (name: string, help: string, labelName: string | null, read: () => Array<[string, number]>): void => {
+      const last = new Map<string, number>()
+      new client.Counter({ // eslint-disable-line no-new
+        name,
+        help,
+        labelNames: labelName === null ? [] : [labelName],
+        registers,
+        collect () {
+          for (const [label, value] of read()) {
+            const delta = value - (last.get(label) ?? 0)
+            if (delta > 0) {
+              if (labelName === null) this.inc(delta)
+              else this.inc({ [labelName]: label }, delta)
+            } else if (labelName !== null && !last.has(label)) {
+              this.inc({ [labelName]: label }, 0)
+            }
+            last.set(label, value)
+          }
+        }
+      })
+    }
+    const s = server.stats
+    counter('respool_client_connections_total', 'Client connections accepted', null, () => [['', s.downstreamCxTotal]])
+    counter('respool_commands_total', 'Commands received, by class', 'class', () => COMMAND_CLASSES.map((c, i) => [c, s.downstreamRqByClass[i]]))
+    counter('respool_command_errors_total', 'Commands answered with a respool error because the upstream failed, timed out or could not be reached, by kind', 'kind', () => [...s.upstreamRqFailedByCode.entries()].map(([code, n]) => [code.replace(/^RESPOOL_ERR_/, '').toLowerCase(), n]))
+    counter('respool_upstream_timeouts_total', 'Upstream connections dropped for not answering within --command-timeout', null, () => [['', s.upstreamRqFailedByCode.get('RESPOOL_ERR_UPSTREAM_TIMEOUT') ?? 0]])
+    counter('respool_pins_total', 'Connections pinned, by reason', 'reason', () => PIN_REASONS.map((r, i) => [r, s.pinsByReason[i]]))
+    counter('respool_pin_wait_timeouts_total', 'Commands that gave up waiting for a pinned connection', null, () => [['', server.router.pinWaitTimeouts]])
+    counter('respool_protocol_errors_total', 'Clients disconnected for malformed RESP', null, () => [['', s.downstreamCxProtocolError]])
+    counter('respool_limit_hits_total', 'Limits reached, by limit', 'limit', () => [
+      ['max_clients', s.downstreamCxRefused],
+      ['max_pipeline', s.downstreamRqPipelineLimit],
+      ['max_output_buffer', s.downstreamCxOutputLimit]
+    ])
+    counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
+    counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])
+    counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.pool.counters.connectFailures]])
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'respool_process_' })
+  }
+}
