@@ -257,6 +257,20 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     }
   }
 
+  /** First look at a command, in order: reply suppression and bookkeeping happen once. */
+  #firstLook (slot: ReplySlot, cmd: RespCommand, kind: CommandKind): void {
+    const state = this.state
+    this.#ctx.stats.downstreamRqByClass[kind]++
+    slot.effect = 0
+    state.lastCommand = cmd.name
+    state.lastActive = Date.now()
+    if (state.replyOff) slot.suppressed = true
+    else if (state.skipNext) {
+      slot.suppressed = true
+      state.skipNext = false
+    }
+  }
+
   #isAdmin (slot: ReplySlot): boolean {
     return slot.command?.name === 'respool'
   }
@@ -273,18 +287,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     const cmd = slot.command as RespCommand
     const state = this.state
     const kind = classify(cmd)
-    if (slot.effect === -1) {
-      // First look at this command, in order: reply suppression and bookkeeping happen once.
-      this.#ctx.stats.downstreamRqByClass[kind]++
-      slot.effect = 0
-      state.lastCommand = cmd.name
-      state.lastActive = Date.now()
-      if (state.replyOff) slot.suppressed = true
-      else if (state.skipNext) {
-        slot.suppressed = true
-        state.skipNext = false
-      }
-    }
+    if (slot.effect === -1) this.#firstLook(slot, cmd, kind)
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
     }
@@ -324,7 +327,12 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       case Kind.BLOCKING:
         return this.#blocking(slot, cmd, lease)
       case Kind.MULTI:
-        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        if (lease === null) {
+          // A whole transaction already here goes to a shared lane in one piece; only a
+          // transaction still being typed needs a connection of its own.
+          const end = this.#bufferedTransactionEnd()
+          return end > 0 ? this.#sendTransaction(end) : this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+        }
         if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
         return this.#forward(slot, E_MULTI, 0)
       case Kind.EXEC:
@@ -426,8 +434,63 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     if (!/^\d{1,9}$/.test(text)) return this.#forward(slot, 0, 0) // Redis answers the error
     const db = Number(text)
     const databases = this.#ctx.serverInfo().databases
-    if (databases !== null && db >= databases && !inMulti) return this.#local(slot, errorReply('ERR DB index is out of range'))
-    return this.#forward(slot, inMulti ? E_SELECT_QUEUED : E_SELECT, db)
+    const valid = databases === null || db < databases
+    if (!inMulti) return valid ? this.#forward(slot, E_SELECT, db) : this.#local(slot, errorReply('ERR DB index is out of range'))
+    // Queued: EXEC will switch the database (an invalid index fails inside EXEC, as in Redis).
+    return this.#forward(slot, valid ? E_SELECT_QUEUED : 0, db)
+  }
+
+  /**
+   * If the pending commands hold a complete transaction (MULTI first, then EXEC or DISCARD)
+   * made only of commands Redis simply queues, the index of its EXEC/DISCARD; otherwise -1.
+   */
+  #bufferedTransactionEnd (): number {
+    const pending = this.#pending
+    const limit = Math.min(pending.length, this.#ctx.config.maxPipeline)
+    for (let i = 1; i < limit; i++) {
+      const cmd = (pending.peekAt(i) as ReplySlot).command as RespCommand
+      const kind = classify(cmd)
+      if (kind === Kind.EXEC || kind === Kind.DISCARD) return i
+      // SELECT inside MULTI changes the lane's database at EXEC, which other clients sharing
+      // the lane could not know in time: such a transaction takes a pin.
+      if (kind !== Kind.SHARED && kind !== Kind.BLOCKING) return -1
+      if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return -1
+    }
+    return -1
+  }
+
+  /**
+   * Writes MULTI … EXEC to one shared lane in a single pass, so no other client's command can
+   * land between them: Redis then runs it exactly as on a connection of its own, and the lane
+   * is clean again after EXEC. This is how pipelining clients (redis-rb, ioredis, redis-py,
+   * node-redis) send transactions, and it needs no pin, so a pool saturated by blocking
+   * commands (Sidekiq's fetchers) does not starve them.
+   */
+  #sendTransaction (end: number): boolean {
+    let conn: UpstreamConnection | null
+    if (this.#inflight > 0) {
+      conn = this.#conn
+    } else {
+      conn = this.#ctx.router.pickLane(this.state.db, this.state.resp)
+      if (conn === null) {
+        this.#wait = W_LANE
+        this.#ctx.router.waitForLane(this)
+        return false
+      }
+    }
+    if (conn === null) throw new Error('session has inflight commands but no connection')
+    this.#syncState(conn)
+    // Written whatever the socket's backpressure says: the block must leave contiguously.
+    for (let i = 0; i <= end; i++) {
+      const slot = this.#pending.shift() as ReplySlot
+      const cmd = slot.command as RespCommand
+      if (i > 0) this.#firstLook(slot, cmd, classify(cmd))
+      slot.effect = 0
+      this.#inflight++
+      conn.send(cmd.frame, slot)
+    }
+    this.#conn = conn
+    return true
   }
 
   #auth (cmd: RespCommand): Buffer {
@@ -661,7 +724,9 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#wait = W_PIN
     this.#pinRequestedAt = performance.now()
     this.#pinRequestedFor = slot
-    const acquisition = this.#ctx.router.acquirePin(deadlineMs)
+    // Short pins (MULTI, WATCH, SUBSCRIBE …) go ahead of blocking commands in the queue: a
+    // blocking command would hold the connection for its whole timeout anyway.
+    const acquisition = this.#ctx.router.acquirePin(deadlineMs, classify(slot.command as RespCommand) === Kind.BLOCKING ? 1 : 0)
     this.#acquiring = acquisition
     acquisition.promise.then((pin) => {
       this.#acquiring = null
@@ -793,17 +858,18 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         if (failed && lease !== null) lease.reasons &= ~R_MULTI
         break
       case E_EXEC:
-      case E_DISCARD:
-        if (lease !== null) {
-          lease.reasons &= ~(R_MULTI | R_WATCH)
-          if (this.#txnDb >= 0) {
-            // EXEC ran the queued SELECT if it answered with an array.
-            if (slot.effect === E_EXEC && frame[0] === 0x2a && frame[1] !== MINUS) this.state.db = this.#txnDb
-            lease.pin.conn.db = -1
-          }
+      case E_DISCARD: {
+        if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
+        if (this.#txnDb >= 0) {
+          // EXEC ran the queued SELECT if it answered with an array; either way the
+          // connection's database is no longer known for sure: the next command selects again.
+          if (slot.effect === E_EXEC && frame[0] === 0x2a && frame[1] !== MINUS) this.state.db = this.#txnDb
+          const conn = lease?.pin.conn ?? this.#conn
+          if (conn !== null) conn.db = -1
         }
         this.#txnDb = -1
         break
+      }
       case E_WATCH:
         if (failed && lease !== null && slot.prior === 0) lease.reasons &= ~R_WATCH
         break

@@ -27,7 +27,7 @@ export class PinGate {
     this.#permits = createPool<PinPermit>({
       create: async () => ({ id: this.#nextId++ }),
       destroy: async () => {}
-    }, { max: maxPins, min: 0, fifo: true, autostart: true })
+    }, { max: maxPins, min: 0, fifo: true, priorityRange: 2, autostart: true })
   }
 
   get maxPins (): number {
@@ -50,17 +50,18 @@ export class PinGate {
   }
 
   /**
-   * Waits for a permit for at most `deadlineMs` (null: no deadline). `cancel()` gives up early.
+   * Waits for a permit for at most `deadlineMs` (null: no deadline). Requests of priority 0 are
+   * served before those of priority 1, each in arrival order. `cancel()` gives up early.
    * The promise rejects with PoolTimeoutError at the deadline, or with `reason` on cancel.
    */
-  request (deadlineMs: number | null): PinRequest {
+  request (deadlineMs: number | null, priority: 0 | 1 = 0): PinRequest {
     this.#waiting++
     let settled = false
     let timer: NodeJS.Timeout | null = null
     let rejectFn: (err: ProxyError) => void = () => {}
     const promise = new Promise<PinPermit>((resolve, reject) => {
       rejectFn = reject
-      this.#permits.acquire().then((permit) => {
+      this.#permits.acquire(priority).then((permit) => {
         if (settled) {
           void this.#permits.release(permit)
           return

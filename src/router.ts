@@ -117,11 +117,12 @@ export class Router {
   }
 
   /**
-   * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline), then for
-   * a connection from the pool, shrinking the shared lanes if the pool is full.
+   * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline; priority 0
+   * is served before 1), then for a connection from the pool, shrinking the shared lanes if the
+   * pool is full.
    */
-  acquirePin (deadlineMs: number | null): PinAcquisition {
-    const request = this.#gate.request(deadlineMs)
+  acquirePin (deadlineMs: number | null, priority: 0 | 1 = 0): PinAcquisition {
+    const request = this.#gate.request(deadlineMs, priority)
     let cancelled: ProxyError | null = null
     const promise = request.promise.then(async (permit) => {
       this.#pinsPermitted++

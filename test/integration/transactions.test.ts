@@ -112,3 +112,43 @@ test('transactions and shared traffic interleave without cross-talk', { timeout:
     })
   ])
 })
+
+test('a transaction sent whole (MULTI … EXEC in one pipeline) runs atomically on a shared lane without a pin', { timeout: 30000 }, async () => {
+  const lanes = await startProxy({ upstream: redis.url, poolSize: 2 })
+  after(async () => { await lanes.destroy() })
+  const clients = Array.from({ length: 20 }, () => new Redis({ port: lanes.address.port, maxRetriesPerRequest: 0 }))
+  after(() => { for (const c of clients) c.disconnect() })
+  await clients[0].del('atomic')
+  await Promise.all(clients.map(async (c) => {
+    for (let i = 0; i < 25; i++) {
+      // ioredis sends the whole MULTI block in one write; another client's INCR can never land inside it.
+      const result = await c.multi().incr('atomic').incr('atomic').exec()
+      const [[, a], [, b]] = result as Array<[Error | null, number]>
+      assert.equal(b, a + 1, 'the two INCRs of one transaction are adjacent')
+    }
+  }))
+  assert.equal(await clients[0].get('atomic'), String(20 * 25 * 2))
+  assert.equal(lanes.router.pinsTotal, 0, 'no pin was taken')
+})
+
+test('whole transactions still run while blocking commands hold every pinnable connection', { timeout: 15000 }, async () => {
+  const small = await startProxy({ upstream: redis.url, poolSize: 3, acquireTimeoutMs: 500 })
+  after(async () => { await small.destroy() })
+  const blocked = await Promise.all([1, 2, 3].map(async () => await RawClient.connect(small.address.port)))
+  after(() => { for (const b of blocked) b.close() })
+  for (const b of blocked) b.write(cmd('BLPOP', 'never-filled', '0'))
+  await waitFor(() => small.router.pinCount === 2 && small.router.pinsWaiting === 1, 'pins saturated')
+  const c = await RawClient.connect(small.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'during-storm', '1'), cmd('INCR', 'during-storm'), cmd('EXEC')]))
+  const expected = '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n'
+  assert.equal(await c.readLike(expected, 2000), expected)
+})
+
+test('a whole transaction with a queuing error aborts exactly as in Redis and leaves the lane clean', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'onlykey'), cmd('INCR', 'abort-k'), cmd('EXEC'), cmd('EXISTS', 'abort-k'), cmd('MULTI'), cmd('DISCARD'), cmd('PING')]))
+  const expected = "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n+OK\r\n+OK\r\n+PONG\r\n"
+  assert.equal(await c.readLike(expected), expected)
+})

@@ -1,0 +1,245 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy, upstreamConnectionCount } from '../helpers/proxy.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+// The use case respool was written for: a Sidekiq 6.4 process (Debian ruby-sidekiq) with 25
+// worker threads, each fetching with BRPOP (2 s timeout) on its own client connection, through
+// respool with --pool-size 4 (so at most 3 pins). Every fetcher pins while it blocks, so the
+// pins are saturated the whole time; jobs must still all run, each exactly once, and Redis must
+// never see more than 4 connections from respool.
+
+const POOL_SIZE = 4
+const MAX_PINS = POOL_SIZE - 1
+const CONCURRENCY = 25
+const FIRST_WAVE = 300
+const SECOND_WAVE = 20
+const DB = 1
+
+let redis: RedisServer
+let proxy: ProxyServer
+let workDir: string
+let admin: Redis
+const children = new Set<ChildProcess>()
+
+before(async () => {
+  redis = await startRedis()
+  proxy = await startProxy({ upstream: redis.url, poolSize: POOL_SIZE })
+  workDir = await mkdtemp(path.join(tmpdir(), 'respool-sidekiq-'))
+  admin = new Redis({ port: redis.port, host: '127.0.0.1', db: DB, maxRetriesPerRequest: 1 })
+})
+after(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+  admin?.disconnect()
+  await proxy?.destroy()
+  await redis?.stop()
+  if (workDir !== undefined) await rm(workDir, { recursive: true, force: true })
+})
+
+const WORKER = `
+require 'sidekiq'
+# redis-rb 4.8 warns about Sidekiq 6.4's positional BRPOP timeout and SADD's return value.
+Redis.silence_deprecations = true
+
+class CountingJob
+  include Sidekiq::Worker
+  sidekiq_options retry: false
+
+  def perform(n)
+    Sidekiq.redis do |c|
+      c.hincrby('runs', n.to_s, 1)
+      c.sadd('seen', n.to_s)
+      c.sadd('jids', jid)
+      c.incr('done')
+    end
+  end
+end
+`
+
+// Enqueues jobs FROM..TO with Sidekiq's own client (through respool) and prints their jids.
+const ENQUEUE = `
+require 'sidekiq'
+require 'json'
+from, to = Integer(ARGV[0]), Integer(ARGV[1])
+jids = Sidekiq::Client.push_bulk('class' => 'CountingJob', 'args' => (from..to).map { |i| [i] })
+puts JSON.generate(jids)
+`
+
+/** How to run the sidekiq executable: on PATH, or through `ruby -S`. */
+function sidekiqCommand (): [string, string[]] {
+  const which = spawnSync('which', ['sidekiq'], { encoding: 'utf8' })
+  if (which.status === 0 && which.stdout.trim() !== '') return [which.stdout.trim(), []]
+  return ['ruby', ['-S', 'sidekiq']]
+}
+
+/** Polls until `cond` holds or the deadline passes; `fail` is checked each round to stop early. */
+async function until (cond: () => Promise<boolean> | boolean, what: string, timeoutMs: number, fail?: () => string | null): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await cond())) {
+    const reason = fail?.()
+    if (reason != null) throw new Error(`${what}: ${reason}`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await delay(25)
+  }
+}
+
+async function blockedClients (): Promise<number> {
+  const info = await admin.info('clients')
+  return Number(/blocked_clients:(\d+)/.exec(info)?.[1] ?? 0)
+}
+
+async function enqueue (env: NodeJS.ProcessEnv, from: number, to: number): Promise<string[]> {
+  const child = spawn('ruby', ['-', String(from), String(to)], { cwd: workDir, env, stdio: ['pipe', 'pipe', 'pipe'] })
+  children.add(child)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  child.stdin.end(ENQUEUE)
+  const timer = setTimeout(() => { child.kill('SIGKILL') }, 20000)
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on('error', reject)
+      child.on('close', (c) => { resolve(c) })
+    })
+    assert.equal(code, 0, `enqueue exited ${String(code)}: ${stdout} ${stderr}`)
+  } finally {
+    clearTimeout(timer)
+    children.delete(child)
+  }
+  const jids = JSON.parse(stdout.trim()) as string[]
+  assert.equal(jids.length, to - from + 1)
+  return jids
+}
+
+test(`Sidekiq 6.4 with ${CONCURRENCY} threads through respool --pool-size ${POOL_SIZE}: every job runs exactly once, heartbeats keep working, Redis sees at most ${POOL_SIZE} connections`, { timeout: 120000 }, async () => {
+  await writeFile(path.join(workDir, 'worker.rb'), WORKER)
+  const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: `redis://127.0.0.1:${proxy.address.port}/${DB}` }
+  delete env.REDIS_PROVIDER
+
+  // Sample what Redis sees for the whole run.
+  let maxUpstream = 0
+  let maxBlocked = 0
+  let samples = 0
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      const [up, blocked] = await Promise.all([upstreamConnectionCount(redis.port), blockedClients()])
+      maxUpstream = Math.max(maxUpstream, up)
+      maxBlocked = Math.max(maxBlocked, blocked)
+      samples++
+      await delay(50)
+    }
+  })()
+
+  const [program, prefix] = sidekiqCommand()
+  const sidekiq = spawn(program, [...prefix, '-r', './worker.rb', '-c', String(CONCURRENCY), '-t', '8', '-q', 'default'],
+    { cwd: workDir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  children.add(sidekiq)
+  let log = ''
+  sidekiq.stdout.on('data', (d: Buffer) => { log += d.toString() })
+  sidekiq.stderr.on('data', (d: Buffer) => { log += d.toString() })
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+    sidekiq.on('close', (code, signal) => { resolve([code, signal]) })
+  })
+  const died = (): string | null => sidekiq.exitCode !== null || sidekiq.signalCode !== null
+    ? `sidekiq exited early (${String(sidekiq.exitCode ?? sidekiq.signalCode)}):\n${log}`
+    : null
+
+  let exitCode: number | null = null
+  let exitSignal: NodeJS.Signals | null = null
+  try {
+    // Booted: its fetchers hold every pin respool allows, blocked in BRPOP on an empty queue.
+    await until(async () => (await blockedClients()) >= MAX_PINS, 'Sidekiq fetchers to block in BRPOP', 30000, died)
+
+    const jids = await enqueue(env, 1, FIRST_WAVE)
+    await until(async () => Number(await admin.get('done')) >= FIRST_WAVE, `${FIRST_WAVE} jobs to run`, 60000, died)
+
+    // Idle again, pins saturated by BRPOPs that time out every 2 s: new jobs still get picked up.
+    await until(async () => (await blockedClients()) >= MAX_PINS, 'the idle fetchers to block again', 20000, died)
+    jids.push(...await enqueue(env, FIRST_WAVE + 1, FIRST_WAVE + SECOND_WAVE))
+    const total = FIRST_WAVE + SECOND_WAVE
+    await until(async () => Number(await admin.get('done')) >= total, `${total} jobs to run`, 30000, died)
+
+    // Stay idle with every pin held by a 2 s BRPOP and 22 more fetchers queueing for pins.
+    // Sidekiq's heartbeat (every 5 s: MULTI/EXEC, PING, MULTI/EXEC; the transactions need a
+    // pin too) must still get through, as it does against Redis directly. Wait for two
+    // heartbeats that start well inside that idle phase, whether they succeed (the process
+    // hash's `beat` moves) or fail (Sidekiq logs `ERROR: heartbeat: …`, checked below).
+    const countedFrom = Date.now() / 1000 + 2.5
+    const beats = new Set<number>()
+    let failuresBefore = -1
+    const heartbeatFailures = (): number => (log.match(/ERROR: heartbeat:/g) ?? []).length
+    await until(async () => {
+      if (failuresBefore < 0 && Date.now() / 1000 >= countedFrom) failuresBefore = heartbeatFailures()
+      const [processKey] = await admin.smembers('processes')
+      if (processKey !== undefined) {
+        const beat = Number(await admin.hget(processKey, 'beat'))
+        if (beat > countedFrom) beats.add(beat)
+      }
+      const failures = failuresBefore < 0 ? 0 : heartbeatFailures() - failuresBefore
+      return beats.size + failures >= 2
+    }, 'two Sidekiq heartbeats while the pins are saturated', 30000, died)
+
+    // Stop Sidekiq the way a deployment does; it waits for its fetchers (≤ 2 s BRPOPs).
+    sidekiq.kill('SIGTERM')
+    const killer = setTimeout(() => { sidekiq.kill('SIGKILL') }, 20000)
+    try {
+      [exitCode, exitSignal] = await exited
+    } finally {
+      clearTimeout(killer)
+    }
+    children.delete(sidekiq)
+
+    sampling = false
+    await sampler
+
+    // Every job ran exactly once.
+    assert.equal(Number(await admin.get('done')), total)
+    const runs = await admin.hgetall('runs')
+    assert.equal(Object.keys(runs).length, total)
+    const twice = Object.entries(runs).filter(([, count]) => count !== '1')
+    assert.deepEqual(twice, [], 'jobs that ran more than once')
+    assert.equal(await admin.scard('seen'), total)
+    const ranJids = (await admin.smembers('jids')).sort()
+    assert.deepEqual(ranJids, [...jids].sort())
+    assert.equal(await admin.llen('queue:default'), 0)
+    // Nothing was written to db 0: every connection, shared or pinned, used the URL's database.
+    const db0 = new Redis({ port: redis.port, host: '127.0.0.1', db: 0, maxRetriesPerRequest: 1 })
+    try {
+      assert.equal(await db0.dbsize(), 0)
+    } finally {
+      db0.disconnect()
+    }
+
+    assert.ok(samples > 10, `only ${samples} samples taken`)
+    assert.ok(maxUpstream >= 1 && maxUpstream <= POOL_SIZE, `upstream connections seen by Redis: ${maxUpstream}`)
+    assert.ok(maxBlocked <= MAX_PINS, `blocked clients seen by Redis: ${maxBlocked}`)
+    assert.ok(proxy.pool.stats.size <= POOL_SIZE)
+
+    assert.equal(exitCode, 0, `sidekiq exit ${String(exitCode ?? exitSignal)}:\n${log}`)
+    assert.match(log, /Bye!/)
+    // No fetch errors, heartbeat errors, pool timeouts or failed jobs while the pins were
+    // saturated (against Redis directly this log has none).
+    const errorLines = log.split('\n').filter((l) => /\b(ERROR|FATAL)\b|Error fetching job|ConnectionPool::TimeoutError|Redis::\w*Error/.test(l))
+    const logWithoutJobs = log.split('\n').filter((l) => !/class=CountingJob/.test(l)).join('\n')
+    assert.deepEqual(errorLines, [], `sidekiq log (job lines left out):\n${logWithoutJobs}`)
+  } finally {
+    sampling = false
+    await sampler
+    if (sidekiq.exitCode === null && sidekiq.signalCode === null) {
+      sidekiq.kill('SIGKILL')
+      await exited
+    }
+    children.delete(sidekiq)
+  }
+})
