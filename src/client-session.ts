@@ -4,11 +4,12 @@ import { RequestFramer, type RequestLimits } from './request-framer.js'
 import { ReplySlot, type ReplySink } from './reply-slot.js'
 import { classify, Kind, type CommandKind } from './command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from './errors.js'
-import { OK, bulk, errorReply, simpleString } from './resp-encode.js'
+import { OK, errorReply, simpleString } from './resp-encode.js'
 import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
-import { commandFamily, parsePubsubFrame, type PubsubFamily } from './pubsub-frames.js'
+import { parsePubsubFrame } from './pubsub-frames.js'
+import { Subscriptions, notSubscribedReply } from './subscriptions.js'
 import * as local from './local-commands.js'
 import type { RespCommand } from './resp-command.js'
 import type { Router, LaneWaiter, Pin, PinAcquisition, PinRelease } from './router.js'
@@ -141,9 +142,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   #endWhenUnpinned = false
   /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
   #txnDb = -1
-  readonly #subs: Record<PubsubFamily, Set<string>> = { channel: new Set(), pattern: new Set(), shard: new Set() }
-  /** (P|S)(UN)SUBSCRIBE commands written and not yet completed: subscriber mode cannot end before them. */
-  #pubsubCommandsInFlight = 0
+  readonly #subs = new Subscriptions()
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -205,9 +204,9 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       state: this.state,
       flags,
       multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
-      sub: this.#subs.channel.size,
-      psub: this.#subs.pattern.size,
-      ssub: this.#subs.shard.size
+      sub: this.#subs.count('channel'),
+      psub: this.#subs.count('pattern'),
+      ssub: this.#subs.count('shard')
     }
   }
 
@@ -410,23 +409,11 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
     }
     const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
-    if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, this.#notSubscribedReply(cmd))
+    if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
     if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
     slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
     return this.#forward(slot, E_SUBSCRIBE, 0)
-  }
-
-  /** What Redis answers to (P|S)UNSUBSCRIBE from a client that is not subscribed. */
-  #notSubscribedReply (cmd: RespCommand): Buffer {
-    const head = this.state.resp === 3 ? '>3\r\n' : '*3\r\n'
-    const kind = `$${cmd.name.length}\r\n${cmd.name}\r\n`
-    const names = cmd.argc > 1 ? cmd.args().slice(1) : [null]
-    return Buffer.concat(names.map((name) => Buffer.concat([
-      Buffer.from(head + kind),
-      name === null ? Buffer.from(this.state.resp === 3 ? '_\r\n' : '$-1\r\n') : bulk(name),
-      Buffer.from(':0\r\n')
-    ])))
   }
 
   #select (slot: ReplySlot, cmd: RespCommand, inMulti: boolean): boolean {
@@ -467,18 +454,8 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
    * commands (Sidekiq's fetchers) does not starve them.
    */
   #sendTransaction (end: number): boolean {
-    let conn: UpstreamConnection | null
-    if (this.#inflight > 0) {
-      conn = this.#conn
-    } else {
-      conn = this.#ctx.router.pickLane(this.state.db, this.state.resp)
-      if (conn === null) {
-        this.#wait = W_LANE
-        this.#ctx.router.waitForLane(this)
-        return false
-      }
-    }
-    if (conn === null) throw new Error('session has inflight commands but no connection')
+    const conn = this.#target()
+    if (conn === null) return false
     this.#syncState(conn)
     // Written whatever the socket's backpressure says: the block must leave contiguously.
     for (let i = 0; i <= end; i++) {
@@ -514,7 +491,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       case 'info':
         return this.#local(slot, local.clientInfo(this.view()))
       case 'list':
-        return this.#local(slot, this.#clientList(cmd))
+        return this.#local(slot, local.clientListCommand(this.#ctx.clientViews(), cmd, this.state.resp))
       case 'reply': {
         const mode = cmd.keyword(2)
         if (cmd.argc !== 3 || (mode !== 'on' && mode !== 'off' && mode !== 'skip')) return this.#local(slot, errorReply('ERR syntax error'))
@@ -544,31 +521,6 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     }
   }
 
-  #clientList (cmd: RespCommand): Buffer {
-    let views = this.#ctx.clientViews()
-    for (let i = 2; i < cmd.argc; i++) {
-      const opt = cmd.keyword(i)
-      if (opt === 'type' && i + 1 < cmd.argc) {
-        const type = cmd.keyword(++i)
-        if (type === 'pubsub') views = views.filter((v) => v.flags === 'P')
-        else if (type === 'normal') views = views.filter((v) => v.flags !== 'P')
-        else if (type === 'master' || type === 'replica' || type === 'slave') views = []
-        else return errorReply(`ERR Unknown client type '${cmd.argString(i)}'`)
-      } else if (opt === 'id') {
-        const ids = new Set<number>()
-        for (i++; i < cmd.argc; i++) {
-          const id = Number(cmd.argString(i))
-          if (!Number.isInteger(id) || id <= 0) return errorReply('ERR Invalid client ID')
-          ids.add(id)
-        }
-        views = views.filter((v) => ids.has(v.id))
-      } else {
-        return errorReply('ERR syntax error')
-      }
-    }
-    return local.clientList(views, this.state.resp)
-  }
-
   #reset (slot: ReplySlot): boolean {
     if (this.#inflight > 0) {
       this.#wait = W_BARRIER // earlier replies first, then the state is thrown away
@@ -577,7 +529,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#endLease()
     this.state.reset()
     this.#txnDb = -1
-    for (const set of Object.values(this.#subs)) set.clear()
+    this.#subs.clear()
     this.#framer.limits.unauthenticated = !this.state.authenticated
     return this.#local(slot, simpleString('RESET'))
   }
@@ -594,20 +546,8 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   /** Sends the head pending command to the session's connection: its pin, its lane, or a new lane. */
   #forward (slot: ReplySlot, effect: number, data: number): boolean {
     const lease = this.#lease
-    let conn: UpstreamConnection | null
-    if (lease !== null) {
-      conn = lease.pin.conn
-    } else if (this.#inflight > 0) {
-      conn = this.#conn // read-your-writes: stay where the earlier commands went
-    } else {
-      conn = this.#ctx.router.pickLane(this.state.db, this.state.resp)
-      if (conn === null) {
-        this.#wait = W_LANE
-        this.#ctx.router.waitForLane(this)
-        return false
-      }
-    }
-    if (conn === null) throw new Error('session has inflight commands but no connection')
+    const conn = this.#target()
+    if (conn === null) return false
     if (conn.needDrain) {
       this.#wait = W_DRAIN
       this.#pause(PAUSE_UPSTREAM)
@@ -625,6 +565,25 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#conn = conn
     conn.send((slot.command as RespCommand).frame, slot)
     return true
+  }
+
+  /**
+   * The connection for the session's next command: its pin; else the lane its earlier
+   * commands are still in flight on (read-your-writes); else the best lane. Null when no lane
+   * exists yet: the session then waits for one.
+   */
+  #target (): UpstreamConnection | null {
+    if (this.#lease !== null) return this.#lease.pin.conn
+    if (this.#inflight > 0) {
+      if (this.#conn === null) throw new Error('session has inflight commands but no connection')
+      return this.#conn
+    }
+    const lane = this.#ctx.router.pickLane(this.state.db, this.state.resp)
+    if (lane === null) {
+      this.#wait = W_LANE
+      this.#ctx.router.waitForLane(this)
+    }
+    return lane
   }
 
   /** State changes that take effect when the command is written (Redis applies them in order). */
@@ -650,7 +609,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         if (lease !== null) this.#addReason(lease, R_MONITOR)
         break
       case E_SUBSCRIBE:
-        this.#pubsubCommandsInFlight++
+        this.#subs.inFlight++
         if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
           this.#addReason(lease, R_SUBSCRIBED)
           conn.tunnel = this.#onPubsubFrame
@@ -901,7 +860,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
         break
       case E_SUBSCRIBE:
         // Completed by its confirmations, or refused by Redis with an ordinary error reply.
-        this.#pubsubCommandsInFlight--
+        this.#subs.inFlight--
         this.#maybeLeavePubsub()
         break
     }
@@ -927,26 +886,9 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       this.#outOfBand(frame)
       return true
     }
-    const set = this.#subs[info.family]
-    const sizeBefore = set.size
-    if (info.name !== null) {
-      if (info.kind === 'subscribe') set.add(info.name)
-      else set.delete(info.name)
-    }
-    const head = conn.peekHead()
-    const headCmd = head?.command
-    if (head !== undefined && head.sink === this && head.confirmations !== 0 && headCmd != null &&
-      headCmd.name.endsWith(info.kind) && commandFamily(headCmd.name) === info.family) {
-      if (head.confirmations === -1) head.confirmations = Math.max(1, sizeBefore)
-      ;(head.parts ??= []).push(frame)
-      if (--head.confirmations === 0) {
-        const reply = head.parts.length === 1 ? head.parts[0] : Buffer.concat(head.parts)
-        head.parts = null
-        conn.completeHead(reply)
-      }
-    } else {
-      this.#outOfBand(frame)
-    }
+    const reply = this.#subs.confirm(info, frame, conn.peekHead(), this)
+    if (reply === null) this.#outOfBand(frame)
+    else if (reply !== 'pending') conn.completeHead(reply)
     this.#maybeLeavePubsub()
     return true
   }
@@ -957,8 +899,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
    */
   #maybeLeavePubsub (): void {
     const lease = this.#lease
-    if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || this.#pubsubCommandsInFlight > 0) return
-    if (this.#subs.channel.size + this.#subs.pattern.size + this.#subs.shard.size > 0) return
+    if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || !this.#subs.settled) return
     lease.pin.conn.tunnel = null
     lease.reasons &= ~R_SUBSCRIBED
     this.#maybeReleaseLease()

@@ -79,6 +79,32 @@ export function clientList (views: ClientView[], resp: number): Buffer {
   return verbatim(views.map(clientLine).join(''), resp)
 }
 
+/** CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id …] over respool's own clients. */
+export function clientListCommand (all: ClientView[], cmd: RespCommand, resp: number): Buffer {
+  let views = all
+  for (let i = 2; i < cmd.argc; i++) {
+    const opt = cmd.keyword(i)
+    if (opt === 'type' && i + 1 < cmd.argc) {
+      const type = cmd.keyword(++i)
+      if (type === 'pubsub') views = views.filter((v) => v.flags === 'P')
+      else if (type === 'normal') views = views.filter((v) => v.flags !== 'P')
+      else if (type === 'master' || type === 'replica' || type === 'slave') views = []
+      else return errorReply(`ERR Unknown client type '${cmd.argString(i)}'`)
+    } else if (opt === 'id') {
+      const ids = new Set<number>()
+      for (i++; i < cmd.argc; i++) {
+        const id = Number(cmd.argString(i))
+        if (!Number.isInteger(id) || id <= 0) return errorReply('ERR Invalid client ID')
+        ids.add(id)
+      }
+      views = views.filter((v) => ids.has(v.id))
+    } else {
+      return errorReply('ERR syntax error')
+    }
+  }
+  return clientList(views, resp)
+}
+
 /** Credentials respool accepts from clients. */
 export interface Credentials {
   /** The password of the default user, if any. */
