@@ -5,7 +5,7 @@ import { ReplySlot, type ReplySink } from './reply-slot.js'
 import { classify, Kind, type CommandKind } from './command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from './errors.js'
 import { OK, errorReply, simpleString } from './resp-encode.js'
-import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
+import { TickWriter } from './write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
 import { parsePubsubFrame } from './pubsub-frames.js'
@@ -111,7 +111,7 @@ interface Lease {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, Corked {
+export class ClientSession implements ReplySink, LaneWaiter {
   readonly id: number
   readonly remoteAddress: string
   readonly localAddress: string
@@ -135,7 +135,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
   #pinRequestedFor: ReplySlot | null = null
   #wait = W_NONE
   #paused = 0
-  #corked = false
+  readonly #writer: TickWriter
   #closed = false
   #endWhenFlushed = false
   /** Shutdown: end as soon as the pinned connection is given back (a transaction may finish). */
@@ -158,6 +158,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       unauthenticated: !this.state.authenticated
     }
     this.#framer = new RequestFramer(limits)
+    this.#writer = new TickWriter(socket, () => { this.#pause(PAUSE_OUTPUT) })
     socket.setNoDelay(true)
     socket.on('data', this.#onData)
     socket.on('drain', this.#onDrain)
@@ -262,7 +263,7 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
     this.#ctx.stats.downstreamRqByClass[kind]++
     slot.effect = 0
     state.lastCommand = cmd.name
-    state.lastActive = Date.now()
+    state.lastActive = slot.acceptedAt
     if (state.replyOff) slot.suppressed = true
     else if (state.skipNext) {
       slot.suppressed = true
@@ -938,34 +939,23 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       head = slots.peekFront()
     }
     if ((this.#paused & PAUSE_PIPELINE) !== 0 && slots.length < this.#ctx.config.maxPipeline / 2) this.#resume(PAUSE_PIPELINE)
-    if (this.#endWhenFlushed && slots.length === 0) this.#socket.end()
+    if (this.#endWhenFlushed && slots.length === 0) this.#end()
   }
 
   #write (bytes: Buffer): void {
-    if (!this.#corked) {
-      this.#corked = true
-      this.#socket.cork()
-      uncorkAtEndOfTick(this)
-    }
-    if (this.#socket.write(bytes)) return
-    if (this.#socket.writableLength > this.#ctx.config.maxOutputBufferBytes) {
+    this.#writer.write(bytes)
+    if (this.#writer.pendingBytes > this.#ctx.config.maxOutputBufferBytes) {
+      // Like Redis's client-output-buffer-limit: a client that does not read is cut off.
       this.#ctx.stats.downstreamCxOutputLimit++
-      this.#ctx.log.warn({ client: this.id, buffered: this.#socket.writableLength }, 'client output buffer limit reached; disconnecting')
+      this.#ctx.log.warn({ client: this.id, buffered: this.#writer.pendingBytes }, 'client output buffer limit reached; disconnecting')
       this.destroy()
-      return
     }
-    this.#pause(PAUSE_OUTPUT)
   }
 
   #addLocalReply (reply: Buffer): void {
     const slot = new ReplySlot(this, null)
     this.#slots.push(slot)
     this.#fill(slot, reply)
-  }
-
-  uncork (): void {
-    this.#corked = false
-    this.#socket.uncork()
   }
 
   #onDrain = (): void => {
@@ -1002,7 +992,13 @@ export class ClientSession implements ReplySink, LaneWaiter, Corked {
       this.#wait = W_NONE
     }
     this.#endWhenFlushed = true
-    if (this.#slots.length === 0) this.#socket.end()
+    if (this.#slots.length === 0) this.#end()
+  }
+
+  /** Sends what is held, then closes the socket for writing. */
+  #end (): void {
+    this.#writer.flush()
+    this.#socket.end()
   }
 
   /**

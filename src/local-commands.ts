@@ -25,7 +25,7 @@ export interface ClientView {
 /** One CLIENT LIST line, with Redis's field names (fields respool cannot know are 0). */
 export function clientLine (v: ClientView): string {
   const s = v.state
-  const idle = Math.floor((Date.now() - s.lastActive) / 1000)
+  const idle = Math.floor((performance.now() - s.lastActive) / 1000)
   return `id=${v.id} addr=${v.addr} laddr=${v.laddr} fd=-1 name=${s.name} age=${v.ageSeconds} idle=${idle} flags=${v.flags} ` +
     `db=${s.db} sub=${v.sub} psub=${v.psub} ssub=${v.ssub} multi=${v.multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 ` +
     `rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=${s.lastCommand} user=${s.user} redir=-1 resp=${s.resp} ` +

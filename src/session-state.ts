@@ -18,7 +18,8 @@ export class SessionState {
   user = 'default'
   /** Name of the last command, for CLIENT INFO/LIST. */
   lastCommand = 'NULL'
-  lastActive = Date.now()
+  /** When the last command arrived (performance.now(): cheaper than Date.now() on every command). */
+  lastActive = performance.now()
 
   constructor (readonly defaultDb: number, readonly authRequired: boolean) {
     this.db = defaultDb

@@ -6,7 +6,7 @@ import { ReplyFramer } from './reply-framer.js'
 import { ReplySlot, InternalSink } from './reply-slot.js'
 import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamTimeoutError, type ProxyError } from './errors.js'
 import { command as encodeCommand } from './resp-encode.js'
-import { uncorkAtEndOfTick, type Corked } from './write-batcher.js'
+import { TickWriter } from './write-batcher.js'
 import type { UpstreamAddress } from './config.js'
 
 export type UpstreamState = 'connecting' | 'handshaking' | 'ready' | 'closed'
@@ -33,7 +33,7 @@ const PLUS = 0x2b // '+'
  *   not idempotent).
  * - A late reply cannot be skipped in a FIFO protocol, so the command timeout closes the connection.
  */
-export class UpstreamConnection implements Corked {
+export class UpstreamConnection {
   readonly id: number
   /** Called once when the connection closes for any reason (set by whoever holds it). */
   onClose: ((conn: UpstreamConnection, err: ProxyError) => void) | null = null
@@ -58,7 +58,7 @@ export class UpstreamConnection implements Corked {
   #socket: net.Socket
   #framer = new ReplyFramer()
   #inflight = new Denque<ReplySlot>()
-  #corked = false
+  readonly #writer: TickWriter
   #needDrain = false
   #drainWaiters: Array<() => void> = []
   #timer: NodeJS.Timeout | null = null
@@ -70,6 +70,7 @@ export class UpstreamConnection implements Corked {
     this.id = options.id
     this.db = 0
     this.#socket = socket
+    this.#writer = new TickWriter(socket, () => { this.#needDrain = true })
     this.#commandTimeoutMs = options.commandTimeoutMs
     this.#address = options.address
     socket.on('data', this.#onData)
@@ -168,12 +169,7 @@ export class UpstreamConnection implements Corked {
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
     if (this.#inflight.push(slot) === 1) this.#startTimer()
-    if (!this.#corked) {
-      this.#corked = true
-      this.#socket.cork()
-      uncorkAtEndOfTick(this)
-    }
-    if (!this.#socket.write(frame)) this.#needDrain = true
+    this.#writer.write(frame)
   }
 
   /**
@@ -181,12 +177,7 @@ export class UpstreamConnection implements Corked {
    * no slot is queued for it.
    */
   sendRaw (frame: Buffer): void {
-    if (!this.#corked) {
-      this.#corked = true
-      this.#socket.cork()
-      uncorkAtEndOfTick(this)
-    }
-    if (!this.#socket.write(frame)) this.#needDrain = true
+    this.#writer.write(frame)
   }
 
   /** The slot the next reply will fill (for a tunnel deciding what a frame answers). */
@@ -212,11 +203,6 @@ export class UpstreamConnection implements Corked {
   whenDrained (fn: () => void): void {
     if (!this.#needDrain) fn()
     else this.#drainWaiters.push(fn)
-  }
-
-  uncork (): void {
-    this.#corked = false
-    this.#socket.uncork()
   }
 
   /** Closes the connection now; every inflight command fails with `err`. Idempotent. */

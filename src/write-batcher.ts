@@ -1,29 +1,78 @@
+import type net from 'node:net'
+
 /**
- * Batches socket writes per event-loop tick: the first write in a tick corks the socket and
- * schedules one uncork for the end of the tick, so every reply or command produced while
- * handling one 'data' event leaves in a single writev() syscall. A timer (Envoy's 3 ms flush)
- * would add latency to every lone command; the end of the tick adds none.
+ * Batches socket writes per event-loop tick. Everything written to a socket while handling
+ * one burst of input (a pipeline, a chunk of replies for many clients) is joined and handed
+ * to the socket once, at the end of the tick: one write() call and one syscall instead of one
+ * per command. A timer (Envoy's 3 ms flush) would add latency to every lone command; the end
+ * of the tick adds none.
  */
-export interface Corked {
-  /** Called once at the end of the tick in which the owner corked its socket. */
-  uncork (): void
+interface Flushable {
+  flush (): void
 }
 
-let queue: Corked[] = []
+let queue: Flushable[] = []
 let scheduled = false
 
-function flush (): void {
+function flushAll (): void {
   const owners = queue
   queue = []
   scheduled = false
-  for (let i = 0; i < owners.length; i++) owners[i].uncork()
+  for (let i = 0; i < owners.length; i++) owners[i].flush()
 }
 
-/** The owner has just corked its socket; uncork it at the end of this tick. */
-export function uncorkAtEndOfTick (owner: Corked): void {
+function flushAtEndOfTick (owner: Flushable): void {
   queue.push(owner)
   if (!scheduled) {
     scheduled = true
-    process.nextTick(flush)
+    process.nextTick(flushAll)
+  }
+}
+
+/** Small writes are joined (one copy is cheaper than one write() each); large ones go as they are. */
+const JOIN_LIMIT = 64 * 1024
+
+export class TickWriter implements Flushable {
+  readonly #socket: net.Socket
+  readonly #onFull: () => void
+  #chunks: Buffer[] = []
+  #bytes = 0
+  #scheduled = false
+
+  /** `onFull` runs when the socket's buffer is full (write() returned false). */
+  constructor (socket: net.Socket, onFull: () => void) {
+    this.#socket = socket
+    this.#onFull = onFull
+  }
+
+  /** Bytes accepted and not yet sent: held here plus buffered in the socket. */
+  get pendingBytes (): number {
+    return this.#bytes + this.#socket.writableLength
+  }
+
+  write (data: Buffer): void {
+    if (data.length >= JOIN_LIMIT) {
+      this.flush()
+      if (!this.#socket.write(data)) this.#onFull()
+      return
+    }
+    this.#chunks.push(data)
+    this.#bytes += data.length
+    if (!this.#scheduled) {
+      this.#scheduled = true
+      flushAtEndOfTick(this)
+    }
+  }
+
+  /** Hands everything held to the socket now (also called at the end of the tick). */
+  flush (): void {
+    this.#scheduled = false
+    const chunks = this.#chunks
+    if (chunks.length === 0) return
+    const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.#bytes)
+    this.#chunks = []
+    this.#bytes = 0
+    if (this.#socket.destroyed) return
+    if (!this.#socket.write(data)) this.#onFull()
   }
 }
