@@ -189,7 +189,6 @@ export class UpstreamConnection {
   completeHead (frame: Buffer): void {
     const slot = this.#inflight.shift()
     if (slot === undefined) return
-    if (this.#inflight.length === 0) this.#stopTimer()
     if (!slot.cancelled) slot.sink.onReply(slot, frame)
     if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
@@ -275,7 +274,6 @@ export class UpstreamConnection {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
       return
     }
-    if (this.#inflight.length === 0) this.#stopTimer()
     if (!slot.cancelled) slot.sink.onReply(slot, frame)
     if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
@@ -289,7 +287,8 @@ export class UpstreamConnection {
 
   // One timer per connection, armed while commands are in flight. A reply pushes the deadline
   // back by recording progress; the timer re-arms itself for the remainder instead of being
-  // reset on every reply.
+  // reset on every reply, and is left to expire rather than cleared when the connection goes
+  // idle: a request/reply client would otherwise pay a setTimeout and a clearTimeout per command.
   #startTimer (): void {
     this.#lastProgress = performance.now()
     if (this.#commandTimeoutMs === 0 || this.#timer !== null) return
