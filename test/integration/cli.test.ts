@@ -163,3 +163,22 @@ test('a production install (npm ci --omit=dev, as in the Dockerfile) starts and 
   assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
   c.close()
 })
+
+test('SIGTERM drains (a client in MULTI may finish); a second signal exits at once', { timeout: 20000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const r = run(['--port', '0', '--upstream', redis.url, '--shutdown-grace', '10000'])
+  const port = await listeningPort(r)
+  const c = await RawClient.connect(port)
+  after(() => { c.close() })
+  c.write(cmd('BLPOP', 'never', '0')) // holds a pin: the drain would wait for it
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  r.child.kill('SIGTERM')
+  await waitFor(() => /draining/.test(r.stdout()), 'drain logged')
+  const exited = once(r.child, 'exit')
+  const started = Date.now()
+  r.child.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 1)
+  assert.ok(Date.now() - started < 2000, 'the second signal did not wait for the grace period')
+})

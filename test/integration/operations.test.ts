@@ -145,3 +145,14 @@ test('reload applies pool size, limits and log level to a running proxy and repo
   assert.equal(p.pool.stats.max, 6)
   assert.equal(p.log.level, 'warn')
 })
+
+test('the package embeds: import { createProxy } from \'respool\'', { timeout: 10000 }, async () => {
+  const { createProxy, ProxyServer } = await import('respool')
+  const embedded = await createProxy({ port: 0, upstream: redis.url, poolSize: 2 })
+  after(async () => { await embedded.close() })
+  assert.ok(embedded instanceof ProxyServer)
+  const c = new Redis({ port: embedded.address.port, maxRetriesPerRequest: 0 })
+  after(() => { c.disconnect() })
+  assert.equal(await c.ping(), 'PONG')
+  assert.equal(embedded.snapshot().clients, 1)
+})
