@@ -20,6 +20,11 @@ export interface PinAcquisition {
 /** How a pinned connection is given back. */
 export type PinRelease = 'clean' | 'scrub' | 'destroy'
 
+/** Commands in flight that make a lane busy: the next session goes to another lane. */
+const LANE_BUSY_INFLIGHT = 256
+/** A lane with commands in flight and no reply for this long is held up by a slow command. */
+const LANE_STALL_MS = 5
+
 /** A session waiting until some shared lane exists. */
 export interface LaneWaiter {
   laneReady (): void
@@ -93,27 +98,36 @@ export class Router {
   }
 
   /**
-   * The lane for an idle session: the least-loaded ready lane, preferring one already in the
-   * session's database and protocol (switching costs an extra SELECT/HELLO). Null if there is
-   * no lane yet (then call waitForLane).
+   * The lane for an idle session. Redis is single-threaded: the more commands share one
+   * connection, the fewer reads, writes and syscalls each costs (Redis and respool alike), so
+   * lanes are filled in order rather than balanced: a command goes to the first lane that is
+   * not busy, preferring one already in the session's database and protocol (a switch costs an
+   * extra SELECT/HELLO). A lane is busy when it has LANE_BUSY_INFLIGHT commands in flight, or
+   * has answered nothing for LANE_STALL_MS while commands wait (a slow command is holding it).
+   * When every lane is busy, or none is in the session's state, another lane is opened up to
+   * the bound. Null if there is no lane yet (then call waitForLane).
    */
   pickLane (db: number, resp: number): UpstreamConnection | null {
-    let best: UpstreamConnection | null = null
-    let bestScore = Infinity
     const lanes = this.#lanes
+    let now = 0
+    let firstFree: UpstreamConnection | null = null
+    let leastLoaded: UpstreamConnection | null = null
     for (let i = 0; i < lanes.length; i++) {
       const lane = lanes[i]
-      if (!lane.isReady || lane.needDrain || this.#draining.has(lane)) continue
-      // A state switch costs about as much as waiting behind two commands.
-      const score = lane.inflight + (lane.db !== db || lane.resp !== resp ? 2 : 0)
-      if (score < bestScore) {
-        best = lane
-        bestScore = score
-        if (score === 0) break
+      if (!lane.isReady || lane.needDrain || (this.#draining.size > 0 && this.#draining.has(lane))) continue
+      if (leastLoaded === null || lane.inflight < leastLoaded.inflight) leastLoaded = lane
+      if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
+      if (lane.inflight > 0) {
+        if (now === 0) now = performance.now()
+        if (now - lane.lastProgress > LANE_STALL_MS) continue
       }
+      if (lane.db === db && lane.resp === resp) return lane
+      firstFree ??= lane
     }
-    if (best === null || best.inflight > 0) this.#grow()
-    return best
+    // Nothing free in this state: open another lane (it takes the state on first use) and use
+    // the best one there is meanwhile.
+    this.#grow()
+    return firstFree ?? leastLoaded
   }
 
   /**

@@ -140,6 +140,11 @@ export class UpstreamConnection {
     return this.#inflight.length
   }
 
+  /** When the connection last made progress (a reply arrived, or work began): performance.now(). */
+  get lastProgress (): number {
+    return this.#lastProgress
+  }
+
   /** The socket's buffer is full: route elsewhere or wait for drain. */
   get needDrain (): boolean {
     return this.#needDrain
