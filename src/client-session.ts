@@ -684,9 +684,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#wait = W_PIN
     this.#pinRequestedAt = performance.now()
     this.#pinRequestedFor = slot
-    // Short pins (MULTI, WATCH, SUBSCRIBE …) go ahead of blocking commands in the queue: a
-    // blocking command would hold the connection for its whole timeout anyway.
-    const acquisition = this.#ctx.router.acquirePin(deadlineMs, classify(slot.command as RespCommand) === Kind.BLOCKING ? 1 : 0)
+    // Blocking commands hold a pin for their whole timeout; they may take all pins but one, so
+    // transactions, WATCH and subscribers always find one soon.
+    const acquisition = this.#ctx.router.acquirePin(deadlineMs, classify(slot.command as RespCommand) === Kind.BLOCKING ? 'blocking' : 'short')
     this.#acquiring = acquisition
     acquisition.promise.then((pin) => {
       this.#acquiring = null

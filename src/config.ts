@@ -93,7 +93,8 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   reconnectMaxMs: 500,
   maxClients: 10000,
   maxPipeline: 1024,
-  maxOutputBufferBytes: 256 * 1024 * 1024,
+  // Above the largest value Redis accepts (512 MB), so one big reply never trips it.
+  maxOutputBufferBytes: 1024 * 1024 * 1024,
   maxBulkLength: 512 * 1024 * 1024,
   maxMultibulkLength: 2147483647,
   maxInlineLength: 64 * 1024,

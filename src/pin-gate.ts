@@ -2,32 +2,42 @@ import { createPool, type Pool } from 'generic-pool'
 import { PoolTimeoutError, type ProxyError } from './errors.js'
 import { resizeGenericPool } from './upstream-pool.js'
 
-/** A permit to hold one pinned connection. */
-export interface PinPermit { readonly id: number }
+/** A permit to hold one pinned connection (and, for a blocking command, a blocking slot). */
+export interface PinPermit {
+  readonly id: number
+  /** The blocking slot held with it, if the pin is for a blocking command. */
+  blocking: PinPermit | null
+}
+
+/** What a pin is for: a blocking command holds it for its whole timeout; the rest briefly. */
+export type PinKind = 'short' | 'blocking'
 
 /**
  * Caps how many connections may be pinned at once, so shared traffic always keeps at least
- * `poolSize - maxPins` connections (a BLPOP-0 storm cannot starve GETs).
+ * `poolSize - maxPins` connections (a BLPOP-0 storm cannot starve GETs), and how many of those
+ * blocking commands may hold (`maxPins - 1`), so transactions, WATCH and subscribers always
+ * have a pin to get soon (Sidekiq's 25 fetchers looping `BRPOP … 2` cannot starve its
+ * heartbeat). Within each line requests are served in arrival order: neither kind can starve
+ * the other.
  *
- * The waiting line is a generic-pool of permits: it owns the FIFO queue of pin requests. Each
- * request has a deadline of its own (a blocking command waits at most its own timeout; other
- * commands the acquire timeout), so deadlines are enforced here with one timer per waiting
- * request, and a permit that arrives after its request gave up is handed straight back.
+ * The waiting lines are generic-pools of permits: they own the FIFO queues. Each request has a
+ * deadline of its own (a blocking command waits at most its own timeout; other commands the
+ * acquire timeout), so deadlines are enforced here with one timer per waiting request, and a
+ * permit that arrives after its request gave up is handed straight back.
  */
 export class PinGate {
   readonly #permits: Pool<PinPermit>
+  readonly #blockingPermits: Pool<PinPermit>
   #nextId = 1
   #held = 0
   #waiting = 0
-
   #maxPins: number
 
   constructor (maxPins: number) {
     this.#maxPins = maxPins
-    this.#permits = createPool<PinPermit>({
-      create: async () => ({ id: this.#nextId++ }),
-      destroy: async () => {}
-    }, { max: maxPins, min: 0, fifo: true, priorityRange: 2, autostart: true })
+    const factory = { create: async (): Promise<PinPermit> => ({ id: this.#nextId++, blocking: null }), destroy: async () => {} }
+    this.#permits = createPool<PinPermit>(factory, { max: maxPins, min: 0, fifo: true, autostart: true })
+    this.#blockingPermits = createPool<PinPermit>(factory, { max: blockingCap(maxPins), min: 0, fifo: true, autostart: true })
   }
 
   get maxPins (): number {
@@ -37,6 +47,7 @@ export class PinGate {
   resize (maxPins: number): void {
     this.#maxPins = maxPins
     resizeGenericPool(this.#permits as Pool<unknown>, { max: maxPins })
+    resizeGenericPool(this.#blockingPermits as Pool<unknown>, { max: blockingCap(maxPins) })
   }
 
   /** Permits currently held. */
@@ -50,61 +61,89 @@ export class PinGate {
   }
 
   /**
-   * Waits for a permit for at most `deadlineMs` (null: no deadline). Requests of priority 0 are
-   * served before those of priority 1, each in arrival order. `cancel()` gives up early.
-   * The promise rejects with PoolTimeoutError at the deadline, or with `reason` on cancel.
+   * Waits for a permit for at most `deadlineMs` (null: no deadline). A blocking request first
+   * takes a blocking slot, then a pin permit. `cancel()` gives up early. The promise rejects with
+   * PoolTimeoutError at the deadline, or with the given error on cancel.
    */
-  request (deadlineMs: number | null, priority: 0 | 1 = 0): PinRequest {
+  request (deadlineMs: number | null, kind: PinKind = 'short'): PinRequest {
     this.#waiting++
     let settled = false
     let timer: NodeJS.Timeout | null = null
+    let resolveFn: (permit: PinPermit) => void = () => {}
     let rejectFn: (err: ProxyError) => void = () => {}
     const promise = new Promise<PinPermit>((resolve, reject) => {
+      resolveFn = resolve
       rejectFn = reject
-      this.#permits.acquire(priority).then((permit) => {
-        if (settled) {
-          void this.#permits.release(permit)
-          return
-        }
-        settled = true
-        this.#waiting--
-        this.#held++
-        if (timer !== null) clearTimeout(timer)
-        resolve(permit)
-      }, (err: Error) => {
-        if (settled) return
-        settled = true
-        this.#waiting--
-        if (timer !== null) clearTimeout(timer)
-        reject(new PoolTimeoutError(`cannot pin a connection: ${err.message}`))
-      })
     })
-    const giveUp = (err: ProxyError): void => {
-      if (settled) return
+    const finish = (): boolean => {
+      if (settled) return false
       settled = true
       this.#waiting--
       if (timer !== null) clearTimeout(timer)
-      rejectFn(err)
+      return true
+    }
+    const fail = (err: ProxyError): void => { if (finish()) rejectFn(err) }
+    const acquirePin = (blocking: PinPermit | null): void => {
+      this.#permits.acquire().then((permit) => {
+        if (settled) {
+          // The request gave up meanwhile: hand everything straight back.
+          void this.#permits.release(permit)
+          if (blocking !== null) void this.#blockingPermits.release(blocking)
+          return
+        }
+        finish()
+        this.#held++
+        permit.blocking = blocking
+        resolveFn(permit)
+      }, (err: Error) => {
+        if (blocking !== null) void this.#blockingPermits.release(blocking)
+        fail(new PoolTimeoutError(`cannot pin a connection: ${err.message}`))
+      })
+    }
+    if (kind === 'blocking') {
+      this.#blockingPermits.acquire().then((blocking) => {
+        if (settled) {
+          void this.#blockingPermits.release(blocking)
+          return
+        }
+        acquirePin(blocking)
+      }, (err: Error) => { fail(new PoolTimeoutError(`cannot pin a connection: ${err.message}`)) })
+    } else {
+      acquirePin(null)
     }
     if (deadlineMs !== null) {
       timer = setTimeout(() => {
-        giveUp(new PoolTimeoutError(`pool exhausted: all ${this.#maxPins} pinnable connections are pinned, waited ${Math.round(deadlineMs)} ms`))
+        const which = kind === 'blocking'
+          ? `all ${this.#maxPins} pinnable connections are pinned (at most ${blockingCap(this.#maxPins)} by blocking commands)`
+          : `all ${this.#maxPins} pinnable connections are pinned`
+        fail(new PoolTimeoutError(`pool exhausted: ${which}, waited ${Math.round(deadlineMs)} ms`))
       }, deadlineMs)
       timer.unref()
     }
-    return { promise, cancel: giveUp }
+    return { promise, cancel: fail }
   }
 
   /** Returns a permit (its pinned connection has been released or destroyed). */
   release (permit: PinPermit): void {
     this.#held--
+    if (permit.blocking !== null) {
+      void this.#blockingPermits.release(permit.blocking)
+      permit.blocking = null
+    }
     void this.#permits.release(permit)
   }
 
   async close (): Promise<void> {
-    await this.#permits.drain()
-    await this.#permits.clear()
+    for (const pool of [this.#permits, this.#blockingPermits]) {
+      await pool.drain()
+      await pool.clear()
+    }
   }
+}
+
+/** Blocking commands may hold all pins but one (so short pins always find one soon). */
+function blockingCap (maxPins: number): number {
+  return Math.max(1, maxPins - 1)
 }
 
 export interface PinRequest {

@@ -1,6 +1,6 @@
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { UpstreamPool } from './upstream-pool.js'
-import { PinGate, type PinPermit } from './pin-gate.js'
+import { PinGate, type PinKind, type PinPermit } from './pin-gate.js'
 import type { ProxyError } from './errors.js'
 import type { Logger } from './logger.js'
 
@@ -131,12 +131,12 @@ export class Router {
   }
 
   /**
-   * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline; priority 0
-   * is served before 1), then for a connection from the pool, shrinking the shared lanes if the
-   * pool is full.
+   * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline; blocking
+   * commands may hold all pins but one), then for a connection from the pool, shrinking the
+   * shared lanes if the pool is full.
    */
-  acquirePin (deadlineMs: number | null, priority: 0 | 1 = 0): PinAcquisition {
-    const request = this.#gate.request(deadlineMs, priority)
+  acquirePin (deadlineMs: number | null, kind: PinKind = 'short'): PinAcquisition {
+    const request = this.#gate.request(deadlineMs, kind)
     let cancelled: ProxyError | null = null
     const promise = request.promise.then(async (permit) => {
       this.#pinsPermitted++

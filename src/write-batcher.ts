@@ -1,11 +1,13 @@
 import type net from 'node:net'
 
 /**
- * Batches socket writes per event-loop tick. Everything written to a socket while handling
- * one burst of input (a pipeline, a chunk of replies for many clients) is joined and handed
- * to the socket once, at the end of the tick: one write() call and one syscall instead of one
- * per command. A timer (Envoy's 3 ms flush) would add latency to every lone command; the end
- * of the tick adds none.
+ * Batches socket writes per turn of the event loop. Everything written to a socket while the
+ * loop handles one round of input (the commands of every client that sent something, a chunk
+ * of replies for many clients) is joined and handed to the socket once, in the loop's check
+ * phase (setImmediate), right after all of that round's I/O callbacks ran: one write() call and
+ * one syscall for a whole round instead of one per command. process.nextTick would flush after
+ * each socket's callback and lose the batching across clients; a timer (Envoy's 3 ms flush)
+ * would add latency to every lone command; the check phase adds none.
  */
 interface Flushable {
   flush (): void
@@ -25,7 +27,7 @@ function flushAtEndOfTick (owner: Flushable): void {
   queue.push(owner)
   if (!scheduled) {
     scheduled = true
-    process.nextTick(flushAll)
+    setImmediate(flushAll)
   }
 }
 

@@ -18,6 +18,8 @@ import type { ProxyServer } from '../../src/proxy-server.js'
 
 const POOL_SIZE = 4
 const MAX_PINS = POOL_SIZE - 1
+/** Blocking commands may hold all pins but one: the last stays free for the heartbeat's MULTI. */
+const MAX_BLOCKING_PINS = MAX_PINS - 1
 const CONCURRENCY = 25
 const FIRST_WAVE = 300
 const SECOND_WAVE = 20
@@ -159,13 +161,13 @@ test(`Sidekiq 6.4 with ${CONCURRENCY} threads through respool --pool-size ${POOL
   let exitSignal: NodeJS.Signals | null = null
   try {
     // Booted: its fetchers hold every pin respool allows, blocked in BRPOP on an empty queue.
-    await until(async () => (await blockedClients()) >= MAX_PINS, 'Sidekiq fetchers to block in BRPOP', 30000, died)
+    await until(async () => (await blockedClients()) >= MAX_BLOCKING_PINS, 'Sidekiq fetchers to block in BRPOP', 30000, died)
 
     const jids = await enqueue(env, 1, FIRST_WAVE)
     await until(async () => Number(await admin.get('done')) >= FIRST_WAVE, `${FIRST_WAVE} jobs to run`, 60000, died)
 
     // Idle again, pins saturated by BRPOPs that time out every 2 s: new jobs still get picked up.
-    await until(async () => (await blockedClients()) >= MAX_PINS, 'the idle fetchers to block again', 20000, died)
+    await until(async () => (await blockedClients()) >= MAX_BLOCKING_PINS, 'the idle fetchers to block again', 20000, died)
     jids.push(...await enqueue(env, FIRST_WAVE + 1, FIRST_WAVE + SECOND_WAVE))
     const total = FIRST_WAVE + SECOND_WAVE
     await until(async () => Number(await admin.get('done')) >= total, `${total} jobs to run`, 30000, died)
@@ -223,7 +225,7 @@ test(`Sidekiq 6.4 with ${CONCURRENCY} threads through respool --pool-size ${POOL
 
     assert.ok(samples > 10, `only ${samples} samples taken`)
     assert.ok(maxUpstream >= 1 && maxUpstream <= POOL_SIZE, `upstream connections seen by Redis: ${maxUpstream}`)
-    assert.ok(maxBlocked <= MAX_PINS, `blocked clients seen by Redis: ${maxBlocked}`)
+    assert.ok(maxBlocked <= MAX_BLOCKING_PINS, `blocked clients seen by Redis: ${maxBlocked}`)
     assert.ok(proxy.pool.stats.size <= POOL_SIZE)
 
     assert.equal(exitCode, 0, `sidekiq exit ${String(exitCode ?? exitSignal)}:\n${log}`)

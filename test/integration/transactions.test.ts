@@ -137,7 +137,8 @@ test('whole transactions still run while blocking commands hold every pinnable c
   const blocked = await Promise.all([1, 2, 3].map(async () => await RawClient.connect(small.address.port)))
   after(() => { for (const b of blocked) b.close() })
   for (const b of blocked) b.write(cmd('BLPOP', 'never-filled', '0'))
-  await waitFor(() => small.router.pinCount === 2 && small.router.pinsWaiting === 1, 'pins saturated')
+  // Two pins, of which blocking commands may hold one: one BLPOP blocked, two waiting.
+  await waitFor(() => small.router.pinCount === 1 && small.router.pinsWaiting === 2, 'blocking pins saturated')
   const c = await RawClient.connect(small.address.port)
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'during-storm', '1'), cmd('INCR', 'during-storm'), cmd('EXEC')]))
