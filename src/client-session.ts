@@ -1,7 +1,7 @@
 import type net from 'node:net'
 import Denque from 'denque'
-import { RequestFramer, type RequestLimits } from './request-framer.js'
-import { ReplySlot, type ReplySink } from './reply-slot.js'
+import { RequestFramer, type CommandStream, type RequestLimits } from './request-framer.js'
+import { ReplySlot, type Pausable, type ReplySink } from './reply-slot.js'
 import { classify, Kind, type CommandKind } from './command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from './errors.js'
 import { OK, errorReply, simpleString } from './resp-encode.js'
@@ -90,6 +90,9 @@ const PAUSE_OUTPUT = 2 // the client is not reading its replies
 const PAUSE_UPSTREAM = 4 // the upstream socket is full
 const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 
+/** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
+const STREAM_HIGH_WATER = 4 * 1024 * 1024
+
 const PUSH = 0x3e
 const MINUS = 0x2d
 const WAIT_FENCE = ['PUBLISH', '__respool__:wait-fence', '']
@@ -138,6 +141,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   readonly #writer: TickWriter
   #closed = false
   #endWhenFlushed = false
+  /** The upstream connection paused while this client catches up with a large reply. */
+  #streamSource: Pausable | null = null
+  /** The upstream connection this client's large command is being written to, piece by piece. */
+  #streamConn: UpstreamConnection | null = null
   /** Shutdown: end as soon as the pinned connection is given back (a transaction may finish). */
   #endWhenUnpinned = false
   /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
@@ -216,7 +223,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #onData = (chunk: Buffer): void => {
     if ((this.#paused & PAUSE_ENDING) !== 0) return
     try {
-      this.#framer.push(chunk, this.#onCommand)
+      this.#framer.push(chunk, this.#onCommand, this.#commandStream)
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err
       this.#ctx.stats.downstreamCxProtocolError++
@@ -227,6 +234,58 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#endAfterReplies(false)
     }
     this.#pump()
+  }
+
+  /**
+   * A large command (a 256 MB SET) is written upstream as it arrives instead of being held
+   * whole: when nothing is queued before it and it goes to a shared lane or this client's pin,
+   * its first bytes are sent and the connection is reserved until its last byte is through.
+   */
+  readonly #commandStream: CommandStream = {
+    start: (head) => this.#startStream(head),
+    part: (piece, done) => { this.#streamPart(piece, done) }
+  }
+
+  #startStream (head: RespCommand): boolean {
+    if (this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated) return false
+    const kind = classify(head)
+    if (kind !== Kind.SHARED || head.name === 'respool' || this.#ctx.denied.has(head.name)) return false
+    const lease = this.#lease
+    if (lease !== null && ((lease.reasons & (R_MONITOR | R_SUBSCRIBED)) !== 0 || !lease.pin.conn.isReady)) return false
+    const conn = this.#target()
+    if (conn === null) {
+      // No lane yet: buffer this one as usual instead of waiting here.
+      this.#ctx.router.cancelWait(this)
+      this.#wait = W_NONE
+      return false
+    }
+    if (conn.writeLockedBy !== null || conn.needDrain) return false
+    this.#ctx.stats.downstreamRqTotal++
+    const slot = new ReplySlot(this, head)
+    slot.acceptedAt = performance.now()
+    this.#firstLook(slot, head, kind)
+    this.#slots.push(slot)
+    if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
+    this.#inflight++
+    this.#conn = conn
+    conn.beginStream(head.frame, slot, this)
+    this.#streamConn = conn
+    return true
+  }
+
+  #streamPart (piece: Buffer, done: boolean): void {
+    const conn = this.#streamConn
+    if (conn === null) return
+    conn.streamPiece(piece, done)
+    if (done) {
+      this.#streamConn = null
+      return
+    }
+    if (conn.needDrain && (this.#paused & PAUSE_UPSTREAM) === 0) {
+      // Redis reads slower than the client sends: stop reading the client until it catches up.
+      this.#pause(PAUSE_UPSTREAM)
+      conn.whenDrained(() => { this.#resume(PAUSE_UPSTREAM) })
+    }
   }
 
   #onCommand = (cmd: RespCommand): void => {
@@ -574,10 +633,18 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * exists yet: the session then waits for one.
    */
   #target (): UpstreamConnection | null {
-    if (this.#lease !== null) return this.#lease.pin.conn
-    if (this.#inflight > 0) {
+    let conn: UpstreamConnection | null = null
+    if (this.#lease !== null) conn = this.#lease.pin.conn
+    else if (this.#inflight > 0) {
       if (this.#conn === null) throw new Error('session has inflight commands but no connection')
-      return this.#conn
+      conn = this.#conn
+    }
+    if (conn !== null) {
+      if (conn.writeLockedBy === null || conn.writeLockedBy === this) return conn
+      // Another client's large command is being written there: wait until it is through.
+      this.#wait = W_DRAIN
+      conn.whenUnlocked(this.#onUpstreamDrained)
+      return null
     }
     const lane = this.#ctx.router.pickLane(this.state.db, this.state.resp)
     if (lane === null) {
@@ -789,14 +856,62 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#applyEffect(slot, frame)
     this.#fill(slot, frame)
+    this.#afterReply()
+  }
+
+  #afterReply (): void {
     if (this.#inflight > 0) return
     this.#maybeReleaseLease()
     if (this.#wait === W_BARRIER) this.#wait = W_NONE
     if (this.#pending.length > 0 && this.#wait === W_NONE) this.#pump()
   }
 
+  /**
+   * A large reply arriving in pieces. When every earlier reply has been written, each piece
+   * goes straight to the client as it arrives (a 256 MB value never sits in memory whole);
+   * while the client is slower than Redis, the upstream connection stops reading. Otherwise the
+   * pieces wait in the slot and the reply is written whole in its turn.
+   */
+  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
+    if (!slot.streamed && (this.#slots.peekFront() !== slot || slot.pieces !== null)) {
+      ;(slot.pieces ??= []).push(piece)
+      if (!done) return
+      const whole = Buffer.concat(slot.pieces)
+      slot.pieces = null
+      this.onReply(slot, whole)
+      return
+    }
+    if (!slot.streamed) {
+      slot.streamed = true
+      slot.lead = Buffer.from(piece.subarray(0, 2)) // the reply's type, for effects
+    }
+    if (!slot.suppressed && !this.#closed) this.#write(piece)
+    if (!done) {
+      if (this.#streamSource === null && this.#writer.pendingBytes > STREAM_HIGH_WATER) {
+        this.#streamSource = source
+        source.pauseReading()
+      }
+      return
+    }
+    this.#inflight--
+    this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
+    if (slot.effect > 0) this.#applyEffect(slot, slot.lead as Buffer)
+    if (!this.#closed && this.#slots.peekFront() === slot) {
+      this.#slots.shift()
+      this.#flush()
+    }
+    this.#afterReply()
+  }
+
   onFailure (slot: ReplySlot, err: ProxyError): void {
     this.#ctx.stats.countFailure(err.code)
+    if (slot.streamed) {
+      // Part of the reply is already with the client: an error now would corrupt its stream.
+      // Closing is what a direct connection to a dying Redis would do too.
+      this.#inflight--
+      this.destroy()
+      return
+    }
     this.onReply(slot, toRespError(err))
   }
 
@@ -930,9 +1045,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #fill (slot: ReplySlot, reply: Buffer): void {
     slot.reply = reply
     if (this.#closed) return
+    const head = this.#slots.peekFront()
+    if (head !== slot && head?.reply === null) return // an earlier reply is still missing
+    this.#flush()
+  }
+
+  /** Writes every reply at the head that is complete, in order. */
+  #flush (): void {
     const slots = this.#slots
     let head = slots.peekFront()
-    if (head !== slot && head?.reply === null) return // an earlier reply is still missing
     while (head !== undefined && head.reply !== null) {
       slots.shift()
       if (!head.suppressed) this.#write(head.reply)
@@ -960,6 +1081,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #onDrain = (): void => {
     this.#resume(PAUSE_OUTPUT)
+    const source = this.#streamSource
+    if (source !== null) {
+      this.#streamSource = null
+      source.resumeReading()
+    }
   }
 
   // ---- flow control and lifecycle --------------------------------------------------------
@@ -1023,6 +1149,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.stats.upstreamRqCancelled += this.#inflight
     this.#slots.clear()
     this.#pending.clear()
+    if (this.#streamSource !== null) {
+      this.#streamSource.resumeReading()
+      this.#streamSource = null
+    }
+    if (this.#streamConn !== null) {
+      // Redis holds the first part of a command whose rest will never come.
+      this.#streamConn.destroy(new UpstreamClosedError('client left in the middle of a large command'))
+      this.#streamConn = null
+    }
     this.#endLease()
     this.#ctx.onSessionClosed(this)
   }

@@ -16,6 +16,16 @@ import { ProtocolError } from './errors.js'
 /** A top-level reply is complete: `frame` is its exact bytes. */
 export type OnReply = (frame: Buffer) => void
 
+/**
+ * A piece of a large top-level reply, in order; `done` marks the last piece. Used once a reply
+ * in progress has grown past the streaming threshold, so a 256 MB value is passed on as it
+ * arrives instead of being held whole (and copied once more to join it).
+ */
+export type OnReplyPart = (piece: Buffer, done: boolean) => void
+
+/** Replies larger than this are handed on in pieces when the caller accepts pieces. */
+export const STREAM_THRESHOLD = 1024 * 1024
+
 const LF = 10
 const CR = 13
 const MINUS = 45
@@ -57,6 +67,8 @@ export class ReplyFramer {
   #stack: number[] = []
   #parts: Buffer[] = []
   #partsLength = 0
+  /** The reply in progress is being handed on in pieces. */
+  #streaming = false
 
   /** Bytes held for a reply in progress. */
   get bufferedBytes (): number {
@@ -68,8 +80,12 @@ export class ReplyFramer {
     return this.#state !== ST_TYPE || this.#partsLength > 0
   }
 
-  /** Feeds one chunk; calls onReply once per complete top-level reply. Throws ProtocolError on junk. */
-  push (chunk: Buffer, onReply: OnReply): void {
+  /**
+   * Feeds one chunk; calls onReply once per complete top-level reply. With onPart, a reply
+   * that grows past STREAM_THRESHOLD is handed on in pieces instead (onPart, last one done).
+   * Throws ProtocolError on junk.
+   */
+  push (chunk: Buffer, onReply: OnReply, onPart?: OnReplyPart): void {
     if (this.#state === ST_DEAD) return
     const n = chunk.length
     let start = 0
@@ -174,7 +190,10 @@ export class ReplyFramer {
           open--
         }
         if (open > 0) continue
-        if (this.#partsLength === 0) {
+        if (this.#streaming) {
+          this.#streaming = false
+          ;(onPart as OnReplyPart)(chunk.subarray(start, pos), true)
+        } else if (this.#partsLength === 0) {
           onReply(chunk.subarray(start, pos))
         } else {
           this.#parts.push(chunk.subarray(start, pos))
@@ -189,11 +208,24 @@ export class ReplyFramer {
       this.#state = ST_DEAD
       this.#parts = []
       this.#partsLength = 0
+      this.#streaming = false
       throw err
     }
-    if (start < n) {
-      this.#parts.push(start === 0 ? chunk : chunk.subarray(start))
-      this.#partsLength += n - start
+    if (start >= n) return
+    const rest = start === 0 ? chunk : chunk.subarray(start)
+    if (this.#streaming) {
+      (onPart as OnReplyPart)(rest, false)
+      return
+    }
+    this.#parts.push(rest)
+    this.#partsLength += rest.length
+    if (onPart !== undefined && this.#partsLength > STREAM_THRESHOLD) {
+      // Large: from now on this reply is handed on as it arrives.
+      this.#streaming = true
+      const head = this.#parts.length === 1 ? this.#parts[0] : Buffer.concat(this.#parts, this.#partsLength)
+      this.#parts = []
+      this.#partsLength = 0
+      onPart(head, false)
     }
   }
 }

@@ -1,10 +1,21 @@
 import type { RespCommand } from './resp-command.js'
 import type { ProxyError } from './errors.js'
 
+/** A reply source that can stop reading for a while. */
+export interface Pausable {
+  pauseReading (): void
+  resumeReading (): void
+}
+
 /** Whoever waits for a reply: a client session, or the proxy itself for its own commands. */
 export interface ReplySink {
   /** The reply arrived; `frame` is its exact bytes (a view that stays valid). */
   onReply (slot: ReplySlot, frame: Buffer): void
+  /**
+   * A piece of a large reply, in order (`done` on the last). `source` may be paused while the
+   * pieces cannot be passed on (backpressure).
+   */
+  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void
   /** The command's outcome is unknown or it never ran; the sink must answer with an error. */
   onFailure (slot: ReplySlot, err: ProxyError): void
 }
@@ -36,6 +47,12 @@ export class ReplySlot {
   parts: Buffer[] | null = null
   /** When the command was accepted (performance.now()), for the latency histogram. */
   acceptedAt = 0
+  /** A large reply is being written straight through to the client, piece by piece. */
+  streamed = false
+  /** Pieces of a large reply held until earlier replies have been written. */
+  pieces: Buffer[] | null = null
+  /** The first bytes of a streamed reply (effects look at the reply's type). */
+  lead: Buffer | null = null
 
   constructor (
     readonly sink: ReplySink,
@@ -46,10 +63,17 @@ export class ReplySlot {
 
 /** A sink for the proxy's own commands (handshake, state changes): calls back with the reply. */
 export class InternalSink implements ReplySink {
+  #pieces: Buffer[] = []
+
   constructor (private readonly callback: (frame: Buffer | null, err: ProxyError | null) => void) {}
 
   onReply (_slot: ReplySlot, frame: Buffer): void {
     this.callback(frame, null)
+  }
+
+  onReplyPart (_slot: ReplySlot, piece: Buffer, done: boolean): void {
+    this.#pieces.push(piece)
+    if (done) this.callback(Buffer.concat(this.#pieces), null)
   }
 
   onFailure (_slot: ReplySlot, err: ProxyError): void {

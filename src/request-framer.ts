@@ -26,6 +26,20 @@ export interface RequestLimits {
   unauthenticated?: boolean
 }
 
+/**
+ * Receives a large command piece by piece. `start` gets the command's first bytes (a
+ * RespCommand whose complete arguments can be read; the name always is) and answers whether
+ * the caller will take the rest in pieces; if not, the framer keeps buffering the command as
+ * usual. Once accepted, `part` gets every further byte of the command, `done` on the last.
+ */
+export interface CommandStream {
+  start (head: RespCommand): boolean
+  part (piece: Buffer, done: boolean): void
+}
+
+/** Commands larger than this are offered for streaming. */
+export const COMMAND_STREAM_THRESHOLD = 1024 * 1024
+
 export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
   maxBulkLength: 512 * 1024 * 1024,
   maxMultibulkLength: 2147483647,
@@ -68,6 +82,10 @@ export class RequestFramer {
   #partsLength = 0
   #offsets: number[] = []
   #inlineLength = 0
+  /** The command in progress is being handed on in pieces. */
+  #streaming = false
+  /** Streaming was offered for the command in progress and declined. */
+  #declined = false
 
   constructor (limits: RequestLimits = DEFAULT_REQUEST_LIMITS) {
     this.limits = limits
@@ -88,7 +106,7 @@ export class RequestFramer {
    * Throws ProtocolError (with Redis's wording) on malformed input; commands completed
    * before the bad byte have already been delivered. The framer accepts nothing afterwards.
    */
-  push (chunk: Buffer, onCommand: (cmd: RespCommand) => void): void {
+  push (chunk: Buffer, onCommand: (cmd: RespCommand) => void, stream?: CommandStream): void {
     if (this.#state === ST_DEAD) return
     const n = chunk.length
     let start = 0 // where the command in progress begins inside this chunk
@@ -160,7 +178,8 @@ export class RequestFramer {
               this.#state = ST_ARG_TYPE
               break
             }
-            onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
+            if (this.#streaming) (stream as CommandStream).part(chunk.subarray(start, pos), true)
+            else onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
             this.#reset()
             start = pos
             break
@@ -188,13 +207,36 @@ export class RequestFramer {
       this.#state = ST_DEAD
       this.#parts = []
       this.#partsLength = 0
+      this.#streaming = false
       throw err
     }
-    if (start < n) {
-      // Keep the unfinished command's bytes (a view of the chunk, not a copy).
-      this.#parts.push(start === 0 ? chunk : chunk.subarray(start))
-      this.#partsLength += n - start
+    if (start >= n) return
+    const rest = start === 0 ? chunk : chunk.subarray(start)
+    if (this.#streaming) {
+      (stream as CommandStream).part(rest, false)
+      return
     }
+    // Keep the unfinished command's bytes (a view of the chunk, not a copy).
+    this.#parts.push(rest)
+    this.#partsLength += rest.length
+    if (stream !== undefined && !this.#declined && this.#partsLength > COMMAND_STREAM_THRESHOLD && this.#state === ST_ARG_DATA) {
+      this.#offerStream(stream)
+    }
+  }
+
+  /** A large multibulk in progress: offer it for streaming, with its complete arguments readable. */
+  #offerStream (stream: CommandStream): void {
+    const head = Buffer.concat(this.#parts, this.#partsLength)
+    // Arguments received whole so far; the one in progress is left out.
+    const complete = this.#offsets.slice(0, this.#offsets.length - 2)
+    if (complete.length < 2 || !stream.start(new RespCommand(head, complete))) {
+      this.#declined = true
+      this.#parts = [head]
+      return
+    }
+    this.#streaming = true
+    this.#parts = []
+    this.#partsLength = 0
   }
 
   #beginNumber (state: number): void {
@@ -238,6 +280,8 @@ export class RequestFramer {
     this.#parts = []
     this.#partsLength = 0
     this.#offsets = []
+    this.#streaming = false
+    this.#declined = false
   }
 }
 

@@ -114,7 +114,7 @@ export class Router {
     let leastLoaded: UpstreamConnection | null = null
     for (let i = 0; i < lanes.length; i++) {
       const lane = lanes[i]
-      if (!lane.isReady || lane.needDrain || (this.#draining.size > 0 && this.#draining.has(lane))) continue
+      if (!lane.isReady || lane.needDrain || lane.writeLockedBy !== null || (this.#draining.size > 0 && this.#draining.has(lane))) continue
       if (leastLoaded === null || lane.inflight < leastLoaded.inflight) leastLoaded = lane
       if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
       if (lane.inflight > 0) {
@@ -174,6 +174,7 @@ export class Router {
     const { conn } = pin
     conn.onClose = null
     conn.onIdle = null
+    conn.onWritable = null
     conn.tunnel = null
     conn.pushHandler = null
     const done = (): void => {
@@ -246,7 +247,11 @@ export class Router {
       this.#addLane(conn)
     }, (err: ProxyError) => {
       this.#growing--
-      if (this.#lanes.length > 0) return // traffic still has lanes; nobody waits on this one
+      if (this.#lanes.length > 0) {
+        // Lanes exist (they were only busy): let the waiters try them again.
+        this.#wakeWaiters()
+        return
+      }
       const waiters = [...this.#waiters]
       this.#waiters.clear()
       this.#log.debug({ err: err.message, waiters: waiters.length }, 'no shared lane available')
@@ -261,11 +266,18 @@ export class Router {
       if (this.#draining.has(c)) this.#removeLane(c, true)
       else this.#idleSince.set(c, performance.now())
     }
+    // A lane that was full or reserved for a large command can serve the waiters again.
+    conn.onWritable = () => { this.#wakeWaiters() }
     this.#idleSince.set(conn, performance.now())
     if (this.#sweepTimer === null) {
       this.#sweepTimer = setInterval(this.#sweep, Math.max(100, this.#laneIdleMs / 2))
       this.#sweepTimer.unref()
     }
+    this.#wakeWaiters()
+  }
+
+  #wakeWaiters (): void {
+    if (this.#waiters.size === 0) return
     const waiters = [...this.#waiters]
     this.#waiters.clear()
     for (const waiter of waiters) waiter.laneReady()

@@ -39,6 +39,8 @@ export class UpstreamConnection {
   onClose: ((conn: UpstreamConnection, err: ProxyError) => void) | null = null
   /** Called when the last inflight reply arrived. */
   onIdle: ((conn: UpstreamConnection) => void) | null = null
+  /** Called when the connection can take writes again (its socket drained, or a large command is through). */
+  onWritable: ((conn: UpstreamConnection) => void) | null = null
   /** Database currently selected on this connection (tracked, so sessions can switch it). */
   db: number
   /** Protocol the connection speaks now (HELLO switches it; tracked so sessions can switch it). */
@@ -65,6 +67,14 @@ export class UpstreamConnection {
   #lastProgress = 0
   #commandTimeoutMs: number
   #closeError: ProxyError | null = null
+  /** The slot whose large reply is arriving in pieces. */
+  #streamSlot: ReplySlot | null = null
+  /** Pieces of a large frame that must still be delivered whole (a push, or on a tunnel). */
+  #wholePieces: Buffer[] | null = null
+  #readPauses = 0
+  /** A client's large command is being written in pieces: nothing else may be written meanwhile. */
+  #writeLockedBy: object | null = null
+  #unlockWaiters: Array<() => void> = []
 
   private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
     this.id = options.id
@@ -198,6 +208,36 @@ export class UpstreamConnection {
     if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
 
+  /** Who is writing a large command in pieces here (null when nobody). */
+  get writeLockedBy (): object | null {
+    return this.#writeLockedBy
+  }
+
+  /**
+   * Starts a large command whose rest arrives in pieces (streamPiece). Until the last piece,
+   * the connection is reserved for it: no other bytes may land inside the command.
+   */
+  beginStream (head: Buffer, slot: ReplySlot, owner: object): void {
+    this.send(head, slot)
+    this.#writeLockedBy = owner
+  }
+
+  streamPiece (piece: Buffer, done: boolean): void {
+    if (this.#state !== 'closed') this.#writer.write(piece)
+    if (!done) return
+    this.#writeLockedBy = null
+    const waiters = this.#unlockWaiters
+    this.#unlockWaiters = []
+    for (const fn of waiters) fn()
+    if (!this.#needDrain) this.onWritable?.(this)
+  }
+
+  /** Runs fn once no large command is being written here (at once if none is). */
+  whenUnlocked (fn: () => void): void {
+    if (this.#writeLockedBy === null) fn()
+    else this.#unlockWaiters.push(fn)
+  }
+
   /** The proxy's own command on this connection; the callback gets the reply or the failure. */
   sendInternal (args: ReadonlyArray<string | Buffer>, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
     this.send(encodeCommand(args), new ReplySlot(new InternalSink(callback), null))
@@ -219,8 +259,10 @@ export class UpstreamConnection {
     const failed = this.#inflight.toArray()
     this.#inflight.clear()
     for (const slot of failed) slot.sink.onFailure(slot, err)
-    const waiters = this.#drainWaiters
+    const waiters = [...this.#drainWaiters, ...this.#unlockWaiters]
     this.#drainWaiters = []
+    this.#unlockWaiters = []
+    this.#writeLockedBy = null
     for (const fn of waiters) fn()
     const onClose = this.onClose
     this.onClose = null
@@ -260,7 +302,7 @@ export class UpstreamConnection {
   #onData = (chunk: Buffer): void => {
     this.#lastProgress = performance.now()
     try {
-      this.#framer.push(chunk, this.#onReply)
+      this.#framer.push(chunk, this.#onReply, this.#onReplyPart)
     } catch (err) {
       this.destroy(err instanceof ProtocolError ? new UpstreamClosedError(`upstream protocol error: ${err.message}`) : new UpstreamClosedError(String(err)))
     }
@@ -283,11 +325,50 @@ export class UpstreamConnection {
     if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
 
+  /**
+   * A piece of a large reply. An ordinary reply goes to its slot piece by piece (the client gets
+   * it as it arrives); a push frame or a frame on a tunnel is rare at this size and is joined
+   * first, then handled like any other frame.
+   */
+  #onReplyPart = (piece: Buffer, done: boolean): void => {
+    if (this.#state === 'closed') return
+    if (this.#streamSlot === null && this.#wholePieces === null) {
+      const head = this.#inflight.peekFront()
+      if (this.tunnel !== null || piece[0] === PUSH || head === undefined) this.#wholePieces = []
+      else this.#streamSlot = head
+    }
+    if (this.#wholePieces !== null) {
+      this.#wholePieces.push(piece)
+      if (!done) return
+      const frame = Buffer.concat(this.#wholePieces)
+      this.#wholePieces = null
+      this.#onReply(frame)
+      return
+    }
+    const slot = this.#streamSlot as ReplySlot
+    if (done) {
+      this.#streamSlot = null
+      this.#inflight.shift() // popped before the sink runs, as for any reply
+    }
+    if (!slot.cancelled) slot.sink.onReplyPart(slot, piece, done, this)
+    if (done && this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+  }
+
+  /** Stops reading replies (a client receiving a large reply is slower than Redis). Counted. */
+  pauseReading (): void {
+    if (this.#readPauses++ === 0) this.#socket.pause()
+  }
+
+  resumeReading (): void {
+    if (this.#readPauses > 0 && --this.#readPauses === 0) this.#socket.resume()
+  }
+
   #onDrain = (): void => {
     this.#needDrain = false
     const waiters = this.#drainWaiters
     this.#drainWaiters = []
     for (const fn of waiters) fn()
+    if (this.#writeLockedBy === null) this.onWritable?.(this)
   }
 
   // One timer per connection, armed while commands are in flight. A reply pushes the deadline

@@ -88,6 +88,7 @@ export class UpstreamPool {
   release (conn: UpstreamConnection): void {
     conn.onClose = null
     conn.onIdle = null
+    conn.onWritable = null
     if (!conn.isReady) {
       this.destroy(conn)
       return
@@ -99,6 +100,7 @@ export class UpstreamPool {
   destroy (conn: UpstreamConnection): void {
     conn.onClose = null
     conn.onIdle = null
+    conn.onWritable = null
     conn.destroy()
     if (this.#pool.isBorrowedResource(conn)) void this.#pool.destroy(conn)
   }

@@ -1,0 +1,108 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { waitFor } from '../helpers/wait.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+// Values above 1 MB are passed through in pieces, in both directions.
+const SIZE = 24 * 1024 * 1024
+
+let redis: RedisServer
+let proxy: ProxyServer
+
+before(async () => {
+  redis = await startRedis()
+  // One connection: every client shares the lane the large values stream through.
+  proxy = await startProxy({ upstream: redis.url, poolSize: 1 })
+})
+after(async () => {
+  await proxy?.destroy()
+  await redis?.stop()
+})
+
+function pattern (size: number): Buffer {
+  const value = Buffer.alloc(size)
+  for (let i = 0; i < size; i += 997) value[i] = (i / 997) & 0xff
+  return value
+}
+
+test('a large SET sent slowly streams through while other clients keep using the same lane', { timeout: 60000 }, async () => {
+  const value = pattern(SIZE)
+  const command = cmd('SET', 'big-stream', value)
+  const writer = net.connect({ port: proxy.address.port, host: '127.0.0.1' })
+  after(() => { writer.destroy() })
+  await new Promise((resolve) => writer.once('connect', resolve))
+  let reply = ''
+  writer.on('data', (d: Buffer) => { reply += d.toString() })
+  const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { other.disconnect() })
+  // Send the command in 1 MB pieces with pauses, while another client runs commands.
+  let busy = true
+  let otherOps = 0
+  const otherLoop = (async () => {
+    while (busy) {
+      assert.equal(await other.echo(`other-${otherOps}`), `other-${otherOps}`)
+      otherOps++
+    }
+  })()
+  for (let i = 0; i < command.length; i += 1024 * 1024) {
+    writer.write(command.subarray(i, i + 1024 * 1024))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  await waitFor(() => reply === '+OK\r\n', 'SET answered', 20000)
+  busy = false
+  await otherLoop
+  assert.ok(otherOps > 0)
+  const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { direct.disconnect() })
+  assert.ok((await direct.getBuffer('big-stream'))?.equals(value))
+})
+
+test('a large GET streams to a slow reader, intact, and the lane serves others afterwards', { timeout: 60000 }, async () => {
+  const value = pattern(SIZE)
+  const seed = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { seed.disconnect() })
+  await seed.set('big-read', value)
+  const reader = net.connect({ port: proxy.address.port, host: '127.0.0.1' })
+  after(() => { reader.destroy() })
+  await new Promise((resolve) => reader.once('connect', resolve))
+  const header = `$${SIZE}\r\n`
+  const expectedLength = header.length + SIZE + 2
+  const received: Buffer[] = []
+  let length = 0
+  reader.on('data', (d: Buffer) => {
+    received.push(d)
+    length += d.length
+    // A slow consumer: pause after each chunk for a moment.
+    reader.pause()
+    setTimeout(() => reader.resume(), 1)
+  })
+  reader.write(Buffer.concat([cmd('GET', 'big-read'), cmd('PING')]))
+  const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { other.disconnect() })
+  const echoed = other.echo('after-the-big-one')
+  await waitFor(() => length >= expectedLength + 7, 'GET and PING replies', 40000)
+  const all = Buffer.concat(received)
+  assert.equal(all.subarray(0, header.length).toString(), header)
+  assert.ok(all.subarray(header.length, header.length + SIZE).equals(value))
+  assert.equal(all.subarray(expectedLength).toString(), '\r\n+PONG\r\n'.slice(2))
+  assert.equal(await echoed, 'after-the-big-one')
+})
+
+test('a client that leaves in the middle of a large SET leaves nothing behind and nobody else is hurt', { timeout: 30000 }, async () => {
+  const value = pattern(SIZE)
+  const command = cmd('SET', 'half-written', value)
+  const leaver = await RawClient.connect(proxy.address.port)
+  leaver.write(command.subarray(0, 4 * 1024 * 1024))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  leaver.socket.resetAndDestroy()
+  const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
+  after(() => { other.disconnect() })
+  // The half-written connection is dropped and replaced; the next commands work.
+  await waitFor(async () => (await other.echo('fine').catch(() => 'error')) === 'fine', 'service continues', 10000)
+  assert.equal(await other.exists('half-written'), 0)
+})
