@@ -247,7 +247,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #startStream (head: RespCommand): boolean {
-    if (this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated) return false
+    if (this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated || this.#ctx.paused()) return false
     const kind = classify(head)
     if (kind !== Kind.SHARED || head.name === 'respool' || this.#ctx.denied.has(head.name)) return false
     const lease = this.#lease
