@@ -51,6 +51,7 @@ async function spawnRedis (port: number, args: string[], dir: string): Promise<C
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
     '--protected-mode', 'no', '--loglevel', 'warning', '--dir', dir, ...args
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  track(child)
   let output = ''
   child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
@@ -77,6 +78,18 @@ export async function ping (port: number): Promise<boolean> {
     socket.on('connect', () => { socket.write('PING\r\n') })
     socket.on('data', (d) => { done(d.toString().startsWith('+PONG') || d.toString().startsWith('-')) })
   })
+}
+
+/** Every redis-server still running when the test process exits (even on a crash) is killed. */
+const running = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL')
+})
+
+function track (child: ChildProcess): ChildProcess {
+  running.add(child)
+  child.once('exit', () => running.delete(child))
+  return child
 }
 
 function wrap (port: number, args: string[], child: ChildProcess, dir: string): RedisServer {
