@@ -11,7 +11,7 @@ import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
 import { parsePubsubFrame } from './pubsub-frames.js'
 import { Subscriptions, notSubscribedReply } from './subscriptions.js'
 import * as local from './local-commands.js'
-import type { RespCommand } from './resp-command.js'
+import { RespCommand } from './resp-command.js'
 import type { Router, LaneWaiter, Pin, PinAcquisition, PinRelease } from './router.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { ProxyStats } from './proxy-stats.js'
@@ -75,6 +75,12 @@ const E_TRACKING_ON = 9
 const E_TRACKING_OFF = 10
 const E_MONITOR = 11
 const E_SUBSCRIBE = 12
+const E_EXEC_ABORTED = 13
+
+/** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
+const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
+const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
+const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
 
 // What the pump is waiting for before it can send the next command.
 const W_NONE = 0
@@ -149,6 +155,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #endWhenUnpinned = false
   /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
   #txnDb = -1
+  /** A command could not be queued in the current MULTI: its EXEC aborts. */
+  #txnAborted = false
   readonly #subs = new Subscriptions()
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
@@ -248,6 +256,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #startStream (head: RespCommand): boolean {
     if (this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated || this.#ctx.paused()) return false
+    // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
+    if (head.name === 'xread' || head.name === 'xreadgroup') return false
     const kind = classify(head)
     if (kind !== Kind.SHARED || head.name === 'respool' || this.#ctx.denied.has(head.name)) return false
     const lease = this.#lease
@@ -276,11 +286,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #streamPart (piece: Buffer, done: boolean): void {
     const conn = this.#streamConn
     if (conn === null) return
-    conn.streamPiece(piece, done)
-    if (done) {
+    if (done || !conn.isReady) {
+      // The command is complete, or its connection failed (the command already got its error):
+      // the rest of it is read and dropped.
+      conn.streamPiece(piece, true)
       this.#streamConn = null
       return
     }
+    conn.streamPiece(piece, false)
     if (conn.needDrain && (this.#paused & PAUSE_UPSTREAM) === 0) {
       // Redis reads slower than the client sends: stop reading the client until it catches up.
       this.#pause(PAUSE_UPSTREAM)
@@ -330,6 +343,21 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
   }
 
+  /** Whether Redis can queue this command inside MULTI (respool forwards it unchanged). */
+  #queueable (cmd: RespCommand, kind: CommandKind): boolean {
+    if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return false
+    switch (kind) {
+      case Kind.SHARED: case Kind.BLOCKING: case Kind.SELECT: case Kind.READONLY: case Kind.READWRITE:
+      case Kind.MULTI: case Kind.EXEC: case Kind.DISCARD: case Kind.WATCH: case Kind.UNWATCH:
+      case Kind.RESET: case Kind.QUIT:
+        return true
+      case Kind.CLIENT:
+        return !LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1))
+      default:
+        return false
+    }
+  }
+
   #isAdmin (slot: ReplySlot): boolean {
     return slot.command?.name === 'respool'
   }
@@ -349,6 +377,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (slot.effect === -1) this.#firstLook(slot, cmd, kind)
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
+    }
+    const leased = this.#lease
+    if (leased !== null && (leased.reasons & R_MULTI) !== 0 && !this.#queueable(cmd, kind)) {
+      // Inside MULTI, Redis queues a command and answers it within EXEC's reply. A command
+      // respool would answer or refuse itself cannot be queued: like a command Redis rejects
+      // while queueing, it fails now and EXEC aborts the whole transaction.
+      this.#txnAborted = true
+      return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' cannot be queued in a transaction through respool; EXEC will abort`)))
     }
     if (this.#ctx.denied.has(cmd.name)) {
       return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused by policy (--deny-commands)`)))
@@ -397,6 +433,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.EXEC:
       case Kind.DISCARD:
         if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
+        if (kind === Kind.EXEC && this.#txnAborted) {
+          // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
+          slot.command = DISCARD_COMMAND
+          return this.#forward(slot, E_EXEC_ABORTED, 0)
+        }
         return this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)
       case Kind.WATCH:
         if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
@@ -589,6 +630,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#endLease()
     this.state.reset()
     this.#txnDb = -1
+    this.#txnAborted = false
     this.#subs.clear()
     this.#framer.limits.unauthenticated = !this.state.authenticated
     return this.#local(slot, simpleString('RESET'))
@@ -665,6 +707,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
         conn.db = slot.data
         break
       case E_MULTI:
+        this.#txnAborted = false
         if (lease !== null) this.#addReason(lease, R_MULTI)
         break
       case E_WATCH:
@@ -794,6 +837,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** Ends the lease whatever its state (RESET, client gone): clean, scrubbed or destroyed. */
   #endLease (): void {
     const lease = this.#lease
+    this.#txnAborted = false
     if (lease === null) return
     this.#lease = null
     this.#conn = null
@@ -829,8 +873,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #onUpstreamDrained = (): void => {
-    this.#wait = W_NONE
     this.#resume(PAUSE_UPSTREAM)
+    if (this.#wait !== W_DRAIN) return // a stale wake-up: the session is waiting for something else now
+    this.#wait = W_NONE
     this.#pump()
   }
 
@@ -855,6 +900,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#inflight--
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#applyEffect(slot, frame)
+    if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
     this.#fill(slot, frame)
     this.#afterReply()
   }
@@ -887,7 +933,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     if (!slot.suppressed && !this.#closed) this.#write(piece)
     if (!done) {
-      if (this.#streamSource === null && this.#writer.pendingBytes > STREAM_HIGH_WATER) {
+      // Only a connection of this client's own is paused for it; on a shared lane that would
+      // stall everybody behind a slow reader, who then pays with memory up to its output limit.
+      if (this.#streamSource === null && this.#writer.pendingBytes > STREAM_HIGH_WATER && this.#lease?.pin.conn === source) {
         this.#streamSource = source
         source.pauseReading()
       }
@@ -933,7 +981,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
         if (failed && lease !== null) lease.reasons &= ~R_MULTI
         break
       case E_EXEC:
-      case E_DISCARD: {
+      case E_DISCARD:
+      case E_EXEC_ABORTED: {
+        this.#txnAborted = false
         if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
         if (this.#txnDb >= 0) {
           // EXEC ran the queued SELECT if it answered with an array; either way the
@@ -1154,8 +1204,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamSource = null
     }
     if (this.#streamConn !== null) {
-      // Redis holds the first part of a command whose rest will never come.
-      this.#streamConn.destroy(new UpstreamClosedError('client left in the middle of a large command'))
+      // Redis holds the first part of a command whose rest will never come: the connection is
+      // closed once the replies owed to others on it have arrived.
+      this.#streamConn.abandonStream()
       this.#streamConn = null
     }
     this.#endLease()

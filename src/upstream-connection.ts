@@ -19,6 +19,8 @@ export interface UpstreamConnectionOptions {
 }
 
 const PUSH = 0x3e // '>'
+/** Holds the write lock of a connection whose large command was abandoned: nobody writes again. */
+const ABANDONED = Object.freeze({ abandoned: true })
 const PLUS = 0x2b // '+'
 
 /**
@@ -74,6 +76,7 @@ export class UpstreamConnection {
   #readPauses = 0
   /** A client's large command is being written in pieces: nothing else may be written meanwhile. */
   #writeLockedBy: object | null = null
+  #closeWhenOnlyPartialLeft = false
   #unlockWaiters: Array<() => void> = []
 
   private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
@@ -234,8 +237,26 @@ export class UpstreamConnection {
 
   /** Runs fn once no large command is being written here (at once if none is). */
   whenUnlocked (fn: () => void): void {
-    if (this.#writeLockedBy === null) fn()
+    if (this.#writeLockedBy === null || this.#state === 'closed') fn()
     else this.#unlockWaiters.push(fn)
+  }
+
+  /**
+   * The client writing a large command here went away mid-command: Redis holds a partial
+   * command that will never be completed, so the connection cannot be used again. Nothing more
+   * is written; the replies to commands sent before the partial one still arrive and reach their
+   * clients; then the connection is closed.
+   */
+  abandonStream (): void {
+    this.#writeLockedBy = ABANDONED
+    this.#closeWhenOnlyPartialLeft = true
+    this.#maybeCloseAbandoned()
+  }
+
+  #maybeCloseAbandoned (): void {
+    if (this.#closeWhenOnlyPartialLeft && this.#inflight.length <= 1) {
+      this.destroy(new UpstreamClosedError('client left in the middle of a large command'))
+    }
   }
 
   /** The proxy's own command on this connection; the callback gets the reply or the failure. */
@@ -245,7 +266,8 @@ export class UpstreamConnection {
 
   /** Runs fn once the socket has drained (at once if it is not full). */
   whenDrained (fn: () => void): void {
-    if (!this.#needDrain) fn()
+    // A closed connection will never drain: the caller must not wait for it.
+    if (!this.#needDrain || this.#state === 'closed') fn()
     else this.#drainWaiters.push(fn)
   }
 
@@ -351,7 +373,9 @@ export class UpstreamConnection {
       this.#inflight.shift() // popped before the sink runs, as for any reply
     }
     if (!slot.cancelled) slot.sink.onReplyPart(slot, piece, done, this)
-    if (done && this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+    if (!done) return
+    if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
+    else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
 
   /** Stops reading replies (a client receiving a large reply is slower than Redis). Counted. */
@@ -360,7 +384,10 @@ export class UpstreamConnection {
   }
 
   resumeReading (): void {
-    if (this.#readPauses > 0 && --this.#readPauses === 0) this.#socket.resume()
+    if (this.#readPauses > 0 && --this.#readPauses === 0) {
+      this.#lastProgress = performance.now()
+      this.#socket.resume()
+    }
   }
 
   #onDrain = (): void => {
@@ -393,8 +420,10 @@ export class UpstreamConnection {
     this.#timer = null
     if (this.#inflight.length === 0 || this.#state === 'closed') return
     const idle = performance.now() - this.#lastProgress
-    if (this.blockingInflight > 0 || idle < this.#commandTimeoutMs) {
-      this.#timer = setTimeout(this.#onTimer, this.blockingInflight > 0 ? this.#commandTimeoutMs : this.#commandTimeoutMs - idle + 1)
+    // Not a stall: a blocking command waits by design; paused reading waits for a slow client.
+    const exempt = this.blockingInflight > 0 || this.#readPauses > 0
+    if (exempt || idle < this.#commandTimeoutMs) {
+      this.#timer = setTimeout(this.#onTimer, exempt ? this.#commandTimeoutMs : this.#commandTimeoutMs - idle + 1)
       this.#timer.unref()
       return
     }

@@ -106,3 +106,59 @@ test('a client that leaves in the middle of a large SET leaves nothing behind an
   await waitFor(async () => (await other.echo('fine').catch(() => 'error')) === 'fine', 'service continues', 10000)
   assert.equal(await other.exists('half-written'), 0)
 })
+
+test('a client that never reads a large reply does not stall the others on its lane', { timeout: 30000 }, async () => {
+  const p = await startProxy({ upstream: redis.url, poolSize: 1, commandTimeoutMs: 3000 })
+  after(async () => { await p.destroy() })
+  const seed = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { seed.disconnect() })
+  await seed.set('big-unread', pattern(SIZE))
+  const sleeper = net.connect({ port: p.address.port, host: '127.0.0.1' })
+  after(() => { sleeper.destroy() })
+  await new Promise((resolve) => sleeper.once('connect', resolve))
+  sleeper.pause() // never reads
+  sleeper.write(cmd('GET', 'big-unread'))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const other = await RawClient.connect(p.address.port)
+  after(() => { other.close() })
+  const started = Date.now()
+  other.write(cmd('PING'))
+  assert.equal(await other.readLike('+PONG\r\n', 2500), '+PONG\r\n')
+  assert.ok(Date.now() - started < 1000, `PING took ${Date.now() - started} ms`)
+})
+
+test('a client leaving mid-command only costs the lane once the others\' replies are in', { timeout: 30000 }, async () => {
+  const p = await startProxy({ upstream: redis.url, poolSize: 1 })
+  after(async () => { await p.destroy() })
+  const busy = await RawClient.connect(p.address.port)
+  after(() => { busy.close() })
+  // A slow script is in flight on the only lane when another client abandons a large SET.
+  busy.write(cmd('EVAL', 'local i = 0 while i < 20000000 do i = i + 1 end return 1', '0'))
+  await new Promise((resolve) => setTimeout(resolve, 5))
+  const leaver = await RawClient.connect(p.address.port)
+  leaver.write(Buffer.concat([Buffer.from(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${SIZE}\r\n`), Buffer.alloc(2 * 1024 * 1024, 7)]))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  leaver.socket.resetAndDestroy()
+  assert.equal(await busy.readLike(':1\r\n', 20000), ':1\r\n')
+})
+
+test('an upstream dying while a large command streams: the client gets an error and is still served', { timeout: 30000 }, async () => {
+  const mortal = await startRedis()
+  after(async () => { await mortal.stop() })
+  const p = await startProxy({ upstream: mortal.url, poolSize: 2, acquireTimeoutMs: 500, reconnectMaxMs: 100 })
+  after(async () => { await p.destroy() })
+  const c = await RawClient.connect(p.address.port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  mortal.signal('SIGSTOP') // Redis stops reading: the stream fills the socket
+  c.write(Buffer.concat([cmd('SET', 'never', Buffer.alloc(64 * 1024 * 1024, 1)), cmd('PING')]))
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  await mortal.kill()
+  // The SET fails with an error; the rest of it is read and dropped; the PING is answered
+  // (with an error while Redis is down): nothing hangs.
+  await waitFor(() => (c.buffered.toString().match(/\r\n/g) ?? []).length >= 2, 'two replies', 15000)
+  const [first, second] = c.buffered.toString().split('\r\n')
+  assert.match(first, /^-ERR respool: upstream/)
+  assert.match(second, /^-ERR respool: upstream|^\+PONG/)
+})

@@ -153,3 +153,23 @@ test('a whole transaction with a queuing error aborts exactly as in Redis and le
   const expected = "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n+OK\r\n+OK\r\n+PONG\r\n"
   assert.equal(await c.readLike(expected), expected)
 })
+
+test('a command respool cannot queue inside MULTI aborts the transaction, as a queuing error does in Redis', { timeout: 10000 }, async () => {
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  // Typed command by command, so the transaction is on a pinned connection.
+  const replies: string[] = []
+  for (const command of [cmd('MULTI'), cmd('SET', 'q-a', '1'), cmd('CLIENT', 'GETNAME'), cmd('SHUTDOWN'), cmd('GET', 'q-a'), cmd('EXEC'), cmd('EXISTS', 'q-a')]) {
+    c.write(command)
+    await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'reply')
+    replies.push((await c.read(c.buffered.length)).toString())
+  }
+  assert.equal(replies[0], '+OK\r\n')
+  assert.equal(replies[1], '+QUEUED\r\n')
+  assert.match(replies[2], /^-ERR respool: 'CLIENT' cannot be queued in a transaction/)
+  assert.match(replies[3], /^-ERR respool: 'SHUTDOWN' cannot be queued in a transaction/)
+  assert.equal(replies[4], '+QUEUED\r\n')
+  assert.equal(replies[5], '-EXECABORT Transaction discarded because of previous errors.\r\n')
+  assert.equal(replies[6], ':0\r\n', 'nothing of the aborted transaction ran')
+  await waitFor(() => proxy.router.pinCount === 0, 'pin released')
+})
