@@ -290,7 +290,7 @@ test('RESP2: SUBSCRIBE, messages, PSUBSCRIBE, PING, refused commands, unsubscrib
     await t.leftovers('sub', sub.frames)
     await t.leftovers('pub', pub.frames)
   })
-  // The reference really is what the brief describes (guards against a vacuous comparison).
+  // The reference really has the expected shape (guards against a vacuous comparison).
   assert.match(transcript, /sub "\*3\\r\\n\$9\\r\\nsubscribe\\r\\n\$5\\r\\nps1:a\\r\\n:1\\r\\n"/)
   assert.match(transcript, /sub "\*3\\r\\n\$7\\r\\nmessage\\r\\n\$5\\r\\nps1:a\\r\\n\$5\\r\\nhello\\r\\n"/)
   assert.match(transcript, /sub "\*4\\r\\n\$8\\r\\npmessage\\r\\n\$6\\r\\nps1:p\*\\r\\n\$6\\r\\nps1:px\\r\\n/)
