@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 /**
@@ -22,105 +23,6 @@ after(async () => {
   await proxy?.destroy()
   await redis?.stop()
 })
-
-// ---- RESP frames ---------------------------------------------------------------------------
-
-/** End offset of the complete RESP2/RESP3 frame starting at `pos`, or -1 if it is incomplete. */
-function frameEnd (buf: Buffer, pos: number): number {
-  if (pos >= buf.length) return -1
-  const lineEnd = buf.indexOf('\r\n', pos, 'latin1')
-  if (lineEnd === -1) return -1
-  const after = lineEnd + 2
-  const type = String.fromCharCode(buf[pos])
-  switch (type) {
-    case '+': case '-': case ':': case '_': case ',': case '#': case '(':
-      return after
-    case '$': case '!': case '=': {
-      const len = Number(buf.toString('latin1', pos + 1, lineEnd))
-      if (len < 0) return after
-      return after + len + 2 <= buf.length ? after + len + 2 : -1
-    }
-    case '*': case '>': case '~': case '%': case '|': {
-      let n = Number(buf.toString('latin1', pos + 1, lineEnd))
-      if (n < 0) return after
-      if (type === '%' || type === '|') n *= 2
-      let p = after
-      for (let i = 0; i < n; i++) {
-        p = frameEnd(buf, p)
-        if (p === -1) return -1
-      }
-      return type === '|' ? frameEnd(buf, p) : p // an attribute precedes the reply it describes
-    }
-    default:
-      throw new Error(`not a RESP frame at ${pos}: ${JSON.stringify(buf.toString('latin1', pos, pos + 60))}`)
-  }
-}
-
-/** Reads whole frames (as latin1 text) from a RawClient. */
-class FrameReader {
-  readonly #queue: string[] = []
-  constructor (readonly client: RawClient) {}
-
-  async #drain (): Promise<void> {
-    const buf = this.client.buffered
-    let pos = 0
-    const ends: number[] = []
-    for (;;) {
-      const end = frameEnd(buf, pos)
-      if (end < 0) break
-      ends.push(end)
-      pos = end
-    }
-    if (pos === 0) return
-    const bytes = await this.client.read(pos)
-    let start = 0
-    for (const end of ends) {
-      this.#queue.push(bytes.toString('latin1', start, end))
-      start = end
-    }
-  }
-
-  /** The next frame; throws (with what arrived) if none completes within `timeoutMs`. */
-  async next (timeoutMs = 3000): Promise<string> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      if (this.#queue.length > 0) return this.#queue.shift() as string
-      await this.#drain()
-      if (this.#queue.length > 0) return this.#queue.shift() as string
-      if (this.client.closed) throw new Error(`connection closed; partial bytes: ${JSON.stringify(this.client.buffered.toString('latin1', 0, 300))}`)
-      const left = deadline - Date.now()
-      if (left <= 0) throw new Error(`no frame within ${timeoutMs} ms; partial bytes: ${JSON.stringify(this.client.buffered.toString('latin1', 0, 300))}`)
-      await this.#dataOrTimeout(left)
-    }
-  }
-
-  async take (n: number, timeoutMs = 3000): Promise<string[]> {
-    const out: string[] = []
-    for (let i = 0; i < n; i++) out.push(await this.next(timeoutMs))
-    return out
-  }
-
-  /** Frames already complete, without waiting. */
-  async available (): Promise<string[]> {
-    await this.#drain()
-    return this.#queue.splice(0)
-  }
-
-  async #dataOrTimeout (ms: number): Promise<void> {
-    const socket = this.client.socket
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer)
-        socket.off('data', done)
-        socket.off('close', done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      socket.on('data', done)
-      socket.on('close', done)
-    })
-  }
-}
 
 /**
  * What a scenario saw, one line per frame with who saw it. A frame that never came is recorded
