@@ -120,13 +120,8 @@ export async function main (argv: string[] = process.argv): Promise<void> {
     }
     throw err
   }
-  try {
-    await server.listen()
-  } catch (err) {
-    process.stderr.write(`respool: cannot listen on ${server.config.host}:${server.config.port}: ${(err as Error).message}\n`)
-    process.exitCode = 1
-    return
-  }
+  // Handlers go in before the start line is logged: whoever reads that line may signal at once,
+  // and a SIGHUP with no handler would kill the process (its default action).
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++
@@ -148,4 +143,11 @@ export async function main (argv: string[] = process.argv): Promise<void> {
   process.on('SIGINT', onSignal)
   // SIGHUP: read flags, environment and config file again; apply what can change safely.
   process.on('SIGHUP', () => { server.reloadFromSource().catch(() => {}) })
+  try {
+    await server.listen()
+  } catch (err) {
+    process.stderr.write(`respool: cannot listen on ${server.config.host}:${server.config.port}: ${(err as Error).message}\n`)
+    process.exitCode = 1
+    return
+  }
 }

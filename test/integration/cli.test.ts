@@ -139,6 +139,38 @@ test('configuration precedence: flags over RESPOOL_* variables over the config f
   await stop(live)
 })
 
+test('a SIGHUP sent the moment the start line appears reloads instead of killing the process', { timeout: 30000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  // Signal from inside the 'data' callback, as fast as a supervisor could; a handler installed
+  // after the start line is written loses this race now and then, so try it many times.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const child = spawn(process.execPath, [BIN, '--port', '0', '--upstream', `redis://127.0.0.1:${redis.port}`], { stdio: ['ignore', 'pipe', 'pipe'] })
+    after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+    let out = ''
+    let signalled = false
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (!signalled && /listening on/.test(out)) { signalled = true; child.kill('SIGHUP') }
+    })
+    const exited = once(child, 'exit')
+    await waitFor(() => /configuration reloaded/.test(out) || child.exitCode !== null || child.signalCode !== null, 'reload or exit', 10000)
+    assert.equal(child.signalCode, null, `attempt ${attempt}: killed by ${String(child.signalCode)}`)
+    assert.match(out, /configuration reloaded/)
+    child.kill('SIGTERM')
+    await exited
+  }
+})
+
+test('a port already in use: a clear message and exit code 1', { timeout: 20000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const r = run(['--port', String(redis.port), '--upstream', `redis://127.0.0.1:${redis.port}`])
+  const [code] = await once(r.child, 'exit') as [number | null]
+  assert.equal(code, 1)
+  assert.match(r.stderr(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${redis.port}: .*EADDRINUSE`))
+})
+
 test('a production install (npm ci --omit=dev, as in the Dockerfile) starts and proxies', { timeout: 180000 }, async () => {
   const { mkdtempSync, cpSync, rmSync } = await import('node:fs')
   const { tmpdir } = await import('node:os')
