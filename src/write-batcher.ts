@@ -13,14 +13,21 @@ interface Flushable {
   flush (): void
 }
 
+// Two queues used in turn, so a flush allocates nothing (this runs on every turn under load).
 let queue: Flushable[] = []
+let spare: Flushable[] = []
 let scheduled = false
 
 function flushAll (): void {
   const owners = queue
-  queue = []
+  queue = spare
   scheduled = false
-  for (let i = 0; i < owners.length; i++) owners[i].flush()
+  try {
+    for (let i = 0; i < owners.length; i++) owners[i].flush()
+  } finally {
+    owners.length = 0
+    spare = owners
+  }
 }
 
 function flushAtEndOfTick (owner: Flushable): void {
@@ -37,7 +44,10 @@ const JOIN_LIMIT = 64 * 1024
 export class TickWriter implements Flushable {
   readonly #socket: net.Socket
   readonly #onFull: () => void
-  #chunks: Buffer[] = []
+  /** The turn's first write; most turns have only one, which then needs no array. */
+  #first: Buffer | null = null
+  /** Writes after the first, in order (reused from turn to turn). */
+  readonly #more: Buffer[] = []
   #bytes = 0
   #scheduled = false
 
@@ -58,7 +68,8 @@ export class TickWriter implements Flushable {
       if (!this.#socket.write(data)) this.#onFull()
       return
     }
-    this.#chunks.push(data)
+    if (this.#first === null) this.#first = data
+    else this.#more.push(data)
     this.#bytes += data.length
     if (!this.#scheduled) {
       this.#scheduled = true
@@ -69,10 +80,16 @@ export class TickWriter implements Flushable {
   /** Hands everything held to the socket now (also called at the end of the tick). */
   flush (): void {
     this.#scheduled = false
-    const chunks = this.#chunks
-    if (chunks.length === 0) return
-    const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.#bytes)
-    this.#chunks = []
+    const first = this.#first
+    if (first === null) return
+    const more = this.#more
+    let data = first
+    if (more.length > 0) {
+      more.unshift(first)
+      data = Buffer.concat(more, this.#bytes)
+      more.length = 0
+    }
+    this.#first = null
     this.#bytes = 0
     if (this.#socket.destroyed) return
     if (!this.#socket.write(data)) this.#onFull()
