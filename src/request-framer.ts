@@ -51,6 +51,8 @@ const UNAUTH_MAX_MULTIBULK = 10
 const UNAUTH_MAX_BULK = 16384
 // A header line is a sign and at most 19 digits; anything longer is junk.
 const MAX_HEADER_DIGITS = 19
+// Commands with up to this many arguments get their offsets array at its final size at once.
+const PRESIZE_ARGS = 1024
 
 const CR = 13
 const LF = 10
@@ -80,7 +82,10 @@ export class RequestFramer {
   /** Bytes of the command in progress that arrived in earlier chunks. */
   #parts: Buffer[] = []
   #partsLength = 0
+  /** Argument offsets of the command in progress; handed to its RespCommand when complete. */
   #offsets: number[] = []
+  /** How many entries of #offsets are filled (it may be allocated at its final size). */
+  #offsetCount = 0
   #inlineLength = 0
   /** The command in progress is being handed on in pieces. */
   #streaming = false
@@ -143,6 +148,9 @@ export class RequestFramer {
               break
             }
             this.#argsLeft = count
+            // Sized once for the usual command; a huge count grows as arguments really arrive.
+            this.#offsets = count <= PRESIZE_ARGS ? new Array<number>(2 * count) : []
+            this.#offsetCount = 0
             this.#state = ST_ARG_TYPE
             break
           }
@@ -162,7 +170,8 @@ export class RequestFramer {
             }
             if (len < 0 || len > this.limits.maxBulkLength) throw new ProtocolError('Protocol error: invalid bulk length')
             const argStart = this.#partsLength + (pos - start)
-            this.#offsets.push(argStart, argStart + len)
+            this.#offsets[this.#offsetCount++] = argStart
+            this.#offsets[this.#offsetCount++] = argStart + len
             this.#dataLeft = len + 2
             this.#state = ST_ARG_DATA
             break
@@ -228,7 +237,7 @@ export class RequestFramer {
   #offerStream (stream: CommandStream): void {
     const head = Buffer.concat(this.#parts, this.#partsLength)
     // Arguments received whole so far; the one in progress is left out.
-    const complete = this.#offsets.slice(0, this.#offsets.length - 2)
+    const complete = this.#offsets.slice(0, this.#offsetCount - 2)
     if (complete.length < 2 || !stream.start(new RespCommand(head, complete))) {
       this.#declined = true
       this.#parts = [head]
@@ -277,9 +286,9 @@ export class RequestFramer {
 
   #reset (): void {
     this.#state = ST_START
-    this.#parts = []
+    // Allocate only when there is something to drop: this runs once per command.
+    if (this.#parts.length !== 0) this.#parts = []
     this.#partsLength = 0
-    this.#offsets = []
     this.#streaming = false
     this.#declined = false
   }

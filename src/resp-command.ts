@@ -1,3 +1,5 @@
+import { commandName } from './command-name.js'
+
 /**
  * One client command as it arrived: the exact wire bytes plus the offsets of its arguments.
  * Arguments are views into `frame`, never copies; `name` is computed once.
@@ -11,7 +13,7 @@ export class RespCommand {
    * @param offsets start and end of each argument inside `frame`, flattened: [s0, e0, s1, e1, …]
    */
   constructor (readonly frame: Buffer, readonly offsets: number[]) {
-    this.name = offsets.length >= 2 ? frame.toString('latin1', offsets[0], offsets[1]).toLowerCase() : ''
+    this.name = offsets.length >= 2 ? commandName(frame, offsets[0], offsets[1]) : ''
   }
 
   get argc (): number {
