@@ -1,24 +1,25 @@
 import client from 'prom-client'
 import { COMMAND_CLASSES, PIN_REASONS } from './proxy-stats.js'
 import type { ProxyServer } from './proxy-server.js'
+import { HotHistogram } from './hot-histogram.js'
 
 /**
  * Prometheus metrics (prom-client) on a registry of respool's own. The hot path only bumps
- * plain numbers in ProxyStats and observes three histograms; gauges and counters are read from
+ * plain numbers in ProxyStats and observes three histograms (HotHistogram: no allocation per observation); gauges and counters are read from
  * the server when scraped.
  */
 export class Metrics {
   readonly registry = new client.Registry()
-  readonly commandLatency: client.Histogram
-  readonly pinWait: client.Histogram
-  readonly pinHeld: client.Histogram
+  readonly commandLatency: HotHistogram
+  readonly pinWait: HotHistogram
+  readonly pinHeld: HotHistogram
 
   constructor (server: ProxyServer) {
     const registers = [this.registry]
     const latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-    this.commandLatency = new client.Histogram({ name: 'respool_command_duration_seconds', help: 'Time from a command\'s arrival to its reply from Redis, through respool', buckets: latencyBuckets, registers })
-    this.pinWait = new client.Histogram({ name: 'respool_pin_wait_seconds', help: 'Time a command waited for a pinned connection', buckets: latencyBuckets, registers })
-    this.pinHeld = new client.Histogram({ name: 'respool_pin_duration_seconds', help: 'Time a connection stayed pinned to one client', buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers })
+    this.commandLatency = new HotHistogram({ name: 'respool_command_duration_seconds', help: 'Time from a command\'s arrival to its reply from Redis, through respool', buckets: latencyBuckets, registers })
+    this.pinWait = new HotHistogram({ name: 'respool_pin_wait_seconds', help: 'Time a command waited for a pinned connection', buckets: latencyBuckets, registers })
+    this.pinHeld = new HotHistogram({ name: 'respool_pin_duration_seconds', help: 'Time a connection stayed pinned to one client', buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers })
 
     const gauge = (name: string, help: string, read: () => number): void => {
       new client.Gauge({ name, help, registers, collect () { this.set(read()) } }) // eslint-disable-line no-new
