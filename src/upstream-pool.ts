@@ -20,6 +20,9 @@ export interface PoolStats {
 
 export type ConnectionFactory = (id: number) => Promise<UpstreamConnection>
 
+/** While closing, how often a parked connection attempt checks whether anyone still waits. */
+const CLOSING_POLL_MS = 25
+
 /**
  * The hard bound on upstream connections. `generic-pool` owns the bound, connection creation,
  * validation on borrow, idle eviction and the waiting queue with its deadline; this class adds
@@ -41,6 +44,10 @@ export class UpstreamPool {
   #serverInfo: ServerInfo | null = null
   /** Aborts backoff sleeps on close, so close() never waits for a retry that will not happen. */
   readonly #closing = new AbortController()
+  /** Rejects when close() starts: what acquire() races generic-pool's wait against. */
+  readonly #closed = new Promise<never>((_resolve, reject) => {
+    this.#closing.signal.addEventListener('abort', () => { reject(new UpstreamConnectError('respool is shutting down')) }, { once: true })
+  })
 
   constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
     this.#config = config
@@ -69,6 +76,7 @@ export class UpstreamPool {
     })
     // Failures are logged in #create; the event only needs a listener so it is not unhandled.
     this.#pool.on('factoryCreateError', () => {})
+    this.#closed.catch(() => {}) // nobody may be racing it when close() starts
   }
 
   /**
@@ -76,10 +84,18 @@ export class UpstreamPool {
    * served before priority 1 (growing the shared lanes).
    */
   async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
+    if (this.#closing.signal.aborted) throw new UpstreamConnectError('respool is shutting down')
     const started = performance.now()
+    const acquired = this.#pool.acquire(priority)
     try {
-      return await this.#pool.acquire(priority)
+      // On close, a caller stops waiting at once; generic-pool's own wait ends at its deadline.
+      return await Promise.race([acquired, this.#closed])
     } catch (err) {
+      if (this.#closing.signal.aborted) {
+        // Lost to close(): a connection that still turns up is not wanted by anyone.
+        acquired.then((conn) => { this.destroy(conn) }, () => {})
+        throw new UpstreamConnectError('respool is shutting down')
+      }
       throw this.#explain(err as Error, performance.now() - started)
     }
   }
@@ -147,11 +163,18 @@ export class UpstreamPool {
   }
 
   async #create (open: ConnectionFactory): Promise<UpstreamConnection> {
-    if (this.#failures > 0) {
+    if (this.#failures > 0 && !this.#closing.signal.aborted) {
       const ceiling = Math.min(this.#config.reconnectMaxMs, this.#config.reconnectBaseMs * 2 ** (this.#failures - 1))
-      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#closing.signal })
+      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#closing.signal }).catch(() => {})
     }
-    if (this.#closing.signal.aborted) throw new UpstreamConnectError('respool is shutting down')
+    if (this.#closing.signal.aborted) {
+      // generic-pool answers a failed create with another create for as long as anyone waits,
+      // from a promise callback: failing at once here would loop without ever yielding to the
+      // event loop, so the waiters' deadlines (timers) could never end it. Fail only once
+      // nobody waits any more (each wait ends by its acquire deadline).
+      while (this.#pool.pending > 0) await sleep(CLOSING_POLL_MS, undefined, { ref: false })
+      throw new UpstreamConnectError('respool is shutting down')
+    }
     const id = this.#nextId++
     try {
       const conn = await open(id)

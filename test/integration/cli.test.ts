@@ -162,6 +162,31 @@ test('a SIGHUP sent the moment the start line appears reloads instead of killing
   }
 })
 
+test('SIGTERM while commands wait for an unreachable upstream: the waiters get an error and respool exits promptly', { timeout: 30000 }, async () => {
+  // Nothing listens on this port: every connect is refused, and the PING waits for a lane while
+  // respool retries with backoff. Closing then must not turn generic-pool's retry into a loop
+  // that never yields (the process would spin at 100 % CPU and never exit).
+  const deadPort = await freePort()
+  const r = run(['--port', '0', '--upstream', `redis://127.0.0.1:${deadPort}`, '--acquire-timeout', '1500', '--reconnect-base', '20', '--reconnect-max', '40', '--shutdown-grace', '100', '--log-level', 'info'])
+  const port = await listeningPort(r)
+  const c = await RawClient.connect(port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  await waitFor(() => /cannot connect to upstream/.test(r.stdout()), 'a failed connect logged')
+  await new Promise((resolve) => setTimeout(resolve, 100)) // a few more attempts, so one sleeps in backoff
+  const exited = once(r.child, 'exit')
+  const signalled = Date.now()
+  r.child.kill('SIGTERM')
+  const outcome = await Promise.race([exited.then(() => 'exited'), new Promise((resolve) => setTimeout(resolve, 5000, 'still running'))])
+  if (outcome !== 'exited') r.child.kill('SIGKILL')
+  assert.equal(outcome, 'exited', `respool did not exit within 5 s of SIGTERM; stdout=${r.stdout().slice(-2000)}`)
+  assert.equal(r.child.exitCode, 0)
+  assert.ok(Date.now() - signalled < 3500, `exited after ${Date.now() - signalled} ms`)
+  // The waiting PING was answered with an error or its connection closed: it did not vanish.
+  await waitFor(() => c.buffered.length > 0 || c.closed, 'the waiting client answered or closed')
+  if (c.buffered.length > 0) assert.match(c.buffered.toString(), /^-ERR respool: .*(shutting down|unavailable)/)
+})
+
 test('a port already in use: a clear message and exit code 1', { timeout: 20000 }, async () => {
   const redis = await startRedis()
   after(async () => { await redis.stop() })
