@@ -194,7 +194,8 @@ export class ReplyFramer {
           this.#streaming = false
           ;(onPart as OnReplyPart)(chunk.subarray(start, pos), true)
         } else if (this.#partsLength === 0) {
-          onReply(chunk.subarray(start, pos))
+          // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
+          onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
         } else {
           this.#parts.push(chunk.subarray(start, pos))
           const frame = Buffer.concat(this.#parts, this.#partsLength + pos - start)

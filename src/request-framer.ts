@@ -279,7 +279,10 @@ export class RequestFramer {
 
   /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
   #take (chunk: Buffer, start: number, end: number): Buffer {
-    if (this.#partsLength === 0) return chunk.subarray(start, end)
+    if (this.#partsLength === 0) {
+      // A command that is the whole chunk (a client sending one at a time) needs no view of its own.
+      return start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)
+    }
     this.#parts.push(chunk.subarray(start, end))
     return Buffer.concat(this.#parts, this.#partsLength + end - start)
   }

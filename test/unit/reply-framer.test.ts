@@ -56,3 +56,16 @@ test('reply framer rejects a bulk payload that is not followed by CRLF', () => {
   assert.throws(() => frameAll([b('$3\r\nabc\rX')]), ProtocolError)
   assert.throws(() => frameAll([b('$3\r\nab'), b('c\r'), b('X')]), ProtocolError)
 })
+
+test('reply framer: replies inside one chunk are views of it, and a reply that is the whole chunk is the chunk', () => {
+  const chunk = b('+OK\r\n$3\r\nabc\r\n')
+  const frames: Buffer[] = []
+  new ReplyFramer().push(chunk, (f) => { frames.push(f) })
+  assert.deepEqual(frames.map((f) => f.toString('latin1')), ['+OK\r\n', '$3\r\nabc\r\n'])
+  assert.equal(frames[0].buffer, chunk.buffer)
+  assert.equal(frames[1].byteOffset, chunk.byteOffset + 5)
+  const lone = b('$3\r\nabc\r\n')
+  let got: Buffer | null = null
+  new ReplyFramer().push(lone, (f) => { got = f })
+  assert.equal(got, lone)
+})

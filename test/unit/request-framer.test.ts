@@ -117,4 +117,8 @@ test('request framer: commands inside one chunk are views, not copies', () => {
   assert.equal(frames.length, 2)
   assert.equal(frames[0].buffer, chunk.buffer)
   assert.equal(frames[1].byteOffset, chunk.byteOffset + 14)
+  const lone = b('*1\r\n$4\r\nPING\r\n')
+  let got: Buffer | null = null
+  new RequestFramer().push(lone, (cmd) => { got = cmd.frame })
+  assert.equal(got, lone, 'a command that is the whole chunk is the chunk itself')
 })
