@@ -60,6 +60,12 @@ export class RawClient {
     return this.#take().toString('latin1')
   }
 
+  /** Drops everything received so far (a load generator that does not check its replies). */
+  discard (): void {
+    this.#chunks = []
+    this.#length = 0
+  }
+
   /** Bytes received and not yet read. */
   get buffered (): Buffer {
     const all = this.#take()
