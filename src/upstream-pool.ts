@@ -20,9 +20,6 @@ export interface PoolStats {
 
 export type ConnectionFactory = (id: number) => Promise<UpstreamConnection>
 
-/** While closing, how often a parked connection attempt checks whether anyone still waits. */
-const CLOSING_POLL_MS = 25
-
 /**
  * The hard bound on upstream connections. `generic-pool` owns the bound, connection creation,
  * validation on borrow, idle eviction and the waiting queue with its deadline; this class adds
@@ -44,10 +41,6 @@ export class UpstreamPool {
   #serverInfo: ServerInfo | null = null
   /** Aborts backoff sleeps on close, so close() never waits for a retry that will not happen. */
   readonly #closing = new AbortController()
-  /** Rejects when close() starts: what acquire() races generic-pool's wait against. */
-  readonly #closed = new Promise<never>((_resolve, reject) => {
-    this.#closing.signal.addEventListener('abort', () => { reject(new UpstreamConnectError('respool is shutting down')) }, { once: true })
-  })
 
   constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
     this.#config = config
@@ -76,7 +69,6 @@ export class UpstreamPool {
     })
     // Failures are logged in #create; the event only needs a listener so it is not unhandled.
     this.#pool.on('factoryCreateError', () => {})
-    this.#closed.catch(() => {}) // nobody may be racing it when close() starts
   }
 
   /**
@@ -86,16 +78,10 @@ export class UpstreamPool {
   async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
     if (this.#closing.signal.aborted) throw new UpstreamConnectError('respool is shutting down')
     const started = performance.now()
-    const acquired = this.#pool.acquire(priority)
     try {
-      // On close, a caller stops waiting at once; generic-pool's own wait ends at its deadline.
-      return await Promise.race([acquired, this.#closed])
+      return await this.#pool.acquire(priority)
     } catch (err) {
-      if (this.#closing.signal.aborted) {
-        // Lost to close(): a connection that still turns up is not wanted by anyone.
-        acquired.then((conn) => { this.destroy(conn) }, () => {})
-        throw new UpstreamConnectError('respool is shutting down')
-      }
+      if (err instanceof UpstreamConnectError && this.#closing.signal.aborted) throw err
       throw this.#explain(err as Error, performance.now() - started)
     }
   }
@@ -158,6 +144,9 @@ export class UpstreamPool {
   /** Closes idle connections and refuses new acquires; lent connections are closed by their holders. */
   async close (): Promise<void> {
     this.#closing.abort()
+    // Whoever still waits fails now: nothing more is created for them, and drain() need not
+    // wait for their deadlines (up to --acquire-timeout).
+    rejectGenericPoolWaiters(this.#pool, new UpstreamConnectError('respool is shutting down'))
     await this.#pool.drain()
     await this.#pool.clear()
   }
@@ -169,10 +158,10 @@ export class UpstreamPool {
     }
     if (this.#closing.signal.aborted) {
       // generic-pool answers a failed create with another create for as long as anyone waits,
-      // from a promise callback: failing at once here would loop without ever yielding to the
-      // event loop, so the waiters' deadlines (timers) could never end it. Fail only once
-      // nobody waits any more (each wait ends by its acquire deadline).
-      while (this.#pool.pending > 0) await sleep(CLOSING_POLL_MS, undefined, { ref: false })
+      // from a promise callback, so failing here while someone waits would loop without ever
+      // yielding to the event loop (and the waiters' deadline timers could never end it).
+      // close() already failed the waiters; make sure of it.
+      rejectGenericPoolWaiters(this.#pool, new UpstreamConnectError('respool is shutting down'))
       throw new UpstreamConnectError('respool is shutting down')
     }
     const id = this.#nextId++
@@ -220,4 +209,14 @@ export function resizeGenericPool (pool: Pool<unknown>, options: { max: number, 
   internals._config.max = options.max
   if (options.acquireTimeoutMillis !== undefined) internals._config.acquireTimeoutMillis = options.acquireTimeoutMillis
   internals._dispense()
+}
+
+/**
+ * Fails every acquire still waiting in a generic-pool 3 pool, taking each out of its queue so
+ * nothing is created for it any more. generic-pool has no public way to do this; like
+ * resizeGenericPool, it is confined to this function and covered by tests.
+ */
+function rejectGenericPoolWaiters (pool: Pool<UpstreamConnection>, err: Error): void {
+  const queue = (pool as unknown as { _waitingClientsQueue: { dequeue: () => { reject: (err: Error) => void } | undefined } })._waitingClientsQueue
+  for (let request = queue.dequeue(); request !== undefined; request = queue.dequeue()) request.reject(err)
 }
