@@ -205,7 +205,8 @@ export class Router {
   /** Calls the waiter back once a lane exists, or with the error if none can be had. */
   waitForLane (waiter: LaneWaiter): void {
     this.#waiters.add(waiter)
-    this.#grow()
+    // pickLane has usually just asked for a lane; a second request would only be a second wait.
+    if (this.#growing === 0) this.#grow()
   }
 
   cancelWait (waiter: LaneWaiter): void {

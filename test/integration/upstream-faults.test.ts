@@ -177,3 +177,18 @@ test('replies one byte at a time are reassembled exactly', { timeout: 15000 }, a
   const expected = '*2\r\n$4\r\ndrip\r\n:12345678901234567890\r\n*2\r\n$4\r\ndrop\r\n:12345678901234567890\r\n'
   assert.equal(await c.readLike(expected), expected)
 })
+
+test('while Redis is unreachable, a client waiting for the first lane is one wait in the pool, not two', { timeout: 15000 }, async () => {
+  const { freePort } = await import('../helpers/redis-server.js')
+  const dead = await freePort()
+  const proxy = await startProxy({ upstream: `redis://127.0.0.1:${dead}`, acquireTimeoutMs: 3000, reconnectBaseMs: 500, reconnectMaxMs: 500 })
+  after(async () => { await proxy.destroy() })
+  await waitFor(() => proxy.pool.counters.connectFailures >= 1, 'the warm-up connect failed')
+  const before = proxy.pool.stats.waiting
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  await waitFor(() => proxy.pool.stats.waiting > before, 'the PING waits for a lane')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal(proxy.pool.stats.waiting - before, 1)
+})
