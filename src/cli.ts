@@ -1,10 +1,62 @@
 import { readFileSync } from 'node:fs'
-import yargs from 'yargs'
+import yargs, { type Options } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { ProxyServer } from './proxy-server.js'
 import { DEFAULTS, validateConfig, type ProxyOptions } from './config.js'
 import { ConfigError } from './errors.js'
 import { createLogger } from './logger.js'
+
+/** Every flag respool takes; each also reads RESPOOL_<FLAG> from the environment. */
+const FLAGS: Record<string, Options> = {
+  'host': { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' },
+  'port': { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' },
+  'upstream': { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' },
+  'pool-size': { type: 'number', default: DEFAULTS.poolSize, describe: 'Most upstream connections ever open' },
+  'max-pins': { type: 'number', describe: 'Most connections pinned at once by transactions, blocking commands and subscribers (default: pool size - 1, so shared traffic always keeps one)' },
+  'min-idle': { type: 'number', default: DEFAULTS.minIdle, describe: 'Upstream connections kept open even when idle' },
+  'acquire-timeout': { type: 'number', default: DEFAULTS.acquireTimeoutMs, describe: 'ms a command may wait for an upstream connection before it fails' },
+  'connect-timeout': { type: 'number', default: DEFAULTS.connectTimeoutMs, describe: 'ms to open one upstream connection (TCP and handshake)' },
+  'command-timeout': { type: 'number', default: DEFAULTS.commandTimeoutMs, describe: 'ms without any reply on a busy upstream connection before it is dropped and its commands fail (0 = never; blocking commands are exempt)' },
+  'upstream-idle-timeout': { type: 'number', default: DEFAULTS.upstreamIdleTimeoutMs, describe: 'ms after which an idle upstream connection is closed (down to --min-idle)' },
+  'reconnect-base': { type: 'number', default: DEFAULTS.reconnectBaseMs, describe: 'ms of the first backoff after a failed upstream connect (doubles per failure)' },
+  'reconnect-max': { type: 'number', default: DEFAULTS.reconnectMaxMs, describe: 'ms of the longest backoff between upstream connect attempts' },
+  'max-clients': { type: 'number', default: DEFAULTS.maxClients, describe: 'Most client connections at once' },
+  'max-pipeline': { type: 'number', default: DEFAULTS.maxPipeline, describe: 'Most unanswered commands per client before respool stops reading from it' },
+  'max-output-buffer': { type: 'number', default: DEFAULTS.maxOutputBufferBytes, describe: 'Bytes of replies buffered for a client that does not read, before it is disconnected' },
+  'max-bulk-length': { type: 'number', default: DEFAULTS.maxBulkLength, describe: 'Largest argument in bytes (Redis proto-max-bulk-len)' },
+  'max-multibulk-length': { type: 'number', default: DEFAULTS.maxMultibulkLength, describe: 'Most arguments in one command' },
+  'max-inline-length': { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' },
+  'client-idle-timeout': { type: 'number', default: DEFAULTS.clientIdleTimeoutMs, describe: 'ms after which a silent client is disconnected (0 = never)' },
+  'shutdown-grace': { type: 'number', default: DEFAULTS.shutdownGraceMs, describe: 'ms that in-flight work may take after SIGTERM/SIGINT before everything is closed' },
+  'password': { type: 'string', describe: 'Clients must AUTH with this password before anything is forwarded (like requirepass)' },
+  'password-file': { type: 'string', describe: 'Read --password from this file' },
+  'user': { type: 'string', array: true, describe: 'A user clients may AUTH as, name:password (repeatable); implies AUTH is required' },
+  'upstream-password': { type: 'string', describe: 'Password for the upstream (overrides the URL; keeps it out of URLs and process lists when set through the environment)' },
+  'upstream-password-file': { type: 'string', describe: 'Read the upstream password from this file' },
+  'upstream-tls-ca': { type: 'string', describe: 'CA certificate file (PEM) to verify a rediss:// upstream' },
+  'upstream-tls-servername': { type: 'string', describe: 'TLS server name (SNI and verification) for a rediss:// upstream' },
+  'upstream-tls-insecure': { type: 'boolean', describe: 'Do not verify the rediss:// upstream certificate (testing only)' },
+  'tls-cert': { type: 'string', describe: 'Serve clients over TLS with this certificate (PEM); needs --tls-key' },
+  'tls-key': { type: 'string', describe: 'Private key (PEM) for --tls-cert' },
+  'unix-socket': { type: 'string', describe: 'Also listen on this unix socket path' },
+  'deny-commands': { type: 'string', default: DEFAULTS.denyCommands.join(','), describe: 'Comma-separated commands refused for every client ("" allows all; SYNC, PSYNC and REPLCONF are always refused)' },
+  'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port (off when unset)' },
+  'metrics-host': { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' },
+  'admin-password': { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' },
+  'log-level': { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' }
+}
+
+/** The --config file: a JSON object whose keys are flag names. */
+function readConfigFile (path: string): Record<string, unknown> {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'))
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: ${(err as Error).message}`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${path}: expected a JSON object of options`)
+  return parsed as Record<string, unknown>
+}
 
 /** Every flag also reads RESPOOL_<FLAG> from the environment (e.g. RESPOOL_POOL_SIZE=16). */
 export function buildParser (argv: string[]) {
@@ -15,44 +67,20 @@ export function buildParser (argv: string[]) {
     // Precedence: flags, then RESPOOL_* environment variables, then the config file, then defaults.
     // Read with readFileSync, not require(): a reload (SIGHUP) must see the file as it is now.
     .config('config', 'JSON file of options, keys as the flag names (e.g. {"pool-size": 16, "upstream": "redis://…"})',
-      (path: string) => JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>)
+      readConfigFile)
     .strict()
-    .option('host', { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' })
-    .option('port', { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' })
-    .option('upstream', { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' })
-    .option('pool-size', { type: 'number', default: DEFAULTS.poolSize, describe: 'Most upstream connections ever open' })
-    .option('max-pins', { type: 'number', describe: 'Most connections pinned at once by transactions, blocking commands and subscribers (default: pool size - 1, so shared traffic always keeps one)' })
-    .option('min-idle', { type: 'number', default: DEFAULTS.minIdle, describe: 'Upstream connections kept open even when idle' })
-    .option('acquire-timeout', { type: 'number', default: DEFAULTS.acquireTimeoutMs, describe: 'ms a command may wait for an upstream connection before it fails' })
-    .option('connect-timeout', { type: 'number', default: DEFAULTS.connectTimeoutMs, describe: 'ms to open one upstream connection (TCP and handshake)' })
-    .option('command-timeout', { type: 'number', default: DEFAULTS.commandTimeoutMs, describe: 'ms without any reply on a busy upstream connection before it is dropped and its commands fail (0 = never; blocking commands are exempt)' })
-    .option('upstream-idle-timeout', { type: 'number', default: DEFAULTS.upstreamIdleTimeoutMs, describe: 'ms after which an idle upstream connection is closed (down to --min-idle)' })
-    .option('reconnect-base', { type: 'number', default: DEFAULTS.reconnectBaseMs, describe: 'ms of the first backoff after a failed upstream connect (doubles per failure)' })
-    .option('reconnect-max', { type: 'number', default: DEFAULTS.reconnectMaxMs, describe: 'ms of the longest backoff between upstream connect attempts' })
-    .option('max-clients', { type: 'number', default: DEFAULTS.maxClients, describe: 'Most client connections at once' })
-    .option('max-pipeline', { type: 'number', default: DEFAULTS.maxPipeline, describe: 'Most unanswered commands per client before respool stops reading from it' })
-    .option('max-output-buffer', { type: 'number', default: DEFAULTS.maxOutputBufferBytes, describe: 'Bytes of replies buffered for a client that does not read, before it is disconnected' })
-    .option('max-bulk-length', { type: 'number', default: DEFAULTS.maxBulkLength, describe: 'Largest argument in bytes (Redis proto-max-bulk-len)' })
-    .option('max-multibulk-length', { type: 'number', default: DEFAULTS.maxMultibulkLength, describe: 'Most arguments in one command' })
-    .option('max-inline-length', { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' })
-    .option('client-idle-timeout', { type: 'number', default: DEFAULTS.clientIdleTimeoutMs, describe: 'ms after which a silent client is disconnected (0 = never)' })
-    .option('shutdown-grace', { type: 'number', default: DEFAULTS.shutdownGraceMs, describe: 'ms that in-flight work may take after SIGTERM/SIGINT before everything is closed' })
-    .option('password', { type: 'string', describe: 'Clients must AUTH with this password before anything is forwarded (like requirepass)' })
-    .option('password-file', { type: 'string', describe: 'Read --password from this file' })
-    .option('user', { type: 'string', array: true, describe: 'A user clients may AUTH as, name:password (repeatable); implies AUTH is required' })
-    .option('upstream-password', { type: 'string', describe: 'Password for the upstream (overrides the URL; keeps it out of URLs and process lists when set through the environment)' })
-    .option('upstream-password-file', { type: 'string', describe: 'Read the upstream password from this file' })
-    .option('upstream-tls-ca', { type: 'string', describe: 'CA certificate file (PEM) to verify a rediss:// upstream' })
-    .option('upstream-tls-servername', { type: 'string', describe: 'TLS server name (SNI and verification) for a rediss:// upstream' })
-    .option('upstream-tls-insecure', { type: 'boolean', describe: 'Do not verify the rediss:// upstream certificate (testing only)' })
-    .option('tls-cert', { type: 'string', describe: 'Serve clients over TLS with this certificate (PEM); needs --tls-key' })
-    .option('tls-key', { type: 'string', describe: 'Private key (PEM) for --tls-cert' })
-    .option('unix-socket', { type: 'string', describe: 'Also listen on this unix socket path' })
-    .option('deny-commands', { type: 'string', default: DEFAULTS.denyCommands.join(','), describe: 'Comma-separated commands refused for every client ("" allows all; SYNC, PSYNC and REPLCONF are always refused)' })
-    .option('metrics-port', { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port (off when unset)' })
-    .option('metrics-host', { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' })
-    .option('admin-password', { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' })
-    .option('log-level', { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' })
+    // Errors come back to main() as ConfigError: one clear line and exit code 2, not the whole help.
+    .fail((message: string | null, err: Error | undefined) => {
+      if (err instanceof ConfigError) throw err
+      const text = message ?? err?.message ?? 'invalid options'
+      const unknown = /^Unknown arguments?: (.*)$/.exec(text)
+      // yargs lists each unknown name twice (as given, and camelCased); keep the first spelling.
+      const names = unknown?.[1].split(', ').filter((name) => !/[A-Z]/.test(name)) ?? []
+      throw new ConfigError(unknown !== null
+        ? `unknown option${names.length > 1 ? 's' : ''} ${names.join(', ')} (a flag or a key in the --config file)`
+        : text)
+    })
+    .options(FLAGS)
     .epilogue('Every option can also be set as an environment variable: RESPOOL_POOL_SIZE=16, RESPOOL_UPSTREAM=redis://…')
     .help()
     .version()
@@ -102,8 +130,19 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
 }
 
 /** Parses flags, environment and config file into proxy options. */
-export async function loadOptions (argv: string[]): Promise<ProxyOptions> {
+export async function loadOptions (argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<ProxyOptions> {
+  // yargs would report a misspelt RESPOOL_POOLSIZE as "Unknown argument: poolsize", which
+  // does not say where it came from.
+  const unknown = Object.keys(env).filter((name) => name.startsWith('RESPOOL_') && !(envToFlag(name) in FLAGS) && envToFlag(name) !== 'config')
+  if (unknown.length > 0) {
+    throw new ConfigError(`unknown environment variable${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: every RESPOOL_* variable sets the flag of the same name (RESPOOL_POOL_SIZE is --pool-size)`)
+  }
   return optionsFromArgs(await buildParser(hideBin(argv)).parseAsync())
+}
+
+/** RESPOOL_POOL_SIZE → pool-size */
+function envToFlag (name: string): string {
+  return name.slice('RESPOOL_'.length).toLowerCase().replace(/_/g, '-')
 }
 
 export async function main (argv: string[] = process.argv): Promise<void> {

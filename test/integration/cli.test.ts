@@ -56,12 +56,35 @@ test('--help documents every flag', { timeout: 10000 }, async () => {
   }
 })
 
-test('bad flags give a clear message and a non-zero exit', { timeout: 10000 }, async () => {
-  for (const args of [['--pool-size', '0'], ['--upstream', 'http://nope'], ['--no-such-flag'], ['--port', 'abc']]) {
-    const r = run(args)
+test('bad flags, environment variables and config files give one clear line and exit code 2', { timeout: 20000 }, async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'respool-badcfg-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const misspelt = join(dir, 'misspelt.json')
+  writeFileSync(misspelt, JSON.stringify({ poolsize: 3 }))
+  const broken = join(dir, 'broken.json')
+  writeFileSync(broken, '{"pool-size": 3,')
+  const cases: Array<{ args: string[], env?: Record<string, string>, says: RegExp }> = [
+    { args: ['--pool-size', '0'], says: /^respool: pool-size: must be an integer from 1 to 10000, got 0$/m },
+    { args: ['--upstream', 'http://nope'], says: /^respool: upstream: expected redis:\/\/, rediss:\/\/ or unix:\/\/, got http:\/\//m },
+    { args: ['--no-such-flag'], says: /^respool: unknown option such-flag \(a flag or a key in the --config file\)$/m },
+    { args: ['--port', 'abc'], says: /^respool: port: must be an integer/m },
+    { args: ['--log-level', 'loud'], says: /^respool: Invalid values:[\s\S]*log-level/m },
+    { args: [], env: { RESPOOL_POOLSIZE: '3' }, says: /^respool: unknown environment variable RESPOOL_POOLSIZE: every RESPOOL_\* variable sets the flag of the same name/m },
+    { args: ['--config', misspelt], says: /^respool: unknown option poolsize \(a flag or a key in the --config file\)$/m },
+    { args: ['--config', broken], says: new RegExp(`^respool: config file ${broken.replace(/[/.]/g, '\\$&')}: .*JSON`, 'm') },
+    { args: ['--config', join(dir, 'missing.json')], says: /^respool: config file .*missing\.json: ENOENT/m }
+  ]
+  for (const { args, env, says } of cases) {
+    const r = run(['--port', '0', ...args], env)
     const [code] = await once(r.child, 'exit')
-    assert.notEqual(code, 0, args.join(' '))
-    assert.match(r.stderr(), /pool-size|upstream|no-such-flag|port/i, args.join(' '))
+    const what = `${args.join(' ')} ${JSON.stringify(env ?? {})}`
+    assert.equal(code, 2, what)
+    assert.match(r.stderr(), says, what)
+    assert.match(r.stderr(), /Run 'respool --help' for the options\.\n$/, what)
+    assert.ok(r.stderr().length < 600, `${what}: one short message, not the whole help`)
   }
 })
 
