@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
   REPO_ROOT, RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, startRedis, startRespool,
+  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
 import { RedisAdmin } from './lib/redis-admin.js'
@@ -774,7 +774,7 @@ function machine (): Record<string, string | number> {
   return {
     nproc: availableParallelism(),
     cpuModel: /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? 'unknown',
-    node: process.version,
+    node: respoolNodeVersion(),
     kernel: release(),
     memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
     redisServer: commandOutput('redis-server', ['--version']),

@@ -236,10 +236,18 @@ export interface RespoolOptions {
   name?: string
 }
 
+/** The Node.js binary respool runs on: BENCH_NODE, else the one running the benchmark. */
+export const BENCH_NODE = process.env.BENCH_NODE ?? process.execPath
+
+/** The version of BENCH_NODE. */
+export function respoolNodeVersion (): string {
+  return BENCH_NODE === process.execPath ? process.version : commandOutput(BENCH_NODE, ['--version'])
+}
+
 /** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn`. */
 export async function startRespool (redisPort: number, opts: RespoolOptions): Promise<Server> {
   const name = opts.name ?? `respool(${opts.poolSize})`
-  const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(process.execPath, [
+  const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
     RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
     '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...(opts.extra ?? [])
   ], logFile))
