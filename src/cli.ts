@@ -145,12 +145,31 @@ function envToFlag (name: string): string {
   return name.slice('RESPOOL_'.length).toLowerCase().replace(/_/g, '-')
 }
 
+/**
+ * Kubernetes gives every pod variables for each Service in its namespace; a Service named
+ * "respool" yields RESPOOL_SERVICE_HOST, RESPOOL_PORT=tcp://10.0.0.7:6380, RESPOOL_PORT_6380_TCP…,
+ * which look like respool settings and are not. They are taken out of the environment before
+ * it is read (and named in a warning), so they neither stop respool nor set its port.
+ */
+export function dropServiceLinks (env: NodeJS.ProcessEnv = process.env): string[] {
+  const dropped = Object.keys(env).filter((name) =>
+    /^RESPOOL_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$/.test(name) ||
+    /^RESPOOL_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$/.test(name) ||
+    (name === 'RESPOOL_PORT' && /^(tcp|udp|sctp):\/\//.test(env[name] ?? '')))
+  for (const name of dropped) delete env[name]
+  return dropped
+}
+
 export async function main (argv: string[] = process.argv): Promise<void> {
   let server: ProxyServer
   try {
+    const serviceLinks = dropServiceLinks()
     const config = validateConfig(await loadOptions(argv))
     server = new ProxyServer(config, { logger: createLogger(config.logLevel) })
     server.reloadSource = async () => await loadOptions(argv)
+    if (serviceLinks.length > 0) {
+      server.log.warn({ ignored: serviceLinks }, 'ignoring Kubernetes service-link variables that look like RESPOOL_* settings (a Service named "respool"; enableServiceLinks: false turns them off)')
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`respool: ${err.message}\nRun 'respool --help' for the options.\n`)

@@ -210,6 +210,29 @@ test('SIGTERM while commands wait for an unreachable upstream: the waiters get a
   if (c.buffered.length > 0) assert.match(c.buffered.toString(), /^-ERR respool: .*(shutting down|unavailable)/)
 })
 
+test('Kubernetes service-link variables of a Service named "respool" are ignored with a warning, not taken as settings', { timeout: 20000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const links = {
+    RESPOOL_SERVICE_HOST: '10.0.0.7',
+    RESPOOL_SERVICE_PORT: '6380',
+    RESPOOL_PORT: 'tcp://10.0.0.7:6380',
+    RESPOOL_PORT_6380_TCP: 'tcp://10.0.0.7:6380',
+    RESPOOL_PORT_6380_TCP_PROTO: 'tcp',
+    RESPOOL_PORT_6380_TCP_PORT: '6380',
+    RESPOOL_PORT_6380_TCP_ADDR: '10.0.0.7'
+  }
+  const r = run(['--port', '0', '--upstream', `redis://127.0.0.1:${redis.port}`, '--log-level', 'info'], { ...links, RESPOOL_POOL_SIZE: '3' })
+  const port = await listeningPort(r)
+  const warning = JSON.parse(r.stdout().split('\n').find((l) => l.includes('service-link')) as string) as { ignored: string[] }
+  assert.deepEqual(warning.ignored.sort(), Object.keys(links).sort())
+  assert.match(r.stdout(), /with at most 3 upstream connections/, 'real RESPOOL_* settings still apply')
+  const c = await RawClient.connect(port)
+  after(() => { c.close() })
+  c.write(cmd('PING'))
+  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+})
+
 test('a port already in use: a clear message and exit code 1', { timeout: 20000 }, async () => {
   const redis = await startRedis()
   after(async () => { await redis.stop() })
