@@ -74,8 +74,14 @@ export function buildParser (argv: string[]) {
       if (err instanceof ConfigError) throw err
       const text = message ?? err?.message ?? 'invalid options'
       const unknown = /^Unknown arguments?: (.*)$/.exec(text)
-      // yargs lists each unknown name twice (as given, and camelCased); keep the first spelling.
-      const names = unknown?.[1].split(', ').filter((name) => !/[A-Z]/.test(name)) ?? []
+      // yargs lists each unknown name twice (as given, and camelCased); keep the spelling given.
+      const names: string[] = []
+      const camelCased = new Set<string>()
+      for (const name of unknown?.[1].split(', ') ?? []) {
+        if (camelCased.has(name)) continue
+        names.push(name)
+        camelCased.add(name.replace(/-([a-zA-Z0-9])/g, (_, c: string) => c.toUpperCase()))
+      }
       throw new ConfigError(unknown !== null
         ? `unknown option${names.length > 1 ? 's' : ''} ${names.join(', ')} (a flag or a key in the --config file)`
         : text)
@@ -146,16 +152,18 @@ function envToFlag (name: string): string {
 }
 
 /**
- * Kubernetes gives every pod variables for each Service in its namespace; a Service named
- * "respool" yields RESPOOL_SERVICE_HOST, RESPOOL_PORT=tcp://10.0.0.7:6380, RESPOOL_PORT_6380_TCP…,
- * which look like respool settings and are not. They are taken out of the environment before
- * it is read (and named in a warning), so they neither stop respool nor set its port.
+ * Kubernetes gives every pod variables for each Service in its namespace. A Service named
+ * "respool" (or "respool-metrics", "respool-headless" …) yields RESPOOL_SERVICE_HOST,
+ * RESPOOL_METRICS_SERVICE_PORT, RESPOOL_PORT=tcp://10.0.0.7:6380, RESPOOL_METRICS_PORT=tcp://…,
+ * RESPOOL_PORT_6380_TCP…, which look like respool settings and are not. They are taken out of
+ * the environment before it is read (and named in a warning), so they neither stop respool nor
+ * set its ports. No respool setting takes a tcp:// address.
  */
 export function dropServiceLinks (env: NodeJS.ProcessEnv = process.env): string[] {
-  const dropped = Object.keys(env).filter((name) =>
-    /^RESPOOL_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$/.test(name) ||
-    /^RESPOOL_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$/.test(name) ||
-    (name === 'RESPOOL_PORT' && /^(tcp|udp|sctp):\/\//.test(env[name] ?? '')))
+  const dropped = Object.keys(env).filter((name) => name.startsWith('RESPOOL_') && (
+    /^RESPOOL(_[A-Z0-9_]+)?_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$/.test(name) ||
+    /^RESPOOL(_[A-Z0-9_]+)?_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$/.test(name) ||
+    /^(tcp|udp|sctp):\/\/\S+:\d+$/.test(env[name] ?? '')))
   for (const name of dropped) delete env[name]
   return dropped
 }
@@ -168,7 +176,7 @@ export async function main (argv: string[] = process.argv): Promise<void> {
     server = new ProxyServer(config, { logger: createLogger(config.logLevel) })
     server.reloadSource = async () => await loadOptions(argv)
     if (serviceLinks.length > 0) {
-      server.log.warn({ ignored: serviceLinks }, 'ignoring Kubernetes service-link variables that look like RESPOOL_* settings (a Service named "respool"; enableServiceLinks: false turns them off)')
+      server.log.warn({ ignored: serviceLinks }, 'ignoring Kubernetes service-link variables that look like RESPOOL_* settings (from a Service named respool or respool-…; enableServiceLinks: false turns them off)')
     }
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -70,6 +70,7 @@ test('bad flags, environment variables and config files give one clear line and 
     { args: ['--pool-size', '0'], says: /^respool: pool-size: must be an integer from 1 to 10000, got 0$/m },
     { args: ['--upstream', 'http://nope'], says: /^respool: upstream: expected redis:\/\/, rediss:\/\/ or unix:\/\/, got http:\/\//m },
     { args: ['--no-such-flag'], says: /^respool: unknown option such-flag \(a flag or a key in the --config file\)$/m },
+    { args: ['--Pool-Size', '3'], says: /^respool: unknown option Pool-Size \(a flag or a key in the --config file\)$/m },
     { args: ['--port', 'abc'], says: /^respool: port: must be an integer/m },
     { args: ['--log-level', 'loud'], says: /^respool: Invalid values:[\s\S]*log-level/m },
     { args: [], env: { RESPOOL_POOLSIZE: '3' }, says: /^respool: unknown environment variable RESPOOL_POOLSIZE: every RESPOOL_\* variable sets the flag of the same name/m },
@@ -210,7 +211,7 @@ test('SIGTERM while commands wait for an unreachable upstream: the waiters get a
   if (c.buffered.length > 0) assert.match(c.buffered.toString(), /^-ERR respool: .*(shutting down|unavailable)/)
 })
 
-test('Kubernetes service-link variables of a Service named "respool" are ignored with a warning, not taken as settings', { timeout: 20000 }, async () => {
+test('Kubernetes service-link variables of Services named respool and respool-metrics are ignored with a warning, not taken as settings', { timeout: 20000 }, async () => {
   const redis = await startRedis()
   after(async () => { await redis.stop() })
   const links = {
@@ -220,7 +221,12 @@ test('Kubernetes service-link variables of a Service named "respool" are ignored
     RESPOOL_PORT_6380_TCP: 'tcp://10.0.0.7:6380',
     RESPOOL_PORT_6380_TCP_PROTO: 'tcp',
     RESPOOL_PORT_6380_TCP_PORT: '6380',
-    RESPOOL_PORT_6380_TCP_ADDR: '10.0.0.7'
+    RESPOOL_PORT_6380_TCP_ADDR: '10.0.0.7',
+    // A second Service, respool-metrics: RESPOOL_METRICS_PORT is also the name of a real flag.
+    RESPOOL_METRICS_SERVICE_HOST: '10.0.0.8',
+    RESPOOL_METRICS_SERVICE_PORT_METRICS: '9180',
+    RESPOOL_METRICS_PORT: 'tcp://10.0.0.8:9180',
+    RESPOOL_METRICS_PORT_9180_TCP_PROTO: 'tcp'
   }
   const r = run(['--port', '0', '--upstream', `redis://127.0.0.1:${redis.port}`, '--log-level', 'info'], { ...links, RESPOOL_POOL_SIZE: '3' })
   const port = await listeningPort(r)
