@@ -1,4 +1,4 @@
-import type { RawClient } from './raw-client.js'
+import { RawClient, cmd } from './raw-client.js'
 
 /**
  * A RESP2/RESP3 frame reader for tests, independent of respool's own framers (so a framer bug
@@ -113,4 +113,28 @@ export function splitFrames (buf: Buffer): { frames: string[], rest: string } {
     pos = end
   }
   return { frames, rest: buf.toString('latin1', pos) }
+}
+
+/** A raw connection and a frame reader on it. */
+export interface FramedClient {
+  client: RawClient
+  frames: FrameReader
+}
+
+/** Connects to `port`; the client is added to `opened` so the test can close it. */
+export async function connectFramed (port: number, opened: RawClient[]): Promise<FramedClient> {
+  const client = await RawClient.connect(port)
+  opened.push(client)
+  return { client, frames: new FrameReader(client) }
+}
+
+/** One command on a fresh connection to `port` (Redis itself, to check what happened there); returns its reply frame. */
+export async function commandOn (port: number, ...args: Array<string | Buffer>): Promise<string> {
+  const client = await RawClient.connect(port)
+  try {
+    client.write(cmd(...args))
+    return await new FrameReader(client).next()
+  } finally {
+    client.close()
+  }
 }

@@ -1,10 +1,10 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { setTimeout as delay } from 'node:timers/promises'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
-import { FrameReader, splitFrames } from '../helpers/resp-frames.js'
+import { FrameReader, splitFrames, connectFramed, commandOn, type FramedClient } from '../helpers/resp-frames.js'
+import { waitForValue } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 /**
@@ -51,46 +51,14 @@ async function repliesAmongMonitorLines (reader: FrameReader, n: number, timeout
   return { replies, lines }
 }
 
-interface Conn {
-  client: RawClient
-  frames: FrameReader
-}
-
-async function connect (port: number, opened: RawClient[]): Promise<Conn> {
-  const client = await RawClient.connect(port)
-  opened.push(client)
-  return { client, frames: new FrameReader(client) }
-}
-
-/** One command on a fresh direct connection to Redis; returns its reply frame. */
-async function redisCommand (...args: Array<string | Buffer>): Promise<string> {
-  const client = await RawClient.connect(redis.port)
-  try {
-    client.write(cmd(...args))
-    return await new FrameReader(client).next()
-  } finally {
-    client.close()
-  }
-}
-
-/** Polls until `read()` returns `want`, for at most `timeoutMs`. */
-async function until<T> (what: string, read: () => T | Promise<T>, want: T, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = await read()
-  while (last !== want) {
-    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(last)} after ${timeoutMs} ms, want ${JSON.stringify(want)}`)
-    await delay(10)
-    last = await read()
-  }
-}
 
 async function pinsReleased (): Promise<void> {
-  await until('proxy.router.pinCount', () => proxy.router.pinCount, 0)
+  await waitForValue('proxy.router.pinCount', () => proxy.router.pinCount, 0)
 }
 
 /** respool's upstream connections (CLIENT LIST lines) whose flags contain `flag`. */
 async function upstreamWithFlag (flag: string): Promise<string[]> {
-  const list = await redisCommand('CLIENT', 'LIST')
+  const list = await commandOn(redis.port, 'CLIENT', 'LIST')
   return list.split('\n').filter((line) => / name=respool /.test(line) && (/ flags=(\S+) /.exec(line)?.[1] ?? '').includes(flag))
 }
 
@@ -119,10 +87,10 @@ test('MONITOR through the proxy: +OK, then a line for each command other clients
   try {
     const unique = `mon:${process.pid}:${Date.now()}`
     // What a direct monitor line looks like, as a reference for the format.
-    const direct = await connect(redis.port, opened)
+    const direct = await connectFramed(redis.port, opened)
     direct.client.write(cmd('MONITOR'))
     assert.equal(await direct.frames.next(), '+OK\r\n')
-    const directWriter = await connect(redis.port, opened)
+    const directWriter = await connectFramed(redis.port, opened)
     directWriter.client.write(cmd('SET', `${unique}:direct`, 'dv'))
     assert.equal(await directWriter.frames.next(), '+OK\r\n')
     let directLine = ''
@@ -134,12 +102,12 @@ test('MONITOR through the proxy: +OK, then a line for each command other clients
     assert.match(directLine, new RegExp(`^\\+\\d+\\.\\d{6} \\[0 127\\.0\\.0\\.1:\\d+\\] "SET" "${unique}:direct" "dv"\\r\\n$`))
     direct.client.close()
 
-    const m = await connect(proxy.address.port, opened)
+    const m = await connectFramed(proxy.address.port, opened)
     m.client.write(cmd('MONITOR'))
     assert.equal(await m.frames.next(), '+OK\r\n')
     assert.equal(proxy.router.pinCount, 1)
 
-    const writer = await connect(proxy.address.port, opened)
+    const writer = await connectFramed(proxy.address.port, opened)
     writer.client.write(Buffer.concat([cmd('SET', `${unique}:a`, 'v1'), cmd('SELECT', '2'), cmd('SET', `${unique}:b`, 'v2'), cmd('GET', `${unique}:b`)]))
     assert.deepEqual([await writer.frames.next(), await writer.frames.next(), await writer.frames.next(), await writer.frames.next()], ['+OK\r\n', '+OK\r\n', '+OK\r\n', '$2\r\nv2\r\n'])
 
@@ -169,8 +137,8 @@ for (const resp of [2, 3] as const) {
   test(`RESP${resp}: MONITOR + PING pipelined, then RESET: same replies as Redis (+OK, +PONG, +RESET), then ordinary RESP2 replies, pin returned`, { timeout: 20000 }, async () => {
     const unique = `monr${resp}:${process.pid}:${Date.now()}`
     const result = await sameAsDirect(async (port, proxied, opened) => {
-      const m = await connect(port, opened)
-      const writer = await connect(port, opened)
+      const m = await connectFramed(port, opened)
+      const writer = await connectFramed(port, opened)
       const out: string[] = []
       if (resp === 3) {
         m.client.write(cmd('HELLO', '3'))
@@ -187,7 +155,7 @@ for (const resp of [2, 3] as const) {
       out.push(...(await repliesAmongMonitorLines(m.frames, 4)).replies)
       if (proxied) {
         await pinsReleased()
-        await until('upstream connections still monitoring', async () => (await upstreamWithFlag('O')).length, 0)
+        await waitForValue('upstream connections still monitoring', async () => (await upstreamWithFlag('O')).length, 0)
       }
       // No longer a monitor: another client's command shows up nowhere on this connection.
       writer.client.write(cmd('SET', `${unique}:w`, 'z'))
@@ -204,7 +172,7 @@ for (const resp of [2, 3] as const) {
 for (const pipelined of [false, true]) {
   test(`QUIT from a monitoring client${pipelined ? ' (pipelined with MONITOR)' : ''}: +OK and the connection closes, as with Redis; pin returned`, { timeout: 20000 }, async () => {
     const result = await sameAsDirect(async (port, proxied, opened) => {
-      const m = await connect(port, opened)
+      const m = await connectFramed(port, opened)
       const out: string[] = []
       if (pipelined) {
         m.client.write(Buffer.concat([cmd('MONITOR'), cmd('QUIT'), cmd('PING')]))
@@ -219,7 +187,7 @@ for (const pipelined of [false, true]) {
       out.push(`closed: ${String(m.client.closed)}, partial: ${JSON.stringify(partial)}`)
       if (proxied) {
         await pinsReleased()
-        await until('upstream connections still monitoring', async () => (await upstreamWithFlag('O')).length, 0)
+        await waitForValue('upstream connections still monitoring', async () => (await upstreamWithFlag('O')).length, 0)
       }
       return out
     })
@@ -230,14 +198,14 @@ for (const pipelined of [false, true]) {
 test('a monitoring client that disconnects abruptly gives its connection up (closed, not reused)', { timeout: 20000 }, async () => {
   const opened: RawClient[] = []
   try {
-    const m = await connect(proxy.address.port, opened)
+    const m = await connectFramed(proxy.address.port, opened)
     m.client.write(cmd('MONITOR'))
     assert.equal(await m.frames.next(), '+OK\r\n')
-    await until('upstream monitors', async () => (await upstreamWithFlag('O')).length, 1)
+    await waitForValue('upstream monitors', async () => (await upstreamWithFlag('O')).length, 1)
     m.client.socket.resetAndDestroy()
     await pinsReleased()
-    await until('upstream monitors', async () => (await upstreamWithFlag('O')).length, 0)
-    const c = await connect(proxy.address.port, opened)
+    await waitForValue('upstream monitors', async () => (await upstreamWithFlag('O')).length, 0)
+    const c = await connectFramed(proxy.address.port, opened)
     c.client.write(Buffer.concat([cmd('SET', 'mond:k', 'v'), cmd('GET', 'mond:k'), cmd('PING')]))
     assert.deepEqual([await c.frames.next(), await c.frames.next(), await c.frames.next()], ['+OK\r\n', '$1\r\nv\r\n', '+PONG\r\n'])
   } finally {
@@ -251,10 +219,10 @@ const INVALIDATE_K = '>2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n'
 
 test('CLIENT TRACKING ON (RESP3): the invalidation push for k is the one Redis sends; OFF returns the pin', { timeout: 20000 }, async () => {
   const result = await sameAsDirect(async (port, proxied, opened) => {
-    const c = await connect(port, opened)
-    const other = await connect(port, opened)
+    const c = await connectFramed(port, opened)
+    const other = await connectFramed(port, opened)
     const out: string[] = []
-    const take = async (who: string, conn: Conn): Promise<void> => {
+    const take = async (who: string, conn: FramedClient): Promise<void> => {
       try {
         out.push(`${who} ${await conn.frames.next()}`)
       } catch (err) {
@@ -305,8 +273,8 @@ test('CLIENT TRACKING ON (RESP3): the invalidation push for k is the one Redis s
 
 test('CLIENT TRACKING ON BCAST PREFIX (RESP3): prefix invalidations identical to Redis', { timeout: 20000 }, async () => {
   await sameAsDirect(async (port, proxied, opened) => {
-    const c = await connect(port, opened)
-    const other = await connect(port, opened)
+    const c = await connectFramed(port, opened)
+    const other = await connectFramed(port, opened)
     const out: string[] = []
     c.client.write(cmd('HELLO', '3'))
     await c.frames.next()
@@ -329,7 +297,7 @@ test('CLIENT TRACKING (RESP3): a client invalidating its own key, pipelined, get
   await sameAsDirect(async (port, proxied, opened) => {
     const out: string[] = []
     for (const noloop of [false, true]) {
-      const c = await connect(port, opened)
+      const c = await connectFramed(port, opened)
       c.client.write(cmd('HELLO', '3'))
       await c.frames.next()
       c.client.write(Buffer.concat([
@@ -364,7 +332,7 @@ test('CLIENT TRACKING (RESP3): a client invalidating its own key, pipelined, get
 test('CLIENT TRACKING ON … REDIRECT gets a clear -ERR from respool and pins nothing', { timeout: 10000 }, async () => {
   const opened: RawClient[] = []
   try {
-    const c = await connect(proxy.address.port, opened)
+    const c = await connectFramed(proxy.address.port, opened)
     for (const args of [['CLIENT', 'TRACKING', 'ON', 'REDIRECT', '1'], ['client', 'tracking', 'on', 'bcast', 'redirect', '7', 'prefix', 'x']]) {
       c.client.write(cmd(...args))
       const reply = await c.frames.next()
@@ -386,18 +354,18 @@ test('CLIENT TRACKING ON … REDIRECT gets a clear -ERR from respool and pins no
 test('a tracking client that disconnects abruptly gives its connection up; nobody else receives its invalidations', { timeout: 20000 }, async () => {
   const opened: RawClient[] = []
   try {
-    const c = await connect(proxy.address.port, opened)
+    const c = await connectFramed(proxy.address.port, opened)
     c.client.write(Buffer.concat([cmd('HELLO', '3'), cmd('CLIENT', 'TRACKING', 'ON'), cmd('GET', 'trkd:k')]))
     await c.frames.next()
     assert.equal(await c.frames.next(), '+OK\r\n')
     assert.equal(await c.frames.next(), '_\r\n')
-    await until('upstream tracking connections', async () => (await upstreamWithFlag('t')).length, 1)
+    await waitForValue('upstream tracking connections', async () => (await upstreamWithFlag('t')).length, 1)
     c.client.socket.resetAndDestroy()
     await pinsReleased()
-    await until('upstream tracking connections', async () => (await upstreamWithFlag('t')).length, 0)
+    await waitForValue('upstream tracking connections', async () => (await upstreamWithFlag('t')).length, 0)
 
     // Fresh RESP3 clients on whatever connections the pool hands out see only their replies.
-    const others = await Promise.all([1, 2, 3].map(async () => await connect(proxy.address.port, opened)))
+    const others = await Promise.all([1, 2, 3].map(async () => await connectFramed(proxy.address.port, opened)))
     for (const o of others) {
       o.client.write(cmd('HELLO', '3'))
       await o.frames.next()

@@ -4,7 +4,8 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
-import { FrameReader } from '../helpers/resp-frames.js'
+import { FrameReader, connectFramed, commandOn } from '../helpers/resp-frames.js'
+import { waitForValue } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 /**
@@ -60,48 +61,16 @@ class Transcript {
   }
 }
 
-interface Conn {
-  client: RawClient
-  frames: FrameReader
-}
-
-async function connect (port: number, opened: RawClient[]): Promise<Conn> {
-  const client = await RawClient.connect(port)
-  opened.push(client)
-  return { client, frames: new FrameReader(client) }
-}
-
-/** One command on a fresh direct connection to Redis; returns its reply frame. */
-async function redisCommand (...args: Array<string | Buffer>): Promise<string> {
-  const client = await RawClient.connect(redis.port)
-  try {
-    client.write(cmd(...args))
-    return await new FrameReader(client).next()
-  } finally {
-    client.close()
-  }
-}
-
-/** Polls until `read()` returns `want`, for at most `timeoutMs`. */
-async function until<T> (what: string, read: () => T | Promise<T>, want: T, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = await read()
-  while (last !== want) {
-    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(last)} after ${timeoutMs} ms, want ${JSON.stringify(want)}`)
-    await delay(10)
-    last = await read()
-  }
-}
 
 /** Redis's view: no channel, pattern or shard channel has a subscriber left. */
 async function noSubscribersLeft (timeoutMs = 3000): Promise<void> {
-  await until('channels with subscribers (PUBSUB CHANNELS)', async () => await redisCommand('PUBSUB', 'CHANNELS'), '*0\r\n', timeoutMs)
-  await until('patterns with subscribers (PUBSUB NUMPAT)', async () => await redisCommand('PUBSUB', 'NUMPAT'), ':0\r\n', timeoutMs)
-  await until('shard channels with subscribers (PUBSUB SHARDCHANNELS)', async () => await redisCommand('PUBSUB', 'SHARDCHANNELS'), '*0\r\n', timeoutMs)
+  await waitForValue('channels with subscribers (PUBSUB CHANNELS)', async () => await commandOn(redis.port, 'PUBSUB', 'CHANNELS'), '*0\r\n', timeoutMs)
+  await waitForValue('patterns with subscribers (PUBSUB NUMPAT)', async () => await commandOn(redis.port, 'PUBSUB', 'NUMPAT'), ':0\r\n', timeoutMs)
+  await waitForValue('shard channels with subscribers (PUBSUB SHARDCHANNELS)', async () => await commandOn(redis.port, 'PUBSUB', 'SHARDCHANNELS'), '*0\r\n', timeoutMs)
 }
 
 async function pinsReleased (p: ProxyServer = proxy): Promise<void> {
-  await until('proxy.router.pinCount', () => p.router.pinCount, 0)
+  await waitForValue('proxy.router.pinCount', () => p.router.pinCount, 0)
 }
 
 type Scenario = (port: number, proxied: boolean, t: Transcript, opened: RawClient[]) => Promise<void>
@@ -136,8 +105,8 @@ const RESP2_PONG = '*2\r\n$4\r\npong\r\n$0\r\n\r\n'
 
 test('RESP2: SUBSCRIBE, messages, PSUBSCRIBE, PING, refused commands, unsubscribing to zero: same bytes as Redis, pin returned', { timeout: 30000 }, async () => {
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     pub.client.write(cmd('DEL', 'ps1:list', 'ps1:k'))
     await pub.frames.next() // differs between runs (the keys exist the second time)
 
@@ -206,7 +175,7 @@ test('RESP2: SUBSCRIBE, messages, PSUBSCRIBE, PING, refused commands, unsubscrib
 
 test('UNSUBSCRIBE a b while subscribed only to a, pipelined with GET: both confirmations, then the GET reply', { timeout: 20000 }, async () => {
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
     sub.client.write(cmd('SET', 'ps2:k', 'value-k'))
     await t.take('sub', sub.frames, 1)
     sub.client.write(cmd('SUBSCRIBE', 'ps2:a'))
@@ -223,8 +192,8 @@ test('UNSUBSCRIBE a b while subscribed only to a, pipelined with GET: both confi
 
 test('UNSUBSCRIBE + SUBSCRIBE c + PING in one write: every reply in order, still subscribed to c', { timeout: 20000 }, async () => {
   await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     sub.client.write(cmd('SUBSCRIBE', 'ps2b:a'))
     await t.take('sub', sub.frames, 1)
     sub.client.write(Buffer.concat([cmd('UNSUBSCRIBE'), cmd('SUBSCRIBE', 'ps2b:c'), cmd('PING')]))
@@ -242,8 +211,8 @@ test('UNSUBSCRIBE + SUBSCRIBE c + PING in one write: every reply in order, still
 
 test('UNSUBSCRIBE + PING + SUBSCRIBE c d in one write (RESP2): the new subscriptions are kept and their messages arrive', { timeout: 20000 }, async () => {
   await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     sub.client.write(cmd('SUBSCRIBE', 'ps2c:a'))
     await t.take('sub', sub.frames, 1)
     // The PING runs between leaving subscriber mode and entering it again: an ordinary +PONG.
@@ -272,7 +241,7 @@ test('UNSUBSCRIBE + PING + SUBSCRIBE c in one write (RESP2): the still-subscribe
   const opened: RawClient[] = []
   try {
     const port = small.address.port
-    const sub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
     sub.client.write(cmd('SUBSCRIBE', 'ps2r:a'))
     assert.equal(await sub.frames.next(), '*3\r\n$9\r\nsubscribe\r\n$6\r\nps2r:a\r\n:1\r\n')
     sub.client.write(Buffer.concat([cmd('UNSUBSCRIBE'), cmd('PING'), cmd('SUBSCRIBE', 'ps2r:c')]))
@@ -283,7 +252,7 @@ test('UNSUBSCRIBE + PING + SUBSCRIBE c in one write (RESP2): the still-subscribe
     ])
 
     // Other clients load the pool; every reply must be their own.
-    const others = await Promise.all(Array.from({ length: 10 }, async () => await connect(port, opened)))
+    const others = await Promise.all(Array.from({ length: 10 }, async () => await connectFramed(port, opened)))
     await Promise.all(others.map(async (o, i) => {
       for (let round = 0; round < 10; round++) {
         o.client.write(Buffer.concat([cmd('SET', `ps2r:k${i}`, `v${round}`), cmd('GET', `ps2r:k${i}`)]))
@@ -299,7 +268,7 @@ test('UNSUBSCRIBE + PING + SUBSCRIBE c in one write (RESP2): the still-subscribe
     assert.equal(await sub.frames.next(), '*3\r\n$11\r\nunsubscribe\r\n$6\r\nps2r:c\r\n:0\r\n')
     await pinsReleased(small)
     sub.client.close()
-    await until('Redis subscribers of ps2r:c', async () => await redisCommand('PUBSUB', 'NUMSUB', 'ps2r:c'), '*2\r\n$6\r\nps2r:c\r\n:0\r\n')
+    await waitForValue('Redis subscribers of ps2r:c', async () => await commandOn(redis.port, 'PUBSUB', 'NUMSUB', 'ps2r:c'), '*2\r\n$6\r\nps2r:c\r\n:0\r\n')
   } finally {
     for (const c of opened) c.close()
     await small.destroy()
@@ -308,8 +277,8 @@ test('UNSUBSCRIBE + PING + SUBSCRIBE c in one write (RESP2): the still-subscribe
 
 test('UNSUBSCRIBE + GET + SUBSCRIBE c in one write (RESP3): the SUBSCRIBE is confirmed and the subscription kept', { timeout: 20000 }, async () => {
   await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     sub.client.write(cmd('HELLO', '3'))
     await sub.frames.next() // the server map differs (client id, version fields)
     sub.client.write(cmd('SET', 'ps2d:k', 'kv'))
@@ -332,7 +301,7 @@ test('UNSUBSCRIBE + GET + SUBSCRIBE c in one write (RESP3): the SUBSCRIBE is con
 
 test('UNSUBSCRIBE with no channels while subscribed only to a pattern, then PUNSUBSCRIBE + GET pipelined', { timeout: 20000 }, async () => {
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
     sub.client.write(cmd('PSUBSCRIBE', 'ps2e:*'))
     await t.take('sub', sub.frames, 1)
     sub.client.write(cmd('UNSUBSCRIBE'))
@@ -347,8 +316,8 @@ test('UNSUBSCRIBE with no channels while subscribed only to a pattern, then PUNS
 
 test('sharded pub/sub (SSUBSCRIBE, SPUBLISH, SUNSUBSCRIBE) mixed with a channel subscription: same bytes as Redis', { timeout: 20000 }, async () => {
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     sub.client.write(cmd('SSUBSCRIBE', 'ps2s:s1'))
     await t.take('sub', sub.frames, 1)
     sub.client.write(cmd('SUBSCRIBE', 'ps2s:a'))
@@ -392,7 +361,7 @@ test('(P|S)UNSUBSCRIBE while not subscribed: identical bytes to Redis in RESP2 a
   ])
   const frames = 1 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 3 + 1
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const c = await connect(port, opened)
+    const c = await connectFramed(port, opened)
     c.client.write(burst)
     await t.take('resp2', c.frames, frames)
     if (proxied) assert.equal(proxy.router.pinCount, 0, 'nothing to pin for')
@@ -410,8 +379,8 @@ test('(P|S)UNSUBSCRIBE while not subscribed: identical bytes to Redis in RESP2 a
 
 test('RESP3: confirmations and messages are pushes, ordinary commands work while subscribed, same bytes as Redis', { timeout: 30000 }, async () => {
   const transcript = await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
-    const pub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
+    const pub = await connectFramed(port, opened)
     pub.client.write(cmd('DEL', 'ps4:k', 'ps4:list'))
     await pub.frames.next()
     sub.client.write(cmd('HELLO', '3'))
@@ -460,12 +429,12 @@ test('RESP3: pipelined GETs interleave with a stream of messages; every reply ma
   const N = 500
   const opened: RawClient[] = []
   try {
-    const setup = await connect(proxy.address.port, opened)
+    const setup = await connectFramed(proxy.address.port, opened)
     setup.client.write(Buffer.concat(Array.from({ length: N }, (_, i) => cmd('SET', `ps4i:k${i}`, `value-${i}`))))
     await setup.frames.take(N)
 
-    const sub = await connect(proxy.address.port, opened)
-    const pub = await connect(proxy.address.port, opened)
+    const sub = await connectFramed(proxy.address.port, opened)
+    const pub = await connectFramed(proxy.address.port, opened)
     sub.client.write(cmd('HELLO', '3'))
     await sub.frames.next()
     sub.client.write(cmd('SUBSCRIBE', 'ps4i:ch'))
@@ -513,8 +482,8 @@ for (const resp of [2, 3] as const) {
     const message = (i: number): string => `${resp === 2 ? '*' : '>'}3\r\n$7\r\nmessage\r\n$${channel.length}\r\n${channel}\r\n$${String(i).length}\r\n${i}\r\n`
     const opened: RawClient[] = []
     try {
-      const sub = await connect(proxy.address.port, opened)
-      const pub = await connect(proxy.address.port, opened)
+      const sub = await connectFramed(proxy.address.port, opened)
+      const pub = await connectFramed(proxy.address.port, opened)
       if (resp === 3) {
         sub.client.write(cmd('HELLO', '3'))
         await sub.frames.next()
@@ -593,8 +562,8 @@ test('subscribers see only their own channels; one vanishing mid-stream disturbs
   const N = 300
   const opened: RawClient[] = []
   try {
-    const subs = await Promise.all([1, 2, 3].map(async () => await connect(proxy.address.port, opened)))
-    const pub = await connect(proxy.address.port, opened)
+    const subs = await Promise.all([1, 2, 3].map(async () => await connectFramed(proxy.address.port, opened)))
+    const pub = await connectFramed(proxy.address.port, opened)
     for (const [i, s] of subs.entries()) {
       s.client.write(cmd('SUBSCRIBE', `ps6:ch${i + 1}`))
       assert.equal(await s.frames.next(), `*3\r\n$9\r\nsubscribe\r\n$7\r\nps6:ch${i + 1}\r\n:1\r\n`)
@@ -615,10 +584,10 @@ test('subscribers see only their own channels; one vanishing mid-stream disturbs
       }
       if (i === N / 2 - 10) {
         subs[2].client.socket.resetAndDestroy()
-        await until('pins after subscriber 3 vanished', () => proxy.router.pinCount, 2)
+        await waitForValue('pins after subscriber 3 vanished', () => proxy.router.pinCount, 2)
       }
     }
-    await until('PUBSUB NUMSUB of the vanished subscriber\'s channel', async () => await redisCommand('PUBSUB', 'NUMSUB', 'ps6:ch3'), '*2\r\n$7\r\nps6:ch3\r\n:0\r\n')
+    await waitForValue('PUBSUB NUMSUB of the vanished subscriber\'s channel', async () => await commandOn(redis.port, 'PUBSUB', 'NUMSUB', 'ps6:ch3'), '*2\r\n$7\r\nps6:ch3\r\n:0\r\n')
 
     for (const ch of [1, 2]) {
       const s = subs[ch - 1]
@@ -632,7 +601,7 @@ test('subscribers see only their own channels; one vanishing mid-stream disturbs
     await noSubscribersLeft()
 
     // New clients doing ordinary work on whatever connections the pool hands out.
-    const fresh = await Promise.all(Array.from({ length: 10 }, async () => await connect(proxy.address.port, opened)))
+    const fresh = await Promise.all(Array.from({ length: 10 }, async () => await connectFramed(proxy.address.port, opened)))
     await Promise.all(fresh.map(async (c, i) => {
       for (let round = 0; round < 20; round++) {
         c.client.write(Buffer.concat([cmd('SET', `ps6:k${i}`, `v${i}-${round}`), cmd('GET', `ps6:k${i}`), cmd('ECHO', 'message'), cmd('PUBLISH', 'ps6:ch3', 'x')]))
@@ -640,7 +609,7 @@ test('subscribers see only their own channels; one vanishing mid-stream disturbs
       }
     }))
     // Every upstream connection respool holds is an ordinary one.
-    const list = await redisCommand('CLIENT', 'LIST')
+    const list = await commandOn(redis.port, 'CLIENT', 'LIST')
     for (const line of list.split('\n').filter((l) => / name=respool /.test(l))) {
       assert.match(line, / sub=0 psub=0 (ssub=0 )?/, line)
       assert.match(line, / flags=N /, line)
@@ -654,7 +623,7 @@ test('subscribers see only their own channels; one vanishing mid-stream disturbs
 
 test('RESET and QUIT while subscribed: same bytes as Redis, the subscription ends, the pin is returned', { timeout: 20000 }, async () => {
   await sameAsDirect(async (port, proxied, t, opened) => {
-    const sub = await connect(port, opened)
+    const sub = await connectFramed(port, opened)
     sub.client.write(cmd('SUBSCRIBE', 'psr:a', 'psr:b'))
     await t.take('sub', sub.frames, 2)
     sub.client.write(Buffer.concat([cmd('RESET'), cmd('GET', 'psr:missing'), cmd('PING')]))
@@ -662,7 +631,7 @@ test('RESET and QUIT while subscribed: same bytes as Redis, the subscription end
     if (proxied) await pinsReleased()
     await t.leftovers('sub', sub.frames)
 
-    const q = await connect(port, opened)
+    const q = await connectFramed(port, opened)
     q.client.write(cmd('PSUBSCRIBE', 'psr:*'))
     await t.take('quit', q.frames, 1)
     q.client.write(Buffer.concat([cmd('QUIT'), cmd('PING')]))
@@ -679,7 +648,7 @@ test('pins are bounded: with pool size 3 a third subscriber waits, then gets a r
   try {
     assert.equal(small.router.maxPins, 2)
     const port = small.address.port
-    const [s1, s2, s3, s4] = await Promise.all([1, 2, 3, 4].map(async () => await connect(port, opened)))
+    const [s1, s2, s3, s4] = await Promise.all([1, 2, 3, 4].map(async () => await connectFramed(port, opened)))
     s1.client.write(cmd('SUBSCRIBE', 'ps9:one'))
     assert.equal(await s1.frames.next(), '*3\r\n$9\r\nsubscribe\r\n$7\r\nps9:one\r\n:1\r\n')
     s2.client.write(cmd('SUBSCRIBE', 'ps9:two'))
@@ -688,7 +657,7 @@ test('pins are bounded: with pool size 3 a third subscriber waits, then gets a r
 
     const started = Date.now()
     s3.client.write(Buffer.concat([cmd('SUBSCRIBE', 'ps9:three'), cmd('GET', 'ps9:k')]))
-    await until('pins waiting', () => small.router.pinsWaiting, 1)
+    await waitForValue('pins waiting', () => small.router.pinsWaiting, 1)
 
     // Shared traffic survives while the third subscriber waits.
     s4.client.write(Buffer.concat([cmd('SET', 'ps9:k', 'shared'), cmd('GET', 'ps9:k'), cmd('PUBLISH', 'ps9:one', 'hi')]))
@@ -708,7 +677,7 @@ test('pins are bounded: with pool size 3 a third subscriber waits, then gets a r
 
     // A pin that frees while a subscriber waits goes to it.
     s3.client.write(cmd('SUBSCRIBE', 'ps9:three'))
-    await until('pins waiting', () => small.router.pinsWaiting, 1)
+    await waitForValue('pins waiting', () => small.router.pinsWaiting, 1)
     s1.client.write(cmd('UNSUBSCRIBE'))
     assert.equal(await s1.frames.next(), '*3\r\n$11\r\nunsubscribe\r\n$7\r\nps9:one\r\n:0\r\n')
     assert.equal(await s3.frames.next(2000), '*3\r\n$9\r\nsubscribe\r\n$9\r\nps9:three\r\n:1\r\n')
