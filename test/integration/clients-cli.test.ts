@@ -1,9 +1,11 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { setTimeout as delay } from 'node:timers/promises'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy, upstreamConnectionCount } from '../helpers/proxy.js'
+import { runProgram, type ProgramResult } from '../helpers/run-program.js'
+import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 // redis-cli and redis-benchmark (Debian redis-tools): real clients nobody here wrote.
@@ -11,63 +13,20 @@ import type { ProxyServer } from '../../src/proxy-server.js'
 let redis: RedisServer
 let proxy: ProxyServer
 const POOL_SIZE = 4
-const children = new Set<ChildProcess>()
 
 before(async () => {
   redis = await startRedis()
   proxy = await startProxy({ upstream: redis.url, poolSize: POOL_SIZE })
 })
 after(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  }
   await proxy?.destroy()
   await redis?.stop()
 })
 
-interface RunResult {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: Buffer
-  stderr: string
-}
-
-/** Runs a program to completion (killed after timeoutMs), feeding `input` on stdin. */
-async function run (program: string, args: string[], input: string | Buffer = '', timeoutMs = 15000): Promise<RunResult> {
-  const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-  children.add(child)
-  const out: Buffer[] = []
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { out.push(d) })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  child.stdin.on('error', () => {})
-  child.stdin.end(input)
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-  try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (c, s) => { resolve([c, s]) })
-    })
-    return { code, signal, stdout: Buffer.concat(out), stderr }
-  } finally {
-    clearTimeout(timer)
-    children.delete(child)
-  }
-}
-
 async function cli (args: string[], input: string | Buffer = '', port = proxy.address.port): Promise<string> {
-  const r = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], input)
+  const r = await runProgram('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { input })
   assert.equal(r.code, 0, `redis-cli ${args.join(' ')} exited ${String(r.code ?? r.signal)}: ${r.stderr}`)
   return r.stdout.toString('latin1')
-}
-
-/** Polls until `cond` holds or the deadline passes. */
-async function until (cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await delay(10)
-  }
 }
 
 test('redis-cli: plain commands, errors, repeats and a database chosen with -n', { timeout: 30000 }, async () => {
@@ -109,7 +68,7 @@ test('redis-cli: a binary value (every byte value, CR LF, NUL) is stored and rea
   // -x reads the last argument from stdin, unmodified.
   assert.equal(await cli(['-x', 'set', 'cli:bin'], value), 'OK\n')
   assert.equal(await cli(['strlen', 'cli:bin']), `${value.length}\n`)
-  const raw = await run('redis-cli', ['-p', String(proxy.address.port), '--raw', 'get', 'cli:bin'])
+  const raw = await runProgram('redis-cli', ['-p', String(proxy.address.port), '--raw', 'get', 'cli:bin'])
   assert.equal(raw.code, 0, raw.stderr)
   assert.deepEqual(raw.stdout, Buffer.concat([value, Buffer.from('\n')]))
   // The escaped form is identical to what Redis itself gives.
@@ -117,7 +76,7 @@ test('redis-cli: a binary value (every byte value, CR LF, NUL) is stored and rea
   assert.ok(escaped.startsWith('"\\x00\\x01\\x02'), escaped.slice(0, 40))
   assert.equal(escaped, await cli(['--no-raw', 'get', 'cli:bin'], '', redis.port))
   // And the bytes in Redis are the bytes sent.
-  const direct = await run('redis-cli', ['-p', String(redis.port), '--raw', 'get', 'cli:bin'])
+  const direct = await runProgram('redis-cli', ['-p', String(redis.port), '--raw', 'get', 'cli:bin'])
   assert.deepEqual(direct.stdout, raw.stdout)
 })
 
@@ -128,7 +87,7 @@ test('redis-cli --pipe: 5000 commands of mass insertion, all answered, no errors
     const val = `v${i}`
     parts.push(`*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$${val.length}\r\n${val}\r\n`)
   }
-  const r = await run('redis-cli', ['-p', String(proxy.address.port), '--pipe'], parts.join(''))
+  const r = await runProgram('redis-cli', ['-p', String(proxy.address.port), '--pipe'], { input: parts.join('') })
   const out = r.stdout.toString()
   assert.equal(r.code, 0, `${out} ${r.stderr}`)
   assert.match(out, /errors: 0, replies: 5000/)
@@ -138,22 +97,20 @@ test('redis-cli --pipe: 5000 commands of mass insertion, all answered, no errors
 
 test('redis-cli subscribe receives what another redis-cli publishes', { timeout: 30000 }, async () => {
   const child = spawn('redis-cli', ['-p', String(proxy.address.port), 'subscribe', 'cli:chan'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.add(child)
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   try {
-    await until(() => out === 'subscribe\ncli:chan\n1\n', 'the subscribe confirmation')
+    await waitFor(() => out === 'subscribe\ncli:chan\n1\n', 'the subscribe confirmation')
     assert.equal(await cli(['publish', 'cli:chan', 'hello subscriber']), '1\n')
-    await until(() => out.length > 'subscribe\ncli:chan\n1\n'.length && out.endsWith('\n') && out.split('\n').length >= 7, 'the message')
+    await waitFor(() => out.length > 'subscribe\ncli:chan\n1\n'.length && out.endsWith('\n') && out.split('\n').length >= 7, 'the message')
     assert.equal(out, 'subscribe\ncli:chan\n1\nmessage\ncli:chan\nhello subscriber\n')
   } finally {
     const exited = new Promise((resolve) => { child.on('close', resolve) })
     child.kill('SIGKILL')
     await exited
-    children.delete(child)
   }
   // The subscriber's disconnect released its pinned connection: nobody is subscribed any more.
-  await until(async () => (await cli(['pubsub', 'numsub', 'cli:chan'], '', redis.port)) === 'cli:chan\n0\n', 'the subscription to end')
+  await waitFor(async () => (await cli(['pubsub', 'numsub', 'cli:chan'], '', redis.port)) === 'cli:chan\n0\n', 'the subscription to end')
 })
 
 /** Final per-test lines of `redis-benchmark -q` (progress lines are separated by \r). */
@@ -170,9 +127,9 @@ async function benchmark (args: string[], expectedTests: string[]): Promise<void
       await delay(50)
     }
   })()
-  let r: RunResult
+  let r: ProgramResult
   try {
-    r = await run('redis-benchmark', ['-h', '127.0.0.1', '-p', String(proxy.address.port), ...args], '', 120000)
+    r = await runProgram('redis-benchmark', ['-h', '127.0.0.1', '-p', String(proxy.address.port), ...args], { timeoutMs: 120000 })
   } finally {
     sampling = false
     await sampler

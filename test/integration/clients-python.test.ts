@@ -1,8 +1,8 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
+import { runScript } from '../helpers/run-program.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 // redis-py 4.3.4 (Debian python3-redis) through respool. Each test pipes a script to
@@ -13,16 +13,12 @@ let redis: RedisServer
 let proxy: ProxyServer
 // Five connections: four may be pinned, three of them by blocking commands (the test blocks three at once).
 const POOL_SIZE = 5
-const children = new Set<ChildProcess>()
 
 before(async () => {
   redis = await startRedis()
   proxy = await startProxy({ upstream: redis.url, poolSize: POOL_SIZE })
 })
 after(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  }
   await proxy?.destroy()
   await redis?.stop()
 })
@@ -60,25 +56,7 @@ def blocked_clients():
 
 /** Runs a script under Debian's python3 and returns its stdout lines. */
 async function python (script: string, timeoutMs = 30000): Promise<string[]> {
-  const child = spawn(PYTHON, ['-', String(proxy.address.port), String(redis.port)], { stdio: ['pipe', 'pipe', 'pipe'] })
-  children.add(child)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  child.stdin.end(PRELUDE + script)
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-  try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (c, s) => { resolve([c, s]) })
-    })
-    assert.equal(code, 0, `python exited ${String(code ?? signal)}\nstdout:\n${stdout}\nstderr:\n${stderr}`)
-    return stdout.split('\n').filter((l) => l !== '')
-  } finally {
-    clearTimeout(timer)
-    children.delete(child)
-  }
+  return await runScript(PYTHON, ['-', String(proxy.address.port), String(redis.port)], PRELUDE + script, timeoutMs)
 }
 
 test('redis-py: pipelines (plain and transactional), a 10000-command pipeline and threads sharing a connection pool', { timeout: 60000 }, async () => {

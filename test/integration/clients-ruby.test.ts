@@ -1,8 +1,8 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
+import { runScript } from '../helpers/run-program.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 // ruby-redis 4.8 (Debian ruby-redis) through respool. Each test pipes a script to `ruby -`
@@ -12,16 +12,12 @@ let redis: RedisServer
 let proxy: ProxyServer
 // Five connections: four may be pinned, three of them by blocking commands (the test blocks three at once).
 const POOL_SIZE = 5
-const children = new Set<ChildProcess>()
 
 before(async () => {
   redis = await startRedis()
   proxy = await startProxy({ upstream: redis.url, poolSize: POOL_SIZE })
 })
 after(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  }
   await proxy?.destroy()
   await redis?.stop()
 })
@@ -62,25 +58,7 @@ end
 
 /** Runs a script with `ruby -` and returns its stdout lines. */
 async function ruby (script: string, timeoutMs = 30000): Promise<string[]> {
-  const child = spawn('ruby', ['-', String(proxy.address.port), String(redis.port)], { stdio: ['pipe', 'pipe', 'pipe'] })
-  children.add(child)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  child.stdin.end(PRELUDE + script)
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-  try {
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (c, s) => { resolve([c, s]) })
-    })
-    assert.equal(code, 0, `ruby exited ${String(code ?? signal)}\nstdout:\n${stdout}\nstderr:\n${stderr}`)
-    return stdout.split('\n').filter((l) => l !== '')
-  } finally {
-    clearTimeout(timer)
-    children.delete(child)
-  }
+  return await runScript('ruby', ['-', String(proxy.address.port), String(redis.port)], PRELUDE + script, timeoutMs)
 }
 
 test('ruby-redis: plain commands, pipelined (with an error inside) and threads sharing one client', { timeout: 60000 }, async () => {

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { runProgram } from '../helpers/run-program.js'
 import { startProxy, upstreamConnectionCount } from '../helpers/proxy.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -100,24 +101,9 @@ async function blockedClients (): Promise<number> {
 }
 
 async function enqueue (env: NodeJS.ProcessEnv, from: number, to: number): Promise<string[]> {
-  const child = spawn('ruby', ['-', String(from), String(to)], { cwd: workDir, env, stdio: ['pipe', 'pipe', 'pipe'] })
-  children.add(child)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  child.stdin.end(ENQUEUE)
-  const timer = setTimeout(() => { child.kill('SIGKILL') }, 20000)
-  try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (c) => { resolve(c) })
-    })
-    assert.equal(code, 0, `enqueue exited ${String(code)}: ${stdout} ${stderr}`)
-  } finally {
-    clearTimeout(timer)
-    children.delete(child)
-  }
+  const r = await runProgram('ruby', ['-', String(from), String(to)], { cwd: workDir, env, input: ENQUEUE, timeoutMs: 20000 })
+  const stdout = r.stdout.toString()
+  assert.equal(r.code, 0, `enqueue exited ${String(r.code ?? r.signal)}: ${stdout} ${r.stderr}`)
   const jids = JSON.parse(stdout.trim()) as string[]
   assert.equal(jids.length, to - from + 1)
   return jids
