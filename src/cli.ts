@@ -136,10 +136,11 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
 }
 
 /** Parses flags, environment and config file into proxy options. */
-export async function loadOptions (argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<ProxyOptions> {
+export async function loadOptions (argv: string[]): Promise<ProxyOptions> {
   // yargs would report a misspelt RESPOOL_POOLSIZE as "Unknown argument: poolsize", which
   // does not say where it came from.
-  const unknown = Object.keys(env).filter((name) => name.startsWith('RESPOOL_') && !(envToFlag(name) in FLAGS) && envToFlag(name) !== 'config')
+  // (yargs reads process.env itself, so this checks the same variables.)
+  const unknown = Object.keys(process.env).filter((name) => name.startsWith('RESPOOL_') && !Object.hasOwn(FLAGS, envToFlag(name)) && envToFlag(name) !== 'config')
   if (unknown.length > 0) {
     throw new ConfigError(`unknown environment variable${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: every RESPOOL_* variable sets the flag of the same name (RESPOOL_POOL_SIZE is --pool-size)`)
   }
