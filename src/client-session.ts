@@ -9,15 +9,20 @@ import { TickWriter } from './write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from './blocking.js'
 import { parsePubsubFrame } from './pubsub-frames.js'
-import { Subscriptions, notSubscribedReply } from './subscriptions.js'
+import { notSubscribedReply } from './subscriptions.js'
 import * as local from './local-commands.js'
 import { RespCommand } from './resp-command.js'
-import type { Router, LaneWaiter, Pin, PinAcquisition, PinRelease } from './router.js'
+import type { Router, LaneWaiter, PinAcquisition, PinRelease } from './router.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { ProxyStats } from './proxy-stats.js'
 import type { ProxyConfig } from './config.js'
 import type { ServerInfo } from './server-info.js'
 import type { Logger } from './logger.js'
+import {
+  SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
+  E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
+  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, type Lease
+} from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
 /** Answers a RESPOOL command for a session (admin.ts). */
@@ -52,30 +57,6 @@ export interface SessionContext {
   onSessionClosed (session: ClientSession): void
 }
 
-// Why the session holds a pinned connection (a bit each; the pin is released when none is left).
-export const R_MULTI = 1
-export const R_WATCH = 2
-export const R_BLOCKING = 4
-export const R_SUBSCRIBED = 8
-export const R_MONITOR = 16
-export const R_TRACKING = 32
-/** Reasons that make the connection's state unknowable once the client is gone. */
-const STREAMING = R_SUBSCRIBED | R_MONITOR | R_TRACKING
-
-// What must happen when a command's reply arrives (ReplySlot.effect).
-const E_SELECT = 1
-const E_SELECT_QUEUED = 2
-const E_MULTI = 3
-const E_EXEC = 4
-const E_DISCARD = 5
-const E_WATCH = 6
-const E_UNWATCH = 7
-const E_BLOCKING = 8
-const E_TRACKING_ON = 9
-const E_TRACKING_OFF = 10
-const E_MONITOR = 11
-const E_SUBSCRIBE = 12
-const E_EXEC_ABORTED = 13
 
 /** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
 const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
@@ -101,12 +82,6 @@ const STREAM_HIGH_WATER = 4 * 1024 * 1024
 
 const PUSH = 0x3e
 const MINUS = 0x2d
-const WAIT_FENCE = ['PUBLISH', '__respool__:wait-fence', '']
-
-interface Lease {
-  pin: Pin
-  reasons: number
-}
 
 /**
  * One downstream client. Commands are framed from its socket, each gets a reply slot in
@@ -153,11 +128,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #streamConn: UpstreamConnection | null = null
   /** Shutdown: end as soon as the pinned connection is given back (a transaction may finish). */
   #endWhenUnpinned = false
-  /** Database a queued SELECT inside MULTI switches to when EXEC succeeds (-1: none). */
-  #txnDb = -1
-  /** A command could not be queued in the current MULTI: its EXEC aborts. */
-  #txnAborted = false
-  readonly #subs = new Subscriptions()
+  /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
+  readonly #effects: SessionEffects
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -166,6 +138,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
     this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
+    this.#effects = new SessionEffects({
+      state: this.state,
+      stats: ctx.stats,
+      onPubsubFrame: this.#onPubsubFrame,
+      onMonitorFrame: this.#onMonitorFrame,
+      outOfBand: this.#outOfBand,
+      maybeLeavePubsub: () => { this.#maybeLeavePubsub() }
+    })
     const limits: RequestLimits = {
       maxBulkLength: ctx.config.maxBulkLength,
       maxMultibulkLength: ctx.config.maxMultibulkLength,
@@ -220,9 +200,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
       state: this.state,
       flags,
       multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
-      sub: this.#subs.count('channel'),
-      psub: this.#subs.count('pattern'),
-      ssub: this.#subs.count('shard')
+      sub: this.#effects.subs.count('channel'),
+      psub: this.#effects.subs.count('pattern'),
+      ssub: this.#effects.subs.count('shard')
     }
   }
 
@@ -383,7 +363,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       // Inside MULTI, Redis queues a command and answers it within EXEC's reply. A command
       // respool would answer or refuse itself cannot be queued: like a command Redis rejects
       // while queueing, it fails now and EXEC aborts the whole transaction.
-      this.#txnAborted = true
+      this.#effects.txnAborted = true
       return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' cannot be queued in a transaction through respool; EXEC will abort`)))
     }
     if (this.#ctx.denied.has(cmd.name)) {
@@ -433,7 +413,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.EXEC:
       case Kind.DISCARD:
         if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-        if (kind === Kind.EXEC && this.#txnAborted) {
+        if (kind === Kind.EXEC && this.#effects.txnAborted) {
           // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
           slot.command = DISCARD_COMMAND
           return this.#forward(slot, E_EXEC_ABORTED, 0)
@@ -629,9 +609,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#endLease()
     this.state.reset()
-    this.#txnDb = -1
-    this.#txnAborted = false
-    this.#subs.clear()
+    this.#effects.reset()
     this.#framer.limits.unauthenticated = !this.state.authenticated
     return this.#local(slot, simpleString('RESET'))
   }
@@ -662,7 +640,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
     slot.effect = effect
     slot.data = data
-    if (effect !== 0) this.#onSend(slot, conn, lease)
+    if (effect !== 0) this.#effects.onSend(slot, conn, lease)
     this.#inflight++
     this.#conn = conn
     conn.send((slot.command as RespCommand).frame, slot)
@@ -694,58 +672,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#ctx.router.waitForLane(this)
     }
     return lane
-  }
-
-  /** State changes that take effect when the command is written (Redis applies them in order). */
-  #onSend (slot: ReplySlot, conn: UpstreamConnection, lease: Lease | null): void {
-    switch (slot.effect) {
-      case E_SELECT:
-        // The SELECT switches the connection; the client's later commands use the new db.
-        // If Redis refuses it, the reply restores the old one (slot.prior).
-        slot.prior = this.state.db
-        this.state.db = slot.data
-        conn.db = slot.data
-        break
-      case E_MULTI:
-        this.#txnAborted = false
-        if (lease !== null) this.#addReason(lease, R_MULTI)
-        break
-      case E_WATCH:
-        if (lease !== null) {
-          slot.prior = lease.reasons & R_WATCH
-          this.#addReason(lease, R_WATCH)
-        }
-        break
-      case E_MONITOR:
-        if (lease !== null) this.#addReason(lease, R_MONITOR)
-        break
-      case E_SUBSCRIBE:
-        this.#subs.inFlight++
-        if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
-          this.#addReason(lease, R_SUBSCRIBED)
-          conn.tunnel = this.#onPubsubFrame
-        }
-        break
-      case E_BLOCKING: {
-        if (lease === null) break
-        const name = (slot.command as RespCommand).name
-        if (name === 'wait' || name === 'waitaof') {
-          // WAIT counts replicas that acknowledged this connection's last write. The client's
-          // writes may have gone through a shared lane, so a propagated no-op here first moves
-          // this connection's write offset past them; WAIT then covers every write it made.
-          conn.sendInternal(WAIT_FENCE, () => {})
-        }
-        this.#addReason(lease, R_BLOCKING)
-        conn.blockingInflight++
-        break
-      }
-    }
-  }
-
-  #addReason (lease: Lease, reason: number): void {
-    if ((lease.reasons & reason) !== 0) return
-    lease.reasons |= reason
-    this.#ctx.stats.pinsByReason[31 - Math.clz32(reason)]++
   }
 
   /** MONITOR mode: the command's answers come through the tunnel, so it gets no slot. */
@@ -837,7 +763,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** Ends the lease whatever its state (RESET, client gone): clean, scrubbed or destroyed. */
   #endLease (): void {
     const lease = this.#lease
-    this.#txnAborted = false
+    this.#effects.txnAborted = false
     if (lease === null) return
     this.#lease = null
     this.#conn = null
@@ -899,7 +825,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   onReply (slot: ReplySlot, frame: Buffer): void {
     this.#inflight--
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
-    if (slot.effect > 0) this.#applyEffect(slot, frame)
+    if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
     this.#fill(slot, frame)
     this.#afterReply()
@@ -943,7 +869,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#inflight--
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
-    if (slot.effect > 0) this.#applyEffect(slot, slot.lead as Buffer)
+    if (slot.effect > 0) this.#effects.onReply(slot, slot.lead as Buffer, this.#lease, this.#conn)
     if (!this.#closed && this.#slots.peekFront() === slot) {
       this.#slots.shift()
       this.#flush()
@@ -964,74 +890,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   /** State changes that depend on Redis's answer (a failed SELECT leaves the db as it was …). */
-  #applyEffect (slot: ReplySlot, frame: Buffer): void {
-    const failed = frame[0] === MINUS
-    const lease = this.#lease
-    switch (slot.effect) {
-      case E_SELECT:
-        if (failed) {
-          this.state.db = slot.prior
-          if (this.#conn !== null) this.#conn.db = -1 // unknown: the next command selects again
-        }
-        break
-      case E_SELECT_QUEUED:
-        if (!failed) this.#txnDb = slot.data
-        break
-      case E_MULTI:
-        if (failed && lease !== null) lease.reasons &= ~R_MULTI
-        break
-      case E_EXEC:
-      case E_DISCARD:
-      case E_EXEC_ABORTED: {
-        this.#txnAborted = false
-        if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
-        if (this.#txnDb >= 0) {
-          // EXEC ran the queued SELECT if it answered with an array; either way the
-          // connection's database is no longer known for sure: the next command selects again.
-          if (slot.effect === E_EXEC && frame[0] === 0x2a && frame[1] !== MINUS) this.state.db = this.#txnDb
-          const conn = lease?.pin.conn ?? this.#conn
-          if (conn !== null) conn.db = -1
-        }
-        this.#txnDb = -1
-        break
-      }
-      case E_WATCH:
-        if (failed && lease !== null && slot.prior === 0) lease.reasons &= ~R_WATCH
-        break
-      case E_UNWATCH:
-        if (lease !== null && (lease.reasons & R_MULTI) === 0) lease.reasons &= ~R_WATCH
-        break
-      case E_BLOCKING:
-        if (lease !== null) {
-          lease.pin.conn.blockingInflight--
-          if (lease.pin.conn.blockingInflight === 0) lease.reasons &= ~R_BLOCKING
-        }
-        break
-      case E_TRACKING_ON:
-        if (!failed && lease !== null) {
-          this.#addReason(lease, R_TRACKING)
-          lease.pin.conn.pushHandler = this.#outOfBand
-        }
-        break
-      case E_TRACKING_OFF:
-        if (!failed && lease !== null) {
-          lease.reasons &= ~R_TRACKING
-          lease.pin.conn.pushHandler = null
-        }
-        break
-      case E_MONITOR:
-        if (lease === null) break
-        if (failed) lease.reasons &= ~R_MONITOR
-        else lease.pin.conn.tunnel = this.#onMonitorFrame
-        break
-      case E_SUBSCRIBE:
-        // Completed by its confirmations, or refused by Redis with an ordinary error reply.
-        this.#subs.inFlight--
-        this.#maybeLeavePubsub()
-        break
-    }
-  }
-
   /**
    * Frames on a subscribed connection. Messages are out of band; confirmations complete the
    * (UN)SUBSCRIBE command waiting for them (a command naming n channels gets n); anything else
@@ -1052,7 +910,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#outOfBand(frame)
       return true
     }
-    const reply = this.#subs.confirm(info, frame, conn.peekHead(), this)
+    const reply = this.#effects.subs.confirm(info, frame, conn.peekHead(), this)
     if (reply === null) this.#outOfBand(frame)
     else if (reply !== 'pending') conn.completeHead(reply)
     this.#maybeLeavePubsub()
@@ -1065,7 +923,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   #maybeLeavePubsub (): void {
     const lease = this.#lease
-    if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || !this.#subs.settled) return
+    if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || !this.#effects.subs.settled) return
     lease.pin.conn.tunnel = null
     lease.reasons &= ~R_SUBSCRIBED
     this.#maybeReleaseLease()
