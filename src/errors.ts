@@ -64,7 +64,8 @@ export class ConfigError extends ProxyError {
 export function toRespError (err: Error): Buffer {
   const prefix = err instanceof ProxyError ? err.prefix : 'ERR'
   const text = err instanceof ProtocolError ? err.message : `respool: ${err.message}`
-  return Buffer.from(`-${prefix} ${oneLine(text)}\r\n`)
+  // A protocol error may quote a byte the client sent, which Redis echoes as that one byte.
+  return Buffer.from(`-${prefix} ${oneLine(text)}\r\n`, err instanceof ProtocolError ? 'latin1' : 'utf8')
 }
 
 /** Error replies are single lines; CR/LF inside would break framing for the client. */

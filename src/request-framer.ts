@@ -49,8 +49,7 @@ export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
 // Redis's limits for clients that have not authenticated yet (networking.c).
 const UNAUTH_MAX_MULTIBULK = 10
 const UNAUTH_MAX_BULK = 16384
-// A header line is a sign and at most 19 digits; anything longer is junk.
-const MAX_HEADER_DIGITS = 19
+const INT_MAX = 2147483647
 // Commands with up to this many arguments get their offsets array at its final size at once.
 const PRESIZE_ARGS = 1024
 
@@ -60,15 +59,31 @@ const STAR = 42 // '*'
 const DOLLAR = 36 // '$'
 const MINUS = 45 // '-'
 
+const NUL = 0
+
 const ST_START = 0 // expecting '*' or the first byte of an inline command
-const ST_COUNT = 1 // digits of '*<count>'
-const ST_COUNT_LF = 2
-const ST_ARG_TYPE = 3 // expecting '$'
-const ST_ARG_LEN = 4 // digits of '$<len>'
-const ST_ARG_LEN_LF = 5
-const ST_ARG_DATA = 6 // payload bytes plus CRLF
+const ST_COUNT = 1 // the '*<count>' line, up to its CR
+const ST_COUNT_LF = 2 // the byte after that CR
+const ST_ARG_TYPE = 3 // the first byte of a bulk header line (Redis wants '$')
+const ST_ARG_LEN = 4 // the rest of the '$<len>' line, up to its CR
+const ST_ARG_LEN_LF = 5 // the byte after that CR
+const ST_ARG_DATA = 6 // payload bytes plus the two bytes after them
 const ST_INLINE = 7 // bytes up to '\n'
 const ST_DEAD = 8 // after a protocol error: nothing more is accepted
+const ST_STUCK = 9 // a NUL before the line's end: Redis never finds the end of this line
+
+/*
+ * Header lines are judged exactly as Redis's processMultibulkBuffer judges them, so that respool
+ * accepts precisely the frames Redis accepts (anything else would be forwarded and make Redis
+ * close a shared connection, or be refused though Redis would run it):
+ * - a line ends at its first CR, and is looked at only once one more byte has arrived; that
+ *   byte is skipped unchecked (it is meant to be LF);
+ * - the number is read by string2ll: optional '-', no leading zero, no '+', nothing else
+ *   ("$04", "*01", "$-0", "* 1" are protocol errors);
+ * - a bulk line must start with '$', which Redis checks once the whole line is there;
+ * - Redis finds line ends with strchr, which stops at a NUL: a NUL before the CR means the
+ *   line never ends, and the client is cut off only once more than 64 KB wait unparsed.
+ */
 
 export class RequestFramer {
   limits: RequestLimits
@@ -77,6 +92,16 @@ export class RequestFramer {
   #num = 0
   #digits = 0
   #negative = false
+  /** The header line so far is not an integer Redis would read (a bad byte, a leading zero). */
+  #badNumber = false
+  /** The first byte of a bulk header line (Redis wants '$'). */
+  #typeByte = 0
+  /** Bytes of the header line (or stuck line) so far, for Redis's 64 KB limit. */
+  #lineLength = 0
+  /** What a stuck line is: 'mbulk count', 'bulk count' or 'inline' (the error names it). */
+  #stuckKind = ''
+  /** Digits of a header longer than 15 digits, for the exact 64-bit overflow check. */
+  #longDigits = ''
   #argsLeft = 0
   #dataLeft = 0
   /** Bytes of the command in progress that arrived in earlier chunks. */
@@ -123,7 +148,8 @@ export class RequestFramer {
             const b = chunk[pos]
             if (b === STAR) {
               pos++
-              this.#beginNumber(ST_COUNT)
+              this.#beginLine(ST_COUNT)
+              this.#lineLength = 1
             } else {
               this.#state = ST_INLINE
               this.#inlineLength = 0
@@ -132,15 +158,22 @@ export class RequestFramer {
           }
           case ST_COUNT:
           case ST_ARG_LEN:
-            pos = this.#readDigits(chunk, pos)
+            pos = this.#readLine(chunk, pos)
+            break
+          case ST_STUCK:
+            this.#lineLength += n - pos
+            pos = n
+            if (this.#lineLength > this.limits.maxInlineLength) throw this.#tooBig()
             break
           case ST_COUNT_LF: {
-            if (chunk[pos++] !== LF) throw new ProtocolError('Protocol error: invalid multibulk length')
-            const count = this.#negative ? -this.#num : this.#num
+            pos++ // Redis skips the byte after CR without looking at it
+            const count = this.#lineValue()
+            if (count === null || count > INT_MAX || count > this.limits.maxMultibulkLength) {
+              throw new ProtocolError('Protocol error: invalid multibulk length')
+            }
             if (this.limits.unauthenticated === true && count > UNAUTH_MAX_MULTIBULK) {
               throw new ProtocolError('Protocol error: unauthenticated multibulk length')
             }
-            if (count > this.limits.maxMultibulkLength) throw new ProtocolError('Protocol error: invalid multibulk length')
             if (count <= 0) {
               // Redis ignores '*0' and '*-1' silently: no command, no reply.
               this.#reset()
@@ -155,20 +188,32 @@ export class RequestFramer {
             break
           }
           case ST_ARG_TYPE: {
-            const b = chunk[pos++]
-            if (b !== DOLLAR) {
-              throw new ProtocolError(`Protocol error: expected '$', got '${String.fromCharCode(b)}'`)
+            const b = chunk[pos]
+            this.#beginLine(ST_ARG_LEN)
+            this.#typeByte = b
+            if (b === NUL) {
+              this.#stick('bulk count')
+              break
             }
-            this.#beginNumber(ST_ARG_LEN)
+            pos++
+            this.#lineLength = 1
+            // An empty line (CR where '$' should be) ends right here.
+            if (b === CR) this.#state = ST_ARG_LEN_LF
             break
           }
           case ST_ARG_LEN_LF: {
-            if (chunk[pos++] !== LF) throw new ProtocolError('Protocol error: invalid bulk length')
-            const len = this.#negative ? -this.#num : this.#num
+            pos++ // skipped unchecked, as by Redis
+            const type = this.#typeByte
+            if (type !== DOLLAR) {
+              // Redis prints the byte as it is (%c), with CR and LF turned into spaces.
+              const shown = type === CR || type === LF ? ' ' : String.fromCharCode(type)
+              throw new ProtocolError(`Protocol error: expected '$', got '${shown}'`)
+            }
+            const len = this.#lineValue()
+            if (len === null || len < 0 || len > this.limits.maxBulkLength) throw new ProtocolError('Protocol error: invalid bulk length')
             if (this.limits.unauthenticated === true && len > UNAUTH_MAX_BULK) {
               throw new ProtocolError('Protocol error: unauthenticated bulk length')
             }
-            if (len < 0 || len > this.limits.maxBulkLength) throw new ProtocolError('Protocol error: invalid bulk length')
             const argStart = this.#partsLength + (pos - start)
             this.#offsets[this.#offsetCount++] = argStart
             this.#offsets[this.#offsetCount++] = argStart + len
@@ -195,13 +240,21 @@ export class RequestFramer {
           }
           case ST_INLINE: {
             const nl = chunk.indexOf(LF, pos)
+            const zero = chunk.indexOf(NUL, pos)
+            if (zero !== -1 && (nl === -1 || zero < nl)) {
+              // Redis looks for the line's end with strchr, which stops at the NUL: never found.
+              this.#lineLength = this.#inlineLength
+              this.#stick('inline')
+              break
+            }
             const end = nl === -1 ? n : nl + 1
             this.#inlineLength += end - pos
-            if (this.#inlineLength > this.limits.maxInlineLength) {
-              throw new ProtocolError('Protocol error: too big inline request')
-            }
             pos = end
-            if (nl === -1) break
+            if (nl === -1) {
+              // Like Redis: only a line still without its end is too big.
+              if (this.#inlineLength > this.limits.maxInlineLength) throw new ProtocolError('Protocol error: too big inline request')
+              break
+            }
             const line = this.#take(chunk, start, pos)
             this.#reset()
             start = pos
@@ -248,33 +301,84 @@ export class RequestFramer {
     this.#partsLength = 0
   }
 
-  #beginNumber (state: number): void {
+  #beginLine (state: number): void {
     this.#state = state
     this.#num = 0
     this.#digits = 0
     this.#negative = false
+    this.#badNumber = false
+    this.#lineLength = 0
+    this.#longDigits = ''
   }
 
-  /** Parses header digits up to CR; returns the new position. */
-  #readDigits (chunk: Buffer, pos: number): number {
+  /** A NUL hides the end of the current line from Redis: nothing after it is ever parsed. */
+  #stick (kind: string): void {
+    this.#state = ST_STUCK
+    this.#stuckKind = kind
+  }
+
+  #tooBig (): ProtocolError {
+    return new ProtocolError(`Protocol error: too big ${this.#stuckKind}${this.#stuckKind === 'inline' ? ' request' : ' string'}`)
+  }
+
+  /** Reads a header line up to its CR, noting whether it is an integer Redis accepts. */
+  #readLine (chunk: Buffer, pos: number): number {
     const n = chunk.length
     const isCount = this.#state === ST_COUNT
+    const start = pos
     while (pos < n) {
       const b = chunk[pos++]
       if (b === CR) {
-        if (this.#digits === 0) throw headerError(isCount)
         this.#state = isCount ? ST_COUNT_LF : ST_ARG_LEN_LF
+        this.#lineLength += pos - start
         return pos
       }
+      if (b === NUL) {
+        this.#lineLength += pos - start
+        this.#stick(isCount ? 'mbulk count' : 'bulk count')
+        return pos
+      }
+      if (this.#badNumber) continue
       if (b === MINUS && this.#digits === 0 && !this.#negative) {
         this.#negative = true
         continue
       }
       const d = b - 48
-      if (d < 0 || d > 9 || ++this.#digits > MAX_HEADER_DIGITS) throw headerError(isCount)
-      this.#num = this.#num * 10 + d
+      // string2ll: digits only, and the first digit is not 0 unless the number is "0".
+      if (d < 0 || d > 9 || (this.#digits === 1 && this.#num === 0)) {
+        this.#badNumber = true
+        continue
+      }
+      if (d === 0 && this.#digits === 0 && this.#negative) {
+        this.#badNumber = true // "-0"
+        continue
+      }
+      if (++this.#digits > 15) this.#longDigits += String.fromCharCode(b)
+      else this.#num = this.#num * 10 + d
+    }
+    this.#lineLength += pos - start
+    if (this.#lineLength > this.limits.maxInlineLength) {
+      // Redis gives up on a header line that has no end after 64 KB.
+      this.#stuckKind = isCount ? 'mbulk count' : 'bulk count'
+      throw this.#tooBig()
     }
     return pos
+  }
+
+  /**
+   * The header line's value as Redis's string2ll reads it, or null if Redis refuses it. Values
+   * beyond 15 digits are checked for 64-bit overflow and then reported as Infinity: every limit
+   * they are compared with is far below them.
+   */
+  #lineValue (): number | null {
+    if (this.#badNumber || this.#digits === 0) return null
+    if (this.#digits <= 15) return this.#negative ? -this.#num : this.#num
+    if (this.#digits > 19) return null
+    if (this.#digits === 19) {
+      const all = String(this.#num) + this.#longDigits
+      if (all > (this.#negative ? '9223372036854775808' : '9223372036854775807')) return null
+    }
+    return this.#negative ? -Infinity : Infinity
   }
 
   /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
@@ -295,10 +399,6 @@ export class RequestFramer {
     this.#streaming = false
     this.#declined = false
   }
-}
-
-function headerError (isCount: boolean): ProtocolError {
-  return new ProtocolError(isCount ? 'Protocol error: invalid multibulk length' : 'Protocol error: invalid bulk length')
 }
 
 /** Inline commands are re-encoded as multibulk: the upstream always gets canonical RESP. */

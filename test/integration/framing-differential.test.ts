@@ -1,0 +1,163 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { startRedis } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { cmd } from '../helpers/raw-client.js'
+import { prng } from '../helpers/prng.js'
+import { startBystanders } from '../helpers/bystanders.js'
+
+/**
+ * Differential frame fuzzer: near-valid frames (the header and length lines Redis is strict
+ * about) go to Redis directly and through respool. respool must accept exactly what Redis
+ * accepts: the sender's reply bytes are the same, it is closed exactly when Redis closes it,
+ * and clients pipelining on the same shared lane meanwhile never see an error (a frame respool
+ * let through but Redis refused would close that lane under them).
+ */
+
+const SEED = Number(process.env.RESPOOL_FRAMING_SEED ?? 0x0f2a3e)
+const CASES = Number(process.env.RESPOOL_FRAMING_CASES ?? 400)
+
+const TEMPLATES: Buffer[] = [
+  cmd('PING'),
+  cmd('ECHO', 'abc'),
+  cmd('GET', 'fzd:none'),
+  Buffer.concat([cmd('PING'), cmd('ECHO', 'x')])
+]
+
+/** Number spellings Redis refuses or treats specially. */
+const NUMBER_FORMS = (n: number): string[] => [
+  `0${n}`, `00${n}`, `-0`, `+${n}`, ` ${n}`, `${n} `, '', '-', `${n}x`, `-${n}`, '0',
+  '99999999999999999999', '9223372036854775807', '9223372036854775808', '-9223372036854775808',
+  '-9223372036854775809', '2147483648', String(n), String(n + 1), String(Math.max(0, n - 1))
+]
+
+/** Mutates one header or line ending of a valid frame the way a buggy client would. */
+function mutate (frame: Buffer, rnd: () => number): Buffer {
+  const text = frame.toString('latin1')
+  const headers: Array<{ at: number, end: number, sign: string, value: number }> = []
+  const re = /([*$])(\d+)\r\n/g
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    headers.push({ at: m.index, end: m.index + m[0].length, sign: m[1], value: Number(m[2]) })
+  }
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]
+  const h = pick(headers)
+  const op = rnd()
+  let out: string
+  if (op < 0.55) {
+    out = text.slice(0, h.at) + h.sign + pick(NUMBER_FORMS(h.value)) + '\r\n' + text.slice(h.end)
+  } else if (op < 0.65) {
+    // The byte after CR: Redis skips it unchecked.
+    out = text.slice(0, h.end - 1) + pick(['X', '\r', '\0', '*', '$']) + text.slice(h.end)
+  } else if (op < 0.75) {
+    // The type byte: '$' replaced.
+    out = text.slice(0, h.at) + pick(['%', '*', ':', '\r', '\n', '\u00e9', 'a', ' ']) + text.slice(h.at + 1)
+  } else if (op < 0.82) {
+    // A NUL inside the header line.
+    out = text.slice(0, h.at + 1) + '\0' + text.slice(h.at + 1)
+  } else if (op < 0.9) {
+    // The two bytes after a payload: Redis skips them unchecked.
+    const crlf = text.lastIndexOf('\r\n')
+    out = text.slice(0, crlf) + pick(['xx', '\n\r', '\r\r', '\0\0']) + text.slice(crlf + 2)
+  } else {
+    // Inline forms.
+    out = pick(['PING\n', 'PING\r\n', 'ECHO "a b"\r\n', 'ECHO "a\r\n', 'ECHO \'a\'b\r\n', '\r\n', 'PI\0NG\r\n', 'ECHO a\0b\r\n', '  \n'])
+  }
+  return Buffer.from(out, 'latin1')
+}
+
+interface Outcome {
+  bytes: Buffer
+  closed: boolean
+}
+
+/**
+ * Sends `input` on a fresh connection in the given pieces, then collects what comes back. When
+ * `expect` is given (Redis's outcome), waits for that many bytes or the close first, so a slow
+ * proxy is never mistaken for a silent one; then a quiet period catches anything extra.
+ */
+async function run (port: number, pieces: Buffer[], expect: Outcome | null): Promise<Outcome> {
+  const socket = net.connect({ port, host: '127.0.0.1' })
+  const chunks: Buffer[] = []
+  let length = 0
+  let closed = false
+  let wake: (() => void) | null = null
+  socket.on('data', (d: Buffer) => { chunks.push(d); length += d.length; wake?.() })
+  socket.on('close', () => { closed = true; wake?.() })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve) => socket.once('connect', () => { resolve() }))
+  for (const piece of pieces) {
+    socket.write(piece)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const until = async (cond: () => boolean, ms: number): Promise<void> => {
+    const deadline = Date.now() + ms
+    while (!cond() && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(1, deadline - Date.now()))
+        wake = () => { clearTimeout(t); resolve() }
+      })
+      wake = null
+    }
+  }
+  if (expect !== null) await until(() => closed || length >= expect.bytes.length, 5000)
+  if (expect === null || !expect.closed) {
+    // Quiet: nothing more within 150 ms (Redis is waiting for the rest of a frame).
+    let last = -1
+    while (!closed && last !== length) {
+      last = length
+      await until(() => closed || length !== last, 150)
+    }
+  } else {
+    await until(() => closed, 5000)
+  }
+  socket.destroy()
+  return { bytes: Buffer.concat(chunks), closed }
+}
+
+function show (b: Buffer): string {
+  return JSON.stringify(b.toString('latin1'))
+}
+
+test('differential framing: respool accepts exactly the frames Redis accepts, and a refused frame costs only its sender', { timeout: 180000 }, async (t) => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  // Pool of 2: one shared lane that every bystander and every fuzz frame share.
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 2 })
+  after(async () => { await proxy.destroy() })
+  const bystanders = await startBystanders(proxy.address.port, 3, 'fzd-by')
+  after(() => { bystanders.stop() })
+
+  const rnd = prng(SEED)
+  t.diagnostic(`seed ${SEED} (RESPOOL_FRAMING_SEED), ${CASES} cases`)
+  const inputs: Buffer[][] = []
+  for (let i = 0; i < CASES; i++) {
+    const frame = mutate(TEMPLATES[Math.floor(rnd() * TEMPLATES.length)], rnd)
+    // Random write boundaries: Redis and respool must not care where the pieces fall.
+    const cuts = [0]
+    for (let c = Math.floor(rnd() * 3); c > 0; c--) cuts.push(Math.floor(rnd() * frame.length))
+    cuts.push(frame.length)
+    cuts.sort((a, b) => a - b)
+    const pieces = cuts.slice(1).map((end, k) => frame.subarray(cuts[k], end)).filter((p) => p.length > 0)
+    inputs.push(pieces.length > 0 ? pieces : [frame])
+  }
+  let closedCases = 0
+  const BATCH = 16
+  for (let i = 0; i < inputs.length; i += BATCH) {
+    const batch = inputs.slice(i, i + BATCH)
+    await Promise.all(batch.map(async (pieces, k) => {
+      const direct = await run(redis.port, pieces, null)
+      const proxied = await run(proxy.address.port, pieces, direct)
+      const input = show(Buffer.concat(pieces))
+      assert.equal(proxied.bytes.toString('latin1'), direct.bytes.toString('latin1'),
+        `case ${i + k} (seed ${SEED}): input ${input}: direct ${show(direct.bytes)}, respool ${show(proxied.bytes)}`)
+      assert.equal(proxied.closed, direct.closed, `case ${i + k} (seed ${SEED}): input ${input}: closed by Redis ${direct.closed}, by respool ${proxied.closed}`)
+      if (direct.closed) closedCases++
+    }))
+    bystanders.check()
+  }
+  await bystanders.settle()
+  t.diagnostic(`${closedCases} of ${CASES} inputs made Redis close the connection; bystanders completed ${bystanders.completed} commands, none failed`)
+  assert.ok(closedCases > CASES / 10, 'the fuzzer produced protocol errors')
+  assert.ok(closedCases < CASES, 'the fuzzer produced accepted frames too')
+})
