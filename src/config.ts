@@ -102,7 +102,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   shutdownGraceMs: 10000,
   logLevel: 'info',
   users: new Map(),
-  denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug']
+  denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
 export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users'>> & {
@@ -189,8 +189,11 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('tls-cert and tls-key go together')
   intOption(config, 'port', 0, 65535)
-  intOption(config, 'poolSize', 1, 10000)
-  intOption(config, 'maxPins', 1, config.poolSize)
+  // One connection must stay for shared traffic while another is pinned (a transaction, a
+  // subscriber, a blocked BLPOP): with a pool of one, either kind would stall the other.
+  if (config.poolSize === 1) throw new ConfigError('pool-size: must be at least 2 (one connection for shared traffic, at least one that a transaction, subscriber or blocking command can pin), got 1')
+  intOption(config, 'poolSize', 2, 10000)
+  intOption(config, 'maxPins', 1, config.poolSize - 1)
   intOption(config, 'minIdle', 0, config.poolSize)
   intOption(config, 'acquireTimeoutMs', 1, 3600_000)
   intOption(config, 'connectTimeoutMs', 1, 3600_000)

@@ -23,3 +23,23 @@ export async function upstreamConnectionCount (redisPort: number): Promise<numbe
     admin.disconnect()
   }
 }
+
+/**
+ * Holds one pinned connection with a client blocked in `BLPOP <key> 0`, so that a proxy with
+ * `poolSize: 2` has exactly one shared lane left: every other client shares it. Resolves once
+ * the pin is held; the returned function releases it (the blocked client disconnects).
+ */
+export async function holdPin (proxy: ProxyServer, key = `respool-test:hold:${process.pid}:${Math.random()}`): Promise<() => void> {
+  const net = await import('node:net')
+  const before = proxy.snapshot().pins
+  const socket = net.connect({ port: proxy.address.port, host: '127.0.0.1' })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve) => socket.once('connect', () => { resolve() }))
+  socket.write(`*3\r\n$5\r\nBLPOP\r\n$${Buffer.byteLength(key)}\r\n${key}\r\n$1\r\n0\r\n`)
+  const deadline = Date.now() + 5000
+  while (proxy.snapshot().pins <= before) {
+    if (Date.now() > deadline) throw new Error('the pin holder got no pin within 5 s')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  return () => { socket.destroy() }
+}

@@ -67,7 +67,9 @@ test('bad flags, environment variables and config files give one clear line and 
   const broken = join(dir, 'broken.json')
   writeFileSync(broken, '{"pool-size": 3,')
   const cases: Array<{ args: string[], env?: Record<string, string>, says: RegExp }> = [
-    { args: ['--pool-size', '0'], says: /^respool: pool-size: must be an integer from 1 to 10000, got 0$/m },
+    { args: ['--pool-size', '0'], says: /^respool: pool-size: must be an integer from 2 to 10000, got 0$/m },
+    { args: ['--pool-size', '1'], says: /^respool: pool-size: must be at least 2 \(one connection for shared traffic, at least one that a transaction, subscriber or blocking command can pin\), got 1$/m },
+    { args: ['--pool-size', '4', '--max-pins', '4'], says: /^respool: max-pins: must be an integer from 1 to 3, got 4$/m },
     { args: ['--upstream', 'http://nope'], says: /^respool: upstream: expected redis:\/\/, rediss:\/\/ or unix:\/\/, got http:\/\//m },
     { args: ['--no-such-flag'], says: /^respool: unknown option such-flag \(a flag or a key in the --config file\)$/m },
     { args: ['--Pool-Size', '3'], says: /^respool: unknown option Pool-Size \(a flag or a key in the --config file\)$/m },

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
-import { startProxy } from '../helpers/proxy.js'
+import { startProxy, holdPin } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
@@ -13,13 +13,17 @@ const SIZE = 24 * 1024 * 1024
 
 let redis: RedisServer
 let proxy: ProxyServer
+let releaseHold: (() => void) | undefined
 
 before(async () => {
   redis = await startRedis()
-  // One connection: every client shares the lane the large values stream through.
-  proxy = await startProxy({ upstream: redis.url, poolSize: 1 })
+  // One shared lane (the other connection is pinned by a blocked client): every client shares
+  // the lane the large values stream through.
+  proxy = await startProxy({ upstream: redis.url, poolSize: 2 })
+  releaseHold = await holdPin(proxy)
 })
 after(async () => {
+  releaseHold?.()
   await proxy?.destroy()
   await redis?.stop()
 })
@@ -108,8 +112,9 @@ test('a client that leaves in the middle of a large SET leaves nothing behind an
 })
 
 test('a client that never reads a large reply does not stall the others on its lane', { timeout: 30000 }, async () => {
-  const p = await startProxy({ upstream: redis.url, poolSize: 1, commandTimeoutMs: 3000 })
+  const p = await startProxy({ upstream: redis.url, poolSize: 2, commandTimeoutMs: 3000 })
   after(async () => { await p.destroy() })
+  after(await holdPin(p)) // one shared lane: the reader and the other client share it
   const seed = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
   after(() => { seed.disconnect() })
   await seed.set('big-unread', pattern(SIZE))
@@ -128,8 +133,9 @@ test('a client that never reads a large reply does not stall the others on its l
 })
 
 test('a client leaving mid-command only costs the lane once the others\' replies are in', { timeout: 30000 }, async () => {
-  const p = await startProxy({ upstream: redis.url, poolSize: 1 })
+  const p = await startProxy({ upstream: redis.url, poolSize: 2 })
   after(async () => { await p.destroy() })
+  after(await holdPin(p)) // one shared lane
   const busy = await RawClient.connect(p.address.port)
   after(() => { busy.close() })
   // A slow script is in flight on the only lane when another client abandons a large SET.

@@ -12,11 +12,12 @@ test('defaults', () => {
   assert.deepEqual(c.upstream, { host: '127.0.0.1', port: 6379, tls: false, username: undefined, password: undefined, db: 0 })
 })
 
-test('max pins follows the pool size and is at least one', () => {
-  assert.equal(validateConfig({ poolSize: 1 }).maxPins, 1)
+test('max pins follows the pool size and leaves one connection for shared traffic; a pool of one is refused', () => {
+  assert.throws(() => validateConfig({ poolSize: 1 }), /pool-size: must be at least 2/)
+  assert.equal(validateConfig({ poolSize: 2 }).maxPins, 1)
   assert.equal(validateConfig({ poolSize: 16 }).maxPins, 15)
   assert.equal(validateConfig({ poolSize: 16, maxPins: 4 }).maxPins, 4)
-  assert.throws(() => validateConfig({ poolSize: 4, maxPins: 5 }), /max-pins: must be an integer from 1 to 4/)
+  assert.throws(() => validateConfig({ poolSize: 4, maxPins: 4 }), /max-pins: must be an integer from 1 to 3/)
 })
 
 test('upstream URLs', () => {
@@ -38,7 +39,7 @@ test('credentials never appear in descriptions or redacted URLs', () => {
 })
 
 test('bad values name the option', () => {
-  assert.throws(() => validateConfig({ poolSize: 0 }), /pool-size: must be an integer from 1/)
+  assert.throws(() => validateConfig({ poolSize: 0 }), /pool-size: must be an integer from 2/)
   assert.throws(() => validateConfig({ port: 70000 }), /port: must be an integer from 0 to 65535/)
   assert.throws(() => validateConfig({ acquireTimeoutMs: 1.5 }), /acquire-timeout-ms/)
   assert.throws(() => validateConfig({ logLevel: 'loud' }), /log-level/)

@@ -31,7 +31,7 @@ async function inWorker (body: string, deadlineMs: number): Promise<string> {
 test('close() while an acquire is waiting and a reconnect backoff is sleeping returns promptly (no retry loop)', { timeout: 15000 }, async () => {
   const result = await inWorker(`
     // Every connect fails; the second attempt sleeps in backoff for a second.
-    const config = validateConfig({ upstream: 'redis://127.0.0.1:1', poolSize: 1, acquireTimeoutMs: 5000, reconnectBaseMs: 1000, reconnectMaxMs: 1000 })
+    const config = validateConfig({ upstream: 'redis://127.0.0.1:1', poolSize: 2, acquireTimeoutMs: 5000, reconnectBaseMs: 1000, reconnectMaxMs: 1000 })
     let attempts = 0
     const pool = new UpstreamPool(config, silentLogger(), async () => { attempts++; throw new Error('refused') })
     const waiting = pool.acquire().then(() => 'acquired', (err) => 'acquire failed: ' + err.message)
