@@ -12,6 +12,7 @@ import { parsePubsubFrame } from './pubsub-frames.js'
 import { notSubscribedReply } from './subscriptions.js'
 import * as local from './local-commands.js'
 import { RespCommand } from './resp-command.js'
+import { parseRedisInt } from './redis-integer.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from './router.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 import type { ProxyStats } from './proxy-stats.js'
@@ -60,6 +61,8 @@ export interface SessionContext {
 
 /** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
 const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
+/** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
+const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
 const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
 
@@ -316,7 +319,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     slot.effect = 0
     state.lastCommand = cmd.name
     state.lastActive = slot.acceptedAt
-    if (state.replyOff) slot.suppressed = true
+    // RESET clears CLIENT REPLY OFF before it answers, so its +RESET is sent; SKIP still skips it.
+    if (state.replyOff && kind !== Kind.RESET) slot.suppressed = true
     else if (state.skipNext) {
       slot.suppressed = true
       state.skipNext = false
@@ -402,6 +406,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.BLOCKING:
         return this.#blocking(slot, cmd, lease)
       case Kind.MULTI:
+        // MULTI with arguments is refused by Redis (arity) and opens nothing.
+        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
         if (lease === null) {
           // A whole transaction already here goes to a shared lane in one piece; only a
           // transaction still being typed needs a connection of its own.
@@ -412,18 +418,27 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#forward(slot, E_MULTI, 0)
       case Kind.EXEC:
       case Kind.DISCARD:
+        // With arguments Redis refuses them (arity) and, inside MULTI, the transaction stays open.
+        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
         if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
         if (kind === Kind.EXEC && this.#effects.txnAborted) {
           // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
           slot.command = DISCARD_COMMAND
           return this.#forward(slot, E_EXEC_ABORTED, 0)
         }
-        return this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)
+        if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
+        // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
+        // next command waits for it (it must run in the database EXEC left).
+        if (this.#effects.execSelects.length > 0) this.#wait = W_BARRIER
+        return true
       case Kind.WATCH:
+        if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
         if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
         if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
         return this.#forward(slot, E_WATCH, 0)
       case Kind.UNWATCH:
+        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
+        if (inMulti) return this.#forward(slot, 0, 0) // queued; EXEC unwatches anyway
         if (lease === null) return this.#local(slot, OK)
         return this.#forward(slot, E_UNWATCH, 0)
       case Kind.SUBSCRIBE:
@@ -497,15 +512,20 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return this.#forward(slot, E_SUBSCRIBE, 0)
   }
 
+  /**
+   * SELECT goes to Redis, which alone decides whether it succeeds ("01", "-1", an index past
+   * `databases` are all refused there, with Redis's own words). Nothing about the database is
+   * assumed before Redis answers: the connection's database is unknown meanwhile (other clients
+   * on it select their own), and this client sends nothing more until the reply says which
+   * database its next command runs in. Inside MULTI it is queued, and EXEC's reply decides.
+   */
   #select (slot: ReplySlot, cmd: RespCommand, inMulti: boolean): boolean {
-    const text = cmd.argc === 2 ? cmd.argString(1) : ''
-    if (!/^\d{1,9}$/.test(text)) return this.#forward(slot, 0, 0) // Redis answers the error
-    const db = Number(text)
-    const databases = this.#ctx.serverInfo().databases
-    const valid = databases === null || db < databases
-    if (!inMulti) return valid ? this.#forward(slot, E_SELECT, db) : this.#local(slot, errorReply('ERR DB index is out of range'))
-    // Queued: EXEC will switch the database (an invalid index fails inside EXEC, as in Redis).
-    return this.#forward(slot, valid ? E_SELECT_QUEUED : 0, db)
+    if (cmd.argc !== 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
+    const db = parseRedisInt(cmd.argString(1)) ?? -1
+    if (inMulti) return this.#forward(slot, E_SELECT_QUEUED, db)
+    if (!this.#forward(slot, E_SELECT, db)) return false
+    this.#wait = W_BARRIER
+    return true
   }
 
   /**
@@ -518,7 +538,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     for (let i = 1; i < limit; i++) {
       const cmd = (pending.peekAt(i) as ReplySlot).command as RespCommand
       const kind = classify(cmd)
-      if (kind === Kind.EXEC || kind === Kind.DISCARD) return i
+      // `EXEC x` is refused by Redis and leaves the transaction open: never on a shared lane.
+      if (kind === Kind.EXEC || kind === Kind.DISCARD) return cmd.argc === 1 ? i : -1
       // SELECT inside MULTI changes the lane's database at EXEC, which other clients sharing
       // the lane could not know in time: such a transaction takes a pin.
       if (kind !== Kind.SHARED && kind !== Kind.BLOCKING) return -1
@@ -574,11 +595,23 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case 'list':
         return this.#local(slot, local.clientListCommand(this.#ctx.clientViews(), cmd, this.state.resp))
       case 'reply': {
+        // As Redis does: ON answers +OK even when this reply was to be skipped; OFF and SKIP
+        // answer nothing; SKIP while OFF changes nothing.
+        if (cmd.argc !== 3) return this.#local(slot, local.wrongArity('client|reply'))
         const mode = cmd.keyword(2)
-        if (cmd.argc !== 3 || (mode !== 'on' && mode !== 'off' && mode !== 'skip')) return this.#local(slot, errorReply('ERR syntax error'))
-        state.replyOff = mode === 'off'
-        state.skipNext = mode === 'skip'
-        slot.suppressed = mode !== 'on' // ON answers +OK; OFF and SKIP answer nothing
+        if (mode === 'on') {
+          state.replyOff = false
+          state.skipNext = false
+          slot.suppressed = false
+        } else if (mode === 'off') {
+          state.replyOff = true
+          slot.suppressed = true
+        } else if (mode === 'skip') {
+          if (!state.replyOff) state.skipNext = true
+          slot.suppressed = true
+        } else {
+          return this.#local(slot, errorReply('ERR syntax error'))
+        }
         return this.#local(slot, OK)
       }
       case 'tracking': {
@@ -638,6 +671,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
     // Inside MULTI everything is queued by Redis, so nothing may be slipped in; the state cannot
     // change there anyway (SELECT is deferred to EXEC, HELLO/AUTH are refused).
     if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
+    else if (effect !== E_EXEC && effect !== E_DISCARD && effect !== E_EXEC_ABORTED && !NOT_QUEUED.has((slot.command as RespCommand).name)) {
+      // One more element of EXEC's reply (where a queued SELECT's outcome is read).
+      this.#effects.txnQueued++
+    }
     slot.effect = effect
     slot.data = data
     if (effect !== 0) this.#effects.onSend(slot, conn, lease)
@@ -731,7 +768,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return
       }
       this.#ctx.observe.pinWait((performance.now() - this.#pinRequestedAt) / 1000)
-      this.#lease = { pin, reasons: 0 }
+      this.#lease = { pin, reasons: 0, dirty: false }
       pin.conn.onClose = () => { this.#onLeaseLost() }
       this.#wait = W_NONE
       this.#pump()
@@ -756,7 +793,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#lease = null
     this.#conn = null
     this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
-    this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : 'clean')
+    this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : lease.dirty ? 'scrub' : 'clean')
     if (this.#endWhenUnpinned) this.#endAfterReplies(false)
   }
 
@@ -773,7 +810,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       // A blocked command must not pop an element for nobody; a streaming connection cannot be
       // told apart from its messages. Closing is the only safe end.
       how = 'destroy'
-    } else if (lease.reasons !== 0) {
+    } else if (lease.reasons !== 0 || lease.dirty) {
       how = 'scrub' // MULTI or WATCH: RESET and handshake again before anyone else uses it
     }
     this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
@@ -845,7 +882,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * pieces wait in the slot and the reply is written whole in its turn.
    */
   onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
-    if (!slot.streamed && (this.#slots.peekFront() !== slot || slot.pieces !== null)) {
+    // EXEC's reply is read whole when a queued SELECT's outcome must be found in it.
+    const collect = slot.effect === E_EXEC && this.#effects.execSelects.length > 0
+    if (!slot.streamed && (collect || this.#slots.peekFront() !== slot || slot.pieces !== null)) {
       ;(slot.pieces ??= []).push(piece)
       if (!done) return
       const whole = Buffer.concat(slot.pieces)

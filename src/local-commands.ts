@@ -1,5 +1,6 @@
 import { encodeValue, errorReply, integer, nullReply, OK, verbatim } from './resp-encode.js'
 import type { RespCommand } from './resp-command.js'
+import { parseRedisInteger } from './redis-integer.js'
 import type { SessionState } from './session-state.js'
 import type { ServerInfo } from './server-info.js'
 
@@ -118,8 +119,15 @@ const NO_PASSWORD = errorReply('ERR AUTH <password> called without any password 
 
 /** Checks AUTH [user] pass against the accepted credentials; returns the reply. */
 export function authenticate (state: SessionState, creds: Credentials, user: string | null, pass: string): Buffer {
-  if (user === null && creds.password === undefined && creds.users.size === 0) return NO_PASSWORD
+  const open = creds.password === undefined && creds.users.size === 0
+  if (user === null && open) return NO_PASSWORD
   const name = user ?? 'default'
+  if (open && name === 'default') {
+    // Without client authentication the default user is Redis's `nopass` user: any password works.
+    state.authenticated = true
+    state.user = name
+    return OK
+  }
   const expected = name === 'default' ? creds.password : creds.users.get(name)
   if (expected === undefined || !constantTimeEqual(expected, pass)) return WRONGPASS
   state.authenticated = true
@@ -136,46 +144,37 @@ function constantTimeEqual (a: string, b: string): boolean {
 }
 
 /**
- * HELLO [protover [AUTH user pass] [SETNAME name]]: validates everything first and changes
- * nothing unless all of it succeeds, as Redis does; answers with the server map in the new
- * protocol.
+ * HELLO [protover [AUTH user pass] [SETNAME name]], step by step as Redis runs it: the version
+ * is read as Redis reads integers ("03" is refused), options are applied in order (an AUTH
+ * before a bad option still authenticates), and the protocol changes only if everything
+ * succeeded; answers with the server map in the new protocol.
  */
 export function hello (state: SessionState, cmd: RespCommand, creds: Credentials, server: ServerInfo, clientIdValue: number): Buffer {
   let resp = state.resp
   let i = 1
   if (cmd.argc > 1) {
-    const text = cmd.argString(1)
-    const ver = /^-?\d+$/.test(text) ? Number(text) : NaN
-    if (!Number.isInteger(ver)) return errorReply('ERR Protocol version is not an integer or out of range')
+    const ver = parseRedisInteger(cmd.argString(1))
+    if (ver === null) return errorReply('ERR Protocol version is not an integer or out of range')
     if (ver < 2 || ver > 3) return errorReply('NOPROTO unsupported protocol version')
     resp = ver as 2 | 3
     i = 2
   }
-  let authUser: string | null = null
-  let authPass: string | null = null
-  let name: Buffer | null = null
   for (; i < cmd.argc; i++) {
     const opt = cmd.keyword(i)
-    if (opt === 'auth' && i + 2 < cmd.argc) {
-      authUser = cmd.argString(i + 1)
-      authPass = cmd.argString(i + 2)
+    const more = cmd.argc - 1 - i
+    if (opt === 'auth' && more >= 2) {
+      const reply = authenticate(state, creds, cmd.argString(i + 1), cmd.argString(i + 2))
+      if (reply !== OK) return reply
       i += 2
-    } else if (opt === 'setname' && i + 1 < cmd.argc) {
-      name = cmd.arg(i + 1)
+    } else if (opt === 'setname' && more >= 1) {
+      const reply = setName(state, cmd.arg(i + 1))
+      if (reply !== OK) return reply
       i += 1
     } else {
       return errorReply(`ERR Syntax error in HELLO option '${cmd.argString(i)}'`)
     }
   }
-  if (authPass !== null) {
-    const reply = authenticate(state, creds, authUser, authPass)
-    if (reply !== OK) return reply
-  }
   if (!state.authenticated) return errorReply('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time')
-  if (name !== null) {
-    if (!validClientName(name)) return NAME_ERROR
-    state.name = name.toString('latin1')
-  }
   state.resp = resp
   return encodeValue({
     map: [

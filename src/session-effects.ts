@@ -5,6 +5,7 @@ import type { SessionState } from './session-state.js'
 import type { ProxyStats } from './proxy-stats.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 import { Subscriptions } from './subscriptions.js'
+import { ReplyFramer } from './reply-framer.js'
 
 /**
  * What a client's commands do to its state and its pinned connection, besides being carried
@@ -44,6 +45,14 @@ export const E_EXEC_ABORTED = 13
 export interface Lease {
   pin: Pin
   reasons: number
+  /**
+   * The client put the connection into a state of its own (MULTI, WATCH, subscriptions,
+   * MONITOR, tracking) at some point. Such a connection goes back to the pool only after a
+   * RESET that Redis answered: its state is then known from Redis, not from what respool
+   * expects the commands to have done (a MULTI pipelined behind EXEC would otherwise leave the
+   * pooled connection inside a transaction).
+   */
+  dirty: boolean
 }
 
 /** What the effects need from their session. */
@@ -63,9 +72,19 @@ export interface EffectHooks {
 const MINUS = 0x2d
 const WAIT_FENCE = ['PUBLISH', '__respool__:wait-fence', '']
 
+/** A SELECT queued inside MULTI: its place in EXEC's reply, and the database it names (-1: none). */
+interface QueuedSelect {
+  index: number
+  db: number
+}
+
 export class SessionEffects {
-  /** The database a SELECT queued inside MULTI moves to when EXEC runs it (-1: none). */
-  txnDb = -1
+  /** Commands of the open transaction that Redis queues (their replies are EXEC's elements). */
+  txnQueued = 0
+  /** SELECTs queued in the open transaction; EXEC's reply says which of them succeeded. */
+  txnSelects: QueuedSelect[] = []
+  /** The SELECTs of the EXEC in flight (the session sends nothing until its reply arrives). */
+  execSelects: QueuedSelect[] = []
   /** A command of the open transaction could not be queued: EXEC answers EXECABORT. */
   txnAborted = false
   readonly subs = new Subscriptions()
@@ -77,33 +96,59 @@ export class SessionEffects {
 
   /** RESET: no transaction and no subscription is left. */
   reset (): void {
-    this.txnDb = -1
+    this.txnQueued = 0
+    this.txnSelects = []
+    this.execSelects = []
     this.txnAborted = false
     this.subs.clear()
   }
 
-  /** State changes that take effect when the command is written (Redis applies them in order). */
+  /**
+   * State changes that take effect when the command is written. Whether the client is inside
+   * MULTI or WATCH is decided here, in the order the client sent its commands, never from
+   * replies still in flight: a MULTI pipelined behind an EXEC opens a new transaction, and a
+   * command pipelined behind EXEC is outside it. What Redis alone can decide (whether a SELECT
+   * succeeds) waits for Redis's reply, and the session sends nothing meanwhile.
+   */
   onSend (slot: ReplySlot, conn: UpstreamConnection, lease: Lease | null): void {
     switch (slot.effect) {
       case E_SELECT:
-        // The SELECT switches the connection; the client's later commands use the new db.
-        // If Redis refuses it, the reply restores the old one (slot.prior).
-        slot.prior = this.#hooks.state.db
-        this.#hooks.state.db = slot.data
-        conn.db = slot.data
+        // The connection's database is unknown until Redis answers; other clients sharing it
+        // select their own meanwhile. The epoch tells the reply whether anyone did.
+        slot.prior = conn.markDbUnknown()
+        break
+      case E_SELECT_QUEUED:
+        this.txnSelects.push({ index: this.txnQueued - 1, db: slot.data })
         break
       case E_MULTI:
         this.txnAborted = false
+        this.txnQueued = 0
+        this.txnSelects = []
         if (lease !== null) this.addReason(lease, R_MULTI)
         break
-      case E_WATCH:
-        if (lease !== null) {
-          slot.prior = lease.reasons & R_WATCH
-          this.addReason(lease, R_WATCH)
+      case E_EXEC:
+      case E_DISCARD:
+      case E_EXEC_ABORTED:
+        // EXEC and DISCARD end the transaction and every WATCH, whatever they answer.
+        this.txnAborted = false
+        if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
+        if (slot.effect === E_EXEC && this.txnSelects.length > 0) {
+          this.execSelects = this.txnSelects
+          conn.markDbUnknown()
         }
+        this.txnSelects = []
+        break
+      case E_WATCH:
+        if (lease !== null) this.addReason(lease, R_WATCH)
+        break
+      case E_UNWATCH:
+        if (lease !== null) lease.reasons &= ~R_WATCH
         break
       case E_MONITOR:
         if (lease !== null) this.addReason(lease, R_MONITOR)
+        break
+      case E_TRACKING_ON:
+        if (lease !== null) lease.dirty = true
         break
       case E_SUBSCRIBE:
         this.subs.inFlight++
@@ -132,50 +177,32 @@ export class SessionEffects {
   addReason (lease: Lease, reason: number): void {
     if ((lease.reasons & reason) !== 0) return
     lease.reasons |= reason
+    if (reason !== R_BLOCKING) lease.dirty = true
     this.#hooks.stats.pinsByReason[31 - Math.clz32(reason)]++
   }
 
   /**
-   * What the reply says about the state: a refused SELECT restores the database, EXEC ends the
-   * transaction, a blocking command's end drops that pin reason … `conn` is the connection the
-   * client's commands went to last.
+   * What the reply says about the state: a SELECT Redis accepted moves the client's database,
+   * EXEC tells which queued SELECT ran, a blocking command's end drops that pin reason …
+   * `conn` is the connection the client's commands went to last.
    */
   onReply (slot: ReplySlot, frame: Buffer, lease: Lease | null, conn: UpstreamConnection | null): void {
     const failed = frame[0] === MINUS
     switch (slot.effect) {
       case E_SELECT:
-        if (failed) {
-          this.#hooks.state.db = slot.prior
-          if (conn !== null) conn.db = -1 // unknown: the next command selects again
+        if (isOk(frame) && slot.data >= 0) {
+          this.#hooks.state.db = slot.data
+          conn?.confirmDb(slot.prior, slot.data)
         }
         break
-      case E_SELECT_QUEUED:
-        if (!failed) this.txnDb = slot.data
-        break
-      case E_MULTI:
-        if (failed && lease !== null) lease.reasons &= ~R_MULTI
-        break
-      case E_EXEC:
-      case E_DISCARD:
-      case E_EXEC_ABORTED: {
-        this.txnAborted = false
-        if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
-        if (this.txnDb >= 0) {
-          // EXEC ran the queued SELECT if it answered with an array; either way the
-          // connection's database is no longer known for sure: the next command selects again.
-          if (slot.effect === E_EXEC && frame[0] === 0x2a && frame[1] !== MINUS) this.#hooks.state.db = this.txnDb
-          const txnConn = lease?.pin.conn ?? conn
-          if (txnConn !== null) txnConn.db = -1
-        }
-        this.txnDb = -1
+      case E_EXEC: {
+        const selects = this.execSelects
+        if (selects.length === 0) break
+        this.execSelects = []
+        const db = dbAfterExec(frame, selects)
+        if (db !== null) this.#hooks.state.db = db
         break
       }
-      case E_WATCH:
-        if (failed && lease !== null && slot.prior === 0) lease.reasons &= ~R_WATCH
-        break
-      case E_UNWATCH:
-        if (lease !== null && (lease.reasons & R_MULTI) === 0) lease.reasons &= ~R_WATCH
-        break
       case E_BLOCKING:
         if (lease !== null) {
           lease.pin.conn.blockingInflight--
@@ -206,4 +233,26 @@ export class SessionEffects {
         break
     }
   }
+}
+
+function isOk (frame: Buffer): boolean {
+  return frame.length === 5 && frame[0] === 0x2b && frame[1] === 0x4f && frame[2] === 0x4b // +OK\r\n
+}
+
+/**
+ * The database a transaction left the connection in: the last queued SELECT whose element of
+ * EXEC's reply is +OK. Null if EXEC ran nothing (an error, or a null reply after a WATCH fired)
+ * or no SELECT succeeded. The elements are found by the reply framer, so RESP3 replies work too.
+ */
+export function dbAfterExec (frame: Buffer, selects: ReadonlyArray<{ index: number, db: number }>): number | null {
+  if (frame[0] !== 0x2a || frame[1] === MINUS) return null // not an array, or a null array
+  const headerEnd = frame.indexOf(10) + 1
+  const elements: Buffer[] = []
+  new ReplyFramer().push(frame.subarray(headerEnd), (element) => { elements.push(element) })
+  let db: number | null = null
+  for (const { index, db: target } of selects) {
+    const element = elements[index]
+    if (element !== undefined && isOk(element) && target >= 0) db = target
+  }
+  return db
 }

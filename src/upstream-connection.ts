@@ -43,8 +43,33 @@ export class UpstreamConnection {
   onIdle: ((conn: UpstreamConnection) => void) | null = null
   /** Called when the connection can take writes again (its socket drained, or a large command is through). */
   onWritable: ((conn: UpstreamConnection) => void) | null = null
-  /** Database currently selected on this connection (tracked, so sessions can switch it). */
-  db: number
+  /**
+   * Database this connection is in once every command written so far has run, or -1 when that
+   * depends on a reply still to come (a client's SELECT). Sessions switch it before their
+   * commands; every change starts a new epoch, so a late reply cannot overwrite a newer value.
+   */
+  get db (): number {
+    return this.#db
+  }
+
+  set db (value: number) {
+    this.#db = value
+    this.#dbEpoch++
+  }
+
+  /** A client's SELECT is on its way: the database is unknown until Redis answers. Returns the epoch. */
+  markDbUnknown (): number {
+    this.db = -1
+    return this.#dbEpoch
+  }
+
+  /** Redis accepted the SELECT sent in `epoch`: the connection is in `db`, unless it was switched since. */
+  confirmDb (epoch: number, db: number): void {
+    if (epoch === this.#dbEpoch) this.#db = db
+  }
+
+  #db = 0
+  #dbEpoch = 0
   /** Protocol the connection speaks now (HELLO switches it; tracked so sessions can switch it). */
   resp: 2 | 3 = 2
   /** Commands in flight that block by design (BLPOP …): the op timer does not apply to them. */
@@ -81,7 +106,6 @@ export class UpstreamConnection {
 
   private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
     this.id = options.id
-    this.db = 0
     this.#socket = socket
     this.#writer = new TickWriter(socket, () => { this.#needDrain = true })
     this.#commandTimeoutMs = options.commandTimeoutMs
