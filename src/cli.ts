@@ -43,6 +43,7 @@ const FLAGS: Record<string, Options> = {
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port (off when unset)' },
   'metrics-host': { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' },
   'admin-password': { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' },
+  'protected-mode': { type: 'string', default: 'yes', describe: 'yes: while no --password/--user is set, serve only loopback and unix-socket clients (others get -DENIED); no: serve every client that can reach --host' },
   'log-level': { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' }
 }
 
@@ -131,8 +132,17 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     denyCommands: (args.denyCommands as string).split(','),
     metricsPort: args.metricsPort as number | undefined,
     metricsHost: args.metricsHost as string | undefined,
-    adminPassword: args.adminPassword as string | undefined
+    adminPassword: args.adminPassword as string | undefined,
+    protectedMode: yesNo('protected-mode', args.protectedMode)
   }
+}
+
+/** yes/no (also true/false, on/off, as Redis and JSON config files spell them). */
+function yesNo (flag: string, value: unknown): boolean {
+  const text = String(value).toLowerCase()
+  if (text === 'yes' || text === 'true' || text === 'on') return true
+  if (text === 'no' || text === 'false' || text === 'off') return false
+  throw new ConfigError(`${flag}: must be yes or no, got ${String(value)}`)
 }
 
 /** Parses flags, environment and config file into proxy options. */

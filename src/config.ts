@@ -77,6 +77,11 @@ export interface ProxyConfig {
   metricsHost?: string
   /** Password that unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL (and, when set, every RESPOOL command). */
   adminPassword?: string
+  /**
+   * Like Redis's protected mode: while no client authentication is configured (no password,
+   * no users), only loopback and unix-socket clients are served; others get -DENIED.
+   */
+  protectedMode: boolean
 }
 
 export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
@@ -102,6 +107,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   shutdownGraceMs: 10000,
   logLevel: 'info',
   users: new Map(),
+  protectedMode: true,
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
@@ -211,6 +217,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'shutdownGraceMs', 0, 3600_000)
   if (config.metricsPort !== undefined) intOption(config, 'metricsPort', 0, 65535)
   if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
+  if (typeof config.protectedMode !== 'boolean') throw new ConfigError(`protected-mode: must be yes or no, got ${String(config.protectedMode)}`)
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)
   return config

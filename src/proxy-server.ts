@@ -42,6 +42,9 @@ export interface ReloadResult {
 const RELOADABLE = ['poolSize', 'maxPins', 'acquireTimeoutMs', 'maxClients', 'maxPipeline', 'maxOutputBufferBytes',
   'maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs', 'shutdownGraceMs', 'logLevel', 'denyCommands'] as const
 
+/** Reloadable settings that every connected client takes over at once (not only new ones). */
+const SESSION_LIMITS = new Set<string>(['maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs'])
+
 /**
  * Accepts client connections, owns the sessions, the router and the upstream pool, and runs
  * the lifecycle: listen(), close() (graceful), destroy() (immediate). Both closing calls are
@@ -65,6 +68,8 @@ export class ProxyServer {
   readonly #sessions = new Set<ClientSession>()
   readonly #ctx: SessionContext
   #nextSessionId = 1
+  /** Protected mode is in force: no client authentication is configured. */
+  readonly #protected: boolean
   #closing: Promise<void> | null = null
   /** True from the first close() on: readiness probes fail first, new clients are refused. */
   draining = false
@@ -100,6 +105,7 @@ export class ProxyServer {
         this.#pausedSessions.delete(session)
       }
     }
+    this.#protected = this.config.protectedMode && !this.#ctx.authRequired
     this.#server = this.config.tlsCert !== undefined && this.config.tlsKey !== undefined
       ? tls.createServer({ cert: readFileSync(this.config.tlsCert), key: readFileSync(this.config.tlsKey), noDelay: true }, this.#onConnection)
       : net.createServer({ noDelay: true }, this.#onConnection)
@@ -124,6 +130,9 @@ export class ProxyServer {
     const address = this.address
     this.log.info({ listen: `${address.address}:${address.port}`, upstream: describeUpstream(this.config.upstream), poolSize: this.config.poolSize },
       `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${describeUpstream(this.config.upstream)} with at most ${this.config.poolSize} upstream connections`)
+    if (this.#protected && !/^(127\.|::1$|localhost$)/.test(this.config.host)) {
+      this.log.warn({ host: this.config.host }, 'protected mode: no client authentication is configured (--password/--user), so only loopback and unix-socket clients are served; others get -DENIED (--protected-mode no serves them)')
+    }
     return address
   }
 
@@ -240,6 +249,9 @@ export class ProxyServer {
     }
     if (applied.includes('logLevel')) this.log.level = this.config.logLevel
     if (applied.includes('denyCommands')) this.#ctx.denied = new Set(this.config.denyCommands)
+    if (applied.some((key) => SESSION_LIMITS.has(key))) {
+      for (const session of this.#sessions) session.applyConfig()
+    }
     this.log.info({ applied, needsRestart }, 'configuration reloaded')
     return { applied, needsRestart }
   }
@@ -316,6 +328,12 @@ export class ProxyServer {
       socket.end(errorReply('ERR respool: shutting down'))
       return
     }
+    if (this.#protected && !isLocalClient(socket)) {
+      this.stats.downstreamCxRefused++
+      this.log.warn({ client: socket.remoteAddress }, 'client refused by protected mode')
+      socket.end(PROTECTED_MODE_DENIED)
+      return
+    }
     if (this.#sessions.size >= this.config.maxClients) {
       this.stats.downstreamCxRefused++
       // Redis's own wording for the same condition.
@@ -325,6 +343,19 @@ export class ProxyServer {
     const session = new ClientSession(this.#nextSessionId++, socket, this.#ctx)
     this.#sessions.add(session)
   }
+}
+
+/** What a client refused by protected mode is told, as Redis tells it: the reason and the ways out. */
+const PROTECTED_MODE_DENIED = errorReply('DENIED respool is running in protected mode because no client authentication is configured. ' +
+  'In this mode connections are only accepted from loopback addresses and the unix socket. To serve other clients, either set a ' +
+  'password (--password, or --user name:password) that clients AUTH with, or, if every client that can reach this address is ' +
+  'trusted, disable protected mode with --protected-mode no (RESPOOL_PROTECTED_MODE=no).')
+
+/** A client on the unix socket or a loopback address (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+export function isLocalClient (socket: net.Socket): boolean {
+  const address = socket.remoteAddress
+  if (address === undefined) return true // unix socket
+  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.')
 }
 
 /**
