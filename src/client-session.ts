@@ -162,9 +162,18 @@ export class ClientSession implements ReplySink, LaneWaiter {
     socket.on('drain', this.#onDrain)
     socket.on('error', () => { this.destroy() })
     socket.on('close', () => { this.destroy() })
-    if (ctx.config.clientIdleTimeoutMs > 0) {
-      socket.setTimeout(ctx.config.clientIdleTimeoutMs, () => { this.destroy() })
-    }
+    socket.on('timeout', () => { this.destroy() })
+    if (ctx.config.clientIdleTimeoutMs > 0) socket.setTimeout(ctx.config.clientIdleTimeoutMs)
+  }
+
+  /** A reload changed the client limits: this connection follows them from its next byte on. */
+  applyConfig (): void {
+    const config = this.#ctx.config
+    const limits = this.#framer.limits
+    limits.maxBulkLength = config.maxBulkLength
+    limits.maxMultibulkLength = config.maxMultibulkLength
+    limits.maxInlineLength = config.maxInlineLength
+    this.#socket.setTimeout(config.clientIdleTimeoutMs) // 0 turns the idle timeout off
   }
 
   /** Commands written upstream and not yet answered. */
