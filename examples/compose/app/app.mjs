@@ -4,13 +4,18 @@ import net from 'node:net'
 
 const host = process.env.RESPOOL_HOST ?? '127.0.0.1'
 const port = Number(process.env.RESPOOL_PORT ?? 6380)
+const password = process.env.RESPOOL_APP_PASSWORD
 const encode = (...args) => `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join('')
 
 for (let worker = 0; worker < 50; worker++) {
   const socket = net.connect({ host, port })
-  socket.on('connect', function tick () {
-    socket.write(encode('INCR', `hits:${worker}`))
-    setTimeout(tick, 100)
+  socket.on('connect', () => {
+    if (password !== undefined) socket.write(encode('AUTH', password))
+    const tick = () => {
+      socket.write(encode('INCR', `hits:${worker}`))
+      setTimeout(tick, 100)
+    }
+    tick()
   })
   socket.on('data', () => {})
   socket.on('error', (err) => { console.error(`worker ${worker}: ${err.message}`) })
