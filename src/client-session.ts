@@ -268,6 +268,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#firstLook(slot, head, kind)
     this.#slots.push(slot)
     if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
+    else this.#effects.txnQueued++ // queued inside MULTI: one more element of EXEC's reply
     this.#inflight++
     this.#conn = conn
     conn.beginStream(head.frame, slot, this)
