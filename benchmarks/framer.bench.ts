@@ -10,8 +10,8 @@
 import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism, cpus } from 'node:os'
-import { RequestFramer } from '../src/request-framer.js'
-import { ReplyFramer } from '../src/reply-framer.js'
+import { RequestFramer } from '../src/protocol/request-framer.js'
+import { ReplyFramer } from '../src/protocol/reply-framer.js'
 import { RESULTS_DIR, median } from './lib/harness.js'
 import { fmtInt, markdownTable, textTable, type Table } from './lib/table.js'
 

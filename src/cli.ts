@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers'
 import { ProxyServer } from './proxy-server.js'
 import { DEFAULTS, validateConfig, type ProxyOptions } from './config.js'
 import { ConfigError } from './errors.js'
-import { createLogger } from './logger.js'
+import { createLogger } from './ops/logger.js'
 
 /** Every flag respool takes; each also reads RESPOOL_<FLAG> from the environment. */
 const FLAGS: Record<string, Options> = {

@@ -1,6 +1,6 @@
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy-server.js'
 import type { ProxyOptions } from '../../src/config.js'
-import { createLogger } from '../../src/logger.js'
+import { createLogger } from '../../src/ops/logger.js'
 
 /** Starts a proxy on a free port. RESPOOL_TEST_LOG=debug shows its logs on stderr. */
 export async function startProxy (options: ProxyOptions, serverOptions: ProxyServerOptions = {}): Promise<ProxyServer> {

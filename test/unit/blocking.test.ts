@@ -1,8 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { blockingTimeoutMs, timeoutReply, withTimeout } from '../../src/blocking.js'
-import { RequestFramer } from '../../src/request-framer.js'
-import type { RespCommand } from '../../src/resp-command.js'
+import { blockingTimeoutMs, timeoutReply, withTimeout } from '../../src/commands/blocking.js'
+import { RequestFramer } from '../../src/protocol/request-framer.js'
+import type { RespCommand } from '../../src/protocol/resp-command.js'
 
 function parse (line: string): RespCommand {
   let out: RespCommand | undefined

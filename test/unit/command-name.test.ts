@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import commands from '@ioredis/commands'
-import { commandName } from '../../src/command-name.js'
+import { commandName } from '../../src/protocol/command-name.js'
 
 const slow = (b: Buffer, s: number, e: number): string => b.toString('latin1', s, e).toLowerCase()
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import client from 'prom-client'
-import { HotHistogram } from '../../src/hot-histogram.js'
+import { HotHistogram } from '../../src/ops/hot-histogram.js'
 
 const buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 

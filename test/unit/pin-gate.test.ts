@@ -1,6 +1,6 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { PinGate } from '../../src/pin-gate.js'
+import { PinGate } from '../../src/routing/pin-gate.js'
 import { PoolTimeoutError } from '../../src/errors.js'
 
 const tick = async (): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, 5)) }

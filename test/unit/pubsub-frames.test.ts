@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { parsePubsubFrame, commandFamily } from '../../src/pubsub-frames.js'
+import { parsePubsubFrame, commandFamily } from '../../src/protocol/pubsub-frames.js'
 
 const f = (s: string): Buffer => Buffer.from(s, 'latin1')
 

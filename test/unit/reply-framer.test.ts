@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { ReplyFramer } from '../../src/reply-framer.js'
+import { ReplyFramer } from '../../src/protocol/reply-framer.js'
 import { ProtocolError } from '../../src/errors.js'
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1')

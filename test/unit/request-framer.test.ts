@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { RequestFramer, DEFAULT_REQUEST_LIMITS } from '../../src/request-framer.js'
+import { RequestFramer, DEFAULT_REQUEST_LIMITS } from '../../src/protocol/request-framer.js'
 import { ProtocolError } from '../../src/errors.js'
 
 interface Framed { frame: string, args: string[] }

@@ -1,12 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SessionEffects, E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_WATCH, E_BLOCKING, R_MULTI, R_WATCH, R_BLOCKING, dbAfterExec, type Lease } from '../../src/session-effects.js'
-import { SessionState } from '../../src/session-state.js'
-import { ProxyStats } from '../../src/proxy-stats.js'
-import { ReplySlot, InternalSink } from '../../src/reply-slot.js'
-import { RespCommand } from '../../src/resp-command.js'
-import type { UpstreamConnection } from '../../src/upstream-connection.js'
-import type { Pin } from '../../src/router.js'
+import { SessionEffects, E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_WATCH, E_BLOCKING, R_MULTI, R_WATCH, R_BLOCKING, dbAfterExec, type Lease } from '../../src/client/session-effects.js'
+import { SessionState } from '../../src/client/session-state.js'
+import { ProxyStats } from '../../src/ops/proxy-stats.js'
+import { ReplySlot, InternalSink } from '../../src/routing/reply-slot.js'
+import { RespCommand } from '../../src/protocol/resp-command.js'
+import type { UpstreamConnection } from '../../src/upstream/upstream-connection.js'
+import type { Pin } from '../../src/routing/router.js'
 
 /** The connection fields effects touch, and a record of the internal commands sent. */
 function fakeConn (): UpstreamConnection & { internal: string[][] } {

@@ -9,9 +9,9 @@ import { once } from 'node:events'
  * test's own, so the deadline is enforced from this thread, which stays free.
  */
 async function inWorker (body: string, deadlineMs: number): Promise<string> {
-  const pool = new URL('../../src/upstream-pool.js', import.meta.url).href
+  const pool = new URL('../../src/upstream/upstream-pool.js', import.meta.url).href
   const config = new URL('../../src/config.js', import.meta.url).href
-  const logger = new URL('../../src/logger.js', import.meta.url).href
+  const logger = new URL('../../src/ops/logger.js', import.meta.url).href
   const worker = new Worker(`
     const { parentPort } = require('node:worker_threads')
     Promise.all([import(${JSON.stringify(pool)}), import(${JSON.stringify(config)}), import(${JSON.stringify(logger)})])

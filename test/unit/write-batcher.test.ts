@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type net from 'node:net'
 import { setImmediate as turn } from 'node:timers/promises'
-import { TickWriter } from '../../src/write-batcher.js'
+import { TickWriter } from '../../src/protocol/write-batcher.js'
 
 /** Records what TickWriter hands to the socket; `full` makes write() report a full buffer. */
 function recordingSocket (full = false): { socket: net.Socket, writes: string[] } {

@@ -1,4 +1,4 @@
-import { ProtocolError } from './errors.js'
+import { ProtocolError } from '../errors.js'
 
 /**
  * Incremental boundary scanner for what Redis sends back: every RESP2 and RESP3 type.

@@ -1,4 +1,4 @@
-import { ProtocolError } from './errors.js'
+import { ProtocolError } from '../errors.js'
 import { RespCommand } from './resp-command.js'
 import { splitInlineArgs } from './inline-args.js'
 

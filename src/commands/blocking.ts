@@ -1,5 +1,5 @@
-import { RespCommand } from './resp-command.js'
-import { NULL_ARRAY, RESP3_NULL } from './resp-encode.js'
+import { RespCommand } from '../protocol/resp-command.js'
+import { NULL_ARRAY, RESP3_NULL } from '../protocol/resp-encode.js'
 
 /**
  * Exactly what Redis answers when a blocking command times out: a null array for every list,

@@ -1,5 +1,5 @@
 import commands from '@ioredis/commands'
-import type { RespCommand } from './resp-command.js'
+import type { RespCommand } from '../protocol/resp-command.js'
 
 /**
  * How the proxy treats each command. Most commands are `SHARED`: multiplexed on a shared,

@@ -1,10 +1,10 @@
-import { errorReply, integer, OK, verbatim } from './resp-encode.js'
+import { errorReply, integer, OK, verbatim } from '../protocol/resp-encode.js'
 import { PIN_REASONS, COMMAND_CLASSES } from './proxy-stats.js'
-import { describeUpstream } from './config.js'
-import { wrongArity } from './local-commands.js'
-import type { RespCommand } from './resp-command.js'
-import type { ClientSession } from './client-session.js'
-import type { ProxyServer } from './proxy-server.js'
+import { describeUpstream } from '../config.js'
+import { wrongArity } from '../commands/local-commands.js'
+import type { RespCommand } from '../protocol/resp-command.js'
+import type { ClientSession } from '../client/client-session.js'
+import type { ProxyServer } from '../proxy-server.js'
 
 /**
  * The RESPOOL command family: an operator's console over RESP, in the spirit of pgbouncer's.

@@ -1,8 +1,8 @@
-import { encodeValue, errorReply, integer, nullReply, OK, verbatim } from './resp-encode.js'
-import type { RespCommand } from './resp-command.js'
-import { parseRedisInteger } from './redis-integer.js'
-import type { SessionState } from './session-state.js'
-import type { ServerInfo } from './server-info.js'
+import { encodeValue, errorReply, integer, nullReply, OK, verbatim } from '../protocol/resp-encode.js'
+import type { RespCommand } from '../protocol/resp-command.js'
+import { parseRedisInteger } from '../protocol/redis-integer.js'
+import type { SessionState } from '../client/session-state.js'
+import type { ServerInfo } from '../upstream/server-info.js'
 
 /**
  * Commands about the client's own connection, answered by respool the way Redis answers them

@@ -1,6 +1,6 @@
 import { createPool, type Pool } from 'generic-pool'
-import { PoolTimeoutError, type ProxyError } from './errors.js'
-import { resizeGenericPool } from './upstream-pool.js'
+import { PoolTimeoutError, type ProxyError } from '../errors.js'
+import { resizeGenericPool } from '../upstream/upstream-pool.js'
 
 /** A permit to hold one pinned connection (and, for a blocking command, a blocking slot). */
 export interface PinPermit {

@@ -1,6 +1,6 @@
 import client from 'prom-client'
 import { COMMAND_CLASSES, PIN_REASONS } from './proxy-stats.js'
-import type { ProxyServer } from './proxy-server.js'
+import type { ProxyServer } from '../proxy-server.js'
 import { HotHistogram } from './hot-histogram.js'
 
 /**

@@ -1,6 +1,6 @@
 import http from 'node:http'
 import { once } from 'node:events'
-import type { ProxyServer } from './proxy-server.js'
+import type { ProxyServer } from '../proxy-server.js'
 
 /**
  * The operator's HTTP side: /metrics (Prometheus), /healthz (the process is alive) and

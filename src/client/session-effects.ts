@@ -1,11 +1,11 @@
-import type { Pin } from './router.js'
-import type { ReplySlot } from './reply-slot.js'
-import type { RespCommand } from './resp-command.js'
+import type { Pin } from '../routing/router.js'
+import type { ReplySlot } from '../routing/reply-slot.js'
+import type { RespCommand } from '../protocol/resp-command.js'
 import type { SessionState } from './session-state.js'
-import type { ProxyStats } from './proxy-stats.js'
-import type { UpstreamConnection } from './upstream-connection.js'
+import type { ProxyStats } from '../ops/proxy-stats.js'
+import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import { Subscriptions } from './subscriptions.js'
-import { ReplyFramer } from './reply-framer.js'
+import { ReplyFramer } from '../protocol/reply-framer.js'
 
 /**
  * What a client's commands do to its state and its pinned connection, besides being carried

@@ -1,8 +1,8 @@
-import type { UpstreamConnection } from './upstream-connection.js'
-import type { UpstreamPool } from './upstream-pool.js'
+import type { UpstreamConnection } from '../upstream/upstream-connection.js'
+import type { UpstreamPool } from '../upstream/upstream-pool.js'
 import { PinGate, type PinKind, type PinPermit } from './pin-gate.js'
-import type { ProxyError } from './errors.js'
-import type { Logger } from './logger.js'
+import type { ProxyError } from '../errors.js'
+import type { Logger } from '../ops/logger.js'
 
 /** A connection pinned to one client, and the permit that counts it against the pin cap. */
 export interface Pin {

@@ -1,4 +1,4 @@
-import { Kind } from './command-table.js'
+import { Kind } from '../commands/command-table.js'
 
 /** Names of pin reasons, in bit order (R_MULTI = 1 << 0 …), for stats and admin output. */
 export const PIN_REASONS = ['multi', 'watch', 'blocking', 'subscribed', 'monitor', 'tracking'] as const

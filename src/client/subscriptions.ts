@@ -1,7 +1,7 @@
-import { bulk } from './resp-encode.js'
-import { commandFamily, type PubsubFamily, type PubsubFrame } from './pubsub-frames.js'
-import type { RespCommand } from './resp-command.js'
-import type { ReplySlot } from './reply-slot.js'
+import { bulk } from '../protocol/resp-encode.js'
+import { commandFamily, type PubsubFamily, type PubsubFrame } from '../protocol/pubsub-frames.js'
+import type { RespCommand } from '../protocol/resp-command.js'
+import type { ReplySlot } from '../routing/reply-slot.js'
 
 /**
  * A client's subscriptions as Redis has confirmed them, in stream order. The proxy needs them

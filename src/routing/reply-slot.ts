@@ -1,5 +1,5 @@
-import type { RespCommand } from './resp-command.js'
-import type { ProxyError } from './errors.js'
+import type { RespCommand } from '../protocol/resp-command.js'
+import type { ProxyError } from '../errors.js'
 
 /** A reply source that can stop reading for a while. */
 export interface Pausable {

@@ -1,9 +1,9 @@
 import { createPool, type Pool } from 'generic-pool'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { UpstreamConnection } from './upstream-connection.js'
-import { PoolTimeoutError, UpstreamConnectError, type ProxyError } from './errors.js'
-import { describeUpstream, type ProxyConfig } from './config.js'
-import type { Logger } from './logger.js'
+import { PoolTimeoutError, UpstreamConnectError, type ProxyError } from '../errors.js'
+import { describeUpstream, type ProxyConfig } from '../config.js'
+import type { Logger } from '../ops/logger.js'
 import { fetchServerInfo, UNKNOWN_SERVER, type ServerInfo } from './server-info.js'
 
 export interface PoolStats {
