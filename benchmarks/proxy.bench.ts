@@ -48,6 +48,16 @@ const ints = (name: string, def: number[]): number[] => {
   if (v === undefined || v === '') return def
   return v.split(',').map((x) => Number(x.trim())).filter((x) => Number.isFinite(x) && x > 0)
 }
+/**
+ * respool pool sizes: at least 2. One upstream connection cannot carry both shared traffic and a
+ * pinned client, so no benchmark runs respool with --pool-size 1.
+ */
+const MIN_POOL = 2
+const checkPools = (name: string, pools: number[]): number[] => {
+  const bad = pools.filter((p) => p < MIN_POOL)
+  if (bad.length > 0) throw new Error(`${name}: respool needs --pool-size ${MIN_POOL} or more, got ${bad.join(', ')}`)
+  return pools
+}
 const words = (name: string, def: string[]): string[] => {
   const v = env[name]
   if (v === undefined || v === '') return def
@@ -60,7 +70,7 @@ const ROUNDS = Math.max(1, int('ROUNDS', QUICK ? 1 : 3))
 const REQUESTS = Math.max(1000, int('REQUESTS', QUICK ? 20000 : 100000))
 /** Pipelined runs are ~10× faster; they get more requests so they last about as long. */
 const PIPELINED_FACTOR = int('PIPELINED_FACTOR', 4)
-const POOL_SIZE = Math.max(1, int('POOL_SIZE', 8))
+const POOL_SIZE = checkPools('POOL_SIZE', [int('POOL_SIZE', 8)])[0]
 const TW_CONNECTIONS = Math.max(1, int('TW_CONNECTIONS', 1))
 const TW_MATCHED = env.TW_MATCHED !== '0' && !QUICK
 const TESTS = words('TESTS', ['set', 'get'])
@@ -75,14 +85,14 @@ const A_COMBOS: Array<{ clients: number, pipeline: number }> = env.CLIENTS !== u
   : [{ clients: 50, pipeline: 1 }, { clients: 50, pipeline: 16 }, { clients: 500, pipeline: 1 }]
 
 const SWEEP_CLIENTS = ints('SWEEP_CLIENTS', QUICK ? [100, 1000] : [10, 100, 1000])
-const SWEEP_POOLS = ints('SWEEP_POOLS', QUICK ? [1, 2, 8, 32] : [1, 2, 4, 8, 16, 32])
+const SWEEP_POOLS = checkPools('SWEEP_POOLS', ints('SWEEP_POOLS', QUICK ? [2, 8, 32] : [2, 4, 8, 16, 32]))
 const SWEEP_PIPELINES = ints('SWEEP_PIPELINES', QUICK ? [1] : [1, 16])
 const SWEEP_ROUNDS = Math.max(1, int('SWEEP_ROUNDS', FULL_SWEEP ? ROUNDS : (QUICK ? 1 : 2)))
 const SWEEP_REQUESTS = Math.max(1000, int('SWEEP_REQUESTS', FULL_SWEEP ? REQUESTS : Math.floor(REQUESTS / 2)))
-const BIG_POOLS = ints('BIG_POOLS', [8, 64])
+const BIG_POOLS = checkPools('BIG_POOLS', ints('BIG_POOLS', [8, 64]))
 const BIG_CLIENTS = int('BIG_CLIENTS', 1000)
 
-const PIN_POOLS = ints('PIN_POOLS', QUICK ? [4, 64] : [4, 8, 16, 64])
+const PIN_POOLS = checkPools('PIN_POOLS', ints('PIN_POOLS', QUICK ? [4, 64] : [4, 8, 16, 64]))
 const PIN_WORKERS = int('PIN_WORKERS', 50)
 const PIN_PRODUCERS = Math.max(1, int('PIN_PRODUCERS', 4))
 const PIN_TX = int('PIN_TX', 10)

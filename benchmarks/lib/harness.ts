@@ -246,6 +246,8 @@ export function respoolNodeVersion (): string {
 
 /** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn`. */
 export async function startRespool (redisPort: number, opts: RespoolOptions): Promise<Server> {
+  // One connection cannot carry both shared traffic and a pinned client.
+  if (!Number.isInteger(opts.poolSize) || opts.poolSize < 2) throw new Error(`respool needs --pool-size 2 or more, got ${opts.poolSize}`)
   const name = opts.name ?? `respool(${opts.poolSize})`
   const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
     RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
