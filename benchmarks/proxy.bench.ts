@@ -27,7 +27,7 @@ import {
   installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
-import { RedisAdmin } from './lib/redis-admin.js'
+import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
@@ -120,8 +120,29 @@ interface Anomaly { scenario: string, target: string, message: string, reproduce
 const anomalies: Anomaly[] = []
 const tables: Table[] = []
 
-interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null }
-interface Agg { rps: number, p50: number, p99: number, avg: number, cpu: number | null, rounds: Sample[] }
+/** One run's figures; `upstream` is respool's upstream connections during that run (null for direct and twemproxy). */
+interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamUse | null }
+/** Upstream connections over the rounds: used (fewest and most) and the most open at once. */
+interface UpstreamRange { usedMin: number | null, usedMax: number | null, openMax: number }
+interface Agg { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamRange | null, rounds: Sample[] }
+
+function upstreamRange (uses: Array<UpstreamUse | null>): UpstreamRange | null {
+  const xs = uses.filter((u): u is UpstreamUse => u !== null)
+  if (xs.length === 0) return null
+  const used = xs.map((u) => u.used).filter((u): u is number => u !== null)
+  return {
+    usedMin: used.length > 0 ? Math.min(...used) : null,
+    usedMax: used.length > 0 ? Math.max(...used) : null,
+    openMax: Math.max(...xs.map((u) => u.open))
+  }
+}
+
+/** "used/open", e.g. "5/6" or "4–5/6"; "—" when nothing was watched. */
+function fmtUpstream (u: UpstreamRange | null): string {
+  if (u === null) return '—'
+  const used = u.usedMin === null || u.usedMax === null ? '?' : u.usedMin === u.usedMax ? String(u.usedMin) : `${u.usedMin}–${u.usedMax}`
+  return `${used}/${u.openMax}`
+}
 
 function aggregate (samples: Sample[]): Agg {
   const cpus = samples.map((s) => s.cpu).filter((c): c is number => c !== null)
@@ -131,6 +152,7 @@ function aggregate (samples: Sample[]): Agg {
     p99: median(samples.map((s) => s.p99)),
     avg: median(samples.map((s) => s.avg)),
     cpu: cpus.length > 0 ? median(cpus) : null,
+    upstream: upstreamRange(samples.map((s) => s.upstream)),
     rounds: samples
   }
 }
@@ -165,11 +187,12 @@ interface MeasureCtx {
   poolSize?: number
 }
 
-/** One redis-benchmark run against a target, with the upstream connection count watched for respool. */
-async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promise<BenchRun & { maxUpstream: number | null }> {
+/** One redis-benchmark run against a target, with respool's upstream connections watched. */
+async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promise<BenchRun & { upstream: UpstreamUse | null }> {
   const watch = target.kind === 'respool' ? ctx.admin.watch(100) : null
   const run = await redisBenchmark(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE }, target.pid, BENCH_TIMEOUT_MS)
-  const maxUpstream = watch === null ? null : await watch.stop()
+  const upstream = watch === null ? null : await watch.stop()
+  const maxUpstream = upstream?.open ?? null
   const argv = benchArgv(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE })
   for (const note of run.notes) {
     anomalies.push({ scenario: ctx.scenario, target: target.name, message: `redis-benchmark: ${note}`, reproduce: reproduce(target, argv, ctx.poolSize) })
@@ -186,20 +209,22 @@ async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promi
     anomalies.push({ scenario: ctx.scenario, target: target.name, message: `process exited during the run (${target.child.exitCode ?? target.child.signalCode})`, reproduce: reproduce(target, argv, ctx.poolSize) })
     throw new Error(`${target.name} exited during ${ctx.scenario}`)
   }
-  return { ...run, maxUpstream }
+  return { ...run, upstream }
 }
 
-function sampleOf (run: BenchRun, cmd: string): Sample | null {
+function sampleOf (run: BenchRun & { upstream: UpstreamUse | null }, cmd: string): Sample | null {
   const l = run.lines.get(cmd.toUpperCase())
   if (l === undefined || !Number.isFinite(l.rps)) return null
-  return { rps: l.rps, p50: l.p50Ms, p99: l.p99Ms, avg: l.avgMs, cpu: run.cpu }
+  return { rps: l.rps, p50: l.p50Ms, p99: l.p99Ms, avg: l.avgMs, cpu: run.cpu, upstream: run.upstream }
 }
 
-function runSummary (run: BenchRun): string {
+function runSummary (run: BenchRun & { upstream: UpstreamUse | null }): string {
   return TESTS.map((t) => {
     const l = run.lines.get(t.toUpperCase())
     return l === undefined ? `${t.toUpperCase()} —` : `${t.toUpperCase()} ${fmtInt(l.rps)}/s p99 ${fmtMs(l.p99Ms)}ms`
-  }).join(' | ') + (run.cpu !== null ? ` cpu ${fmtPct(run.cpu)}` : '') + (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
+  }).join(' | ') + (run.cpu !== null ? ` cpu ${fmtPct(run.cpu)}` : '') +
+    (run.upstream !== null ? ` upstream used/open ${run.upstream.used ?? '?'}/${run.upstream.open}` : '') +
+    (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
 }
 
 async function warmUp (target: Server): Promise<void> {
@@ -233,6 +258,8 @@ async function stopAll (scenario: string, servers: Array<Server | null>): Promis
 }
 
 const comboLabel = (c: { clients: number, pipeline: number }): string => `c=${c.clients} P=${c.pipeline}`
+
+const UPSTREAM_NOTE = 'upstream used/open = respool\'s connections to Redis during the run: used = sent commands (kernel byte counters, matched to CLIENT LIST), open = most open at once (CLIENT LIST, name=respool); a range when rounds differ. respool opens another lane only while every open one is busy, so both can stay far below --pool-size'
 
 // ---------------------------------------------------------------------------------------------
 // (a) SET/GET at three load shapes, and (d) one-hop latency: direct, respool, twemproxy
@@ -290,9 +317,10 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
   }
   tables.push({
     title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
-    headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', '×direct', `×${twName}`],
-    rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
+    headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', 'upstream used/open', '×direct', `×${twName}`],
+    rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtUpstream(r.agg.upstream), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
     notes: [
+      UPSTREAM_NOTE,
       'ratios are ops/s of the row divided by ops/s of direct Redis / of twemproxy with server_connections: 1 (its default and the setting its docs require for read-your-writes)',
       'CPU = CPU time of the measured process (redis-server for direct, the proxy otherwise) during the run, as a share of one core',
       `respool runs with --pool-size ${POOL_SIZE}; twemproxy(${POOL_SIZE}) is shown for equal upstream connections but does not keep read-your-writes`
@@ -332,9 +360,9 @@ async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[
   }
   tables.push({
     title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s)`,
-    headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct'],
-    rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us)]),
-    notes: ['redis-benchmark prints latencies in ms with 3 decimals, so the resolution is 1 µs']
+    headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct', 'upstream used/open'],
+    rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us), fmtUpstream(r.agg.upstream)]),
+    notes: ['redis-benchmark prints latencies in ms with 3 decimals, so the resolution is 1 µs', UPSTREAM_NOTE]
   })
   return rows
 }
@@ -378,7 +406,7 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
             const s = sampleOf(run, cmd)
             if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|pool${pool}`, s)
           }
-          progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} respool(${pool}): ${runSummary(run)} max upstream ${run.maxUpstream ?? '—'}`)
+          progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} respool(${pool}): ${runSummary(run)}`)
         }
       } finally {
         await stopAll('b', [rp])
@@ -407,12 +435,11 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
   return cells
 }
 
-interface BigRow { cmd: string, byPool: Record<number, Agg | null>, direct: Agg | null, ratio: number, maxUpstream: Record<number, number> }
+interface BigRow { cmd: string, byPool: Record<number, Agg | null>, direct: Agg | null, ratio: number }
 
 async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]> {
   // One respool at a time (fresh, warmed up) so the connection count on redis-server is its own.
   const book = new SampleBook()
-  const maxUp: Record<number, number> = {}
   for (let r = 0; r < ROUNDS; r++) {
     const order: Array<number | null> = [null, ...(r % 2 === 0 ? BIG_POOLS : [...BIG_POOLS].reverse())]
     for (const pool of order) {
@@ -420,12 +447,11 @@ async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]>
       try {
         if (t !== redis || r === 0) await warmUp(t)
         const run = await measure(t, { clients: BIG_CLIENTS, pipeline: 1, requests: requestsFor(1, REQUESTS, BIG_CLIENTS), tests: TESTS }, { scenario: 'b', admin, poolSize: pool ?? undefined })
-        if (pool !== null) maxUp[pool] = Math.max(maxUp[pool] ?? 0, run.maxUpstream ?? 0)
         for (const cmd of TESTS) {
           const s = sampleOf(run, cmd)
           if (s !== null) book.add(`${cmd}|${pool ?? 'direct'}`, s)
         }
-        progress(`(b) ${BIG_CLIENTS} clients round ${r + 1}/${ROUNDS} ${t.name}: ${runSummary(run)}${pool !== null ? ` max upstream ${run.maxUpstream ?? '—'}` : ''}`)
+        progress(`(b) ${BIG_CLIENTS} clients round ${r + 1}/${ROUNDS} ${t.name}: ${runSummary(run)}`)
       } finally {
         if (t !== redis) await stopAll('b', [t])
       }
@@ -435,16 +461,17 @@ async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]>
   const rows: BigRow[] = TESTS.map((cmd) => {
     const byPool: Record<number, Agg | null> = {}
     for (const p of BIG_POOLS) byPool[p] = book.agg(`${cmd}|${p}`)
-    return { cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${cmd}|direct`), ratio: (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN), maxUpstream: maxUp }
+    return { cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${cmd}|direct`), ratio: (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN) }
   })
   tables.push({
     title: `(b) ${BIG_CLIENTS} clients, -P 1, over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s) (order alternates), ${requestsFor(1, REQUESTS, BIG_CLIENTS)} requests`,
-    headers: ['cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, 'target ≥ 0.9×', 'max upstream seen'],
+    headers: ['cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, 'target ≥ 0.9×', ...BIG_POOLS.map((p) => `pool ${p} upstream used/open`)],
     rows: rows.map((r) => [
       r.cmd, ...BIG_POOLS.flatMap((p) => [fmtInt(r.byPool[p]?.rps ?? NaN), fmtMs(r.byPool[p]?.p99 ?? NaN)]),
       fmtInt(r.direct?.rps ?? NaN), fmtRatio(r.ratio), Number.isFinite(r.ratio) ? (r.ratio >= 0.9 ? 'met' : 'not met') : '—',
-      BIG_POOLS.map((p) => `${maxUp[p] ?? '—'}/${p}`).join(', ')
-    ])
+      ...BIG_POOLS.map((p) => fmtUpstream(r.byPool[p]?.upstream ?? null))
+    ]),
+    notes: [UPSTREAM_NOTE]
   })
   return rows
 }
@@ -471,7 +498,7 @@ interface PinResult {
   aborted?: string
 }
 interface Dist { n: number, p50: number, p90: number, p99: number, max: number }
-interface PinRow { target: string, poolSize: number | null, maxPins: number | null, rounds: PinResult[], med: Record<string, number>, errors: Record<string, number>, maxUpstream: number | null }
+interface PinRow { target: string, poolSize: number | null, maxPins: number | null, rounds: PinResult[], med: Record<string, number>, errors: Record<string, number>, upstream: UpstreamRange | null, upstreamRounds: UpstreamUse[] }
 
 function pinConfig (port: number): Record<string, number | string> {
   return { port, workers: PIN_WORKERS, producers: PIN_PRODUCERS, txClients: PIN_TX, watchClients: PIN_WATCH, rate: PIN_RATE, durationMs: PIN_SECONDS * 1000, brpopTimeout: BRPOP_TIMEOUT, queue: 'bench:queue' }
@@ -496,7 +523,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
   // One respool at a time, so CLIENT LIST on the shared redis-server counts only its connections.
   const servers: Array<{ name: string, pool: number | null }> = [{ name: redis.name, pool: null }, ...PIN_POOLS.map((pool) => ({ name: `respool(${pool})`, pool }))]
   const results = new Map<string, PinResult[]>()
-  const maxUp = new Map<string, number>()
+  const ups = new Map<string, UpstreamUse[]>()
   for (let r = 0; r < PIN_ROUNDS; r++) {
     for (const { name, pool } of servers) {
       const s = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
@@ -504,9 +531,9 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         const watch = s.kind === 'respool' ? admin.watch(100) : null
         const res = await runPinWorkload(s.port)
         const up = watch === null ? null : await watch.stop()
-        if (up !== null) maxUp.set(name, Math.max(maxUp.get(name) ?? 0, up))
-        if (up !== null && pool !== null && up > pool) {
-          anomalies.push({ scenario: 'c', target: name, message: `${up} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
+        if (up !== null) ups.set(name, [...(ups.get(name) ?? []), up])
+        if (up !== null && pool !== null && up.open > pool) {
+          anomalies.push({ scenario: 'c', target: name, message: `${up.open} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
         }
         if (res.aborted !== undefined) anomalies.push({ scenario: 'c', target: name, message: `pinning workload aborted: ${res.aborted}` })
         else if (res.consumedPerSec < 0.9 * res.pushedPerSec || res.nils > 0) {
@@ -522,7 +549,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         results.set(name, list)
         const errs = Object.values(res.errors ?? {}).reduce((a, b) => a + b, 0)
         progress(`(c) round ${r + 1}/${PIN_ROUNDS} ${name}: consumed ${fmtInt(res.consumedPerSec)}/s wait p99 ${fmtUs(res.queueWaitUs?.p99 ?? NaN)}, ` +
-          `BRPOP p99 ${fmtUs(res.brpopUs?.p99 ?? NaN)}, MULTI/EXEC ${fmtInt(res.txPerSec)}/s p99 ${fmtUs(res.txUs?.p99 ?? NaN)}, WATCH…EXEC ${fmtInt(res.watchPerSec)}/s p99 ${fmtUs(res.watchUs?.p99 ?? NaN)}, nil ${res.nils}, errors ${errs}${up !== null ? `, max upstream ${up}` : ''}`)
+          `BRPOP p99 ${fmtUs(res.brpopUs?.p99 ?? NaN)}, MULTI/EXEC ${fmtInt(res.txPerSec)}/s p99 ${fmtUs(res.txUs?.p99 ?? NaN)}, WATCH…EXEC ${fmtInt(res.watchPerSec)}/s p99 ${fmtUs(res.watchUs?.p99 ?? NaN)}, nil ${res.nils}, errors ${errs}${up !== null ? `, upstream used/open ${up.used ?? '?'}/${up.open}` : ''}`)
       } finally {
         if (s !== redis) await stopAll('c', [s])
       }
@@ -557,23 +584,25 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         leftover: m((x) => x.leftover)
       },
       errors,
-      maxUpstream: maxUp.get(name) ?? null
+      upstream: upstreamRange(ups.get(name) ?? []),
+      upstreamRounds: ups.get(name) ?? []
     })
   }
   const ms = (us: number): string => Number.isFinite(us) ? (us / 1000).toFixed(2) : '—'
   tables.push({
     title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s)`,
-    headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'max upstream'],
+    headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'upstream used/open'],
     rows: rows.map((r) => [
       r.target, r.maxPins === null ? '—' : String(r.maxPins), fmtInt(r.med.consumedPerSec), ms(r.med.waitP50), ms(r.med.waitP99),
       ms(r.med.brpopP50), ms(r.med.brpopP99), fmtInt(r.med.txPerSec), ms(r.med.txP50), ms(r.med.txP99),
       fmtInt(r.med.watchPerSec), ms(r.med.watchP50), ms(r.med.watchP99), fmtInt(r.med.nils),
-      String(Object.values(r.errors).reduce((a, b) => a + b, 0)), r.maxUpstream === null ? '—' : `${r.maxUpstream}/${r.poolSize ?? ''}`
+      String(Object.values(r.errors).reduce((a, b) => a + b, 0)), fmtUpstream(r.upstream)
     ]),
     notes: [`producers push ${PIN_RATE} items/s open-loop (pushed/s in the JSON); popped/s below that means consumers fell behind`,
       'queue wait = LPUSH sent → BRPOP reply received for the same item (client clock); BRPOP rtt includes waiting for a pin and for an item',
       'MULTI/EXEC is sent in one write (ioredis pipelines it): respool runs such a complete transaction on a shared lane, no pin; WATCH…EXEC takes 3 round trips on a pinned connection',
-      `pins = --max-pins (pool size − 1); ${PIN_WORKERS + PIN_WATCH} clients want a pin at once`]
+      `pins = --max-pins (pool size − 1); ${PIN_WORKERS + PIN_WATCH} clients want a pin at once`,
+      'upstream used/open: used = connections that sent commands during the workload (kernel byte counters, matched to CLIENT LIST), open = most named respool open at once']
   })
   return rows
 }
