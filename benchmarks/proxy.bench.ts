@@ -120,6 +120,26 @@ interface Anomaly { scenario: string, target: string, message: string, reproduce
 const anomalies: Anomaly[] = []
 const tables: Table[] = []
 
+/** The order targets ran in, round by round (in the JSON, so the rotation can be checked). */
+const schedule: Array<{ scenario: string, round: number, cell: string, order: string[] }> = []
+
+/**
+ * xs rotated left by k: round r of a cell runs the targets in rotated(targets, r + cell index), so
+ * over the rounds each target takes each place in the order and none always runs first or last.
+ */
+function rotated<T> (xs: readonly T[], k: number): T[] {
+  if (xs.length === 0) return []
+  const n = ((k % xs.length) + xs.length) % xs.length
+  return [...xs.slice(n), ...xs.slice(0, n)]
+}
+
+/** The targets of one round of one cell, in their rotated order, noted in the schedule. */
+function roundOrder<T> (scenario: string, round: number, cell: string, cellIndex: number, xs: readonly T[], name: (x: T) => string): T[] {
+  const order = rotated(xs, round + cellIndex)
+  schedule.push({ scenario, round: round + 1, cell, order: order.map(name) })
+  return order
+}
+
 /** One run's figures; `upstream` is respool's upstream connections during that run (null for direct and twemproxy). */
 interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamUse | null }
 /** Upstream connections over the rounds: used (fewest and most) and the most open at once. */
@@ -280,8 +300,8 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
   const book = new SampleBook()
   for (const t of targets) await warmUp(t)
   for (let r = 0; r < ROUNDS; r++) {
-    for (const combo of A_COMBOS) {
-      for (const t of targets) {
+    for (const [ci, combo] of A_COMBOS.entries()) {
+      for (const t of roundOrder('a', r, comboLabel(combo), ci, targets, (x) => x.name)) {
         const args = { clients: combo.clients, pipeline: combo.pipeline, requests: requestsFor(combo.pipeline, REQUESTS, combo.clients), tests: TESTS }
         const run = await measure(t, args, { scenario: 'a', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
         for (const cmd of TESTS) {
@@ -316,7 +336,7 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
     }
   }
   tables.push({
-    title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
+    title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), target order rotated each round, ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
     headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', 'upstream used/open', '×direct', `×${twName}`],
     rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtUpstream(r.agg.upstream), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
     notes: [
@@ -334,7 +354,7 @@ interface LatRow { cmd: string, target: string, agg: Agg, overheadP50Us: number,
 async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[]> {
   const book = new SampleBook()
   for (let r = 0; r < LAT_ROUNDS; r++) {
-    for (const t of targets) {
+    for (const t of roundOrder('d', r, 'c=1 P=1', 0, targets, (x) => x.name)) {
       const run = await measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
       for (const cmd of TESTS) {
         const s = sampleOf(run, cmd)
@@ -359,7 +379,7 @@ async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[
     }
   }
   tables.push({
-    title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s)`,
+    title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s), target order rotated each round`,
     headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct', 'upstream used/open'],
     rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us), fmtUpstream(r.agg.upstream)]),
     notes: ['redis-benchmark prints latencies in ms with 3 decimals, so the resolution is 1 µs', UPSTREAM_NOTE]
@@ -441,8 +461,7 @@ async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]>
   // One respool at a time (fresh, warmed up) so the connection count on redis-server is its own.
   const book = new SampleBook()
   for (let r = 0; r < ROUNDS; r++) {
-    const order: Array<number | null> = [null, ...(r % 2 === 0 ? BIG_POOLS : [...BIG_POOLS].reverse())]
-    for (const pool of order) {
+    for (const pool of roundOrder('b-1000', r, `c=${BIG_CLIENTS} P=1`, 0, [null, ...BIG_POOLS], (p) => p === null ? 'direct' : `respool(${p})`)) {
       const t = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
       try {
         if (t !== redis || r === 0) await warmUp(t)
@@ -464,7 +483,7 @@ async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]>
     return { cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${cmd}|direct`), ratio: (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN) }
   })
   tables.push({
-    title: `(b) ${BIG_CLIENTS} clients, -P 1, over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s) (order alternates), ${requestsFor(1, REQUESTS, BIG_CLIENTS)} requests`,
+    title: `(b) ${BIG_CLIENTS} clients, -P 1, over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s), target order rotated each round, ${requestsFor(1, REQUESTS, BIG_CLIENTS)} requests`,
     headers: ['cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, 'target ≥ 0.9×', ...BIG_POOLS.map((p) => `pool ${p} upstream used/open`)],
     rows: rows.map((r) => [
       r.cmd, ...BIG_POOLS.flatMap((p) => [fmtInt(r.byPool[p]?.rps ?? NaN), fmtMs(r.byPool[p]?.p99 ?? NaN)]),
@@ -525,7 +544,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
   const results = new Map<string, PinResult[]>()
   const ups = new Map<string, UpstreamUse[]>()
   for (let r = 0; r < PIN_ROUNDS; r++) {
-    for (const { name, pool } of servers) {
+    for (const { name, pool } of roundOrder('c', r, 'pinning', 0, servers, (x) => x.name)) {
       const s = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
       try {
         const watch = s.kind === 'respool' ? admin.watch(100) : null
@@ -590,7 +609,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
   }
   const ms = (us: number): string => Number.isFinite(us) ? (us / 1000).toFixed(2) : '—'
   tables.push({
-    title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s)`,
+    title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s), target order rotated each round`,
     headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'upstream used/open'],
     rows: rows.map((r) => [
       r.target, r.maxPins === null ? '—' : String(r.maxPins), fmtInt(r.med.consumedPerSec), ms(r.med.waitP50), ms(r.med.waitP99),
@@ -913,7 +932,7 @@ async function main (): Promise<void> {
     '',
     ...tables.map(markdownTable).flatMap((t) => [t, ''])
   ].join('\n')
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, anomalies, reproduce: dedupe(anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, schedule, anomalies, reproduce: dedupe(anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
   writeFileSync(`${base}.md`, md)
   writeFileSync(`${base}.svg`, chart(aRows, sweep, big, latRows, subtitle))
   for (const ext of ['json', 'md', 'svg']) copyFileSync(`${base}.${ext}`, join(RESULTS_DIR, `latest.${ext}`))
