@@ -247,8 +247,13 @@ function runSummary (run: BenchRun & { upstream: UpstreamUse | null }): string {
     (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
 }
 
-async function warmUp (target: Server): Promise<void> {
-  await redisBenchmark(target.port, { clients: 50, pipeline: 1, requests: Math.min(REQUESTS, 20000), tests: TESTS, keyspace: KEYSPACE, dataSize: DATA_SIZE }, null, BENCH_TIMEOUT_MS)
+/**
+ * A discarded run that warms a target up: 50 clients -P 1 by default, or the shape of the load that
+ * follows (a fresh respool then opens the lanes that load needs before it is measured).
+ */
+async function warmUp (target: Server, shape: { clients: number, pipeline: number } = { clients: 50, pipeline: 1 }): Promise<void> {
+  const requests = Math.max(Math.min(REQUESTS, 20000), shape.clients * shape.pipeline * 4)
+  await redisBenchmark(target.port, { ...shape, requests, tests: TESTS, keyspace: KEYSPACE, dataSize: DATA_SIZE }, null, BENCH_TIMEOUT_MS)
 }
 
 function collectLogProblems (scenario: string, target: Server): void {
@@ -401,35 +406,34 @@ function kneeOf (pools: number[], byPool: Record<number, Agg | null>): { knee: n
 }
 
 async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | null): Promise<SweepCell[]> {
+  // Load by load: each round of a load runs direct, twemproxy and every pool size in turn (order
+  // rotated), so a pool size is never measured in a different stretch of time than the others.
+  // Each respool run gets a fresh process, warmed up with the same load: only one respool is
+  // connected to redis-server at a time, so the connections CLIENT LIST shows are that run's.
   const book = new SampleBook()
   const combos = SWEEP_CLIENTS.flatMap((c) => SWEEP_PIPELINES.map((p) => ({ clients: c, pipeline: p })))
-  for (let r = 0; r < SWEEP_ROUNDS; r++) {
-    for (const t of [redis, tw]) {
-      if (t === null) continue
-      if (r === 0) await warmUp(t)
-      for (const combo of combos) {
-        const run = await measure(t, { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }, { scenario: 'b', admin })
-        for (const cmd of TESTS) {
-          const s = sampleOf(run, cmd)
-          if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${t.kind}`, s)
-        }
-        progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} ${t.name}: ${runSummary(run)}`)
-      }
-    }
-    for (const pool of SWEEP_POOLS) {
-      const rp = await startRespool(redis.port, { poolSize: pool })
-      try {
-        await warmUp(rp)
-        for (const combo of combos) {
-          const run = await measure(rp, { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }, { scenario: 'b', admin, poolSize: pool })
+  const entries: Array<{ name: string, key: string, server: Server | null, pool: number | null }> = [
+    { name: redis.name, key: 'direct', server: redis, pool: null },
+    ...(tw !== null ? [{ name: tw.name, key: 'twemproxy', server: tw, pool: null }] : []),
+    ...SWEEP_POOLS.map((pool) => ({ name: `respool(${pool})`, key: `pool${pool}`, server: null, pool }))
+  ]
+  for (const e of entries) if (e.server !== null) await warmUp(e.server)
+  for (const [ci, combo] of combos.entries()) {
+    const args = { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }
+    for (let r = 0; r < SWEEP_ROUNDS; r++) {
+      for (const e of roundOrder('b', r, comboLabel(combo), ci, entries, (x) => x.name)) {
+        const t = e.server ?? await startRespool(redis.port, { poolSize: e.pool ?? POOL_SIZE })
+        try {
+          if (e.server === null) await warmUp(t, combo)
+          const run = await measure(t, args, { scenario: 'b', admin, poolSize: e.pool ?? undefined })
           for (const cmd of TESTS) {
             const s = sampleOf(run, cmd)
-            if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|pool${pool}`, s)
+            if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${e.key}`, s)
           }
-          progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} respool(${pool}): ${runSummary(run)}`)
+          progress(`(b) sweep ${comboLabel(combo)} round ${r + 1}/${SWEEP_ROUNDS} ${t.name}: ${runSummary(run)}`)
+        } finally {
+          if (e.server === null) await stopAll('b', [t])
         }
-      } finally {
-        await stopAll('b', [rp])
       }
     }
   }
@@ -442,15 +446,24 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
       cells.push({ ...combo, cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${comboLabel(combo)}|${cmd}|direct`), tw: book.agg(`${comboLabel(combo)}|${cmd}|twemproxy`), knee, best })
     }
   }
+  const how = `median of ${SWEEP_ROUNDS} round(s), each load's rounds run back to back with every pool size in turn (order rotated), ${SWEEP_REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`
   tables.push({
-    title: `(b) saturation sweep: respool ops/s by --pool-size — median of ${SWEEP_ROUNDS} round(s), ${SWEEP_REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`,
+    title: `(b) saturation sweep: respool ops/s by --pool-size — ${how}`,
     headers: ['load', 'cmd', ...SWEEP_POOLS.map((p) => `pool ${p}`), 'direct', `twemproxy(${TW_CONNECTIONS})`, 'best ×direct', 'knee'],
     rows: cells.map((c) => [
       `c=${c.clients} P=${c.pipeline}`, c.cmd, ...SWEEP_POOLS.map((p) => fmtInt(c.byPool[p]?.rps ?? NaN)),
       fmtInt(c.direct?.rps ?? NaN), fmtInt(c.tw?.rps ?? NaN), fmtRatio(c.best / (c.direct?.rps ?? NaN)), c.knee === null ? '—' : `pool ${c.knee}`
     ]),
-    notes: ['knee = smallest --pool-size whose median ops/s is within 5% of the best pool size for that row (beyond it, more connections add < 5%)',
+    notes: ['knee = smallest --pool-size whose median ops/s is within 5% of the best pool size for that row (beyond it, more connections add < 5%); read it with the table of connections used below: a pool size whose extra connections were never used cannot make a difference',
+      'every respool run is a fresh process warmed up with the same load; direct and twemproxy run throughout',
       'p50/p99 and CPU for every cell are in the JSON file']
+  })
+  tables.push({
+    title: `(b) saturation sweep: respool's upstream connections used/open by --pool-size — same runs as above`,
+    headers: ['load', ...SWEEP_POOLS.map((p) => `pool ${p}`)],
+    // One redis-benchmark run carries every test, so the counts are per load, not per command.
+    rows: combos.map((combo) => [comboLabel(combo), ...SWEEP_POOLS.map((p) => fmtUpstream(book.agg(`${comboLabel(combo)}|${TESTS[0]}|pool${p}`)?.upstream ?? null))]),
+    notes: [UPSTREAM_NOTE, `one redis-benchmark run carries all of ${TESTS.join(', ')}, so the counts are for the whole run`]
   })
   return cells
 }
