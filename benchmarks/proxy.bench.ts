@@ -23,8 +23,8 @@ import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
-  REPO_ROOT, RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, startRedis, startRespool,
+  RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
+  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
 import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
@@ -780,6 +780,74 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
 }
 
 // ---------------------------------------------------------------------------------------------
+// Targets: every figure here is taken from the tables above, in the same run
+
+const kOps = (n: number): string => Number.isFinite(n) ? `${(n / 1000).toFixed(1)} k` : '—'
+
+function targetsTable (a: ARow[] | null, big: BigRow[] | null, mem: MemResult | null): Table | null {
+  const rows: string[][] = []
+  const respool = `respool(${POOL_SIZE})`
+  const twName = `twemproxy(${TW_CONNECTIONS})`
+  const find = (combo: string, cmd: string, target: string): ARow | undefined => a?.find((r) => r.combo === combo && r.cmd === cmd && r.target === target)
+  const cmds = TESTS.map((t) => t.toUpperCase())
+  for (const combo of A_COMBOS) {
+    const label = comboLabel(combo)
+    const pairs = cmds.map((cmd) => ({ cmd, rp: find(label, cmd, respool), tw: find(label, cmd, twName) }))
+    if (pairs.some((p) => p.rp === undefined || p.tw === undefined)) continue
+    const ratios = pairs.map((p) => (p.rp?.agg.rps ?? NaN) / (p.tw?.agg.rps ?? NaN))
+    rows.push([
+      `throughput ≥ 1.0× ${twName}, ${label}`,
+      `${pairs.map((p, i) => `${p.cmd} ${fmtRatio(ratios[i])}`).join(', ')} (${pairs.map((p) => kOps(p.rp?.agg.rps ?? NaN)).join(' / ')} vs ${pairs.map((p) => kOps(p.tw?.agg.rps ?? NaN)).join(' / ')} ops/s); ${respool} upstream used/open ${fmtUpstream(pairs[0].rp?.agg.upstream ?? null)}`,
+      ratios.every((x) => x >= 1) ? 'met' : 'not met'
+    ])
+    if (combo.clients === 50 && combo.pipeline === 1) {
+      rows.push([
+        `p99 at ${label} ≤ ${twName}'s`,
+        `${pairs.map((p) => fmtMs(p.rp?.agg.p99 ?? NaN)).join(' / ')} ms vs ${pairs.map((p) => fmtMs(p.tw?.agg.p99 ?? NaN)).join(' / ')} ms (${cmds.join(' / ')})`,
+        pairs.every((p) => (p.rp?.agg.p99 ?? NaN) <= (p.tw?.agg.p99 ?? NaN)) ? 'met' : 'not met'
+      ])
+    }
+  }
+  if (big !== null && big.length > 0) {
+    const [small, large] = [BIG_POOLS[0], BIG_POOLS[BIG_POOLS.length - 1]]
+    for (const pipeline of BIG_PIPELINES) {
+      const rs = big.filter((r) => r.pipeline === pipeline)
+      if (rs.length === 0) continue
+      const verdict = rs.some((r) => r.tested === false)
+        ? `not tested: respool(${large}) used ≤ ${small} connections`
+        : rs.every((r) => r.ratio >= 0.9) ? 'met' : 'not met'
+      rows.push([
+        `${BIG_CLIENTS} clients -P ${pipeline} over ${small} connections ≥ 0.9× over ${large}`,
+        `${rs.map((r) => `${r.cmd} ${fmtRatio(r.ratio)}`).join(', ')}; upstream used/open ${fmtUpstream(rs[0].byPool[small]?.upstream ?? null)} (pool ${small}) vs ${fmtUpstream(rs[0].byPool[large]?.upstream ?? null)} (pool ${large})`,
+        verdict
+      ])
+    }
+  }
+  const idle = mem?.idle.find((r) => r.target === respool)
+  if (idle !== undefined) {
+    rows.push([`≤ 10 KB RSS per idle client`, `${idle.perClientKiB.toFixed(2)} KB (${idle.ponged} clients)`, idle.perClientKiB <= 10 ? 'met' : 'not met'])
+  }
+  const bigRs = (mem?.big ?? []).filter((r) => r.target.startsWith(`${respool},`))
+  if (bigRs.length > 0) {
+    const growth = (r: BigValueResult): number => Math.max(r.hwmKiB, r.setPeakRssKiB, r.getPeakRssKiB) - r.baselineRssKiB
+    const tw = mem?.big.find((r) => r.target.startsWith(`${twName},`))
+    rows.push([
+      `RSS grows ≤ 64 MB while a ${BIG_VALUE_MB} MB value passes`,
+      bigRs.map((r) => `${r.target.slice(respool.length + 2)}: VmHWM +${fmtMiB(r.hwmKiB - r.baselineRssKiB)}${r.setReply === '(not run)' ? '' : `, sampled peak +${fmtMiB(r.setPeakRssKiB - r.baselineRssKiB)} during SET`}, +${fmtMiB(r.getPeakRssKiB - r.baselineRssKiB)} during GET`).join('; ') +
+        (tw !== undefined ? ` (${twName}: VmHWM +${fmtMiB(tw.hwmKiB - tw.baselineRssKiB)})` : ''),
+      bigRs.every((r) => r.error === undefined && r.getOk && growth(r) <= 64 * 1024) ? 'met' : 'not met'
+    ])
+  }
+  if (rows.length === 0) return null
+  return {
+    title: 'Targets — every figure is from the tables below, same run',
+    headers: ['target', 'measured', ''],
+    rows,
+    notes: ['the memory target is judged on the larger of VmHWM (the kernel\'s own peak) and the sampled peaks, each minus RSS before']
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Chart
 
 function chart (a: ARow[] | null, sweep: SweepCell[] | null, big: BigRow[] | null, lat: LatRow[] | null, subtitle: string): string {
@@ -876,9 +944,7 @@ function machine (): Record<string, string | number> {
     redisBenchmark: commandOutput('redis-benchmark', ['--version']),
     nutcracker: hasCommand('nutcracker') ? commandOutput('nutcracker', ['--version']).split('\n')[0].replace(/^This is /, '') : 'not installed',
     loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
-    // Read-only git queries; a snapshot copy without .git passes BENCH_COMMIT / BENCH_DIRTY.
-    commit: env.BENCH_COMMIT ?? (commandOutput('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']) || 'unknown'),
-    srcDirty: env.BENCH_DIRTY ?? (commandOutput('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', 'src', 'bin']) === '' ? 'no' : 'yes')
+    ...revision()
   }
 }
 
@@ -955,6 +1021,8 @@ async function main (): Promise<void> {
   const base = join(RESULTS_DIR, `proxy-bench-${stamp}`)
   const subtitle = `${meta.nproc} CPU ${meta.cpuModel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}; medians of interleaved rounds; ${new Date().toISOString()}`
 
+  const targets = targetsTable(aRows, big, (out.memory ?? null) as MemResult | null)
+  if (targets !== null) tables.unshift(targets)
   if (anomalies.length > 0) {
     tables.push({
       title: 'Anomalies (errors in redis-benchmark output, connection counts above --pool-size, failed scenarios, respool log warnings)',
@@ -962,9 +1030,11 @@ async function main (): Promise<void> {
       rows: dedupe(anomalies).map((x) => [x.scenario, x.target, x.message])
     })
   }
+  const measuredAt = revisionNote({ commit: String(meta.commit), srcDirty: String(meta.srcDirty), benchDirty: String(meta.benchDirty) })
+  for (const t of tables) t.notes = [...(t.notes ?? []), measuredAt]
   const text = tables.map(textTable).join('\n\n')
   const md = [
-    `Machine: ${meta.nproc} × ${meta.cpuModel}, ${meta.memoryGiB} GiB, Linux ${meta.kernel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}, ${meta.redisBenchmark}, ${meta.nutcracker}. respool at commit ${meta.commit} (uncommitted changes in src/bin: ${meta.srcDirty}).`,
+    `Machine: ${meta.nproc} × ${meta.cpuModel}, ${meta.memoryGiB} GiB, Linux ${meta.kernel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}, ${meta.redisBenchmark}, ${meta.nutcracker}. respool at commit ${meta.commit} (uncommitted changes in src/bin: ${meta.srcDirty}; in benchmarks/: ${meta.benchDirty}).`,
     `Load average at start ${meta.loadAtStart}, at end ${meta.loadAtEnd}; ${meta.seconds} s in all.`,
     '',
     ...tables.map(markdownTable).flatMap((t) => [t, ''])

@@ -294,6 +294,26 @@ export function twemproxyConfig (listenPort: number, redisPort: number, serverCo
   ].join('\n')
 }
 
+/**
+ * The commit the benchmark runs at, and whether src/bin or benchmarks/ differ from it (read-only
+ * git queries; a snapshot copy without .git passes BENCH_COMMIT, BENCH_DIRTY and BENCH_SCRIPTS_DIRTY).
+ */
+export function revision (): { commit: string, srcDirty: string, benchDirty: string } {
+  const env = process.env
+  const dirty = (paths: string[]): string => commandOutput('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', ...paths]) === '' ? 'no' : 'yes'
+  return {
+    commit: env.BENCH_COMMIT ?? (commandOutput('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']) || 'unknown'),
+    srcDirty: env.BENCH_DIRTY ?? dirty(['src', 'bin']),
+    benchDirty: env.BENCH_SCRIPTS_DIRTY ?? dirty(['benchmarks'])
+  }
+}
+
+/** "commit abc1234" plus what differed from it, for the line under every table. */
+export function revisionNote (r: { commit: string, srcDirty: string, benchDirty: string }): string {
+  const changed = [r.srcDirty === 'yes' ? 'src/bin' : null, r.benchDirty === 'yes' ? 'benchmarks/' : null].filter((x) => x !== null)
+  return `measured at commit ${r.commit}${changed.length > 0 ? ` with uncommitted changes in ${changed.join(' and ')}` : ''}`
+}
+
 export function hasCommand (cmd: string): boolean {
   try {
     execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
