@@ -1,6 +1,7 @@
 /**
  * End-to-end benchmark: direct Redis vs respool vs twemproxy, same machine, same run, same
- * redis-benchmark arguments, interleaved rounds, medians of rounds.
+ * redis-benchmark arguments, interleaved rounds with the target order rotated, medians of rounds,
+ * and next to every respool figure the upstream connections it used and had open.
  *
  *   npm run bench                      # build, then node dist/benchmarks/proxy.bench.js
  *   QUICK=1 npm run bench              # a small run (≤ 2 minutes)
@@ -9,7 +10,8 @@
  *
  * Scenarios (see benchmarks/README.md):
  *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1
- *   b  saturation sweep: clients × --pool-size × pipeline; and 1000 clients over 8 vs 64 connections
+ *   b  saturation sweep: clients × --pool-size × pipeline, load by load; and 1000 clients over 8 vs 64
+ *      connections at -P 1 and -P 16
  *   c  pinning: BRPOP workers + LPUSH producers + MULTI/EXEC loops, pool smaller than the workers
  *   d  one-hop latency at low load: 1 client, -P 1
  *   e  memory: RSS with 10,000 idle clients; RSS growth while a 256 MB value passes through
