@@ -18,7 +18,7 @@ import { PerformanceObserver } from 'node:perf_hooks'
 import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createProxy } from '../src/index.js'
-import { RESULTS_DIR, installCleanup, progress, redisBenchmark, startRedis } from './lib/harness.js'
+import { RESULTS_DIR, installCleanup, progress, redisBenchmark, revision, revisionNote, startRedis } from './lib/harness.js'
 import { fmtInt, markdownTable, textTable, type Table } from './lib/table.js'
 
 const REQUESTS = Number(process.env.ALLOC_REQUESTS ?? 200000)
@@ -108,11 +108,13 @@ async function main (): Promise<void> {
     await proxy.close(0)
     await redis.stop()
   }
+  const rev = revision()
+  for (const t of tables) t.notes = [...(t.notes ?? []), `${revisionNote(rev)}; node ${process.version}`]
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   mkdirSync(RESULTS_DIR, { recursive: true })
   const json = join(RESULTS_DIR, `alloc-bench-${stamp}.json`)
   const md = join(RESULTS_DIR, `alloc-bench-${stamp}.md`)
-  writeFileSync(json, JSON.stringify({ node: process.version, sampleBytes: SAMPLE_BYTES, results }, null, 2))
+  writeFileSync(json, JSON.stringify({ node: process.version, ...rev, sampleBytes: SAMPLE_BYTES, results }, null, 2))
   writeFileSync(md, tables.map(markdownTable).join('\n\n') + '\n')
   copyFileSync(json, join(RESULTS_DIR, 'alloc-latest.json'))
   copyFileSync(md, join(RESULTS_DIR, 'alloc-latest.md'))

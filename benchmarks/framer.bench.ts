@@ -1,5 +1,5 @@
 /**
- * Micro-benchmark of the RESP framers (src/request-framer.ts, src/reply-framer.ts), kept apart
+ * Micro-benchmark of the RESP framers (src/protocol/request-framer.ts, src/protocol/reply-framer.ts), kept apart
  * from the end-to-end numbers (like Envoy's *_speed_test.cc): canned byte streams cut into 64 KB
  * chunks, as a socket would deliver them, fed to a fresh framer; MB/s and frames/s, median of
  * rounds. No sockets, no other process.
@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { availableParallelism, cpus } from 'node:os'
 import { RequestFramer } from '../src/protocol/request-framer.js'
 import { ReplyFramer } from '../src/protocol/reply-framer.js'
-import { RESULTS_DIR, median } from './lib/harness.js'
+import { RESULTS_DIR, median, revision, revisionNote } from './lib/harness.js'
 import { fmtInt, markdownTable, textTable, type Table } from './lib/table.js'
 
 const QUICK = process.env.QUICK === '1'
@@ -143,7 +143,9 @@ function main (): void {
     rows: rows.map((r) => [r.framer, r.name, fmtInt(r.bytes), fmtInt(r.frames), fmtInt(r.mbPerSec), fmtInt(r.framesPerSec)]),
     notes: ['MB = 10^6 bytes; the framer only finds boundaries (and joins a frame that spans chunks once); no sockets involved']
   }
-  const meta = { nproc: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, chunkBytes: CHUNK, rounds: ROUNDS, minMs: MIN_MS }
+  const rev = revision()
+  table.notes?.push(`${revisionNote(rev)}; node ${process.version} on ${availableParallelism()} × ${cpus()[0]?.model ?? 'unknown'}`)
+  const meta = { nproc: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, chunkBytes: CHUNK, rounds: ROUNDS, minMs: MIN_MS, ...rev }
   mkdirSync(RESULTS_DIR, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/Z$/, '')
   const base = join(RESULTS_DIR, `framer-bench-${stamp}`)

@@ -1,6 +1,7 @@
 /**
  * End-to-end benchmark: direct Redis vs respool vs twemproxy, same machine, same run, same
- * redis-benchmark arguments, interleaved rounds, medians of rounds.
+ * redis-benchmark arguments, interleaved rounds with the target order rotated, medians of rounds,
+ * and next to every respool figure the upstream connections it used and had open.
  *
  *   npm run bench                      # build, then node dist/benchmarks/proxy.bench.js
  *   QUICK=1 npm run bench              # a small run (≤ 2 minutes)
@@ -9,7 +10,8 @@
  *
  * Scenarios (see benchmarks/README.md):
  *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1
- *   b  saturation sweep: clients × --pool-size × pipeline; and 1000 clients over 8 vs 64 connections
+ *   b  saturation sweep: clients × --pool-size × pipeline, load by load; and 1000 clients over 8 vs 64
+ *      connections at -P 1 and -P 16
  *   c  pinning: BRPOP workers + LPUSH producers + MULTI/EXEC loops, pool smaller than the workers
  *   d  one-hop latency at low load: 1 client, -P 1
  *   e  memory: RSS with 10,000 idle clients; RSS growth while a 256 MB value passes through
@@ -23,11 +25,11 @@ import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
-  REPO_ROOT, RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, startRedis, startRespool,
+  RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
+  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
-import { RedisAdmin } from './lib/redis-admin.js'
+import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
@@ -48,6 +50,16 @@ const ints = (name: string, def: number[]): number[] => {
   if (v === undefined || v === '') return def
   return v.split(',').map((x) => Number(x.trim())).filter((x) => Number.isFinite(x) && x > 0)
 }
+/**
+ * respool pool sizes: at least 2. One upstream connection cannot carry both shared traffic and a
+ * pinned client, so no benchmark runs respool with --pool-size 1.
+ */
+const MIN_POOL = 2
+const checkPools = (name: string, pools: number[]): number[] => {
+  const bad = pools.filter((p) => p < MIN_POOL)
+  if (bad.length > 0) throw new Error(`${name}: respool needs --pool-size ${MIN_POOL} or more, got ${bad.join(', ')}`)
+  return pools
+}
 const words = (name: string, def: string[]): string[] => {
   const v = env[name]
   if (v === undefined || v === '') return def
@@ -60,7 +72,7 @@ const ROUNDS = Math.max(1, int('ROUNDS', QUICK ? 1 : 3))
 const REQUESTS = Math.max(1000, int('REQUESTS', QUICK ? 20000 : 100000))
 /** Pipelined runs are ~10× faster; they get more requests so they last about as long. */
 const PIPELINED_FACTOR = int('PIPELINED_FACTOR', 4)
-const POOL_SIZE = Math.max(1, int('POOL_SIZE', 8))
+const POOL_SIZE = checkPools('POOL_SIZE', [int('POOL_SIZE', 8)])[0]
 const TW_CONNECTIONS = Math.max(1, int('TW_CONNECTIONS', 1))
 const TW_MATCHED = env.TW_MATCHED !== '0' && !QUICK
 const TESTS = words('TESTS', ['set', 'get'])
@@ -75,14 +87,16 @@ const A_COMBOS: Array<{ clients: number, pipeline: number }> = env.CLIENTS !== u
   : [{ clients: 50, pipeline: 1 }, { clients: 50, pipeline: 16 }, { clients: 500, pipeline: 1 }]
 
 const SWEEP_CLIENTS = ints('SWEEP_CLIENTS', QUICK ? [100, 1000] : [10, 100, 1000])
-const SWEEP_POOLS = ints('SWEEP_POOLS', QUICK ? [1, 2, 8, 32] : [1, 2, 4, 8, 16, 32])
+const SWEEP_POOLS = checkPools('SWEEP_POOLS', ints('SWEEP_POOLS', QUICK ? [2, 8, 32] : [2, 4, 8, 16, 32]))
 const SWEEP_PIPELINES = ints('SWEEP_PIPELINES', QUICK ? [1] : [1, 16])
 const SWEEP_ROUNDS = Math.max(1, int('SWEEP_ROUNDS', FULL_SWEEP ? ROUNDS : (QUICK ? 1 : 2)))
 const SWEEP_REQUESTS = Math.max(1000, int('SWEEP_REQUESTS', FULL_SWEEP ? REQUESTS : Math.floor(REQUESTS / 2)))
-const BIG_POOLS = ints('BIG_POOLS', [8, 64])
+const BIG_POOLS = checkPools('BIG_POOLS', ints('BIG_POOLS', [8, 64]))
 const BIG_CLIENTS = int('BIG_CLIENTS', 1000)
+/** -P 1 needs a handful of lanes at any pool size; -P 16 keeps enough in flight to open many. */
+const BIG_PIPELINES = ints('BIG_PIPELINES', QUICK ? [1] : [1, 16])
 
-const PIN_POOLS = ints('PIN_POOLS', QUICK ? [4, 64] : [4, 8, 16, 64])
+const PIN_POOLS = checkPools('PIN_POOLS', ints('PIN_POOLS', QUICK ? [4, 64] : [4, 8, 16, 64]))
 const PIN_WORKERS = int('PIN_WORKERS', 50)
 const PIN_PRODUCERS = Math.max(1, int('PIN_PRODUCERS', 4))
 const PIN_TX = int('PIN_TX', 10)
@@ -110,8 +124,49 @@ interface Anomaly { scenario: string, target: string, message: string, reproduce
 const anomalies: Anomaly[] = []
 const tables: Table[] = []
 
-interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null }
-interface Agg { rps: number, p50: number, p99: number, avg: number, cpu: number | null, rounds: Sample[] }
+/** The order targets ran in, round by round (in the JSON, so the rotation can be checked). */
+const schedule: Array<{ scenario: string, round: number, cell: string, order: string[] }> = []
+
+/**
+ * xs rotated left by k: round r of a cell runs the targets in rotated(targets, r + cell index), so
+ * over the rounds each target takes each place in the order and none always runs first or last.
+ */
+function rotated<T> (xs: readonly T[], k: number): T[] {
+  if (xs.length === 0) return []
+  const n = ((k % xs.length) + xs.length) % xs.length
+  return [...xs.slice(n), ...xs.slice(0, n)]
+}
+
+/** The targets of one round of one cell, in their rotated order, noted in the schedule. */
+function roundOrder<T> (scenario: string, round: number, cell: string, cellIndex: number, xs: readonly T[], name: (x: T) => string): T[] {
+  const order = rotated(xs, round + cellIndex)
+  schedule.push({ scenario, round: round + 1, cell, order: order.map(name) })
+  return order
+}
+
+/** One run's figures; `upstream` is respool's upstream connections during that run (null for direct and twemproxy). */
+interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamUse | null }
+/** Upstream connections over the rounds: used (fewest and most) and the most open at once. */
+interface UpstreamRange { usedMin: number | null, usedMax: number | null, openMax: number }
+interface Agg { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamRange | null, rounds: Sample[] }
+
+function upstreamRange (uses: Array<UpstreamUse | null>): UpstreamRange | null {
+  const xs = uses.filter((u): u is UpstreamUse => u !== null)
+  if (xs.length === 0) return null
+  const used = xs.map((u) => u.used).filter((u): u is number => u !== null)
+  return {
+    usedMin: used.length > 0 ? Math.min(...used) : null,
+    usedMax: used.length > 0 ? Math.max(...used) : null,
+    openMax: Math.max(...xs.map((u) => u.open))
+  }
+}
+
+/** "used/open", e.g. "5/6" or "4–5/6"; "—" when nothing was watched. */
+function fmtUpstream (u: UpstreamRange | null): string {
+  if (u === null) return '—'
+  const used = u.usedMin === null || u.usedMax === null ? '?' : u.usedMin === u.usedMax ? String(u.usedMin) : `${u.usedMin}–${u.usedMax}`
+  return `${used}/${u.openMax}`
+}
 
 function aggregate (samples: Sample[]): Agg {
   const cpus = samples.map((s) => s.cpu).filter((c): c is number => c !== null)
@@ -121,6 +176,7 @@ function aggregate (samples: Sample[]): Agg {
     p99: median(samples.map((s) => s.p99)),
     avg: median(samples.map((s) => s.avg)),
     cpu: cpus.length > 0 ? median(cpus) : null,
+    upstream: upstreamRange(samples.map((s) => s.upstream)),
     rounds: samples
   }
 }
@@ -155,11 +211,12 @@ interface MeasureCtx {
   poolSize?: number
 }
 
-/** One redis-benchmark run against a target, with the upstream connection count watched for respool. */
-async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promise<BenchRun & { maxUpstream: number | null }> {
+/** One redis-benchmark run against a target, with respool's upstream connections watched. */
+async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promise<BenchRun & { upstream: UpstreamUse | null }> {
   const watch = target.kind === 'respool' ? ctx.admin.watch(100) : null
   const run = await redisBenchmark(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE }, target.pid, BENCH_TIMEOUT_MS)
-  const maxUpstream = watch === null ? null : await watch.stop()
+  const upstream = watch === null ? null : await watch.stop()
+  const maxUpstream = upstream?.open ?? null
   const argv = benchArgv(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE })
   for (const note of run.notes) {
     anomalies.push({ scenario: ctx.scenario, target: target.name, message: `redis-benchmark: ${note}`, reproduce: reproduce(target, argv, ctx.poolSize) })
@@ -176,24 +233,31 @@ async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promi
     anomalies.push({ scenario: ctx.scenario, target: target.name, message: `process exited during the run (${target.child.exitCode ?? target.child.signalCode})`, reproduce: reproduce(target, argv, ctx.poolSize) })
     throw new Error(`${target.name} exited during ${ctx.scenario}`)
   }
-  return { ...run, maxUpstream }
+  return { ...run, upstream }
 }
 
-function sampleOf (run: BenchRun, cmd: string): Sample | null {
+function sampleOf (run: BenchRun & { upstream: UpstreamUse | null }, cmd: string): Sample | null {
   const l = run.lines.get(cmd.toUpperCase())
   if (l === undefined || !Number.isFinite(l.rps)) return null
-  return { rps: l.rps, p50: l.p50Ms, p99: l.p99Ms, avg: l.avgMs, cpu: run.cpu }
+  return { rps: l.rps, p50: l.p50Ms, p99: l.p99Ms, avg: l.avgMs, cpu: run.cpu, upstream: run.upstream }
 }
 
-function runSummary (run: BenchRun): string {
+function runSummary (run: BenchRun & { upstream: UpstreamUse | null }): string {
   return TESTS.map((t) => {
     const l = run.lines.get(t.toUpperCase())
     return l === undefined ? `${t.toUpperCase()} —` : `${t.toUpperCase()} ${fmtInt(l.rps)}/s p99 ${fmtMs(l.p99Ms)}ms`
-  }).join(' | ') + (run.cpu !== null ? ` cpu ${fmtPct(run.cpu)}` : '') + (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
+  }).join(' | ') + (run.cpu !== null ? ` cpu ${fmtPct(run.cpu)}` : '') +
+    (run.upstream !== null ? ` upstream used/open ${run.upstream.used ?? '?'}/${run.upstream.open}` : '') +
+    (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
 }
 
-async function warmUp (target: Server): Promise<void> {
-  await redisBenchmark(target.port, { clients: 50, pipeline: 1, requests: Math.min(REQUESTS, 20000), tests: TESTS, keyspace: KEYSPACE, dataSize: DATA_SIZE }, null, BENCH_TIMEOUT_MS)
+/**
+ * A discarded run that warms a target up: 50 clients -P 1 by default, or the shape of the load that
+ * follows (a fresh respool then opens the lanes that load needs before it is measured).
+ */
+async function warmUp (target: Server, shape: { clients: number, pipeline: number } = { clients: 50, pipeline: 1 }): Promise<void> {
+  const requests = Math.max(Math.min(REQUESTS, 20000), shape.clients * shape.pipeline * 4)
+  await redisBenchmark(target.port, { ...shape, requests, tests: TESTS, keyspace: KEYSPACE, dataSize: DATA_SIZE }, null, BENCH_TIMEOUT_MS)
 }
 
 function collectLogProblems (scenario: string, target: Server): void {
@@ -224,6 +288,8 @@ async function stopAll (scenario: string, servers: Array<Server | null>): Promis
 
 const comboLabel = (c: { clients: number, pipeline: number }): string => `c=${c.clients} P=${c.pipeline}`
 
+const UPSTREAM_NOTE = 'upstream used/open = respool\'s connections to Redis during the run: used = sent commands (kernel byte counters, matched to CLIENT LIST), open = most open at once (CLIENT LIST, name=respool); a range when rounds differ. respool opens another lane only while every open one is busy, so both can stay far below --pool-size'
+
 // ---------------------------------------------------------------------------------------------
 // (a) SET/GET at three load shapes, and (d) one-hop latency: direct, respool, twemproxy
 
@@ -243,8 +309,8 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
   const book = new SampleBook()
   for (const t of targets) await warmUp(t)
   for (let r = 0; r < ROUNDS; r++) {
-    for (const combo of A_COMBOS) {
-      for (const t of targets) {
+    for (const [ci, combo] of A_COMBOS.entries()) {
+      for (const t of roundOrder('a', r, comboLabel(combo), ci, targets, (x) => x.name)) {
         const args = { clients: combo.clients, pipeline: combo.pipeline, requests: requestsFor(combo.pipeline, REQUESTS, combo.clients), tests: TESTS }
         const run = await measure(t, args, { scenario: 'a', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
         for (const cmd of TESTS) {
@@ -279,10 +345,11 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
     }
   }
   tables.push({
-    title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
-    headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', '×direct', `×${twName}`],
-    rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
+    title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), target order rotated each round, ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
+    headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', 'upstream used/open', '×direct', `×${twName}`],
+    rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtUpstream(r.agg.upstream), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
     notes: [
+      UPSTREAM_NOTE,
       'ratios are ops/s of the row divided by ops/s of direct Redis / of twemproxy with server_connections: 1 (its default and the setting its docs require for read-your-writes)',
       'CPU = CPU time of the measured process (redis-server for direct, the proxy otherwise) during the run, as a share of one core',
       `respool runs with --pool-size ${POOL_SIZE}; twemproxy(${POOL_SIZE}) is shown for equal upstream connections but does not keep read-your-writes`
@@ -296,7 +363,7 @@ interface LatRow { cmd: string, target: string, agg: Agg, overheadP50Us: number,
 async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[]> {
   const book = new SampleBook()
   for (let r = 0; r < LAT_ROUNDS; r++) {
-    for (const t of targets) {
+    for (const t of roundOrder('d', r, 'c=1 P=1', 0, targets, (x) => x.name)) {
       const run = await measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
       for (const cmd of TESTS) {
         const s = sampleOf(run, cmd)
@@ -321,10 +388,10 @@ async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[
     }
   }
   tables.push({
-    title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s)`,
-    headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct'],
-    rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us)]),
-    notes: ['redis-benchmark prints latencies in ms with 3 decimals, so the resolution is 1 µs']
+    title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s), target order rotated each round`,
+    headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct', 'upstream used/open'],
+    rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us), fmtUpstream(r.agg.upstream)]),
+    notes: ['redis-benchmark prints latencies in ms with 3 decimals, so the resolution is 1 µs', UPSTREAM_NOTE]
   })
   return rows
 }
@@ -343,35 +410,34 @@ function kneeOf (pools: number[], byPool: Record<number, Agg | null>): { knee: n
 }
 
 async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | null): Promise<SweepCell[]> {
+  // Load by load: each round of a load runs direct, twemproxy and every pool size in turn (order
+  // rotated), so a pool size is never measured in a different stretch of time than the others.
+  // Each respool run gets a fresh process, warmed up with the same load: only one respool is
+  // connected to redis-server at a time, so the connections CLIENT LIST shows are that run's.
   const book = new SampleBook()
   const combos = SWEEP_CLIENTS.flatMap((c) => SWEEP_PIPELINES.map((p) => ({ clients: c, pipeline: p })))
-  for (let r = 0; r < SWEEP_ROUNDS; r++) {
-    for (const t of [redis, tw]) {
-      if (t === null) continue
-      if (r === 0) await warmUp(t)
-      for (const combo of combos) {
-        const run = await measure(t, { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }, { scenario: 'b', admin })
-        for (const cmd of TESTS) {
-          const s = sampleOf(run, cmd)
-          if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${t.kind}`, s)
-        }
-        progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} ${t.name}: ${runSummary(run)}`)
-      }
-    }
-    for (const pool of SWEEP_POOLS) {
-      const rp = await startRespool(redis.port, { poolSize: pool })
-      try {
-        await warmUp(rp)
-        for (const combo of combos) {
-          const run = await measure(rp, { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }, { scenario: 'b', admin, poolSize: pool })
+  const entries: Array<{ name: string, key: string, server: Server | null, pool: number | null }> = [
+    { name: redis.name, key: 'direct', server: redis, pool: null },
+    ...(tw !== null ? [{ name: tw.name, key: 'twemproxy', server: tw, pool: null }] : []),
+    ...SWEEP_POOLS.map((pool) => ({ name: `respool(${pool})`, key: `pool${pool}`, server: null, pool }))
+  ]
+  for (const e of entries) if (e.server !== null) await warmUp(e.server)
+  for (const [ci, combo] of combos.entries()) {
+    const args = { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }
+    for (let r = 0; r < SWEEP_ROUNDS; r++) {
+      for (const e of roundOrder('b', r, comboLabel(combo), ci, entries, (x) => x.name)) {
+        const t = e.server ?? await startRespool(redis.port, { poolSize: e.pool ?? POOL_SIZE })
+        try {
+          if (e.server === null) await warmUp(t, combo)
+          const run = await measure(t, args, { scenario: 'b', admin, poolSize: e.pool ?? undefined })
           for (const cmd of TESTS) {
             const s = sampleOf(run, cmd)
-            if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|pool${pool}`, s)
+            if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${e.key}`, s)
           }
-          progress(`(b) sweep round ${r + 1}/${SWEEP_ROUNDS} ${comboLabel(combo)} respool(${pool}): ${runSummary(run)} max upstream ${run.maxUpstream ?? '—'}`)
+          progress(`(b) sweep ${comboLabel(combo)} round ${r + 1}/${SWEEP_ROUNDS} ${t.name}: ${runSummary(run)}`)
+        } finally {
+          if (e.server === null) await stopAll('b', [t])
         }
-      } finally {
-        await stopAll('b', [rp])
       }
     }
   }
@@ -384,57 +450,88 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
       cells.push({ ...combo, cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${comboLabel(combo)}|${cmd}|direct`), tw: book.agg(`${comboLabel(combo)}|${cmd}|twemproxy`), knee, best })
     }
   }
+  const how = `median of ${SWEEP_ROUNDS} round(s), each load's rounds run back to back with every pool size in turn (order rotated), ${SWEEP_REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`
   tables.push({
-    title: `(b) saturation sweep: respool ops/s by --pool-size — median of ${SWEEP_ROUNDS} round(s), ${SWEEP_REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`,
+    title: `(b) saturation sweep: respool ops/s by --pool-size — ${how}`,
     headers: ['load', 'cmd', ...SWEEP_POOLS.map((p) => `pool ${p}`), 'direct', `twemproxy(${TW_CONNECTIONS})`, 'best ×direct', 'knee'],
     rows: cells.map((c) => [
       `c=${c.clients} P=${c.pipeline}`, c.cmd, ...SWEEP_POOLS.map((p) => fmtInt(c.byPool[p]?.rps ?? NaN)),
       fmtInt(c.direct?.rps ?? NaN), fmtInt(c.tw?.rps ?? NaN), fmtRatio(c.best / (c.direct?.rps ?? NaN)), c.knee === null ? '—' : `pool ${c.knee}`
     ]),
-    notes: ['knee = smallest --pool-size whose median ops/s is within 5% of the best pool size for that row (beyond it, more connections add < 5%)',
+    notes: ['knee = smallest --pool-size whose median ops/s is within 5% of the best pool size for that row (beyond it, more connections add < 5%); read it with the table of connections used below: a pool size whose extra connections were never used cannot make a difference',
+      'every respool run is a fresh process warmed up with the same load; direct and twemproxy run throughout',
       'p50/p99 and CPU for every cell are in the JSON file']
+  })
+  tables.push({
+    title: `(b) saturation sweep: respool's upstream connections used/open by --pool-size — same runs as above`,
+    headers: ['load', ...SWEEP_POOLS.map((p) => `pool ${p}`)],
+    // One redis-benchmark run carries every test, so the counts are per load, not per command.
+    rows: combos.map((combo) => [comboLabel(combo), ...SWEEP_POOLS.map((p) => fmtUpstream(book.agg(`${comboLabel(combo)}|${TESTS[0]}|pool${p}`)?.upstream ?? null))]),
+    notes: [UPSTREAM_NOTE, `one redis-benchmark run carries all of ${TESTS.join(', ')}, so the counts are for the whole run`]
   })
   return cells
 }
 
-interface BigRow { cmd: string, byPool: Record<number, Agg | null>, direct: Agg | null, ratio: number, maxUpstream: Record<number, number> }
+interface BigRow {
+  pipeline: number
+  cmd: string
+  byPool: Record<number, Agg | null>
+  direct: Agg | null
+  ratio: number
+  /** Whether the larger pool used more connections than the smaller one has: otherwise both runs compared the same thing. */
+  tested: boolean | null
+  verdict: string
+}
 
 async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]> {
-  // One respool at a time (fresh, warmed up) so the connection count on redis-server is its own.
+  // Load by load, rounds back to back, order rotated; a fresh respool for each run, warmed up with
+  // the same load, so the connections on redis-server are that run's. At -P 1 respool needs only a
+  // few lanes, whatever the pool size; -P 16 keeps enough commands in flight to need the large pool.
   const book = new SampleBook()
-  const maxUp: Record<number, number> = {}
-  for (let r = 0; r < ROUNDS; r++) {
-    const order: Array<number | null> = [null, ...(r % 2 === 0 ? BIG_POOLS : [...BIG_POOLS].reverse())]
-    for (const pool of order) {
-      const t = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
-      try {
-        if (t !== redis || r === 0) await warmUp(t)
-        const run = await measure(t, { clients: BIG_CLIENTS, pipeline: 1, requests: requestsFor(1, REQUESTS, BIG_CLIENTS), tests: TESTS }, { scenario: 'b', admin, poolSize: pool ?? undefined })
-        if (pool !== null) maxUp[pool] = Math.max(maxUp[pool] ?? 0, run.maxUpstream ?? 0)
-        for (const cmd of TESTS) {
-          const s = sampleOf(run, cmd)
-          if (s !== null) book.add(`${cmd}|${pool ?? 'direct'}`, s)
+  const [small, large] = [BIG_POOLS[0], BIG_POOLS[BIG_POOLS.length - 1]]
+  for (const [pi, pipeline] of BIG_PIPELINES.entries()) {
+    const shape = { clients: BIG_CLIENTS, pipeline }
+    const args = { ...shape, requests: requestsFor(pipeline, REQUESTS, BIG_CLIENTS), tests: TESTS }
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const pool of roundOrder('b-big', r, comboLabel(shape), pi, [null, ...BIG_POOLS], (p) => p === null ? 'direct' : `respool(${p})`)) {
+        const t = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
+        try {
+          if (t !== redis || (r === 0 && pi === 0)) await warmUp(t, shape)
+          const run = await measure(t, args, { scenario: 'b', admin, poolSize: pool ?? undefined })
+          for (const cmd of TESTS) {
+            const s = sampleOf(run, cmd)
+            if (s !== null) book.add(`${pipeline}|${cmd}|${pool ?? 'direct'}`, s)
+          }
+          progress(`(b) ${comboLabel(shape)} round ${r + 1}/${ROUNDS} ${t.name}: ${runSummary(run)}`)
+        } finally {
+          if (t !== redis) await stopAll('b', [t])
         }
-        progress(`(b) ${BIG_CLIENTS} clients round ${r + 1}/${ROUNDS} ${t.name}: ${runSummary(run)}${pool !== null ? ` max upstream ${run.maxUpstream ?? '—'}` : ''}`)
-      } finally {
-        if (t !== redis) await stopAll('b', [t])
       }
     }
   }
-  const [small, large] = [BIG_POOLS[0], BIG_POOLS[BIG_POOLS.length - 1]]
-  const rows: BigRow[] = TESTS.map((cmd) => {
+  const rows: BigRow[] = BIG_PIPELINES.flatMap((pipeline) => TESTS.map((cmd) => {
     const byPool: Record<number, Agg | null> = {}
-    for (const p of BIG_POOLS) byPool[p] = book.agg(`${cmd}|${p}`)
-    return { cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${cmd}|direct`), ratio: (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN), maxUpstream: maxUp }
-  })
+    for (const p of BIG_POOLS) byPool[p] = book.agg(`${pipeline}|${cmd}|${p}`)
+    const ratio = (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN)
+    const largeUsed = byPool[large]?.upstream?.usedMax ?? null
+    const tested = largeUsed === null ? null : largeUsed > small
+    const verdict = !Number.isFinite(ratio)
+      ? '—'
+      : tested === false
+        ? `not tested: pool ${large} used ≤ ${small} connections`
+        : `${ratio >= 0.9 ? 'met' : 'not met'}${tested === null ? ' (connections used unknown)' : ''}`
+    return { pipeline, cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${pipeline}|${cmd}|direct`), ratio, tested, verdict }
+  }))
   tables.push({
-    title: `(b) ${BIG_CLIENTS} clients, -P 1, over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s) (order alternates), ${requestsFor(1, REQUESTS, BIG_CLIENTS)} requests`,
-    headers: ['cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, 'target ≥ 0.9×', 'max upstream seen'],
+    title: `(b) ${BIG_CLIENTS} clients over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s), target order rotated each round, ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`,
+    headers: ['load', 'cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, ...BIG_POOLS.map((p) => `pool ${p} upstream used/open`), 'target ≥ 0.9×'],
     rows: rows.map((r) => [
-      r.cmd, ...BIG_POOLS.flatMap((p) => [fmtInt(r.byPool[p]?.rps ?? NaN), fmtMs(r.byPool[p]?.p99 ?? NaN)]),
-      fmtInt(r.direct?.rps ?? NaN), fmtRatio(r.ratio), Number.isFinite(r.ratio) ? (r.ratio >= 0.9 ? 'met' : 'not met') : '—',
-      BIG_POOLS.map((p) => `${maxUp[p] ?? '—'}/${p}`).join(', ')
-    ])
+      comboLabel({ clients: BIG_CLIENTS, pipeline: r.pipeline }), r.cmd, ...BIG_POOLS.flatMap((p) => [fmtInt(r.byPool[p]?.rps ?? NaN), fmtMs(r.byPool[p]?.p99 ?? NaN)]),
+      fmtInt(r.direct?.rps ?? NaN), fmtRatio(r.ratio), ...BIG_POOLS.map((p) => fmtUpstream(r.byPool[p]?.upstream ?? null)), r.verdict
+    ]),
+    notes: [UPSTREAM_NOTE,
+      `the target compares ${small} against ${large} connections only where respool(${large}) used more than ${small}: where it did not, both runs carried the load on the same few connections and the ratio is noise`,
+      'every respool run is a fresh process warmed up with the same load']
   })
   return rows
 }
@@ -461,7 +558,7 @@ interface PinResult {
   aborted?: string
 }
 interface Dist { n: number, p50: number, p90: number, p99: number, max: number }
-interface PinRow { target: string, poolSize: number | null, maxPins: number | null, rounds: PinResult[], med: Record<string, number>, errors: Record<string, number>, maxUpstream: number | null }
+interface PinRow { target: string, poolSize: number | null, maxPins: number | null, rounds: PinResult[], med: Record<string, number>, errors: Record<string, number>, upstream: UpstreamRange | null, upstreamRounds: UpstreamUse[] }
 
 function pinConfig (port: number): Record<string, number | string> {
   return { port, workers: PIN_WORKERS, producers: PIN_PRODUCERS, txClients: PIN_TX, watchClients: PIN_WATCH, rate: PIN_RATE, durationMs: PIN_SECONDS * 1000, brpopTimeout: BRPOP_TIMEOUT, queue: 'bench:queue' }
@@ -486,17 +583,17 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
   // One respool at a time, so CLIENT LIST on the shared redis-server counts only its connections.
   const servers: Array<{ name: string, pool: number | null }> = [{ name: redis.name, pool: null }, ...PIN_POOLS.map((pool) => ({ name: `respool(${pool})`, pool }))]
   const results = new Map<string, PinResult[]>()
-  const maxUp = new Map<string, number>()
+  const ups = new Map<string, UpstreamUse[]>()
   for (let r = 0; r < PIN_ROUNDS; r++) {
-    for (const { name, pool } of servers) {
+    for (const { name, pool } of roundOrder('c', r, 'pinning', 0, servers, (x) => x.name)) {
       const s = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
       try {
         const watch = s.kind === 'respool' ? admin.watch(100) : null
         const res = await runPinWorkload(s.port)
         const up = watch === null ? null : await watch.stop()
-        if (up !== null) maxUp.set(name, Math.max(maxUp.get(name) ?? 0, up))
-        if (up !== null && pool !== null && up > pool) {
-          anomalies.push({ scenario: 'c', target: name, message: `${up} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
+        if (up !== null) ups.set(name, [...(ups.get(name) ?? []), up])
+        if (up !== null && pool !== null && up.open > pool) {
+          anomalies.push({ scenario: 'c', target: name, message: `${up.open} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
         }
         if (res.aborted !== undefined) anomalies.push({ scenario: 'c', target: name, message: `pinning workload aborted: ${res.aborted}` })
         else if (res.consumedPerSec < 0.9 * res.pushedPerSec || res.nils > 0) {
@@ -512,7 +609,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         results.set(name, list)
         const errs = Object.values(res.errors ?? {}).reduce((a, b) => a + b, 0)
         progress(`(c) round ${r + 1}/${PIN_ROUNDS} ${name}: consumed ${fmtInt(res.consumedPerSec)}/s wait p99 ${fmtUs(res.queueWaitUs?.p99 ?? NaN)}, ` +
-          `BRPOP p99 ${fmtUs(res.brpopUs?.p99 ?? NaN)}, MULTI/EXEC ${fmtInt(res.txPerSec)}/s p99 ${fmtUs(res.txUs?.p99 ?? NaN)}, WATCH…EXEC ${fmtInt(res.watchPerSec)}/s p99 ${fmtUs(res.watchUs?.p99 ?? NaN)}, nil ${res.nils}, errors ${errs}${up !== null ? `, max upstream ${up}` : ''}`)
+          `BRPOP p99 ${fmtUs(res.brpopUs?.p99 ?? NaN)}, MULTI/EXEC ${fmtInt(res.txPerSec)}/s p99 ${fmtUs(res.txUs?.p99 ?? NaN)}, WATCH…EXEC ${fmtInt(res.watchPerSec)}/s p99 ${fmtUs(res.watchUs?.p99 ?? NaN)}, nil ${res.nils}, errors ${errs}${up !== null ? `, upstream used/open ${up.used ?? '?'}/${up.open}` : ''}`)
       } finally {
         if (s !== redis) await stopAll('c', [s])
       }
@@ -547,23 +644,25 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         leftover: m((x) => x.leftover)
       },
       errors,
-      maxUpstream: maxUp.get(name) ?? null
+      upstream: upstreamRange(ups.get(name) ?? []),
+      upstreamRounds: ups.get(name) ?? []
     })
   }
   const ms = (us: number): string => Number.isFinite(us) ? (us / 1000).toFixed(2) : '—'
   tables.push({
-    title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s)`,
-    headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'max upstream'],
+    title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s), target order rotated each round`,
+    headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'upstream used/open'],
     rows: rows.map((r) => [
       r.target, r.maxPins === null ? '—' : String(r.maxPins), fmtInt(r.med.consumedPerSec), ms(r.med.waitP50), ms(r.med.waitP99),
       ms(r.med.brpopP50), ms(r.med.brpopP99), fmtInt(r.med.txPerSec), ms(r.med.txP50), ms(r.med.txP99),
       fmtInt(r.med.watchPerSec), ms(r.med.watchP50), ms(r.med.watchP99), fmtInt(r.med.nils),
-      String(Object.values(r.errors).reduce((a, b) => a + b, 0)), r.maxUpstream === null ? '—' : `${r.maxUpstream}/${r.poolSize ?? ''}`
+      String(Object.values(r.errors).reduce((a, b) => a + b, 0)), fmtUpstream(r.upstream)
     ]),
     notes: [`producers push ${PIN_RATE} items/s open-loop (pushed/s in the JSON); popped/s below that means consumers fell behind`,
       'queue wait = LPUSH sent → BRPOP reply received for the same item (client clock); BRPOP rtt includes waiting for a pin and for an item',
       'MULTI/EXEC is sent in one write (ioredis pipelines it): respool runs such a complete transaction on a shared lane, no pin; WATCH…EXEC takes 3 round trips on a pinned connection',
-      `pins = --max-pins (pool size − 1); ${PIN_WORKERS + PIN_WATCH} clients want a pin at once`]
+      `pins = --max-pins (pool size − 1); ${PIN_WORKERS + PIN_WATCH} clients want a pin at once`,
+      'upstream used/open: used = connections that sent commands during the workload (kernel byte counters, matched to CLIENT LIST), open = most named respool open at once']
   })
   return rows
 }
@@ -635,16 +734,13 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
   progress(`(e) ${idleCount} idle clients on redis-server (reference): ${directRow.perClientKiB.toFixed(2)} KB/client`)
 
   // A large value through a fresh proxy.
+  // respool runs with its default settings (--max-output-buffer 1024 MB, room for the reply).
   const size = BIG_VALUE_MB * 1024 * 1024
-  const roomy = ['--max-output-buffer', String(4 * size)]
-  const roomyName = `respool(${POOL_SIZE}) --max-output-buffer ${4 * BIG_VALUE_MB}MB`
   const bigTargets: Array<{ start: () => Promise<Server>, set: boolean, label: string }> = [
-    { start: async () => await startRespool(redis.port, { poolSize: POOL_SIZE }), set: true, label: `respool(${POOL_SIZE})` },
-    // The default --max-output-buffer is 256 MB, the size of the value itself: also measure with room for the reply,
-    { start: async () => await startRespool(redis.port, { poolSize: POOL_SIZE, extra: roomy, name: roomyName }), set: true, label: roomyName },
-    // and GET alone on a fresh process (the value is still in Redis), so its peak is not mixed with the SET's.
-    { start: async () => await startRespool(redis.port, { poolSize: POOL_SIZE, extra: roomy, name: roomyName }), set: false, label: `${roomyName}, GET only` },
-    ...(hasCommand('nutcracker') ? [{ start: async () => await startTwemproxy(redis.port, { serverConnections: TW_CONNECTIONS }), set: true, label: `twemproxy(${TW_CONNECTIONS})` }] : [])
+    { start: async () => await startRespool(redis.port, { poolSize: POOL_SIZE }), set: true, label: `respool(${POOL_SIZE}), SET then GET` },
+    // GET alone on a fresh process (the value is still in Redis), so its peak is not mixed with the SET's.
+    { start: async () => await startRespool(redis.port, { poolSize: POOL_SIZE }), set: false, label: `respool(${POOL_SIZE}), GET only (fresh process)` },
+    ...(hasCommand('nutcracker') ? [{ start: async () => await startTwemproxy(redis.port, { serverConnections: TW_CONNECTIONS }), set: true, label: `twemproxy(${TW_CONNECTIONS}), SET then GET` }] : [])
   ]
   for (const bt of bigTargets) {
     const s = await bt.start()
@@ -679,9 +775,78 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
     headers: ['target', 'RSS before', 'peak during SET', 'peak during GET', 'VmHWM − before', 'SET ms', 'GET ms', 'result'],
     rows: res.big.map((r) => [r.target, fmtMiB(r.baselineRssKiB), r.setReply === '(not run)' ? '—' : `+${fmtMiB(r.setPeakRssKiB - r.baselineRssKiB)}`, `+${fmtMiB(r.getPeakRssKiB - r.baselineRssKiB)}`, `+${fmtMiB(r.hwmKiB - r.baselineRssKiB)}`,
       fmtInt(r.setMs), fmtInt(r.getMs), r.error !== undefined ? `error: ${r.error}` : `${r.setReply === '(not run)' ? '' : `SET ${r.setReply}; `}GET ${r.getOk ? `${r.getBytes} bytes ok` : 'failed'}`]),
-    notes: ['peaks are RSS sampled every 10 ms minus RSS before; VmHWM is the kernel\'s own peak of the fresh process']
+    notes: ['peaks are RSS sampled every 10 ms minus RSS before; VmHWM is the kernel\'s own peak of the fresh process',
+      `respool runs with its default settings (--max-output-buffer 1024 MB); each row is a fresh process`]
   })
   return res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets: every figure here is taken from the tables above, in the same run
+
+const kOps = (n: number): string => Number.isFinite(n) ? `${(n / 1000).toFixed(1)} k` : '—'
+
+function targetsTable (a: ARow[] | null, big: BigRow[] | null, mem: MemResult | null): Table | null {
+  const rows: string[][] = []
+  const respool = `respool(${POOL_SIZE})`
+  const twName = `twemproxy(${TW_CONNECTIONS})`
+  const find = (combo: string, cmd: string, target: string): ARow | undefined => a?.find((r) => r.combo === combo && r.cmd === cmd && r.target === target)
+  const cmds = TESTS.map((t) => t.toUpperCase())
+  for (const combo of A_COMBOS) {
+    const label = comboLabel(combo)
+    const pairs = cmds.map((cmd) => ({ cmd, rp: find(label, cmd, respool), tw: find(label, cmd, twName) }))
+    if (pairs.some((p) => p.rp === undefined || p.tw === undefined)) continue
+    const ratios = pairs.map((p) => (p.rp?.agg.rps ?? NaN) / (p.tw?.agg.rps ?? NaN))
+    rows.push([
+      `throughput ≥ 1.0× ${twName}, ${label}`,
+      `${pairs.map((p, i) => `${p.cmd} ${fmtRatio(ratios[i])}`).join(', ')} (${pairs.map((p) => kOps(p.rp?.agg.rps ?? NaN)).join(' / ')} vs ${pairs.map((p) => kOps(p.tw?.agg.rps ?? NaN)).join(' / ')} ops/s); ${respool} upstream used/open ${fmtUpstream(pairs[0].rp?.agg.upstream ?? null)}`,
+      ratios.every((x) => x >= 1) ? 'met' : 'not met'
+    ])
+    if (combo.clients === 50 && combo.pipeline === 1) {
+      rows.push([
+        `p99 at ${label} ≤ ${twName}'s`,
+        `${pairs.map((p) => fmtMs(p.rp?.agg.p99 ?? NaN)).join(' / ')} ms vs ${pairs.map((p) => fmtMs(p.tw?.agg.p99 ?? NaN)).join(' / ')} ms (${cmds.join(' / ')})`,
+        pairs.every((p) => (p.rp?.agg.p99 ?? NaN) <= (p.tw?.agg.p99 ?? NaN)) ? 'met' : 'not met'
+      ])
+    }
+  }
+  if (big !== null && big.length > 0) {
+    const [small, large] = [BIG_POOLS[0], BIG_POOLS[BIG_POOLS.length - 1]]
+    for (const pipeline of BIG_PIPELINES) {
+      const rs = big.filter((r) => r.pipeline === pipeline)
+      if (rs.length === 0) continue
+      const verdict = rs.some((r) => r.tested === false)
+        ? `not tested: respool(${large}) used ≤ ${small} connections`
+        : rs.every((r) => r.ratio >= 0.9) ? 'met' : 'not met'
+      rows.push([
+        `${BIG_CLIENTS} clients -P ${pipeline} over ${small} connections ≥ 0.9× over ${large}`,
+        `${rs.map((r) => `${r.cmd} ${fmtRatio(r.ratio)}`).join(', ')}; upstream used/open ${fmtUpstream(rs[0].byPool[small]?.upstream ?? null)} (pool ${small}) vs ${fmtUpstream(rs[0].byPool[large]?.upstream ?? null)} (pool ${large})`,
+        verdict
+      ])
+    }
+  }
+  const idle = mem?.idle.find((r) => r.target === respool)
+  if (idle !== undefined) {
+    rows.push([`≤ 10 KB RSS per idle client`, `${idle.perClientKiB.toFixed(2)} KB (${idle.ponged} clients)`, idle.perClientKiB <= 10 ? 'met' : 'not met'])
+  }
+  const bigRs = (mem?.big ?? []).filter((r) => r.target.startsWith(`${respool},`))
+  if (bigRs.length > 0) {
+    const growth = (r: BigValueResult): number => Math.max(r.hwmKiB, r.setPeakRssKiB, r.getPeakRssKiB) - r.baselineRssKiB
+    const tw = mem?.big.find((r) => r.target.startsWith(`${twName},`))
+    rows.push([
+      `RSS grows ≤ 64 MB while a ${BIG_VALUE_MB} MB value passes`,
+      bigRs.map((r) => `${r.target.slice(respool.length + 2)}: VmHWM +${fmtMiB(r.hwmKiB - r.baselineRssKiB)}${r.setReply === '(not run)' ? '' : `, sampled peak +${fmtMiB(r.setPeakRssKiB - r.baselineRssKiB)} during SET`}, +${fmtMiB(r.getPeakRssKiB - r.baselineRssKiB)} during GET`).join('; ') +
+        (tw !== undefined ? ` (${twName}: VmHWM +${fmtMiB(tw.hwmKiB - tw.baselineRssKiB)})` : ''),
+      bigRs.every((r) => r.error === undefined && r.getOk && growth(r) <= 64 * 1024) ? 'met' : 'not met'
+    ])
+  }
+  if (rows.length === 0) return null
+  return {
+    title: 'Targets — every figure is from the tables below, same run',
+    headers: ['target', 'measured', ''],
+    rows,
+    notes: ['the memory target is judged on the larger of VmHWM (the kernel\'s own peak) and the sampled peaks, each minus RSS before']
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,10 +907,10 @@ function chart (a: ARow[] | null, sweep: SweepCell[] | null, big: BigRow[] | nul
   }
   if (big !== null && big.length > 0) {
     body.push(barPanel({ x: 0, y, w: W / 2, h: 300 }, {
-      title: `(b) ${BIG_CLIENTS} clients -P 1: pool ${BIG_POOLS.join(' vs ')} (label = ratio to the largest)`,
+      title: `(b) ${BIG_CLIENTS} clients: pool ${BIG_POOLS.join(' vs ')} (label = ratio to the largest)`,
       yLabel: 'ops/s',
       series: [{ label: 'direct', color: PALETTE[0] }, ...BIG_POOLS.map((p, i) => ({ label: `respool(${p})`, color: PALETTE[(i + 1) % PALETTE.length] }))],
-      groups: big.map((r) => ({ label: r.cmd, values: [r.direct?.rps ?? null, ...BIG_POOLS.map((p) => r.byPool[p]?.rps ?? null)] })),
+      groups: big.map((r) => ({ label: `${r.cmd} -P ${r.pipeline}`, values: [r.direct?.rps ?? null, ...BIG_POOLS.map((p) => r.byPool[p]?.rps ?? null)] })),
       annotations: big.map((r) => [null, ...BIG_POOLS.map((p) => fmtRatio((r.byPool[p]?.rps ?? NaN) / (r.byPool[BIG_POOLS[BIG_POOLS.length - 1]]?.rps ?? NaN)))])
     }))
   }
@@ -781,9 +946,7 @@ function machine (): Record<string, string | number> {
     redisBenchmark: commandOutput('redis-benchmark', ['--version']),
     nutcracker: hasCommand('nutcracker') ? commandOutput('nutcracker', ['--version']).split('\n')[0].replace(/^This is /, '') : 'not installed',
     loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
-    // Read-only git queries; a snapshot copy without .git passes BENCH_COMMIT / BENCH_DIRTY.
-    commit: env.BENCH_COMMIT ?? (commandOutput('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']) || 'unknown'),
-    srcDirty: env.BENCH_DIRTY ?? (commandOutput('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', 'src', 'bin']) === '' ? 'no' : 'yes')
+    ...revision()
   }
 }
 
@@ -796,7 +959,7 @@ async function main (): Promise<void> {
   const meta = machine()
   const config = {
     QUICK, SWEEP: FULL_SWEEP, ROUNDS, REQUESTS, PIPELINED_FACTOR, POOL_SIZE, TW_CONNECTIONS, TW_MATCHED, TESTS, DATA_SIZE, KEYSPACE, SCENARIOS: [...SCENARIOS],
-    A_COMBOS, SWEEP_CLIENTS, SWEEP_POOLS, SWEEP_PIPELINES, SWEEP_ROUNDS, SWEEP_REQUESTS, BIG_POOLS, BIG_CLIENTS,
+    A_COMBOS, SWEEP_CLIENTS, SWEEP_POOLS, SWEEP_PIPELINES, SWEEP_ROUNDS, SWEEP_REQUESTS, BIG_POOLS, BIG_CLIENTS, BIG_PIPELINES,
     PIN_POOLS, PIN_WORKERS, PIN_PRODUCERS, PIN_TX, PIN_RATE, PIN_SECONDS, PIN_ROUNDS, BRPOP_TIMEOUT, LAT_ROUNDS, LAT_REQUESTS, IDLE_CLIENTS, BIG_VALUE_MB
   }
   progress(`respool benchmark on ${meta.nproc} CPU(s) ${meta.cpuModel}, node ${meta.node}, load ${meta.loadAtStart}; scenarios ${[...SCENARIOS].join(',')}${QUICK ? ' (QUICK)' : ''}${FULL_SWEEP ? ' (full sweep)' : ''}`)
@@ -860,6 +1023,8 @@ async function main (): Promise<void> {
   const base = join(RESULTS_DIR, `proxy-bench-${stamp}`)
   const subtitle = `${meta.nproc} CPU ${meta.cpuModel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}; medians of interleaved rounds; ${new Date().toISOString()}`
 
+  const targets = targetsTable(aRows, big, (out.memory ?? null) as MemResult | null)
+  if (targets !== null) tables.unshift(targets)
   if (anomalies.length > 0) {
     tables.push({
       title: 'Anomalies (errors in redis-benchmark output, connection counts above --pool-size, failed scenarios, respool log warnings)',
@@ -867,14 +1032,16 @@ async function main (): Promise<void> {
       rows: dedupe(anomalies).map((x) => [x.scenario, x.target, x.message])
     })
   }
+  const measuredAt = revisionNote({ commit: String(meta.commit), srcDirty: String(meta.srcDirty), benchDirty: String(meta.benchDirty) })
+  for (const t of tables) t.notes = [...(t.notes ?? []), measuredAt]
   const text = tables.map(textTable).join('\n\n')
   const md = [
-    `Machine: ${meta.nproc} × ${meta.cpuModel}, ${meta.memoryGiB} GiB, Linux ${meta.kernel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}, ${meta.redisBenchmark}, ${meta.nutcracker}. respool at commit ${meta.commit} (uncommitted changes in src/bin: ${meta.srcDirty}).`,
+    `Machine: ${meta.nproc} × ${meta.cpuModel}, ${meta.memoryGiB} GiB, Linux ${meta.kernel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}, ${meta.redisBenchmark}, ${meta.nutcracker}. respool at commit ${meta.commit} (uncommitted changes in src/bin: ${meta.srcDirty}; in benchmarks/: ${meta.benchDirty}).`,
     `Load average at start ${meta.loadAtStart}, at end ${meta.loadAtEnd}; ${meta.seconds} s in all.`,
     '',
     ...tables.map(markdownTable).flatMap((t) => [t, ''])
   ].join('\n')
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, anomalies, reproduce: dedupe(anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, schedule, anomalies, reproduce: dedupe(anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
   writeFileSync(`${base}.md`, md)
   writeFileSync(`${base}.svg`, chart(aRows, sweep, big, latRows, subtitle))
   for (const ext of ['json', 'md', 'svg']) copyFileSync(`${base}.${ext}`, join(RESULTS_DIR, `latest.${ext}`))

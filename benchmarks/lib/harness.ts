@@ -233,6 +233,8 @@ export interface RespoolOptions {
   poolSize: number
   /** Extra CLI flags (e.g. ['--max-clients', '20000']). */
   extra?: string[]
+  /** Flags for Node.js itself, before the script (e.g. ['--trace-gc']); its output goes to the log file. */
+  nodeArgs?: string[]
   name?: string
 }
 
@@ -246,9 +248,11 @@ export function respoolNodeVersion (): string {
 
 /** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn`. */
 export async function startRespool (redisPort: number, opts: RespoolOptions): Promise<Server> {
+  // One connection cannot carry both shared traffic and a pinned client.
+  if (!Number.isInteger(opts.poolSize) || opts.poolSize < 2) throw new Error(`respool needs --pool-size 2 or more, got ${opts.poolSize}`)
   const name = opts.name ?? `respool(${opts.poolSize})`
   const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
-    RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
+    ...(opts.nodeArgs ?? []), RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
     '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...(opts.extra ?? [])
   ], logFile))
   return { name, kind: 'respool', port, pid: child.pid as number, child, logFile, stop: async () => { await stopChild(child) } }
@@ -290,6 +294,26 @@ export function twemproxyConfig (listenPort: number, redisPort: number, serverCo
     `   - ${HOST}:${redisPort}:1`,
     ''
   ].join('\n')
+}
+
+/**
+ * The commit the benchmark runs at, and whether src/bin or benchmarks/ differ from it (read-only
+ * git queries; a snapshot copy without .git passes BENCH_COMMIT, BENCH_DIRTY and BENCH_SCRIPTS_DIRTY).
+ */
+export function revision (): { commit: string, srcDirty: string, benchDirty: string } {
+  const env = process.env
+  const dirty = (paths: string[]): string => commandOutput('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', ...paths]) === '' ? 'no' : 'yes'
+  return {
+    commit: env.BENCH_COMMIT ?? (commandOutput('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']) || 'unknown'),
+    srcDirty: env.BENCH_DIRTY ?? dirty(['src', 'bin']),
+    benchDirty: env.BENCH_SCRIPTS_DIRTY ?? dirty(['benchmarks'])
+  }
+}
+
+/** "commit abc1234" plus what differed from it, for the line under every table. */
+export function revisionNote (r: { commit: string, srcDirty: string, benchDirty: string }): string {
+  const changed = [r.srcDirty === 'yes' ? 'src/bin' : null, r.benchDirty === 'yes' ? 'benchmarks/' : null].filter((x) => x !== null)
+  return `measured at commit ${r.commit}${changed.length > 0 ? ` with uncommitted changes in ${changed.join(' and ')}` : ''}`
 }
 
 export function hasCommand (cmd: string): boolean {
@@ -345,11 +369,17 @@ const CLK_TCK = Number(commandOutput('getconf', ['CLK_TCK'])) || 100
 
 /** User+system CPU seconds a process has used so far. */
 export function cpuSeconds (pid: number): number | null {
+  const t = cpuTimes(pid)
+  return t === null ? null : t.user + t.sys
+}
+
+/** User and system CPU seconds a process (all its threads) has used so far, from /proc/<pid>/stat. */
+export function cpuTimes (pid: number): { user: number, sys: number } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     // After the comm field: state is f[0]; utime and stime are fields 14 and 15 of the whole line.
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK
+    return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK }
   } catch {
     return null
   }
