@@ -1078,10 +1078,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#slots.length === 0) this.#end()
   }
 
-  /** Sends what is held, then closes the socket for writing. */
+  /**
+   * Sends what is held, then closes the connection, as Redis does after QUIT or a protocol
+   * error: closed, not half-closed, so a client that keeps writing gets a reset instead of
+   * blocking forever on a peer that no longer reads.
+   */
   #end (): void {
     this.#writer.flush()
-    this.#socket.end()
+    this.#socket.end(() => { this.#socket.destroy() })
   }
 
   /**

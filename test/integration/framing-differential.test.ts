@@ -161,3 +161,32 @@ test('differential framing: respool accepts exactly the frames Redis accepts, an
   assert.ok(closedCases > CASES / 10, 'the fuzzer produced protocol errors')
   assert.ok(closedCases < CASES, 'the fuzzer produced accepted frames too')
 })
+
+test('after a protocol error the sender is closed, as by Redis, even while it keeps writing', { timeout: 30000 }, async (t) => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 2 })
+  after(async () => { await proxy.destroy() })
+  for (const start of ['\x00', '*\x00', '$\x00', '*1\r\n$x\r\n']) {
+    const outcomes: string[] = []
+    for (const port of [redis.port, proxy.address.port]) {
+      const socket = net.connect({ port, host: '127.0.0.1' })
+      socket.on('error', () => {})
+      await new Promise<void>((resolve) => socket.once('connect', () => { resolve() }))
+      let received = ''
+      socket.on('data', (d: Buffer) => { received += d.toString('latin1') })
+      const closed = new Promise<void>((resolve) => socket.once('close', () => { resolve() }))
+      socket.write(start)
+      // Keep writing bytes with no line end, as a confused client would, until the peer closes.
+      const filler = Buffer.alloc(16 * 1024, 0x78)
+      const timer = setInterval(() => { if (!socket.destroyed) socket.write(filler) }, 5)
+      const started = Date.now()
+      const outcome = await Promise.race([closed.then(() => 'closed'), new Promise<string>((resolve) => setTimeout(() => { resolve('still open after 10 s') }, 10000))])
+      clearInterval(timer)
+      socket.destroy()
+      outcomes.push(`${outcome}: ${JSON.stringify(received)}`)
+      t.diagnostic(`${JSON.stringify(start)} on port ${port}: ${outcome} after ${Date.now() - started} ms`)
+    }
+    assert.equal(outcomes[1], outcomes[0], `input ${JSON.stringify(start)}: direct first, respool second`)
+  }
+})
