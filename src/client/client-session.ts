@@ -330,11 +330,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
     state.lastCommand = cmd.name
     state.lastActive = slot.acceptedAt
     // RESET clears CLIENT REPLY OFF before it answers, so its +RESET is sent; SKIP still skips it.
-    if (state.replyOff && kind !== Kind.RESET) slot.suppressed = true
+    // Pub/sub confirmations are pushes, which Redis sends whatever CLIENT REPLY says (a SKIP is
+    // spent on the command all the same); only an error in their place is held back.
+    const push = kind === Kind.SUBSCRIBE || kind === Kind.UNSUBSCRIBE
+    if (state.replyOff && kind !== Kind.RESET) slot.suppressed = !push
     else if (state.skipNext) {
-      slot.suppressed = true
+      slot.suppressed = !push
       state.skipNext = false
-    }
+    } else return
+    slot.errorsSuppressed = push
   }
 
   /** Whether Redis can queue this command inside MULTI (respool forwards it unchanged). */
@@ -1013,7 +1017,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     let head = slots.peekFront()
     while (head !== undefined && head.reply !== null) {
       slots.shift()
-      if (!head.suppressed) this.#write(head.reply)
+      if (!head.suppressed && !(head.errorsSuppressed && head.reply[0] === MINUS)) this.#write(head.reply)
       head = slots.peekFront()
     }
     if ((this.#paused & PAUSE_PIPELINE) !== 0 && slots.length < this.#ctx.config.maxPipeline / 2) this.#resume(PAUSE_PIPELINE)

@@ -32,6 +32,8 @@ export class ReplySlot {
   cancelled = false
   /** The reply is not sent to the client (CLIENT REPLY OFF/SKIP); the command still runs. */
   suppressed = false
+  /** Only an error reply is held back (pub/sub confirmations under CLIENT REPLY OFF/SKIP). */
+  errorsSuppressed = false
   /** What the owner must do when the reply arrives (an owner-defined code; 0 = nothing). */
   effect = 0
   /** A number the effect needs (the db a SELECT switches to …). */

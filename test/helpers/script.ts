@@ -5,6 +5,8 @@ import { FrameReader } from './resp-frames.js'
 export interface Step {
   send: Buffer
   frames: number
+  /** Runs before the step is written, given the port the script runs on (e.g. a PUBLISH from elsewhere). */
+  before?: (port: number) => Promise<void>
 }
 
 /** A step made of commands written together (one write), waiting for `frames` replies. */
@@ -25,7 +27,8 @@ export async function runScript (port: number, steps: Step[], timeoutMs = 5000):
   try {
     const out: string[] = []
     for (const s of steps) {
-      client.write(s.send)
+      await s.before?.(port)
+      if (s.send.length > 0) client.write(s.send)
       out.push(...await frames.take(s.frames, timeoutMs))
     }
     const token = `sentinel-${process.pid}-${++sentinelCounter}`

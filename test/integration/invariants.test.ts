@@ -114,6 +114,20 @@ test('CLIENT REPLY corner cases are answered as Redis answers them', async () =>
   await same('OFF hides errors too', [step(1, OFF, ['NOSUCHCOMMAND'], ['CLIENT', 'REPLY', 'ON'])])
 })
 
+test('pub/sub confirmations and messages reach the client under CLIENT REPLY OFF and SKIP, as pushes do from Redis', async () => {
+  const publish = (message: string) => async (port: number): Promise<void> => {
+    const publisher = await RawClient.connect(port)
+    publisher.write(cmd('PUBLISH', 'inv:pushes', message))
+    await new FrameReader(publisher).next()
+    publisher.close()
+  }
+  const published = (message: string): Step => ({ send: Buffer.alloc(0), frames: 1, before: publish(message) })
+  await same('RESP2, OFF', [step(1, OFF, ['SUBSCRIBE', 'inv:pushes']), published('one'), step(1, ['UNSUBSCRIBE']), step(0, ['PING']), step(1, ['RESET'])])
+  await same('RESP2, SKIP', [step(1, ['CLIENT', 'REPLY', 'SKIP'], ['SUBSCRIBE', 'inv:pushes']), published('two'), step(1, ['UNSUBSCRIBE'], ['SUBSCRIBE']), step(1, ['RESET'])])
+  await same('RESP3, OFF', [step(1, ['HELLO', '3']), step(1, OFF, ['SUBSCRIBE', 'inv:pushes']), published('three'), step(1, ['UNSUBSCRIBE', 'inv:pushes']), step(1, ['RESET'])],
+    (frames) => frames.map((f) => f.replace(/(\$2\r\nid\r\n:)\d+/, '$1<id>')))
+})
+
 test('SELECT is decided by Redis, also inside MULTI, and the client\'s next command runs where Redis says', async () => {
   await same('refused SELECTs', [step(11,
     ['SET', 'inv:s', 'zero'], ['SELECT', '01'], ['SELECT', '-1'], ['SELECT', '16'], ['SELECT', '1x'], ['SELECT', ''], ['SELECT', '+1'], ['SELECT'],
