@@ -61,6 +61,11 @@ export interface SessionContext {
 
 /** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
 const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
+/** SCRIPT KILL and FUNCTION KILL, which Redis answers even while a script keeps it busy. */
+function isScriptKill (cmd: RespCommand): boolean {
+  return (cmd.name === 'script' || cmd.name === 'function') && cmd.argc === 2 && cmd.keyword(1) === 'kill'
+}
+
 /** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
 const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
@@ -414,6 +419,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const inMulti = lease !== null && (lease.reasons & R_MULTI) !== 0
     switch (kind) {
       case Kind.SHARED:
+        if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd)
+        return this.#forward(slot, 0, 0)
       case Kind.READONLY:
       case Kind.READWRITE:
         return this.#forward(slot, 0, 0)
@@ -662,6 +669,19 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   // ---- sending ---------------------------------------------------------------------------
+
+  /**
+   * SCRIPT KILL / FUNCTION KILL go to Redis at once on a connection of their own, not behind
+   * the busy script on this client's lane; the reply keeps its place in the client's order.
+   */
+  #sendAtOnce (slot: ReplySlot, cmd: RespCommand): boolean {
+    this.#pending.shift()
+    this.#ctx.router.sendAtOnce(cmd.frame, (reply, err) => {
+      if (err !== null) this.#ctx.stats.countFailure(err.code)
+      this.#fill(slot, reply ?? toRespError(err as ProxyError))
+    })
+    return true
+  }
 
   /** Answers the head pending command locally (its reply keeps its place in the order). */
   #local (slot: ReplySlot, reply: Buffer): boolean {

@@ -2,6 +2,7 @@ import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { UpstreamPool } from '../upstream/upstream-pool.js'
 import { PinGate, type PinKind, type PinPermit } from './pin-gate.js'
 import type { ProxyError } from '../errors.js'
+import { ReplySlot, InternalSink } from './reply-slot.js'
 import type { Logger } from '../ops/logger.js'
 
 /** A connection pinned to one client, and the permit that counts it against the pin cap. */
@@ -112,22 +113,29 @@ export class Router {
     let now = 0
     let firstFree: UpstreamConnection | null = null
     let leastLoaded: UpstreamConnection | null = null
+    let flowing: UpstreamConnection | null = null
     for (let i = 0; i < lanes.length; i++) {
       const lane = lanes[i]
       if (!lane.isReady || lane.needDrain || lane.writeLockedBy !== null || (this.#draining.size > 0 && this.#draining.has(lane))) continue
       if (leastLoaded === null || lane.inflight < leastLoaded.inflight) leastLoaded = lane
-      if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
       if (lane.inflight > 0) {
         if (now === 0) now = performance.now()
         if (now - lane.lastProgress > LANE_STALL_MS) continue
       }
+      if (flowing === null || lane.inflight < flowing.inflight) flowing = lane
+      if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
       if (lane.db === db && lane.resp === resp) return lane
       firstFree ??= lane
     }
     // Nothing free in this state: open another lane (it takes the state on first use) and use
     // the best one there is meanwhile.
     this.#grow()
-    return firstFree ?? leastLoaded
+    if (firstFree !== null) return firstFree
+    if (flowing !== null) return flowing
+    // Every lane is held up by a slow command (a long script, a stalled Redis): a command sent
+    // there would wait behind it. While another lane is on its way, wait for that one instead.
+    if (this.#growing > 0) return null
+    return leastLoaded
   }
 
   /**
@@ -200,6 +208,28 @@ export class Router {
       this.#pool.destroy(conn)
       done()
     })
+  }
+
+  /**
+   * Sends one command at once on a connection with nothing in flight, and calls back with its
+   * reply. For SCRIPT KILL and FUNCTION KILL: Redis answers them while a script keeps it busy,
+   * but on a lane they would wait behind that very script. An idle lane is used if there is
+   * one, else a connection from the pool (within the bound, after at most the acquire timeout).
+   */
+  sendAtOnce (frame: Buffer, callback: (reply: Buffer | null, err: ProxyError | null) => void): void {
+    const idle = this.#lanes.find((lane) => lane.isReady && lane.inflight === 0 && !lane.needDrain && lane.writeLockedBy === null)
+    if (idle !== undefined) {
+      idle.send(frame, new ReplySlot(new InternalSink(callback), null))
+      return
+    }
+    this.#pool.acquire(0).then((conn) => {
+      conn.send(frame, new ReplySlot(new InternalSink((reply, err) => {
+        // The command changes nothing on the connection: it goes back as it came.
+        if (err === null) this.#pool.release(conn)
+        else this.#pool.destroy(conn)
+        callback(reply, err)
+      }), null))
+    }, (err: ProxyError) => { callback(null, err) })
   }
 
   /** Calls the waiter back once a lane exists, or with the error if none can be had. */
