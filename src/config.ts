@@ -82,6 +82,11 @@ export interface ProxyConfig {
    * no users), only loopback and unix-socket clients are served; others get -DENIED.
    */
   protectedMode: boolean
+  /**
+   * Blocking list and sorted-set commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN …) wait inside respool
+   * without a connection each; off, each holds a pinned connection while it blocks.
+   */
+  parkBlocking: boolean
 }
 
 export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
@@ -108,6 +113,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   logLevel: 'info',
   users: new Map(),
   protectedMode: true,
+  parkBlocking: false,
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
@@ -217,6 +223,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'shutdownGraceMs', 0, 3600_000)
   if (config.metricsPort !== undefined) intOption(config, 'metricsPort', 0, 65535)
   if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
+  if (typeof config.parkBlocking !== 'boolean') throw new ConfigError(`park-blocking: must be yes or no, got ${String(config.parkBlocking)}`)
   if (typeof config.protectedMode !== 'boolean') throw new ConfigError(`protected-mode: must be yes or no, got ${String(config.protectedMode)}`)
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)

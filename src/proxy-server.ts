@@ -4,6 +4,7 @@ import { readFileSync, rmSync } from 'node:fs'
 import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
+import { ParkingLot } from './waiting/parking-lot.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
 import { ProxyStats } from './ops/proxy-stats.js'
@@ -56,6 +57,8 @@ export class ProxyServer {
   readonly pool: UpstreamPool
   readonly router: Router
   readonly stats = new ProxyStats()
+  /** Blocking commands waiting without a connection (null with --park-blocking no). */
+  readonly parking: ParkingLot | null
   readonly metrics: Metrics
   readonly #server: net.Server
   #httpServer: http.Server | null = null
@@ -79,6 +82,7 @@ export class ProxyServer {
     this.log = serverOptions.logger ?? silentLogger()
     this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
+    this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log) : null
     this.metrics = new Metrics(this)
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
@@ -98,6 +102,7 @@ export class ProxyServer {
         pinHeld: (seconds) => { pinHeld.observe(seconds) }
       },
       admin: createAdminHandler(this),
+      parking: this.parking,
       paused: () => this.#paused,
       waitForResume: (session) => { this.#pausedSessions.add(session) },
       onSessionClosed: (session) => {
@@ -240,9 +245,10 @@ export class ProxyServer {
         applied.push(key)
       }
     }
-    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword'] as const) {
+    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking'] as const) {
       if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
     }
+    if (JSON.stringify([...this.config.users]) !== JSON.stringify([...next.users])) needsRestart.push('users')
     if (applied.includes('poolSize') || applied.includes('maxPins') || applied.includes('acquireTimeoutMs')) {
       this.pool.resize(this.config.poolSize, this.config.acquireTimeoutMs)
       this.router.resize(this.config.poolSize, this.config.maxPins)
@@ -317,6 +323,7 @@ export class ProxyServer {
   async #teardown (): Promise<void> {
     if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
     for (const session of [...this.#sessions]) session.destroy()
+    this.parking?.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()
@@ -324,6 +331,9 @@ export class ProxyServer {
 
   #onConnection = (socket: net.Socket): void => {
     this.stats.downstreamCxTotal++
+    // A refused client may reset the connection before the refusal is written (a port probe):
+    // that must not become an unhandled 'error' event.
+    socket.on('error', () => {})
     if (this.#closing !== null) {
       socket.end(errorReply('ERR respool: shutting down'))
       return

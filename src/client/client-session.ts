@@ -13,6 +13,9 @@ import { notSubscribedReply } from './subscriptions.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
+import { syncLaneState } from '../routing/lane-state.js'
+import { parkable, type Parkable } from '../waiting/parkable.js'
+import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ProxyStats } from '../ops/proxy-stats.js'
@@ -47,6 +50,8 @@ export interface SessionContext {
   }
   /** RESPOOL admin commands (null when the family is disabled). */
   admin: AdminHandler | null
+  /** Where blocking commands wait without a connection (null: they pin one, as before). */
+  parking: ParkingLot | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -78,6 +83,7 @@ const W_PIN = 2 // a pinned connection
 const W_DRAIN = 3 // the upstream socket to drain
 const W_BARRIER = 4 // replies in flight on another connection (order across connections)
 const W_PAUSED = 5 // RESPOOL PAUSE
+const W_PARKED = 6 // a blocking command waiting inside respool (later commands run after it, as in Redis)
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -134,8 +140,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #streamSource: Pausable | null = null
   /** The upstream connection this client's large command is being written to, piece by piece. */
   #streamConn: UpstreamConnection | null = null
+  #streamSlot: ReplySlot | null = null
   /** Shutdown: end as soon as the pinned connection is given back (a transaction may finish). */
   #endWhenUnpinned = false
+  /** The blocking command parked inside respool, and its slot. */
+  #waiter: Waiter | null = null
+  #parkedSlot: ReplySlot | null = null
   /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
   readonly #effects: SessionEffects
 
@@ -208,7 +218,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** What CLIENT LIST shows about this client. */
   view (): local.ClientView {
     const reasons = this.pinReasons
-    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : 'N'
+    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
     return {
       id: this.id,
       addr: this.remoteAddress,
@@ -233,6 +243,16 @@ export class ClientSession implements ReplySink, LaneWaiter {
       if (!(err instanceof ProtocolError)) throw err
       this.#ctx.stats.downstreamCxProtocolError++
       this.#ctx.log.debug({ client: this.id, err: err.message }, 'client protocol error')
+      if (this.#streamConn !== null) {
+        // The bad bytes came in the middle of a large command already going upstream: Redis
+        // holds a command that will never be completed, so that connection is given up (once
+        // the replies owed to others on it are in). The command never ran, as for Redis: it
+        // gets no reply of its own (its slot, the last one, is dropped).
+        if (this.#slots.peekBack() === this.#streamSlot) this.#slots.pop()
+        const conn = this.#streamConn
+        this.#streamConn = null
+        conn.abandonStream()
+      }
       // Like Redis: commands before the bad bytes are answered, then the error, then close.
       this.#pump()
       this.#addLocalReply(toRespError(err))
@@ -278,6 +298,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#conn = conn
     conn.beginStream(head.frame, slot, this)
     this.#streamConn = conn
+    this.#streamSlot = slot
     return true
   }
 
@@ -300,6 +321,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #onCommand = (cmd: RespCommand): void => {
+    if (this.#framer.limits.unauthenticated === true) {
+      // Before AUTH, each command is handled before the next is framed, as Redis does: an AUTH
+      // lifts the stricter size limits for the commands pipelined behind it.
+      this.#onCommandFramed(cmd)
+      this.#pump()
+      return
+    }
+    this.#onCommandFramed(cmd)
+  }
+
+  #onCommandFramed (cmd: RespCommand): void {
     this.#ctx.stats.downstreamRqTotal++
     const slot = new ReplySlot(this, cmd)
     slot.effect = -1 // not classified yet
@@ -420,6 +452,13 @@ export class ClientSession implements ReplySink, LaneWaiter {
     switch (kind) {
       case Kind.SHARED:
         if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd)
+        if (cmd.name === 'script' && cmd.keyword(1) === 'debug' && cmd.argc === 3) {
+          // The Lua debugger takes over the connection's next commands: on a shared lane they
+          // would be other clients' commands. No connection is ever in debug mode, so NO is
+          // answered as Redis answers it outside a pipeline.
+          if (cmd.keyword(2) === 'no') return this.#local(slot, OK)
+          return this.#local(slot, toRespError(new CommandRefusedError('SCRIPT DEBUG would turn a shared connection into a debugger session and is not supported through respool; debug against Redis directly')))
+        }
         return this.#forward(slot, 0, 0)
       case Kind.READONLY:
       case Kind.READWRITE:
@@ -439,8 +478,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#forward(slot, E_MULTI, 0)
       case Kind.EXEC:
       case Kind.DISCARD:
-        // With arguments Redis refuses them (arity) and, inside MULTI, the transaction stays open.
-        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
+        if (cmd.argc !== 1) {
+          // Redis refuses them (arity). A refused EXEC still ends the transaction and every
+          // WATCH (EXECABORT); a refused DISCARD leaves the transaction open.
+          return this.#forward(slot, kind === Kind.EXEC && lease !== null ? E_DISCARD : 0, 0)
+        }
         if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
         if (kind === Kind.EXEC && this.#effects.txnAborted) {
           // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
@@ -501,6 +543,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
     const timeoutMs = blockingTimeoutMs(cmd)
+    if (lease === null && timeoutMs !== null && this.#ctx.parking !== null) {
+      const what = parkable(cmd)
+      if (what !== null) return this.#park(slot, cmd, what, timeoutMs)
+    }
     if (lease === null) {
       // The wait for a pin counts against the command's own timeout; 0 (forever) waits forever.
       return this.#pinFor(slot, timeoutMs !== null && timeoutMs > 0 ? timeoutMs : (timeoutMs === 0 ? null : this.#ctx.config.acquireTimeoutMs))
@@ -519,6 +565,44 @@ export class ClientSession implements ReplySink, LaneWaiter {
       }
     }
     return this.#forward(slot, E_BLOCKING, 0)
+  }
+
+  /**
+   * Parks a blocking command inside respool: no connection is held while it waits. The client's
+   * earlier commands are answered first (it runs after them, as on one connection), and its later
+   * commands wait until it is answered, as behind a blocked connection.
+   */
+  #park (slot: ReplySlot, cmd: RespCommand, what: Parkable, timeoutMs: number): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#pending.shift()
+    this.#wait = W_PARKED
+    this.#parkedSlot = slot
+    this.#ctx.stats.downstreamRqParked++
+    this.#waiter = (this.#ctx.parking as ParkingLot).park(this, cmd, what, this.state.db, this.state.resp, timeoutMs)
+    return true
+  }
+
+  /** The parked command's reply (its element, Redis's timeout reply, or an error). */
+  onParkedReply (reply: Buffer): void {
+    const slot = this.#parkedSlot
+    this.#parkedSlot = null
+    this.#waiter = null
+    if (slot === null || this.#closed) return
+    this.#fill(slot, reply)
+    if (this.#wait === W_PARKED) this.#wait = W_NONE
+    if (this.#endWhenUnpinned && this.#lease === null) {
+      this.#endAfterReplies(false)
+      return
+    }
+    this.#pump()
+  }
+
+  /** True while a blocking command of this client is parked (CLIENT LIST flag b). */
+  get parked (): boolean {
+    return this.#waiter !== null
   }
 
   #pubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
@@ -594,6 +678,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #auth (cmd: RespCommand): Buffer {
+    if (cmd.argc > 3) return errorReply('ERR syntax error')
     if (cmd.argc === 2) return local.authenticate(this.state, this.#ctx.credentials, null, cmd.argString(1))
     if (cmd.argc === 3) return local.authenticate(this.state, this.#ctx.credentials, cmd.argString(1), cmd.argString(2))
     return local.wrongArity('auth')
@@ -757,27 +842,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return true
   }
 
-  /**
-   * Makes the connection speak the client's protocol and sit in the client's database before
-   * the client's command runs there. Lanes are shared by clients in different states; the
-   * switch is two pipelined commands whose replies the proxy checks and drops.
-   */
+  /** The connection speaks the client's protocol and sits in its database before its command runs. */
   #syncState (conn: UpstreamConnection): void {
-    const state = this.state
-    if (conn.resp !== state.resp) {
-      conn.resp = state.resp
-      conn.sendInternal(['HELLO', String(state.resp)], (frame, err) => { this.#checkInternal(conn, frame, err, 'HELLO') })
-    }
-    if (conn.db !== state.db) {
-      conn.db = state.db
-      conn.sendInternal(['SELECT', String(state.db)], (frame, err) => { this.#checkInternal(conn, frame, err, 'SELECT') })
-    }
-  }
-
-  #checkInternal (conn: UpstreamConnection, frame: Buffer | null, err: ProxyError | null, what: string): void {
-    if (err === null && frame !== null && frame[0] !== MINUS) return
-    // The connection is not in the state the commands behind this one assume: drop it.
-    conn.destroy(new UpstreamClosedError(`${what} on upstream connection failed: ${frame?.toString('latin1', 0, Math.min(frame.length, 120)).trim() ?? err?.message}`))
+    syncLaneState(conn, this.state.db, this.state.resp)
   }
 
   // ---- pins --------------------------------------------------------------------------------
@@ -1119,7 +1186,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -1145,6 +1212,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamConn = null
     }
     this.#endLease()
+    if (this.#waiter !== null) {
+      this.#ctx.parking?.cancel(this.#waiter)
+      this.#waiter = null
+    }
     this.#ctx.onSessionClosed(this)
   }
 }

@@ -25,6 +25,8 @@ export class ProxyStats {
   /** Times respool stopped reading from a client at --max-pipeline. */
   downstreamRqPipelineLimit = 0
   downstreamRqTotal = 0
+  /** Blocking commands parked inside respool (they waited without a connection). */
+  downstreamRqParked = 0
   /** Commands by class (index: Kind). */
   readonly downstreamRqByClass = new Array<number>(COMMAND_CLASSES.length).fill(0)
   /** Commands answered with an error because their upstream failed or never came, by error code. */

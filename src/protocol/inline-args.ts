@@ -50,7 +50,7 @@ export function splitInlineArgs (line: Buffer): Buffer[] | null {
       } else {
         if (i >= end) break
         const c = line[i]
-        if (isBlank(c)) done = true
+        if (endsWord(c)) done = true
         else if (c === 0x22) inDouble = true
         else if (c === 0x27) inSingle = true
         else bytes.push(c)
@@ -61,6 +61,12 @@ export function splitInlineArgs (line: Buffer): Buffer[] | null {
   }
 }
 
+/** An unquoted word ends only at a space, tab, CR or LF (sdssplitargs); \v and \f belong to it. */
+function endsWord (c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+}
+
+/** Between words, and after a closing quote, any isspace() byte is a blank. */
 function isBlank (c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x0b || c === 0x0c
 }

@@ -250,6 +250,8 @@ export class UpstreamConnection {
   }
 
   streamPiece (piece: Buffer, done: boolean): void {
+    // Writing a large command is progress: the command timer waits for its reply only once it is sent.
+    this.#lastProgress = performance.now()
     if (this.#state !== 'closed') this.#writer.write(piece)
     if (!done) return
     this.#writeLockedBy = null

@@ -25,9 +25,10 @@ export async function upstreamConnectionCount (redisPort: number): Promise<numbe
 }
 
 /**
- * Holds one pinned connection with a client blocked in `BLPOP <key> 0`, so that a proxy with
- * `poolSize: 2` has exactly one shared lane left: every other client shares it. Resolves once
- * the pin is held; the returned function releases it (the blocked client disconnects).
+ * Holds one pinned connection with a client blocked in `XREAD BLOCK 0 STREAMS <key> $` (stream
+ * reads keep a pinned connection while they block), so that a proxy with `poolSize: 2` has
+ * exactly one shared lane left: every other client shares it. Resolves once the pin is held; the
+ * returned function releases it (the blocked client disconnects).
  */
 export async function holdPin (proxy: ProxyServer, key = `respool-test:hold:${process.pid}:${Math.random()}`): Promise<() => void> {
   const net = await import('node:net')
@@ -35,7 +36,7 @@ export async function holdPin (proxy: ProxyServer, key = `respool-test:hold:${pr
   const socket = net.connect({ port: proxy.address.port, host: '127.0.0.1' })
   socket.on('error', () => {})
   await new Promise<void>((resolve) => socket.once('connect', () => { resolve() }))
-  socket.write(`*3\r\n$5\r\nBLPOP\r\n$${Buffer.byteLength(key)}\r\n${key}\r\n$1\r\n0\r\n`)
+  socket.write(`*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n$${Buffer.byteLength(key)}\r\n${key}\r\n$1\r\n$\r\n`)
   const deadline = Date.now() + 5000
   while (proxy.snapshot().pins <= before) {
     if (Date.now() > deadline) throw new Error('the pin holder got no pin within 5 s')

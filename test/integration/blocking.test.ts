@@ -12,7 +12,10 @@ let proxy: ProxyServer
 
 before(async () => {
   redis = await startRedis()
-  proxy = await startProxy({ upstream: redis.url, poolSize: 4 }) // at most 3 pins
+  // These tests are about the pinned path: blocking commands that keep a connection while they
+  // block (stream reads, WAIT, and every blocking command with --park-blocking no). Parking is
+  // tested in parking.test.ts.
+  proxy = await startProxy({ upstream: redis.url, poolSize: 4, parkBlocking: false }) // at most 3 pins
 })
 after(async () => {
   await proxy?.destroy()
@@ -41,7 +44,7 @@ test('blocking timeouts give exactly what Redis gives, in RESP2 and RESP3', { ti
 })
 
 test('the proxy never times out BLPOP 0 and XREAD BLOCK 0', { timeout: 15000 }, async () => {
-  const quick = await startProxy({ upstream: redis.url, poolSize: 3, commandTimeoutMs: 200 })
+  const quick = await startProxy({ upstream: redis.url, poolSize: 3, commandTimeoutMs: 200, parkBlocking: false })
   after(async () => { await quick.destroy() })
   const c = await RawClient.connect(quick.address.port)
   const d = await RawClient.connect(quick.address.port)
@@ -101,7 +104,7 @@ test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and ev
 })
 
 test('time waiting for a pin counts against a blocking command\'s own timeout', { timeout: 15000 }, async () => {
-  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1 })
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, parkBlocking: false })
   after(async () => { await small.destroy() })
   const holder = await RawClient.connect(small.address.port)
   const waiter = await RawClient.connect(small.address.port)
@@ -116,7 +119,7 @@ test('time waiting for a pin counts against a blocking command\'s own timeout', 
 })
 
 test('a non-blocking command waiting for a pin fails after the deadline with an error naming the pool', { timeout: 15000 }, async () => {
-  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, acquireTimeoutMs: 300 })
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, acquireTimeoutMs: 300, parkBlocking: false })
   after(async () => { await small.destroy() })
   const holder = await RawClient.connect(small.address.port)
   const waiter = await RawClient.connect(small.address.port)
@@ -158,7 +161,7 @@ test('a pin that needs room gets it even when the lane given up carries a client
   // commands every millisecond, so replies are always due to them. A BLPOP then needs one of the
   // connections; the lane chosen to drain must not be kept busy forever by the client on it
   // (the client moves to the other lane once its replies on this one are in).
-  const small = await startProxy({ upstream: redis.url, poolSize: 2, acquireTimeoutMs: 8000 })
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, acquireTimeoutMs: 8000, parkBlocking: false })
   after(async () => { await small.destroy() })
   const batch = Buffer.concat(Array.from({ length: 1000 }, () => cmd('ECHO', 'x')))
   const pipeliners = await Promise.all([1, 2].map(async () => await RawClient.connect(small.address.port)))

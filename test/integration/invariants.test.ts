@@ -78,6 +78,22 @@ test('MULTI, EXEC, DISCARD, WATCH and UNWATCH with the wrong number of arguments
   await same('arity outside MULTI', [step(5, ['MULTI', 'x'], ['EXEC', 'x'], ['DISCARD', 'x'], ['WATCH'], ['UNWATCH', 'x'])])
   await same('EXEC x inside MULTI keeps it open', [step(1, ['MULTI']), step(3, ['EXEC', 'x'], ['SET', 'inv:a', '5'], ['EXEC'])])
   await same('whole transaction ending in EXEC x', [step(4, ['MULTI'], ['SET', 'inv:a', '6'], ['EXEC', 'x'], ['DISCARD'])])
+  // A refused EXEC ends the transaction (EXECABORT) and every WATCH: what follows runs at once.
+  await same('EXEC x ends MULTI', [step(1, ['MULTI']), step(6, ['EXEC', 'x'], ['SELECT', '5'], ['SET', 'inv:exec-x', 'five'], ['EXEC'], ['SELECT', '0'], ['GET', 'inv:exec-x']), step(2, ['SELECT', '5'], ['GET', 'inv:exec-x'])])
+  await same('EXEC x ends WATCH', [step(3, ['WATCH', 'inv:w2'], ['EXEC', 'x'], ['SET', 'inv:w2', 'changed']), step(3, ['MULTI'], ['SET', 'inv:w2', 'mine'], ['EXEC'])])
+})
+
+test('AUTH and inline commands are read as Redis reads them', async () => {
+  await same('AUTH with too many arguments', [step(2, ['AUTH', 'a', 'b', 'c'], ['AUTH'])])
+  await same('\\v and \\f inside an inline word', [{ send: Buffer.from('SET inv:vt a\x0bb\x0cc\r\nGET inv:vt\r\n \x0b PING \x0c\r\n', 'latin1'), frames: 3 }])
+})
+
+test('SCRIPT DEBUG is refused: the Lua debugger would take over a shared connection', async () => {
+  const frames = await runScript(proxy.address.port, [step(3, ['SCRIPT', 'DEBUG', 'YES'], ['SCRIPT', 'DEBUG', 'SYNC'], ['SCRIPT', 'DEBUG', 'NO'])])
+  assert.match(frames[0], /^-ERR respool: SCRIPT DEBUG would turn a shared connection into a debugger session/)
+  assert.match(frames[1], /^-ERR respool: SCRIPT DEBUG/)
+  assert.equal(frames[2], '+OK\r\n')
+  await same('EVAL after a refused SCRIPT DEBUG', [step(2, ['SCRIPT', 'DEBUG', 'NO'], ['EVAL', 'return 1', '0'])])
 })
 
 test('commands pipelined right after EXEC or DISCARD are outside the transaction', async () => {

@@ -94,6 +94,10 @@ test('protected mode: without client authentication only loopback clients are se
     assert.equal(cli(OUTSIDE, 6380, 'SET', 'pm:k', 'v').includes('DENIED'), true)
     assert.equal(cli('127.0.0.1', 6379, 'EXISTS', 'pm:k'), '0', 'nothing from a denied client reaches Redis')
     assert.equal(cli('127.0.0.1', 6380, 'PING'), 'PONG', 'a refused client costs only itself')
+    // Probes that connect and reset at once (TCP health checks, port scans) never take it down.
+    const probes = inNs(['node', '-e', `const net = require('node:net'); let n = 0; const go = () => { const s = net.connect(6380, '${OUTSIDE}', () => { s.resetAndDestroy(); if (++n < 20) go() }); s.on('error', () => {}) }; go()`])
+    assert.equal(probes.status, 0, String(probes.stderr))
+    assert.equal(cli('127.0.0.1', 6380, 'PING'), 'PONG', 'respool survived the probes')
     await stop(guarded.child)
 
     // With a password, other addresses are served once they AUTH.
