@@ -458,6 +458,8 @@ export interface RunResult {
   disconnected: boolean
   /** Why the run stopped before the end of the program (replies differed, or did not come). */
   stopped: string | null
+  /** When (performance.now()) the replies first differed from the expected ones, if they did. */
+  differedAt: number | null
 }
 
 export interface RunOptions {
@@ -514,12 +516,17 @@ export async function runProgram (port: number, program: Program, options: RunOp
   await delay(program.startDelayMs)
   const client = await RawClient.connect(port)
   client.socket.setNoDelay(true)
+  // When the replies first differed (checked as they arrive): the earliest difference among
+  // many clients is the likeliest cause of the others.
+  let differedAt: number | null = null
   const differs = (): boolean => {
     if (expect === undefined) return false
+    if (differedAt !== null) return true
     const { frames } = framesOf(client)
-    if (frames.length > expect.length) return true
-    return frames.some((f, i) => normalizeFrame(f) !== expect[i])
+    if (frames.length > expect.length || frames.some((f, i) => normalizeFrame(f) !== expect[i])) differedAt = performance.now()
+    return differedAt !== null
   }
+  if (expect !== undefined) client.socket.on('data', () => { differs() })
   const modelError = (got: number, owed: number, where: string): Error =>
     new Error(`test model: client ${program.client} got ${got} replies ${where}, the model says ${owed}\n${describeProgram(program)}`)
   let stopped: string | null = null
@@ -532,7 +539,7 @@ export async function runProgram (port: number, program: Program, options: RunOp
       if (program.disconnectAfter === w) {
         if (program.disconnectDelayMs > 0) await delay(program.disconnectDelayMs)
         client.close()
-        return { ...framesOf(client), disconnected: true, stopped: 'disconnected' }
+        return { ...framesOf(client), disconnected: true, stopped: 'disconnected', differedAt }
       }
       if (write.then === 'pause') await delay(write.pauseMs)
       else if (write.then === 'wait') {
@@ -551,7 +558,8 @@ export async function runProgram (port: number, program: Program, options: RunOp
     }
     // Anything after the last reply (a reply too many) must show up within quietMs.
     await delay(options.quietMs ?? 40)
-    const result = { ...framesOf(client), disconnected: false, stopped }
+    differs()
+    const result = { ...framesOf(client), disconnected: false, stopped, differedAt }
     if (options.checkModel === true && (result.frames.length !== total || result.rest !== '')) {
       throw modelError(result.frames.length, total, 'in all')
     }
@@ -602,7 +610,7 @@ export function firstDifference (program: Program, direct: RunResult, proxied: R
   while (c < program.commands.length && before + program.frames[c] <= j) before += program.frames[c++]
   const command = c < program.commands.length ? showCommand(program.commands[c]) : '(after the last command)'
   const lines = [
-    `client ${program.client}: reply #${j} differs (command #${c}: ${command})`,
+    `client ${program.client}: reply #${j} differs (direct, it answers command #${c}: ${command})`,
     `  direct:  ${j < want.length ? JSON.stringify(want[j]) : '(nothing more)'}`,
     `  respool: ${j < got.length ? JSON.stringify(got[j]) : proxied.rest !== '' && j === got.length ? `(incomplete) ${JSON.stringify(proxied.rest.slice(0, 200))}` : '(nothing more)'}${proxied.stopped !== null && proxied.stopped !== 'replies differ' ? ` [${proxied.stopped}]` : ''}`,
     `  replies before it: ${JSON.stringify(tail(want.slice(Math.max(0, j - 4), j).join(''), 200))}`,

@@ -97,7 +97,9 @@ async function differential (t: TestContext, seed: number): Promise<string[]> {
   const problems: string[] = []
   const clean = new Set<number>()
   const differing: Array<{ program: Program, at: number }> = []
-  for (const p of compared) {
+  // Earliest first: a client's difference can be the cause of later ones in other clients.
+  const byTime = [...compared].sort((a, b) => (proxiedRuns.get(a.client)?.differedAt ?? Infinity) - (proxiedRuns.get(b.client)?.differedAt ?? Infinity))
+  for (const p of byTime) {
     const diff = firstDifference(p, directRuns.get(p.client) as RunResult, proxiedRuns.get(p.client) as RunResult)
     if (diff === null) clean.add(p.client)
     else differing.push({ program: p, at: problems.push(diff) - 1 })
