@@ -284,37 +284,71 @@ async function readReply (client: RawClient, want: string): Promise<string> {
  * Transactions on every pooled connection: as many typed transactions as there are pins hold
  * every pinnable connection at once, while whole transactions run on the shared lane left. A
  * connection left in MULTI answers MULTI with an error, one left watching a (touched) key
- * answers EXEC with null. Repeated until every upstream connection ran a probe's EXEC last.
+ * answers EXEC with null, one in another database puts the key there, one in RESP3 answers
+ * GET of a missing key with `_`, one in CLIENT REPLY OFF does not answer. Repeated until every
+ * upstream connection ran a probe's EXEC last.
  */
 async function transactionProbes (port: number, redisPort: number): Promise<string[]> {
   const problems: string[] = []
+  const written: Array<{ key: string, db: number }> = []
   const expectReply = async (client: RawClient, want: string, what: string): Promise<void> => {
     const got = await readReply(client, want)
-    if (got !== want) problems.push(`probe (${what}): want ${JSON.stringify(want)}, respool answered ${JSON.stringify(got)}`)
+    if (got !== want) problems.push(`probe (${what}, from a new client in database 0, RESP2): want ${JSON.stringify(want)}, respool answered ${JSON.stringify(got)}`)
   }
-  for (let round = 0; round < 5 && problems.length === 0; round++) {
+  let covered = false
+  for (let round = 0; round < 5 && problems.length === 0 && !covered; round++) {
     const typed = await connectAll(port, MAX_PINS)
     const whole = await connectAll(port, 6)
     try {
       for (const c of typed) c.write(cmd('MULTI'))
       await Promise.all(typed.map(async (c) => { await expectReply(c, '+OK\r\n', 'typed MULTI') }))
-      whole.forEach((c, j) => { c.write(Buffer.concat([cmd('MULTI'), cmd('SET', `probe:w:${round}:${j}`, 'v'), cmd('EXEC')])) })
-      await Promise.all(whole.map(async (c) => { await expectReply(c, '+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n', 'whole MULTI/SET/EXEC') }))
-      typed.forEach((c, j) => { c.write(cmd('SET', `probe:t:${round}:${j}`, 'v')) })
-      await Promise.all(typed.map(async (c) => { await expectReply(c, '+QUEUED\r\n', 'typed SET') }))
+      whole.forEach((c, j) => {
+        const key = `probe:w:${round}:${j}`
+        written.push({ key, db: 0 })
+        c.write(Buffer.concat([cmd('MULTI'), cmd('SET', key, 'v'), cmd('GET', 'probe:missing'), cmd('EXEC')]))
+      })
+      await Promise.all(whole.map(async (c) => { await expectReply(c, '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n$-1\r\n', 'whole MULTI SET GET EXEC') }))
+      typed.forEach((c, j) => {
+        const key = `probe:t:${round}:${j}`
+        written.push({ key, db: 0 })
+        c.write(Buffer.concat([cmd('SET', key, 'v'), cmd('GET', 'probe:missing')]))
+      })
+      await Promise.all(typed.map(async (c) => { await expectReply(c, '+QUEUED\r\n+QUEUED\r\n', 'typed SET GET') }))
       for (const c of typed) c.write(cmd('EXEC'))
-      await Promise.all(typed.map(async (c) => { await expectReply(c, '*1\r\n+OK\r\n', 'typed EXEC') }))
+      await Promise.all(typed.map(async (c) => { await expectReply(c, '*2\r\n+OK\r\n$-1\r\n', 'typed EXEC') }))
     } finally {
       for (const c of [...typed, ...whole]) c.close()
     }
-    const conns = await upstreamConnections(redisPort)
-    if (conns.every((c) => c.get('cmd') === 'exec')) return problems
+    covered = (await upstreamConnections(redisPort)).every((c) => c.get('cmd') === 'exec')
   }
-  if (problems.length === 0) {
+  if (problems.length === 0 && !covered) {
     const conns = await upstreamConnections(redisPort)
     problems.push(`probe: not every upstream connection ran a probe transaction (last commands: ${conns.map((c) => c.get('cmd')).join(', ')})`)
   }
+  problems.push(...await misplacedKeys(redisPort, 'probe:[wt]:*', written))
   return problems
+}
+
+/** Keys written through respool that are not (only) in their client's database. */
+async function misplacedKeys (redisPort: number, pattern: string, written: Array<{ key: string, db: number }>): Promise<string[]> {
+  const redis = checker(redisPort)
+  await redis.connect()
+  const where = new Map<string, number[]>()
+  try {
+    for (let db = 0; db < DATABASES; db++) {
+      await redis.select(db)
+      for (const key of await redis.keys(pattern)) where.set(key, [...(where.get(key) ?? []), db])
+    }
+  } finally {
+    redis.disconnect()
+  }
+  const misplaced = written.filter(({ key, db }) => {
+    const dbs = where.get(key) ?? []
+    return dbs.length !== 1 || dbs[0] !== db
+  })
+  if (misplaced.length === 0) return []
+  const examples = misplaced.slice(0, 3).map(({ key, db }) => `${key} (client in database ${db}) is in database(s) [${(where.get(key) ?? []).join(', ')}]`)
+  return [`probe: ${misplaced.length} of ${written.length} keys written through respool are not in their client's database, e.g. ${examples.join('; ')}`]
 }
 
 /**
@@ -332,11 +366,16 @@ async function databaseProbes (port: number, redisPort: number, rnd: Rand): Prom
     const chaos = await connectAll(port, probes.length)
     try {
       const resp3 = probes.map(() => rnd.chance(0.3))
-      probes.forEach((c, j) => { c.write(Buffer.concat([...(resp3[j] ? [cmd('HELLO', '3')] : []), cmd('SELECT', String(j % DATABASES))])) })
+      // Clients of database 0 send no SELECT: they rely on the lane being where respool thinks.
+      probes.forEach((c, j) => {
+        const db = j % DATABASES
+        c.write(Buffer.concat([...(resp3[j] ? [cmd('HELLO', '3')] : []), ...(db !== 0 ? [cmd('SELECT', String(db))] : [cmd('PING')])]))
+      })
       await Promise.all(probes.map(async (c, j) => {
         if (resp3[j]) await readReply(c, '_\r\n') // HELLO's map, whatever it holds
-        const got = await readReply(c, '+OK\r\n')
-        if (got !== '+OK\r\n') problems.push(`probe: SELECT ${j % DATABASES} answered ${JSON.stringify(got)}`)
+        const want = j % DATABASES !== 0 ? '+OK\r\n' : '+PONG\r\n'
+        const got = await readReply(c, want)
+        if (got !== want) problems.push(`probe: ${j % DATABASES !== 0 ? `SELECT ${j % DATABASES}` : 'PING'} answered ${JSON.stringify(got)}`)
       }))
       // Everything in the same moment, each write right behind a refused SELECT of its database.
       probes.forEach((c, j) => {
@@ -360,25 +399,6 @@ async function databaseProbes (port: number, redisPort: number, rnd: Rand): Prom
       for (const c of [...probes, ...chaos]) c.close()
     }
   }
-  // Where the keys landed, checked on Redis itself.
-  const redis = checker(redisPort)
-  await redis.connect()
-  try {
-    const where = new Map<string, number[]>()
-    for (let db = 0; db < DATABASES; db++) {
-      await redis.select(db)
-      for (const key of await redis.keys('probe:db:*')) where.set(key, [...(where.get(key) ?? []), db])
-    }
-    const misplaced = written.filter(({ key, db }) => {
-      const dbs = where.get(key) ?? []
-      return dbs.length !== 1 || dbs[0] !== db
-    })
-    if (misplaced.length > 0) {
-      const examples = misplaced.slice(0, 3).map(({ key, db }) => `${key} after SELECT ${db} is in database(s) [${(where.get(key) ?? []).join(', ')}]`)
-      problems.push(`probe: ${misplaced.length} of ${written.length} keys written through respool are not in their client's database, e.g. ${examples.join('; ')}`)
-    }
-  } finally {
-    redis.disconnect()
-  }
+  problems.push(...await misplacedKeys(redisPort, 'probe:db:*', written))
   return problems
 }
