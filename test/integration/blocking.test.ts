@@ -26,7 +26,7 @@ test('BLPOP hands an element pushed later to the blocked client', { timeout: 100
   blocked.write(cmd('BLPOP', 'q1', '0'))
   await waitFor(() => proxy.router.pinCount === 1, 'BLPOP pinned')
   await pusher.rpush('q1', 'job')
-  assert.equal(await blocked.readLike('*2\r\n$2\r\nq1\r\n$3\r\njob\r\n'), '*2\r\n$2\r\nq1\r\n$3\r\njob\r\n')
+  assert.equal(await blocked.readExactly('*2\r\n$2\r\nq1\r\n$3\r\njob\r\n'), '*2\r\n$2\r\nq1\r\n$3\r\njob\r\n')
   await waitFor(() => proxy.router.pinCount === 0, 'pin released after the reply')
 })
 
@@ -34,7 +34,7 @@ test('blocking timeouts give exactly what Redis gives, in RESP2 and RESP3', { ti
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('BLPOP', 'none', '0.1'), cmd('BLMOVE', 'none', 'x', 'LEFT', 'LEFT', '0.1'), cmd('XREAD', 'BLOCK', '100', 'STREAMS', 'nostream', '$')]))
-  assert.equal(await c.readLike('*-1\r\n*-1\r\n*-1\r\n'), '*-1\r\n*-1\r\n*-1\r\n')
+  assert.equal(await c.readExactly('*-1\r\n*-1\r\n*-1\r\n'), '*-1\r\n*-1\r\n*-1\r\n')
   c.write(Buffer.concat([cmd('HELLO', '3'), cmd('BLPOP', 'none', '0.1')]))
   // Skip the HELLO map, then the RESP3 null.
   await waitFor(() => c.buffered.toString().endsWith('_\r\n'), 'RESP3 null after BLPOP timeout')
@@ -55,7 +55,7 @@ test('the proxy never times out BLPOP 0 and XREAD BLOCK 0', { timeout: 15000 }, 
   after(() => { pusher.disconnect() })
   await pusher.rpush('slow', 'late')
   await pusher.xadd('slowstream', '*', 'f', 'v')
-  assert.equal(await c.readLike('*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n'), '*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n')
+  assert.equal(await c.readExactly('*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n'), '*2\r\n$4\r\nslow\r\n$4\r\nlate\r\n')
   assert.match((await d.read(60)).toString(), /slowstream/)
 })
 
@@ -87,11 +87,11 @@ test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and ev
   const tx = await RawClient.connect(proxy.address.port)
   after(() => { tx.close() })
   tx.write(cmd('MULTI'))
-  assert.equal(await tx.readLike('+OK\r\n', 2000), '+OK\r\n')
+  assert.equal(await tx.readExactly('+OK\r\n', { timeoutMs: 2000, sentinel: false }), '+OK\r\n') // inside MULTI: the EXEC reply is checked with the sentinel
   tx.write(cmd('INCR', 'storm-tx'))
-  assert.equal(await tx.readLike('+QUEUED\r\n'), '+QUEUED\r\n')
+  assert.equal(await tx.readExactly('+QUEUED\r\n', { sentinel: false }), '+QUEUED\r\n')
   tx.write(cmd('EXEC'))
-  assert.equal(await tx.readLike('*1\r\n:1\r\n'), '*1\r\n:1\r\n')
+  assert.equal(await tx.readExactly('*1\r\n:1\r\n'), '*1\r\n:1\r\n')
   assert.ok(proxy.pool.stats.size <= 4)
   await shared.rpush('storm', ...Array.from({ length: WORKERS }, (_, i) => `e${i}`))
   const got = await Promise.all(workers.map(async (w) => (await w.read('*2\r\n$5\r\nstorm\r\n$2\r\ne0\r\n'.length, 10000)).toString()))
@@ -110,7 +110,7 @@ test('time waiting for a pin counts against a blocking command\'s own timeout', 
   await waitFor(() => small.router.pinCount === 1, 'holder pinned')
   const started = Date.now()
   waiter.write(cmd('BRPOP', 'other', '1'))
-  assert.equal(await waiter.readLike('*-1\r\n', 5000), '*-1\r\n')
+  assert.equal(await waiter.readExactly('*-1\r\n', { timeoutMs: 5000 }), '*-1\r\n')
   const elapsed = Date.now() - started
   assert.ok(elapsed >= 900 && elapsed < 2500, `timed out after ${elapsed} ms`)
 })
@@ -173,7 +173,7 @@ test('a pin that needs room gets it even when the lane given up carries a client
   after(() => { blocked.close() })
   const asked = Date.now()
   blocked.write(cmd('BLPOP', 'room-for-a-pin', '0.2'))
-  const reply = await blocked.readLike('*-1\r\n', 12000)
+  const reply = await blocked.readExactly('*-1\r\n', { timeoutMs: 12000 })
   const elapsed = Date.now() - asked
   for (const t of timers) clearInterval(t)
   assert.equal(reply, '*-1\r\n', 'BLPOP ran and timed out on its own terms (not a pool timeout)')

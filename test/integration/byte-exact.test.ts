@@ -57,14 +57,14 @@ test('exact bytes for the basics', { timeout: 10000 }, async () => {
   const client = await RawClient.connect(proxy.address.port)
   after(() => { client.close() })
   client.write(Buffer.concat([cmd('SET', 'k', 'v'), cmd('GET', 'k'), cmd('GET', 'nope'), cmd('PING'), cmd('ECHO', 'a\r\nb')]))
-  assert.equal(await client.readLike('+OK\r\n$1\r\nv\r\n$-1\r\n+PONG\r\n$4\r\na\r\nb\r\n'), '+OK\r\n$1\r\nv\r\n$-1\r\n+PONG\r\n$4\r\na\r\nb\r\n')
+  assert.equal(await client.readExactly('+OK\r\n$1\r\nv\r\n$-1\r\n+PONG\r\n$4\r\na\r\nb\r\n'), '+OK\r\n$1\r\nv\r\n$-1\r\n+PONG\r\n$4\r\na\r\nb\r\n')
 })
 
 test('inline commands work as typed in telnet', { timeout: 10000 }, async () => {
   const client = await RawClient.connect(proxy.address.port)
   after(() => { client.close() })
   client.write('PING\r\nSET inl "hello world"\r\nGET inl\r\n')
-  assert.equal(await client.readLike('+PONG\r\n+OK\r\n$11\r\nhello world\r\n'), '+PONG\r\n+OK\r\n$11\r\nhello world\r\n')
+  assert.equal(await client.readExactly('+PONG\r\n+OK\r\n$11\r\nhello world\r\n'), '+PONG\r\n+OK\r\n$11\r\nhello world\r\n')
 })
 
 test('a 100 MB value passes through intact', { timeout: 60000 }, async () => {
@@ -74,14 +74,14 @@ test('a 100 MB value passes through intact', { timeout: 60000 }, async () => {
   const client = await RawClient.connect(proxy.address.port)
   after(() => { client.close() })
   client.write(cmd('SET', 'huge', value))
-  assert.equal(await client.readLike('+OK\r\n', 30000), '+OK\r\n')
+  assert.equal(await client.readExactly('+OK\r\n', { timeoutMs: 30000 }), '+OK\r\n')
   client.write(cmd('GET', 'huge'))
   const header = `$${size}\r\n`
   const reply = await client.read(header.length + size + 2, 30000)
   assert.equal(reply.subarray(0, header.length).toString(), header)
   assert.ok(reply.subarray(header.length, header.length + size).equals(value))
   client.write(cmd('DEL', 'huge'))
-  assert.equal(await client.readLike(':1\r\n'), ':1\r\n')
+  assert.equal(await client.readExactly(':1\r\n'), ':1\r\n')
 })
 
 test('a pipeline of 1000 commands in one write comes back complete and in order', { timeout: 10000 }, async () => {
@@ -90,5 +90,5 @@ test('a pipeline of 1000 commands in one write comes back complete and in order'
   const cmds = Array.from({ length: 1000 }, (_, i) => cmd('ECHO', String(i)))
   client.write(Buffer.concat(cmds))
   const expected = Array.from({ length: 1000 }, (_, i) => `$${String(i).length}\r\n${i}\r\n`).join('')
-  assert.equal(await client.readLike(expected), expected)
+  assert.equal(await client.readExactly(expected), expected)
 })

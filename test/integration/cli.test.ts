@@ -39,7 +39,7 @@ test('starts on a free port, says where it listens and forwards, proxies, and dr
   assert.doesNotMatch(r.stdout() + r.stderr(), /unused-secret/)
   const c = await RawClient.connect(port)
   c.write(Buffer.concat([cmd('SET', 'cli', 'ok'), cmd('GET', 'cli')]))
-  assert.equal(await c.readLike('+OK\r\n$2\r\nok\r\n'), '+OK\r\n$2\r\nok\r\n')
+  assert.equal(await c.readExactly('+OK\r\n$2\r\nok\r\n'), '+OK\r\n$2\r\nok\r\n')
   c.close()
   const exited = once(r.child, 'exit')
   r.child.kill('SIGTERM')
@@ -236,7 +236,7 @@ test('Kubernetes service-link variables of Services named respool and respool-me
   const c = await RawClient.connect(port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
 })
 
 test('a port already in use: a clear message and exit code 1', { timeout: 20000 }, async () => {
@@ -269,7 +269,7 @@ test('a production install (npm ci --omit=dev, as in the Dockerfile) starts and 
   const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1])
   const c = await RawClient.connect(port)
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   c.close()
 })
 

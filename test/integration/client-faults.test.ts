@@ -105,13 +105,13 @@ test('graceful drain: idle clients are closed, a transaction in progress may fin
   const tx = await RawClient.connect(proxy.address.port)
   after(() => { idle.close(); tx.close() })
   tx.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'drained', 'yes')]))
-  assert.equal(await tx.readLike('+OK\r\n+QUEUED\r\n'), '+OK\r\n+QUEUED\r\n')
+  assert.equal(await tx.readExactly('+OK\r\n+QUEUED\r\n', { sentinel: false }), '+OK\r\n+QUEUED\r\n') // inside MULTI
   const closing = proxy.close()
   assert.equal(proxy.draining, true)
   await idle.readUntilClose(2000)
   tx.write(cmd('EXEC'))
-  assert.equal(await tx.readLike('*1\r\n+OK\r\n'), '*1\r\n+OK\r\n')
-  await tx.readUntilClose(2000) // closed once the pin is given back
+  assert.equal(await tx.readExactly('*1\r\n+OK\r\n', { sentinel: false }), '*1\r\n+OK\r\n')
+  assert.equal(await tx.readUntilClose(2000), '', 'closed once the pin is given back, with nothing more')
   const started = Date.now()
   await closing
   assert.ok(Date.now() - started < 2500, 'close() resolves once every client is gone')

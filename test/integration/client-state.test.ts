@@ -47,7 +47,7 @@ test('SELECT answers as Redis does, including errors, and a failed SELECT keeps 
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('SELECT', '2'), cmd('SET', 'sel', 'two'), cmd('SELECT', '99'), cmd('GET', 'sel'), cmd('SELECT', 'x'), cmd('SELECT', '0'), cmd('GET', 'sel')]))
   const expected = '+OK\r\n+OK\r\n-ERR DB index is out of range\r\n$3\r\ntwo\r\n-ERR value is not an integer or out of range\r\n+OK\r\n$-1\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('SELECT inside MULTI takes effect when EXEC runs', { timeout: 10000 }, async () => {
@@ -55,7 +55,7 @@ test('SELECT inside MULTI takes effect when EXEC runs', { timeout: 10000 }, asyn
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('MULTI'), cmd('SELECT', '7'), cmd('SET', 'txdb', 'seven'), cmd('EXEC'), cmd('GET', 'txdb'), cmd('SELECT', '0'), cmd('GET', 'txdb')]))
   const expected = '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$5\r\nseven\r\n+OK\r\n$-1\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('RESP3 clients get RESP3 replies and RESP2 clients RESP2 replies over the same lane', { timeout: 10000 }, async () => {
@@ -72,8 +72,8 @@ test('RESP3 clients get RESP3 replies and RESP2 clients RESP2 replies over the s
   for (let i = 0; i < 20; i++) {
     v3.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
     v2.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
-    assert.equal(await v3.readLike('%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n'), '%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n')
-    assert.equal(await v2.readLike('*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n'), '*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n')
+    assert.equal(await v3.readExactly('%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n'), '%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n')
+    assert.equal(await v2.readExactly('*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n'), '*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n')
   }
   v3.write(Buffer.concat([cmd('HELLO', '2'), cmd('HGETALL', 'h')]))
   await new Promise((resolve) => setTimeout(resolve, 100))
@@ -85,7 +85,7 @@ test('HELLO errors match Redis', { timeout: 10000 }, async () => {
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('HELLO', '4'), cmd('HELLO', 'x'), cmd('HELLO', '3', 'BOGUS')]))
   const expected = '-NOPROTO unsupported protocol version\r\n-ERR Protocol version is not an integer or out of range\r\n-ERR Syntax error in HELLO option \'BOGUS\'\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10000 }, async () => {
@@ -93,10 +93,10 @@ test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10
   const b = await RawClient.connect(proxy.address.port)
   after(() => { a.close(); b.close() })
   a.write(Buffer.concat([cmd('CLIENT', 'SETNAME', 'alpha'), cmd('CLIENT', 'SETINFO', 'LIB-NAME', 'mylib'), cmd('CLIENT', 'GETNAME')]))
-  assert.equal(await a.readLike('+OK\r\n+OK\r\n$5\r\nalpha\r\n'), '+OK\r\n+OK\r\n$5\r\nalpha\r\n')
+  assert.equal(await a.readExactly('+OK\r\n+OK\r\n$5\r\nalpha\r\n'), '+OK\r\n+OK\r\n$5\r\nalpha\r\n')
   b.write(Buffer.concat([cmd('CLIENT', 'GETNAME'), cmd('CLIENT', 'SETNAME', 'bad name')]))
   const expected = '$-1\r\n-ERR Client names cannot contain spaces, newlines or special characters.\r\n'
-  assert.equal(await b.readLike(expected), expected)
+  assert.equal(await b.readExactly(expected), expected)
   a.write(cmd('CLIENT', 'ID'))
   const idA = Number(/^:(\d+)\r\n$/.exec(await readReply(a))?.[1])
   b.write(cmd('CLIENT', 'ID'))
@@ -134,7 +134,7 @@ test('CLIENT REPLY OFF and SKIP suppress replies for this client only', { timeou
     cmd('CLIENT', 'REPLY', 'ON'), cmd('GET', 'r')
   ]))
   const expected = '$1\r\n1\r\n+OK\r\n$1\r\n3\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
   await new Promise((resolve) => setTimeout(resolve, 50))
   assert.equal(c.buffered.length, 0)
 })
@@ -145,7 +145,7 @@ test('RESET restores the client\'s defaults; QUIT answers +OK and closes', { tim
   await new Promise((resolve) => setTimeout(resolve, 50))
   await c.read(c.buffered.length)
   c.write(Buffer.concat([cmd('RESET'), cmd('CLIENT', 'GETNAME'), cmd('SET', 'reset-db', 'zero')]))
-  assert.equal(await c.readLike('+RESET\r\n$-1\r\n+OK\r\n'), '+RESET\r\n$-1\r\n+OK\r\n')
+  assert.equal(await c.readExactly('+RESET\r\n$-1\r\n+OK\r\n'), '+RESET\r\n$-1\r\n+OK\r\n')
   c.write(Buffer.concat([cmd('QUIT'), cmd('SET', 'after-quit', '1')]))
   assert.equal(await c.readUntilClose(), '+OK\r\n')
   const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
@@ -163,12 +163,12 @@ test('AUTH is checked against the upstream credentials', { timeout: 15000 }, asy
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('AUTH', 'wrong'), cmd('AUTH', 's3cret'), cmd('AUTH', 'default', 's3cret'), cmd('PING')]))
   const expected = '-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+OK\r\n+PONG\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
   const noPassword = await RawClient.connect(proxy.address.port)
   after(() => { noPassword.close() })
   noPassword.write(cmd('AUTH', 'anything'))
   const redisSays = '-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n'
-  assert.equal(await noPassword.readLike(redisSays), redisSays)
+  assert.equal(await noPassword.readExactly(redisSays), redisSays)
 })
 
 test('refused commands get a clear error and cost only their sender', { timeout: 10000 }, async () => {

@@ -29,7 +29,7 @@ test('with --password nothing is forwarded before AUTH, and Redis\'s unauthentic
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('GET', 'k'), cmd('AUTH', 'nope'), cmd('AUTH', 'proxy-pass'), cmd('SET', 'authed', '1')]))
   const expected = '-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+OK\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
   const alice = await RawClient.connect(proxy.address.port)
   after(() => { alice.close() })
   alice.write(Buffer.concat([cmd('HELLO', '2', 'AUTH', 'alice', 'wrong'), cmd('HELLO', '2', 'AUTH', 'alice', 'wonder', 'SETNAME', 'al'), cmd('CLIENT', 'GETNAME')]))
@@ -44,7 +44,7 @@ test('with --password nothing is forwarded before AUTH, and Redis\'s unauthentic
   assert.equal(await big.readUntilClose(), '-ERR Protocol error: unauthenticated bulk length\r\n')
   // After AUTH the normal limits apply.
   c.write(cmd('SET', 'big', 'x'.repeat(20000)))
-  assert.equal(await c.readLike('+OK\r\n'), '+OK\r\n')
+  assert.equal(await c.readExactly('+OK\r\n'), '+OK\r\n')
 })
 
 test('upstream credentials from the environment-style option or a file never show in errors or CLIENT replies', { timeout: 15000 }, async () => {

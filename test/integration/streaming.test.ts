@@ -123,7 +123,7 @@ test('a client that never reads a large reply does not stall the others on its l
   after(() => { other.close() })
   const started = Date.now()
   other.write(cmd('PING'))
-  assert.equal(await other.readLike('+PONG\r\n', 2500), '+PONG\r\n')
+  assert.equal(await other.readExactly('+PONG\r\n', { timeoutMs: 2500 }), '+PONG\r\n')
   assert.ok(Date.now() - started < 1000, `PING took ${Date.now() - started} ms`)
 })
 
@@ -139,7 +139,15 @@ test('a client leaving mid-command only costs the lane once the others\' replies
   leaver.write(Buffer.concat([Buffer.from(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${SIZE}\r\n`), Buffer.alloc(2 * 1024 * 1024, 7)]))
   await new Promise((resolve) => setTimeout(resolve, 50))
   leaver.socket.resetAndDestroy()
-  assert.equal(await busy.readLike(':1\r\n', 20000), ':1\r\n')
+  assert.equal(await busy.readExactly(':1\r\n', { timeoutMs: 20000, sentinel: false }), ':1\r\n')
+  // Then the lane is given up and replaced: the next commands, the same client's and a new
+  // client's, are answered (with nothing before their replies).
+  busy.write(cmd('PING'))
+  assert.equal(await busy.readExactly('+PONG\r\n', { timeoutMs: 10000 }), '+PONG\r\n', 'served after the lane was given up')
+  const next = await RawClient.connect(p.address.port)
+  after(() => { next.close() })
+  next.write(cmd('PING'))
+  assert.equal(await next.readExactly('+PONG\r\n', { timeoutMs: 10000 }), '+PONG\r\n')
 })
 
 test('an upstream dying while a large command streams: the client gets an error and is still served', { timeout: 30000 }, async () => {
@@ -150,7 +158,7 @@ test('an upstream dying while a large command streams: the client gets an error 
   const c = await RawClient.connect(p.address.port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   mortal.signal('SIGSTOP') // Redis stops reading: the stream fills the socket
   c.write(Buffer.concat([cmd('SET', 'never', Buffer.alloc(64 * 1024 * 1024, 1)), cmd('PING')]))
   await new Promise((resolve) => setTimeout(resolve, 1500))

@@ -24,11 +24,11 @@ test('MULTI/EXEC runs on one pinned connection and exact bytes match Redis', { t
   after(() => { client.close() })
   client.write(Buffer.concat([cmd('DEL', 'tx'), cmd('MULTI'), cmd('INCR', 'tx'), cmd('INCR', 'tx'), cmd('GET', 'tx'), cmd('EXEC')]))
   const expected = ':0\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:1\r\n:2\r\n$1\r\n2\r\n'
-  assert.equal(await client.readLike(expected), expected)
+  assert.equal(await client.readExactly(expected), expected)
   await waitFor(() => proxy.router.pinCount === 0, 'pin released after EXEC')
   // The connection went back clean: a plain command through it is not queued.
   client.write(cmd('GET', 'tx'))
-  assert.equal(await client.readLike('$1\r\n2\r\n'), '$1\r\n2\r\n')
+  assert.equal(await client.readExactly('$1\r\n2\r\n'), '$1\r\n2\r\n')
 })
 
 test('EXEC/DISCARD without MULTI and UNWATCH without WATCH answer as Redis does', { timeout: 10000 }, async () => {
@@ -36,7 +36,7 @@ test('EXEC/DISCARD without MULTI and UNWATCH without WATCH answer as Redis does'
   after(() => { client.close() })
   client.write(Buffer.concat([cmd('EXEC'), cmd('DISCARD'), cmd('UNWATCH')]))
   const expected = '-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n'
-  assert.equal(await client.readLike(expected), expected)
+  assert.equal(await client.readExactly(expected), expected)
 })
 
 test('a WATCH conflict aborts EXEC with a nil reply, exactly as on a direct connection', { timeout: 10000 }, async () => {
@@ -44,11 +44,11 @@ test('a WATCH conflict aborts EXEC with a nil reply, exactly as on a direct conn
   const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
   after(() => { watcher.close(); other.disconnect() })
   watcher.write(Buffer.concat([cmd('SET', 'w', '1'), cmd('WATCH', 'w'), cmd('GET', 'w')]))
-  assert.equal(await watcher.readLike('+OK\r\n+OK\r\n$1\r\n1\r\n'), '+OK\r\n+OK\r\n$1\r\n1\r\n')
+  assert.equal(await watcher.readExactly('+OK\r\n+OK\r\n$1\r\n1\r\n'), '+OK\r\n+OK\r\n$1\r\n1\r\n')
   await other.set('w', '2') // through a shared lane
   watcher.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'w', '3'), cmd('EXEC'), cmd('GET', 'w')]))
   const expected = '+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n2\r\n'
-  assert.equal(await watcher.readLike(expected), expected)
+  assert.equal(await watcher.readExactly(expected), expected)
   await waitFor(() => proxy.router.pinCount === 0, 'pin released after aborted EXEC')
 })
 
@@ -83,7 +83,7 @@ test('a client that leaves inside MULTI leaves no state behind', { timeout: 1500
   after(async () => { await small.destroy() })
   const leaver = await RawClient.connect(small.address.port)
   leaver.write(Buffer.concat([cmd('DEL', 'left'), cmd('WATCH', 'left'), cmd('MULTI'), cmd('SET', 'left', 'x')]))
-  assert.equal(await leaver.readLike(':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n'), ':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n')
+  assert.equal(await leaver.readExactly(':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n', { sentinel: false }), ':0\r\n+OK\r\n+OK\r\n+QUEUED\r\n')
   leaver.close()
   await waitFor(() => small.router.pinCount === 0, 'pin given back after the client left')
   // The only pinnable connection is reused: it must not be inside MULTI or WATCH any more.
@@ -91,7 +91,7 @@ test('a client that leaves inside MULTI leaves no state behind', { timeout: 1500
   after(() => { next.close() })
   next.write(Buffer.concat([cmd('MULTI'), cmd('GET', 'left'), cmd('EXEC'), cmd('SET', 'left', 'y'), cmd('GET', 'left')]))
   const expected = '+OK\r\n+QUEUED\r\n*1\r\n$-1\r\n+OK\r\n$1\r\ny\r\n'
-  assert.equal(await next.readLike(expected), expected)
+  assert.equal(await next.readExactly(expected), expected)
 })
 
 test('transactions and shared traffic interleave without cross-talk', { timeout: 30000 }, async () => {
@@ -143,7 +143,7 @@ test('whole transactions still run while blocking commands hold every pinnable c
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'during-storm', '1'), cmd('INCR', 'during-storm'), cmd('EXEC')]))
   const expected = '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n'
-  assert.equal(await c.readLike(expected, 2000), expected)
+  assert.equal(await c.readExactly(expected, { timeoutMs: 2000 }), expected)
 })
 
 test('a whole transaction with a queuing error aborts exactly as in Redis and leaves the lane clean', { timeout: 10000 }, async () => {
@@ -151,7 +151,7 @@ test('a whole transaction with a queuing error aborts exactly as in Redis and le
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('MULTI'), cmd('SET', 'onlykey'), cmd('INCR', 'abort-k'), cmd('EXEC'), cmd('EXISTS', 'abort-k'), cmd('MULTI'), cmd('DISCARD'), cmd('PING')]))
   const expected = "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n+OK\r\n+OK\r\n+PONG\r\n"
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('a command respool cannot queue inside MULTI aborts the transaction, as a queuing error does in Redis', { timeout: 10000 }, async () => {

@@ -31,7 +31,7 @@ test('Redis killed with commands in flight: every command gets an error, and res
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   // A frozen Redis keeps the commands in flight until it is killed.
   redis.signal('SIGSTOP')
   c.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => cmd('ECHO', `m${i}`))))
@@ -57,7 +57,7 @@ test('a stalled Redis (SIGSTOP): in-flight commands fail after the command timeo
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   redis.signal('SIGSTOP')
   try {
     const started = Date.now()
@@ -114,12 +114,14 @@ test('a reply nobody asked for drops the connection instead of handing it to the
   const a = await RawClient.connect(proxy.address.port)
   after(() => { a.close() })
   a.write(cmd('ECHO', 'first'))
-  assert.equal(await a.readLike('$5\r\nfirst\r\n'), '$5\r\nfirst\r\n')
+  // No sentinel yet: it would open a new connection before the old one is seen dropped.
+  assert.equal(await a.readExactly('$5\r\nfirst\r\n', { sentinel: false }), '$5\r\nfirst\r\n')
   await waitFor(() => proxy.pool.stats.size === 0, 'the out-of-step connection is dropped')
   const b = await RawClient.connect(proxy.address.port)
   after(() => { b.close() })
   b.write(cmd('ECHO', 'second'))
-  assert.equal(await b.readLike('$6\r\nsecond\r\n'), '$6\r\nsecond\r\n')
+  assert.equal(await b.readExactly('$6\r\nsecond\r\n'), '$6\r\nsecond\r\n')
+  assert.equal(await a.readExactly(''), '', 'the stray reply reached nobody')
 })
 
 test('an upstream that closes halfway through a reply fails that command and nothing else is mixed up', { timeout: 15000 }, async () => {
@@ -146,7 +148,7 @@ test('an upstream that closes halfway through a reply fails that command and not
   assert.match(second, /^-ERR respool: upstream (closed the connection|connection error)/)
   await c.read(c.buffered.length)
   c.write(cmd('ECHO', 'again'))
-  assert.equal(await c.readLike('$5\r\nagain\r\n'), '$5\r\nagain\r\n')
+  assert.equal(await c.readExactly('$5\r\nagain\r\n'), '$5\r\nagain\r\n')
 })
 
 test('replies one byte at a time are reassembled exactly', { timeout: 15000 }, async () => {
@@ -175,7 +177,12 @@ test('replies one byte at a time are reassembled exactly', { timeout: 15000 }, a
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('ECHO', 'drip'), cmd('ECHO', 'drop')]))
   const expected = '*2\r\n$4\r\ndrip\r\n:12345678901234567890\r\n*2\r\n$4\r\ndrop\r\n:12345678901234567890\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  // This server answers every command in its own shape, so the end is marked by hand: the reply
+  // to one more ECHO must come next, with nothing before it.
+  assert.equal(await c.readExactly(expected, { sentinel: false }), expected)
+  c.write(cmd('ECHO', 'end'))
+  const end = '*2\r\n$3\r\nend\r\n:12345678901234567890\r\n'
+  assert.equal(await c.readExactly(end, { sentinel: false }), end)
 })
 
 test('while Redis is unreachable, a client waiting for the first lane is one wait in the pool, not two', { timeout: 15000 }, async () => {
