@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { replyStream } from '../helpers/resp-frames.js'
+import { startBystanders } from '../helpers/bystanders.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 let redis: RedisServer
@@ -18,29 +20,22 @@ after(async () => {
 })
 
 /**
- * Runs the same bytes from an empty database directly and through respool; both must answer
- * identically, byte for byte.
+ * Runs the same bytes from an empty database directly and through respool, with bystanders
+ * pipelining on the same lanes: the two whole reply streams (up to a sentinel sent after the
+ * input) must be identical, byte for byte.
  */
 async function sameAsDirect (input: Buffer): Promise<string> {
-  const direct = await RawClient.connect(redis.port)
-  const proxied = await RawClient.connect(proxy.address.port)
-  try {
-    direct.write(Buffer.concat([cmd('FLUSHALL'), input]))
-    // Read what Redis says first (it answers within milliseconds), then as many bytes from the proxy.
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    const want = await direct.read(direct.buffered.length)
-    assert.ok(want.length > 5)
-    proxied.write(Buffer.concat([cmd('FLUSHALL'), input]))
-    const got = await proxied.read(want.length)
-    assert.equal(got.toString('latin1'), want.toString('latin1'))
-    return got.toString('latin1')
-  } finally {
-    direct.close()
-    proxied.close()
-  }
+  const want = await replyStream(redis.port, Buffer.concat([cmd('FLUSHALL'), input]))
+  assert.ok(want.length > 5)
+  const got = await replyStream(proxy.address.port, Buffer.concat([cmd('FLUSHALL'), input]))
+  assert.equal(got, want)
+  return got
 }
 
-test('replies are byte-identical to direct Redis across reply types', { timeout: 20000 }, async () => {
+test('replies are byte-identical to direct Redis across reply types', { timeout: 30000 }, async () => {
+  // The inputs flush the database, so the bystanders touch no key.
+  const bystanders = await startBystanders(proxy.address.port, { keys: false })
+  after(async () => { await bystanders.stop() })
   const binary = Buffer.from([0, 13, 10, 255, 36, 42, 13, 10, 0])
   await sameAsDirect(Buffer.concat([cmd('SET', 'bx', binary), cmd('GET', 'bx')]))
   await sameAsDirect(cmd('SET', 'str', 'OK'))
@@ -51,6 +46,8 @@ test('replies are byte-identical to direct Redis across reply types', { timeout:
   await sameAsDirect(Buffer.concat([cmd('SET', 'str', 'x'), cmd('LPUSH', 'str', 'x')])) // WRONGTYPE
   await sameAsDirect(cmd('NOSUCHCOMMAND', 'a', 'b'))
   await sameAsDirect(cmd('GET'))
+  await bystanders.moreRounds(1)
+  assert.deepEqual(await bystanders.stop(), [])
 })
 
 test('exact bytes for the basics', { timeout: 10000 }, async () => {

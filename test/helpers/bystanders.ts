@@ -1,0 +1,135 @@
+import { RawClient, cmd } from './raw-client.js'
+import { FrameReader } from './resp-frames.js'
+
+/**
+ * Clients that pipeline ordinary commands through respool while a test does something unusual
+ * next to them, and check every byte they get back: the whole reply stream of each, compared
+ * with the bytes Redis gives for those commands, so an error, a reply of somebody else's, a
+ * lost, extra or duplicated reply is caught.
+ */
+export interface Bystanders {
+  /** respool's client ids of the bystanders (CLIENT ID), to find their sessions. */
+  readonly ids: number[]
+  /** Rounds every bystander has completed (the smallest count among them). */
+  readonly rounds: number
+  /** Mismatches so far (each stops its bystander). */
+  readonly failures: string[]
+  /** Resolves once every bystander has completed `n` more rounds from now (rejects on a mismatch or after `timeoutMs`). */
+  moreRounds (n?: number, timeoutMs?: number): Promise<void>
+  /** Stops after the current round, checks that nothing more arrived, closes; returns the mismatches ([] if none). */
+  stop (): Promise<string[]>
+}
+
+export interface BystanderOptions {
+  count?: number
+  /** Prefix of the keys bystanders write (each its own); false: commands that touch no key (the test may flush). */
+  keys?: string | false
+  /** Protocol the bystanders speak (HELLO 3 first when 3). */
+  resp?: 2 | 3
+  /** Commands per round. */
+  pipeline?: number
+}
+
+interface Step { command: Buffer, reply: string }
+
+function bulk (s: string): string {
+  return `$${Buffer.byteLength(s, 'latin1')}\r\n${s}\r\n`
+}
+
+/** One round's commands and the exact replies Redis gives them. */
+function round (who: number, n: number, keys: string | false, size: number): Step[] {
+  const steps: Step[] = []
+  for (let i = 0; steps.length < size; i++) {
+    const payload = `by${who}:${n}:${i}\r\n\x00\xff`
+    steps.push({ command: cmd('ECHO', Buffer.from(payload, 'latin1')), reply: bulk(payload) })
+    steps.push({ command: cmd('PING'), reply: '+PONG\r\n' })
+    if (keys !== false) {
+      const key = `${keys}:${who}`
+      steps.push({ command: cmd('SET', key, `${n}:${i}`), reply: '+OK\r\n' })
+      steps.push({ command: cmd('GET', key), reply: bulk(`${n}:${i}`) })
+      steps.push({ command: cmd('INCR', `${key}:n`), reply: `:${n * 1000 + i + 1}\r\n` })
+      steps.push({ command: cmd('GET', `${key}:missing`), reply: '$-1\r\n' })
+    } else {
+      steps.push({ command: cmd('EVAL', 'return {1, "two", {3}}', '0'), reply: '*3\r\n:1\r\n$3\r\ntwo\r\n*1\r\n:3\r\n' })
+    }
+  }
+  return steps.slice(0, size)
+}
+
+export async function startBystanders (port: number, options: BystanderOptions = {}): Promise<Bystanders> {
+  const count = options.count ?? 3
+  const keys = options.keys ?? `bystander:${process.pid}:${Math.random().toString(36).slice(2)}`
+  const size = options.pipeline ?? 24
+  const clients = await Promise.all(Array.from({ length: count }, async () => await RawClient.connect(port)))
+  const ids: number[] = []
+  for (const c of clients) {
+    const reader = new FrameReader(c)
+    if (options.resp === 3) {
+      c.write(cmd('HELLO', '3'))
+      const hello = await reader.next()
+      if (!hello.startsWith('%')) throw new Error(`HELLO 3 answered ${JSON.stringify(hello)}`)
+    }
+    c.write(cmd('CLIENT', 'ID'))
+    ids.push(Number(/^:(\d+)\r\n$/.exec(await reader.next())?.[1]))
+  }
+  const done = new Array<number>(count).fill(0)
+  const failures: string[] = []
+  let waiters: Array<() => void> = []
+  let running = true
+  const wake = (): void => {
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  }
+  const loops = clients.map(async (c, who) => {
+    try {
+      for (let n = 0; running; n++) {
+        const steps = round(who, n, keys, size)
+        if (keys !== false) {
+          // Set the counter so that this round's INCRs give n * 1000 + i + 1.
+          steps.unshift({ command: cmd('SET', `${keys}:${who}:n`, String(n * 1000)), reply: '+OK\r\n' })
+        }
+        c.write(Buffer.concat(steps.map((s) => s.command)))
+        const want = steps.map((s) => s.reply).join('')
+        const got = await c.readExactly(want, { timeoutMs: 15000, sentinel: false })
+        if (got !== want) {
+          failures.push(`bystander ${who} round ${n}: want ${JSON.stringify(want)}, got ${JSON.stringify(got)}`)
+          return
+        }
+        done[who]++
+        wake()
+      }
+      // Nothing more may follow the last round's replies.
+      const tail = await c.readExactly('', { timeoutMs: 15000 })
+      if (tail !== '') failures.push(`bystander ${who}: extra bytes after its last round: ${JSON.stringify(tail)}`)
+    } catch (err) {
+      failures.push(`bystander ${who}: ${(err as Error).message}`)
+    } finally {
+      wake()
+    }
+  })
+  return {
+    ids,
+    get rounds () { return Math.min(...done) },
+    failures,
+    async moreRounds (n = 1, timeoutMs = 15000): Promise<void> {
+      const target = done.map((d) => d + n)
+      const deadline = Date.now() + timeoutMs
+      while (done.some((d, i) => d < target[i])) {
+        if (failures.length > 0) throw new Error(`a bystander failed: ${failures.join('; ')}`)
+        const left = deadline - Date.now()
+        if (left <= 0) throw new Error(`bystanders completed ${done.join(', ')} rounds, want ${target.join(', ')}`)
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, left)
+          waiters.push(() => { clearTimeout(t); resolve() })
+        })
+      }
+    },
+    async stop (): Promise<string[]> {
+      running = false
+      await Promise.all(loops)
+      for (const c of clients) c.close()
+      return failures
+    }
+  }
+}
