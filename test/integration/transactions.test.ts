@@ -4,6 +4,8 @@ import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader } from '../helpers/resp-frames.js'
+import { startBystanders } from '../helpers/bystanders.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -19,16 +21,75 @@ after(async () => {
   await redis?.stop()
 })
 
-test('MULTI/EXEC runs on one pinned connection and exact bytes match Redis', { timeout: 10000 }, async () => {
+/** The respool connections Redis sees that are inside MULTI, as CLIENT LIST fields. */
+async function upstreamsInMulti (admin: Redis): Promise<Array<Record<string, string>>> {
+  const list = await admin.client('LIST') as string
+  return list.split('\n').filter((line) => / name=respool /.test(line))
+    .map((line) => Object.fromEntries(line.trim().split(' ').map((field) => field.split('=', 2) as [string, string])))
+    .filter((fields) => fields.flags.includes('x'))
+}
+
+test('MULTI/EXEC typed command by command holds one pinned connection, nothing else lands inside it, and the bytes match Redis', { timeout: 30000 }, async () => {
+  const admin = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { admin.disconnect() })
+  const steps = [cmd('DEL', 'tx'), cmd('MULTI'), cmd('INCR', 'tx'), cmd('INCR', 'tx'), cmd('GET', 'tx'), cmd('EXEC'), cmd('GET', 'tx')]
+  // What Redis answers to each command, typed one at a time (in a database of its own).
+  const direct = await RawClient.connect(redis.port)
+  after(() => { direct.close() })
+  const directFrames = new FrameReader(direct)
+  direct.write(cmd('SELECT', '9'))
+  assert.equal(await directFrames.next(), '+OK\r\n')
+  const want: string[] = []
+  for (const step of steps) {
+    direct.write(step)
+    want.push(await directFrames.next())
+  }
+  assert.deepEqual(await directFrames.framesBeforeSentinel(), [])
+  assert.equal(want[5], '*3\r\n:1\r\n:2\r\n$1\r\n2\r\n')
+
+  // Clients pipelining on the shared lanes the whole time: a command of theirs landing inside
+  // the transaction would get +QUEUED instead of its reply, and EXEC one more element.
+  const bystanders = await startBystanders(proxy.address.port)
+  after(async () => { await bystanders.stop() })
   const client = await RawClient.connect(proxy.address.port)
   after(() => { client.close() })
-  client.write(Buffer.concat([cmd('DEL', 'tx'), cmd('MULTI'), cmd('INCR', 'tx'), cmd('INCR', 'tx'), cmd('GET', 'tx'), cmd('EXEC')]))
-  const expected = ':0\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:1\r\n:2\r\n$1\r\n2\r\n'
-  assert.equal(await client.readExactly(expected), expected)
+  const frames = new FrameReader(client)
+  client.write(cmd('CLIENT', 'ID'))
+  const id = Number(/^:(\d+)\r\n$/.exec(await frames.next())?.[1])
+  const session = proxy.sessions().find((s) => s.id === id)
+  assert.ok(session !== undefined)
+  const bystanderSessions = proxy.sessions().filter((s) => bystanders.ids.includes(s.id))
+  assert.equal(bystanderSessions.length, bystanders.ids.length)
+
+  let upstreamId: number | null = null
+  let redisId: string | undefined
+  for (let i = 0; i < steps.length; i++) {
+    client.write(steps[i])
+    assert.equal(await frames.next(), want[i], `reply to step ${i}`)
+    if (i >= 1 && i <= 4) {
+      // Inside the transaction: this client holds a pin, the same connection all along.
+      assert.equal(session.pinReasons & 1, 1, 'pinned for MULTI')
+      assert.equal(proxy.router.pinCount, 1)
+      upstreamId ??= session.upstreamId
+      assert.equal(session.upstreamId, upstreamId)
+      if (i >= 2) {
+        // Redis holds exactly this client's queued commands on one respool connection.
+        const inMulti = await upstreamsInMulti(admin)
+        assert.equal(inMulti.length, 1, JSON.stringify(inMulti))
+        redisId ??= inMulti[0].id
+        assert.equal(inMulti[0].id, redisId)
+        assert.equal(inMulti[0].multi, String(i - 1), 'commands queued on that connection')
+      }
+      // The others keep running meanwhile, never on the pinned connection.
+      await bystanders.moreRounds(2)
+      for (const s of bystanderSessions) assert.notEqual(s.upstreamId, upstreamId)
+    }
+  }
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
   await waitFor(() => proxy.router.pinCount === 0, 'pin released after EXEC')
-  // The connection went back clean: a plain command through it is not queued.
-  client.write(cmd('GET', 'tx'))
-  assert.equal(await client.readExactly('$1\r\n2\r\n'), '$1\r\n2\r\n')
+  assert.deepEqual(await upstreamsInMulti(admin), [])
+  await bystanders.moreRounds(1)
+  assert.deepEqual(await bystanders.stop(), [])
 })
 
 test('EXEC/DISCARD without MULTI and UNWATCH without WATCH answer as Redis does', { timeout: 10000 }, async () => {
