@@ -28,6 +28,8 @@ export interface BystanderOptions {
   resp?: 2 | 3
   /** Commands per round. */
   pipeline?: number
+  /** Pause between rounds, so bystanders share a loaded machine rather than saturate it. */
+  pauseMs?: number
 }
 
 interface Step { command: Buffer, reply: string }
@@ -45,6 +47,8 @@ function round (who: number, n: number, keys: string | false, size: number): Ste
     steps.push({ command: cmd('PING'), reply: '+PONG\r\n' })
     if (keys !== false) {
       const key = `${keys}:${who}`
+      // Written once in the bystander's own database: a command run in another one misses it.
+      steps.push({ command: cmd('GET', `${key}:home`), reply: bulk('here') })
       steps.push({ command: cmd('SET', key, `${n}:${i}`), reply: '+OK\r\n' })
       steps.push({ command: cmd('GET', key), reply: bulk(`${n}:${i}`) })
       steps.push({ command: cmd('INCR', `${key}:n`), reply: `:${n * 1000 + i + 1}\r\n` })
@@ -56,10 +60,19 @@ function round (who: number, n: number, keys: string | false, size: number): Ste
   return steps.slice(0, size)
 }
 
+/** Where two reply streams part, with a little of each from there. */
+function difference (want: string, got: string): string {
+  let at = 0
+  while (at < want.length && want[at] === got[at]) at++
+  const from = Math.max(0, at - 40)
+  return `replies differ at byte ${at}: want …${JSON.stringify(want.slice(from, at + 120))}, got …${JSON.stringify(got.slice(from, at + 120))}`
+}
+
 export async function startBystanders (port: number, options: BystanderOptions = {}): Promise<Bystanders> {
   const count = options.count ?? 3
   const keys = options.keys ?? `bystander:${process.pid}:${Math.random().toString(36).slice(2)}`
   const size = options.pipeline ?? 24
+  const pauseMs = options.pauseMs ?? 2
   const clients = await Promise.all(Array.from({ length: count }, async () => await RawClient.connect(port)))
   const ids: number[] = []
   for (const c of clients) {
@@ -68,6 +81,11 @@ export async function startBystanders (port: number, options: BystanderOptions =
       c.write(cmd('HELLO', '3'))
       const hello = await reader.next()
       if (!hello.startsWith('%')) throw new Error(`HELLO 3 answered ${JSON.stringify(hello)}`)
+    }
+    if (keys !== false) {
+      c.write(cmd('SET', `${keys}:${ids.length}:home`, 'here'))
+      const set = await reader.next()
+      if (set !== '+OK\r\n') throw new Error(`SET answered ${JSON.stringify(set)}`)
     }
     c.write(cmd('CLIENT', 'ID'))
     ids.push(Number(/^:(\d+)\r\n$/.exec(await reader.next())?.[1]))
@@ -93,11 +111,12 @@ export async function startBystanders (port: number, options: BystanderOptions =
         const want = steps.map((s) => s.reply).join('')
         const got = await c.readExactly(want, { timeoutMs: 15000, sentinel: false })
         if (got !== want) {
-          failures.push(`bystander ${who} round ${n}: want ${JSON.stringify(want)}, got ${JSON.stringify(got)}`)
+          failures.push(`bystander ${who} round ${n}: ${difference(want, got)}`)
           return
         }
         done[who]++
         wake()
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs))
       }
       // Nothing more may follow the last round's replies.
       const tail = await c.readExactly('', { timeoutMs: 15000 })
