@@ -3,7 +3,9 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
+import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -74,6 +76,11 @@ test('a client that disconnects while blocked never causes an element to be popp
 })
 
 test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and every waiter gets exactly one element', { timeout: 30000 }, async () => {
+  // Redis itself refuses any connection beyond the pool of 4 and this test's admin connection.
+  const bounded = await startBoundedRedis(4 + 1)
+  after(async () => { await bounded.stop() })
+  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: 4 }) // at most 3 pins
+  after(async () => { await proxy.destroy() })
   const WORKERS = 10
   const workers = await Promise.all(Array.from({ length: WORKERS }, async () => await RawClient.connect(proxy.address.port)))
   const shared = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
@@ -94,10 +101,17 @@ test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and ev
   assert.equal(await tx.readExactly('*1\r\n:1\r\n'), '*1\r\n:1\r\n')
   assert.ok(proxy.pool.stats.size <= 4)
   await shared.rpush('storm', ...Array.from({ length: WORKERS }, (_, i) => `e${i}`))
-  const got = await Promise.all(workers.map(async (w) => (await w.read('*2\r\n$5\r\nstorm\r\n$2\r\ne0\r\n'.length, 10000)).toString()))
-  const elements = got.map((r) => /\$2\r\n(e\d)\r\n$/.exec(r)?.[1]).sort()
+  const got = await Promise.all(workers.map(async (w) => {
+    const frames = new FrameReader(w)
+    const reply = await frames.next(10000)
+    assert.deepEqual(await frames.framesBeforeSentinel(), [], 'one reply per waiter, nothing more')
+    return reply
+  }))
+  const elements = got.map((r) => /^\*2\r\n\$5\r\nstorm\r\n\$2\r\n(e\d)\r\n$/.exec(r)?.[1]).sort()
   assert.deepEqual(elements, Array.from({ length: WORKERS }, (_, i) => `e${i}`).sort())
   await waitFor(() => proxy.router.pinCount === 0, 'all pins released')
+  assert.ok(await bounded.upstreamConnections() <= 4)
+  await bounded.assertNoneRejected()
 })
 
 test('time waiting for a pin counts against a blocking command\'s own timeout', { timeout: 15000 }, async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
+import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
 import { startBystanders } from '../helpers/bystanders.js'
@@ -116,6 +117,11 @@ test('a WATCH conflict aborts EXEC with a nil reply, exactly as on a direct conn
 test('50 clients running WATCH/GET/MULTI/SET/EXEC retry loops end with the exact count', { timeout: 60000 }, async () => {
   const CLIENTS = 50
   const INCREMENTS = 20
+  // Redis itself refuses any connection beyond the pool of 4 and this test's admin connection.
+  const bounded = await startBoundedRedis(4 + 1)
+  after(async () => { await bounded.stop() })
+  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: 4 })
+  after(async () => { await proxy.destroy() })
   const seed = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
   await seed.set('counter', '0')
   const clients = Array.from({ length: CLIENTS }, () => new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 }))
@@ -135,6 +141,7 @@ test('50 clients running WATCH/GET/MULTI/SET/EXEC retry loops end with the exact
   assert.equal(await seed.get('counter'), String(CLIENTS * INCREMENTS))
   assert.ok(proxy.pool.stats.size <= 4)
   await waitFor(() => proxy.router.pinCount === 0, 'all pins released')
+  await bounded.assertNoneRejected()
   // Conflicts must have happened, or the test proved nothing about WATCH.
   assert.ok(retries > 0, 'expected WATCH conflicts under contention')
 })
