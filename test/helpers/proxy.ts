@@ -10,16 +10,3 @@ export async function startProxy (options: ProxyOptions, serverOptions: ProxySer
   await server.listen()
   return server
 }
-
-/** Upstream connections respool holds, as Redis sees them (CLIENT LIST, name=respool). */
-export async function upstreamConnectionCount (redisPort: number): Promise<number> {
-  const { Redis } = await import('ioredis')
-  const admin = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 })
-  try {
-    await admin.connect()
-    const list = await admin.client('LIST') as string
-    return list.split('\n').filter((line) => / name=respool /.test(line)).length
-  } finally {
-    admin.disconnect()
-  }
-}
