@@ -9,6 +9,7 @@ import { Redis } from 'ioredis'
 import { startRedis, freePort, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader, commandOn } from '../helpers/resp-frames.js'
 
 let redis: RedisServer
 let dir: string
@@ -84,6 +85,29 @@ test('the deny list refuses what it names; the default refuses SHUTDOWN and DEBU
   assert.match(lines[1], /^-ERR respool: 'KEYS' is refused by policy/)
   assert.match(lines[2], /^-ERR DEBUG command not allowed/) // forwarded: Redis answers for itself
   assert.match(lines[3], /^-ERR respool: 'PSYNC' is refused: replication commands cannot be proxied/)
+})
+
+test('the default deny list refuses DEBUG and SHUTDOWN: respool answers, Redis never sees them', { timeout: 15000 }, async () => {
+  // A Redis that runs DEBUG when asked directly.
+  const permissive = await startRedis(['--enable-debug-command', 'yes'])
+  after(async () => { await permissive.stop() })
+  assert.equal(await commandOn(permissive.port, 'DEBUG', 'SLEEP', '0'), '+OK\r\n')
+  assert.equal(await commandOn(permissive.port, 'CONFIG', 'RESETSTAT'), '+OK\r\n')
+  const proxy = await startProxy({ upstream: permissive.url }) // the default --deny-commands
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  const frames = new FrameReader(c)
+  c.write(Buffer.concat([cmd('DEBUG', 'SLEEP', '0'), cmd('debug', 'set-active-expire', '1'), cmd('SHUTDOWN', 'NOSAVE'), cmd('PING')]))
+  const [sleep, expire, shutdown, pong] = await frames.take(4)
+  assert.match(sleep, /^-ERR respool: 'DEBUG' is refused by policy[^\r\n]*\r\n$/)
+  assert.match(expire, /^-ERR respool: 'DEBUG' is refused by policy[^\r\n]*\r\n$/)
+  assert.match(shutdown, /^-ERR respool: 'SHUTDOWN' is refused by policy[^\r\n]*\r\n$/)
+  assert.equal(pong, '+PONG\r\n')
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
+  // Redis neither ran nor rejected them: it never got them, and it is still up.
+  assert.doesNotMatch(await commandOn(permissive.port, 'INFO', 'commandstats'), /cmdstat_(debug|shutdown)/)
+  assert.equal(await commandOn(permissive.port, 'PING'), '+PONG\r\n')
 })
 
 function makeCerts (): { ca: string, cert: string, key: string } {
