@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
-import { replyStream } from '../helpers/resp-frames.js'
+import { FrameReader, commandOn, replyStream, replyStreamOn } from '../helpers/resp-frames.js'
 import { startBystanders } from '../helpers/bystanders.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -47,6 +47,74 @@ test('replies are byte-identical to direct Redis across reply types', { timeout:
   await sameAsDirect(cmd('NOSUCHCOMMAND', 'a', 'b'))
   await sameAsDirect(cmd('GET'))
   await bystanders.moreRounds(1)
+  assert.deepEqual(await bystanders.stop(), [])
+})
+
+test('RESP3 replies of every type are byte-identical to direct Redis, on a lane shared with RESP2 bystanders', { timeout: 60000 }, async () => {
+  // DEBUG PROTOCOL is the only way to get an attribute reply: a Redis that allows DEBUG, and a
+  // proxy whose deny list lets it through. One connection, so everyone shares the one lane.
+  const debuggable = await startRedis(['--enable-debug-command', 'yes'])
+  after(async () => { await debuggable.stop() })
+  const p = await startProxy({ upstream: debuggable.url, poolSize: 1, denyCommands: ['shutdown'] })
+  after(async () => { await p.destroy() })
+  const lua = (body: string): Buffer => cmd('EVAL', `redis.setresp(3); ${body}`, '0')
+  const input = Buffer.concat([
+    cmd('SET', 'r3:s', 'v'), cmd('GET', 'r3:s'), cmd('GET', 'r3:missing'), // null
+    cmd('ZADD', 'r3:z', '1.5', 'a', '2e300', 'b', 'inf', 'c'), cmd('ZSCORE', 'r3:z', 'a'), cmd('ZINCRBY', 'r3:z', '0.1', 'a'), // doubles
+    cmd('ZRANGE', 'r3:z', '0', '-1', 'WITHSCORES'), cmd('ZSCORE', 'r3:z', 'c'), cmd('ZSCORE', 'r3:z', 'nope'),
+    cmd('SADD', 'r3:set', 'x', 'y', 'z'), cmd('SMEMBERS', 'r3:set'), // set
+    cmd('HSET', 'r3:h', 'f', 'v', 'g', 'w'), cmd('HGETALL', 'r3:h'), cmd('CONFIG', 'GET', 'maxmemory-policy'), // maps
+    cmd('HGET', 'r3:z', 'x'), // an error
+    lua('return {double=3.14}'), lua("return {big_number='1234567890123456789012345678901234567890'}"),
+    lua("return {verbatim_string={format='txt', string='two\\r\\nlines'}}"),
+    lua("return {map={a=1, b={set={x=true}}}}"), lua('return {set={p=true, q=true}}'),
+    lua('return true'), lua('return false'), lua('return nil'),
+    lua("return {1, {double=0.5}, {map={k={big_number='9'}}}, false, {err='nested ERR'}}"),
+    ...['attrib', 'bignum', 'verbatim', 'true', 'false', 'null', 'double', 'map', 'set'].map((type) => cmd('DEBUG', 'PROTOCOL', type))
+  ])
+  const clean = async (): Promise<void> => {
+    assert.match(await commandOn(debuggable.port, 'DEL', 'r3:s', 'r3:z', 'r3:set', 'r3:h'), /^:\d+\r\n$/)
+  }
+  /** HELLO 3 on a fresh connection, then the input: HELLO's reply (its id left out, which differs) and the whole stream. */
+  const run = async (port: number, resp: 2 | 3): Promise<{ hello: string, stream: string, lane: number | null | undefined }> => {
+    await clean()
+    const client = await RawClient.connect(port)
+    try {
+      const frames = new FrameReader(client)
+      client.write(cmd('CLIENT', 'ID'))
+      const id = Number(/^:(\d+)\r\n$/.exec(await frames.next())?.[1])
+      const hello = resp === 3 ? await replyStreamOn(frames, cmd('HELLO', '3')) : ''
+      const stream = await replyStreamOn(frames, input)
+      // The upstream connection that carried it, when through respool.
+      const lane = port === p.address.port ? p.sessions().find((s) => s.id === id)?.upstreamId : null
+      return { hello: hello.replace(/\$2\r\nid\r\n:\d+\r\n/, '$2\r\nid\r\n:?\r\n'), stream, lane }
+    } finally {
+      client.close()
+    }
+  }
+  const want3 = await run(debuggable.port, 3)
+  const want2 = await run(debuggable.port, 2)
+  // Every RESP3 type is there: null, double, set, map, big number, verbatim string, boolean, attribute.
+  for (const type of ['_\r\n', ',1.5\r\n', '~3\r\n', '%2\r\n', '(1234567890', '=14\r\ntxt:two\r\nlines', '#t\r\n', '#f\r\n', '|1\r\n']) {
+    assert.ok(want3.stream.includes(type), `Redis's RESP3 stream has ${JSON.stringify(type)}`)
+  }
+  assert.match(want3.hello, /^%7\r\n/)
+
+  const bystanders = await startBystanders(p.address.port)
+  after(async () => { await bystanders.stop() })
+  await bystanders.moreRounds(1)
+  const bystanderLane = p.sessions().find((s) => s.id === bystanders.ids[0])?.upstreamId
+  assert.ok(typeof bystanderLane === 'number')
+  for (let i = 0; i < 5; i++) {
+    const got3 = await run(p.address.port, 3)
+    assert.equal(got3.hello, want3.hello)
+    assert.equal(got3.stream, want3.stream)
+    assert.equal(got3.lane, bystanderLane, 'the RESP3 client shared the bystanders\' lane')
+    const got2 = await run(p.address.port, 2)
+    assert.equal(got2.stream, want2.stream)
+  }
+  await bystanders.moreRounds(1)
+  assert.equal(p.router.laneCount, 1)
   assert.deepEqual(await bystanders.stop(), [])
 })
 
