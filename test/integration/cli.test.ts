@@ -162,7 +162,7 @@ test('configuration precedence: flags over RESPOOL_* variables over the config f
   assert.deepEqual(JSON.parse(reloadLine).applied.sort(), ['maxClients', 'maxPins', 'poolSize']) // the pin cap follows the pool size
   const c = await RawClient.connect(port)
   c.write(cmd('RESPOOL', 'POOLS'))
-  await waitFor(() => /pool_size:9/.test(c.buffered.toString()), 'pool size 9 after reload')
+  assert.match(await new FrameReader(c).next(), /pool_size:9\r\n/)
   c.close()
   await stop(live)
 })

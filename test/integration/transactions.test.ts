@@ -226,12 +226,13 @@ test('a command respool cannot queue inside MULTI aborts the transaction, as a q
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
   // Typed command by command, so the transaction is on a pinned connection.
+  const frames = new FrameReader(c)
   const replies: string[] = []
   for (const command of [cmd('MULTI'), cmd('SET', 'q-a', '1'), cmd('CLIENT', 'GETNAME'), cmd('SHUTDOWN'), cmd('GET', 'q-a'), cmd('EXEC'), cmd('EXISTS', 'q-a')]) {
     c.write(command)
-    await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'reply')
-    replies.push((await c.read(c.buffered.length)).toString())
+    replies.push(await frames.next())
   }
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
   assert.equal(replies[0], '+OK\r\n')
   assert.equal(replies[1], '+QUEUED\r\n')
   assert.match(replies[2], /^-ERR respool: 'CLIENT' cannot be queued in a transaction/)
