@@ -1,7 +1,6 @@
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy-server.js'
 import type { ProxyOptions } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
-import type { ClientSession } from '../../src/client-session.js'
 import { type RawClient, cmd } from './raw-client.js'
 import { FrameReader } from './resp-frames.js'
 
@@ -15,7 +14,7 @@ export async function startProxy (options: ProxyOptions, serverOptions: ProxySer
 }
 
 /** respool's session for a client connection (asks CLIENT ID on it, so nothing else may be in flight there). */
-export async function sessionOf (proxy: ProxyServer, client: RawClient): Promise<ClientSession> {
+export async function sessionOf (proxy: ProxyServer, client: RawClient): Promise<ReturnType<ProxyServer['sessions']>[number]> {
   client.write(cmd('CLIENT', 'ID'))
   const reply = await new FrameReader(client).next()
   const id = Number(/^:(\d+)\r\n$/.exec(reply)?.[1])

@@ -4,7 +4,7 @@ import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader, commandOn, replyStream, replyStreamOn } from '../helpers/resp-frames.js'
-import { startBystanders } from '../helpers/bystanders.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 let redis: RedisServer
@@ -34,7 +34,7 @@ async function sameAsDirect (input: Buffer): Promise<string> {
 
 test('replies are byte-identical to direct Redis across reply types', { timeout: 30000 }, async () => {
   // The inputs flush the database, so the bystanders touch no key.
-  const bystanders = await startBystanders(proxy.address.port, { keys: false })
+  const bystanders = await startCheckedBystanders(proxy.address.port, { keys: false })
   after(async () => { await bystanders.stop() })
   const binary = Buffer.from([0, 13, 10, 255, 36, 42, 13, 10, 0])
   await sameAsDirect(Buffer.concat([cmd('SET', 'bx', binary), cmd('GET', 'bx')]))
@@ -52,11 +52,16 @@ test('replies are byte-identical to direct Redis across reply types', { timeout:
 
 test('RESP3 replies of every type are byte-identical to direct Redis, on a lane shared with RESP2 bystanders', { timeout: 60000 }, async () => {
   // DEBUG PROTOCOL is the only way to get an attribute reply: a Redis that allows DEBUG, and a
-  // proxy whose deny list lets it through. One connection, so everyone shares the one lane.
+  // proxy whose deny list lets it through.
   const debuggable = await startRedis(['--enable-debug-command', 'yes'])
   after(async () => { await debuggable.stop() })
-  const p = await startProxy({ upstream: debuggable.url, poolSize: 1, denyCommands: ['shutdown'] })
+  const p = await startProxy({ upstream: debuggable.url, poolSize: 2, maxPins: 1, denyCommands: ['shutdown'] })
   after(async () => { await p.destroy() })
+  // A subscriber holds the only pin, so the other connection is the one lane everyone shares.
+  const holder = await RawClient.connect(p.address.port)
+  after(() => { holder.close() })
+  holder.write(cmd('SUBSCRIBE', 'resp3-holder'))
+  assert.equal(await new FrameReader(holder).next(), '*3\r\n$9\r\nsubscribe\r\n$12\r\nresp3-holder\r\n:1\r\n')
   const lua = (body: string): Buffer => cmd('EVAL', `redis.setresp(3); ${body}`, '0')
   const input = Buffer.concat([
     cmd('SET', 'r3:s', 'v'), cmd('GET', 'r3:s'), cmd('GET', 'r3:missing'), // null
@@ -100,7 +105,7 @@ test('RESP3 replies of every type are byte-identical to direct Redis, on a lane 
   }
   assert.match(want3.hello, /^%7\r\n/)
 
-  const bystanders = await startBystanders(p.address.port)
+  const bystanders = await startCheckedBystanders(p.address.port)
   after(async () => { await bystanders.stop() })
   await bystanders.moreRounds(1)
   const bystanderLane = p.sessions().find((s) => s.id === bystanders.ids[0])?.upstreamId
@@ -115,7 +120,9 @@ test('RESP3 replies of every type are byte-identical to direct Redis, on a lane 
   }
   await bystanders.moreRounds(1)
   assert.equal(p.router.laneCount, 1)
+  assert.equal(p.router.pinCount, 1)
   assert.deepEqual(await bystanders.stop(), [])
+  assert.equal(holder.buffered.length, 0, 'the subscriber got nothing meant for others')
 })
 
 test('exact bytes for the basics', { timeout: 10000 }, async () => {

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
-import { startBystanders } from '../helpers/bystanders.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
 import { FrameReader } from '../helpers/resp-frames.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -172,7 +172,7 @@ test('AUTH is checked against the upstream credentials', { timeout: 15000 }, asy
 })
 
 test('refused commands get a clear error and cost only their sender', { timeout: 30000 }, async () => {
-  const bystanders = await startBystanders(proxy.address.port)
+  const bystanders = await startCheckedBystanders(proxy.address.port)
   after(async () => { await bystanders.stop() })
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })

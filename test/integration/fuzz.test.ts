@@ -2,7 +2,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startProxy } from '../helpers/proxy.js'
 import { startBoundedRedis } from '../helpers/bounded-redis.js'
-import { startBystanders } from '../helpers/bystanders.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
 import { RawClient, cmd, sentinel } from '../helpers/raw-client.js'
 import { FrameReader, splitFrames } from '../helpers/resp-frames.js'
 
@@ -114,7 +114,7 @@ test('random and mutated input never crashes respool, never disturbs clients on 
   holder.write(cmd('SUBSCRIBE', 'fuzz-holder'))
   assert.equal(await held.next(), '*3\r\n$9\r\nsubscribe\r\n$11\r\nfuzz-holder\r\n:1\r\n')
   assert.equal(proxy.router.pinCount, 1)
-  const bystanders = await startBystanders(proxy.address.port)
+  const bystanders = await startCheckedBystanders(proxy.address.port)
   after(async () => { await bystanders.stop() })
   await bystanders.moreRounds(1)
   assert.equal(proxy.router.laneCount, 1)

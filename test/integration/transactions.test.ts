@@ -6,7 +6,7 @@ import { startProxy } from '../helpers/proxy.js'
 import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
-import { startBystanders } from '../helpers/bystanders.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -50,7 +50,7 @@ test('MULTI/EXEC typed command by command holds one pinned connection, nothing e
 
   // Clients pipelining on the shared lanes the whole time: a command of theirs landing inside
   // the transaction would get +QUEUED instead of its reply, and EXEC one more element.
-  const bystanders = await startBystanders(proxy.address.port)
+  const bystanders = await startCheckedBystanders(proxy.address.port)
   after(async () => { await bystanders.stop() })
   const client = await RawClient.connect(proxy.address.port)
   after(() => { client.close() })
@@ -69,7 +69,7 @@ test('MULTI/EXEC typed command by command holds one pinned connection, nothing e
     assert.equal(await frames.next(), want[i], `reply to step ${i}`)
     if (i >= 1 && i <= 4) {
       // Inside the transaction: this client holds a pin, the same connection all along.
-      assert.equal(session.pinReasons & 1, 1, 'pinned for MULTI')
+      assert.notEqual(session.pinReasons, 0, 'pinned')
       assert.equal(proxy.router.pinCount, 1)
       upstreamId ??= session.upstreamId
       assert.equal(session.upstreamId, upstreamId)

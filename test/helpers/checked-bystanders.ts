@@ -7,7 +7,7 @@ import { FrameReader } from './resp-frames.js'
  * with the bytes Redis gives for those commands, so an error, a reply of somebody else's, a
  * lost, extra or duplicated reply is caught.
  */
-export interface Bystanders {
+export interface CheckedBystanders {
   /** respool's client ids of the bystanders (CLIENT ID), to find their sessions. */
   readonly ids: number[]
   /** Rounds every bystander has completed (the smallest count among them). */
@@ -20,7 +20,7 @@ export interface Bystanders {
   stop (): Promise<string[]>
 }
 
-export interface BystanderOptions {
+export interface CheckedBystanderOptions {
   count?: number
   /** Prefix of the keys bystanders write (each its own); false: commands that touch no key (the test may flush). */
   keys?: string | false
@@ -68,7 +68,7 @@ function difference (want: string, got: string): string {
   return `replies differ at byte ${at}: want …${JSON.stringify(want.slice(from, at + 120))}, got …${JSON.stringify(got.slice(from, at + 120))}`
 }
 
-export async function startBystanders (port: number, options: BystanderOptions = {}): Promise<Bystanders> {
+export async function startCheckedBystanders (port: number, options: CheckedBystanderOptions = {}): Promise<CheckedBystanders> {
   const count = options.count ?? 3
   const keys = options.keys ?? `bystander:${process.pid}:${Math.random().toString(36).slice(2)}`
   const size = options.pipeline ?? 24
