@@ -26,6 +26,8 @@ export interface CheckedBystanderOptions {
   keys?: string | false
   /** Protocol the bystanders speak (HELLO 3 first when 3). */
   resp?: 2 | 3
+  /** Database the bystanders use (SELECT first when not 0). */
+  db?: number
   /** Commands per round. */
   pipeline?: number
   /** Pause between rounds, so bystanders share a loaded machine rather than saturate it. */
@@ -75,12 +77,18 @@ export async function startCheckedBystanders (port: number, options: CheckedByst
   const pauseMs = options.pauseMs ?? 2
   const clients = await Promise.all(Array.from({ length: count }, async () => await RawClient.connect(port)))
   const ids: number[] = []
-  for (const c of clients) {
-    const reader = new FrameReader(c)
+  const readers = clients.map((c) => new FrameReader(c))
+  for (const [i, c] of clients.entries()) {
+    const reader = readers[i]
     if (options.resp === 3) {
       c.write(cmd('HELLO', '3'))
       const hello = await reader.next()
       if (!hello.startsWith('%')) throw new Error(`HELLO 3 answered ${JSON.stringify(hello)}`)
+    }
+    if (options.db !== undefined && options.db !== 0) {
+      c.write(cmd('SELECT', String(options.db)))
+      const selected = await reader.next()
+      if (selected !== '+OK\r\n') throw new Error(`SELECT answered ${JSON.stringify(selected)}`)
     }
     if (keys !== false) {
       c.write(cmd('SET', `${keys}:${ids.length}:home`, 'here'))
@@ -109,7 +117,8 @@ export async function startCheckedBystanders (port: number, options: CheckedByst
         }
         c.write(Buffer.concat(steps.map((s) => s.command)))
         const want = steps.map((s) => s.reply).join('')
-        const got = await c.readExactly(want, { timeoutMs: 15000, sentinel: false })
+        // One whole frame per command, so a shorter or longer reply shows as itself.
+        const got = (await readers[who].take(steps.length, 15000)).join('')
         if (got !== want) {
           failures.push(`bystander ${who} round ${n}: ${difference(want, got)}`)
           return
@@ -119,8 +128,8 @@ export async function startCheckedBystanders (port: number, options: CheckedByst
         if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs))
       }
       // Nothing more may follow the last round's replies.
-      const tail = await c.readExactly('', { timeoutMs: 15000 })
-      if (tail !== '') failures.push(`bystander ${who}: extra bytes after its last round: ${JSON.stringify(tail)}`)
+      const tail = await readers[who].framesBeforeSentinel(15000)
+      if (tail.length > 0) failures.push(`bystander ${who}: extra replies after its last round: ${JSON.stringify(tail)}`)
     } catch (err) {
       failures.push(`bystander ${who}: ${(err as Error).message}`)
     } finally {
