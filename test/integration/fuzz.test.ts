@@ -116,7 +116,11 @@ test('random and mutated input never crashes respool, never disturbs clients on 
   assert.equal(proxy.router.pinCount, 1)
   const bystanders = await startCheckedBystanders(proxy.address.port)
   after(async () => { await bystanders.stop() })
+  // More in database 1, which some inputs select: the lane switches between them all the time.
+  const inDb1 = await startCheckedBystanders(proxy.address.port, { db: 1, count: 2 })
+  after(async () => { await inDb1.stop() })
   await bystanders.moreRounds(1)
+  await inDb1.moreRounds(1)
   assert.equal(proxy.router.laneCount, 1)
   const lane = proxy.sessions().find((s) => s.id === bystanders.ids[0])?.upstreamId
   assert.ok(typeof lane === 'number')
@@ -152,8 +156,9 @@ test('random and mutated input never crashes respool, never disturbs clients on 
     await Promise.all(batch)
     assert.ok(proxy.router.laneCount <= 1, `lanes: ${proxy.router.laneCount}`)
     // Stop at the first batch that hurt anybody, with its inputs (one of them did it).
-    if (bystanders.failures.length > 0 || problems.length > 0) {
-      assert.deepEqual({ bystanders: bystanders.failures, senders: problems, batch: inputs }, { bystanders: [], senders: [], batch: inputs })
+    const failures = [...bystanders.failures, ...inDb1.failures]
+    if (failures.length > 0 || problems.length > 0) {
+      assert.deepEqual({ bystanders: failures, senders: problems, batch: inputs }, { bystanders: [], senders: [], batch: inputs })
     }
   }
   t.diagnostic(`${sent} inputs: ${answered} answered up to the sentinel, ${closedByProxy} closed by the proxy; bystanders ran ${bystanders.rounds} rounds`)
@@ -161,6 +166,7 @@ test('random and mutated input never crashes respool, never disturbs clients on 
   assert.equal(proxy.sessions().find((s) => s.id === bystanders.ids[0])?.upstreamId, lane, 'the bystanders are still on the same lane')
   assert.ok(bystanders.rounds > 10, `bystanders ran ${bystanders.rounds} rounds`)
   assert.deepEqual(await bystanders.stop(), [], 'bystanders on the lane got exactly their replies')
+  assert.deepEqual(await inDb1.stop(), [], 'bystanders in database 1 on the lane got exactly their replies')
   assert.deepEqual(problems, [])
   assert.ok(answered > 0 && closedByProxy > 0, `both kinds of input were sent (${answered} answered, ${closedByProxy} closed)`)
   // One lane all along, never dropped and replaced: no input cost it.
