@@ -177,6 +177,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
     socket.on('drain', this.#onDrain)
     socket.on('error', () => { this.destroy() })
     socket.on('close', () => { this.destroy() })
+    // The client closed its side: it will read nothing more, so a parked command takes nothing
+    // for it from now on (as Redis frees a client whose read returns 0).
+    socket.on('end', () => {
+      if (this.#waiter !== null) this.#ctx.parking?.cancel(this.#waiter)
+    })
     socket.on('timeout', () => { this.destroy() })
     if (ctx.config.clientIdleTimeoutMs > 0) socket.setTimeout(ctx.config.clientIdleTimeoutMs)
   }
@@ -441,6 +446,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
       // A RESP2 subscriber may only send what Redis allows there; Redis answers the rest itself.
       if ((lease.reasons & R_SUBSCRIBED) !== 0 && state.resp === 2 && kind !== Kind.SUBSCRIBE &&
         kind !== Kind.UNSUBSCRIBE && kind !== Kind.QUIT && kind !== Kind.RESET) {
+        if (this.#effects.subs.inFlight > 0 && cmd.name !== 'ping') {
+          // An (UN)SUBSCRIBE ahead of it may end subscriber mode: whether this command runs (and
+          // changes the client's state) or is refused is known once its confirmations are in.
+          this.#wait = W_BARRIER
+          return false
+        }
         return this.#forward(slot, 0, 0)
       }
     }
@@ -492,7 +503,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
         if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
         // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
         // next command waits for it (it must run in the database EXEC left).
-        if (this.#effects.execSelects.length > 0) this.#wait = W_BARRIER
+        if (this.#effects.decidesDb(slot)) this.#wait = W_BARRIER
         return true
       case Kind.WATCH:
         if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
@@ -592,6 +603,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#waiter = null
     if (slot === null || this.#closed) return
     this.#fill(slot, reply)
+    // Written now, not at the end of this turn: an element handed to this client must reach
+    // its socket before a close that arrives meanwhile could turn the write into nothing.
+    this.#writer.flush()
     if (this.#wait === W_PARKED) this.#wait = W_NONE
     if (this.#endWhenUnpinned && this.#lease === null) {
       this.#endAfterReplies(false)
@@ -984,7 +998,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
     // EXEC's reply is read whole when a queued SELECT's outcome must be found in it.
-    const collect = slot.effect === E_EXEC && this.#effects.execSelects.length > 0
+    const collect = slot.effect === E_EXEC && this.#effects.decidesDb(slot)
     if (!slot.streamed && (collect || this.#slots.peekFront() !== slot || slot.pieces !== null)) {
       ;(slot.pieces ??= []).push(piece)
       if (!done) return

@@ -83,8 +83,11 @@ export class SessionEffects {
   txnQueued = 0
   /** SELECTs queued in the open transaction; EXEC's reply says which of them succeeded. */
   txnSelects: QueuedSelect[] = []
-  /** The SELECTs of the EXEC in flight (the session sends nothing until its reply arrives). */
-  execSelects: QueuedSelect[] = []
+  /**
+   * The SELECTs of each EXEC in flight, by its slot: EXEC's own reply says which ran (an earlier
+   * EXEC's reply may still be on its way when a later transaction's EXEC is sent).
+   */
+  readonly #execSelects = new Map<ReplySlot, QueuedSelect[]>()
   /** A command of the open transaction could not be queued: EXEC answers EXECABORT. */
   txnAborted = false
   readonly subs = new Subscriptions()
@@ -98,7 +101,7 @@ export class SessionEffects {
   reset (): void {
     this.txnQueued = 0
     this.txnSelects = []
-    this.execSelects = []
+    this.#execSelects.clear()
     this.txnAborted = false
     this.subs.clear()
   }
@@ -133,7 +136,7 @@ export class SessionEffects {
         this.txnAborted = false
         if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
         if (slot.effect === E_EXEC && this.txnSelects.length > 0) {
-          this.execSelects = this.txnSelects
+          this.#execSelects.set(slot, this.txnSelects)
           conn.markDbUnknown()
         }
         this.txnSelects = []
@@ -173,6 +176,11 @@ export class SessionEffects {
     }
   }
 
+  /** This EXEC has queued SELECTs whose outcome is in its reply. */
+  decidesDb (slot: ReplySlot): boolean {
+    return this.#execSelects.has(slot)
+  }
+
   /** Adds a reason to hold the pin, counting it the first time. */
   addReason (lease: Lease, reason: number): void {
     if ((lease.reasons & reason) !== 0) return
@@ -196,9 +204,9 @@ export class SessionEffects {
         }
         break
       case E_EXEC: {
-        const selects = this.execSelects
-        if (selects.length === 0) break
-        this.execSelects = []
+        const selects = this.#execSelects.get(slot)
+        if (selects === undefined) break
+        this.#execSelects.delete(slot)
         const db = dbAfterExec(frame, selects)
         if (db !== null) this.#hooks.state.db = db
         break

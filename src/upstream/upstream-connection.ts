@@ -370,7 +370,9 @@ export class UpstreamConnection {
       return
     }
     if (!slot.cancelled) slot.sink.onReply(slot, frame)
-    if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+    // Only an abandoned large command's own reply is left to come: close now.
+    if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
+    else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
   }
 
   /**

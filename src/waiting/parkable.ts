@@ -13,6 +13,9 @@ import { parseRedisInteger } from '../protocol/redis-integer.js'
  * be pinned down to ids at arrival, and WAIT counts replicas for the connection it runs on.
  */
 
+/** Takes ARGV[1] out of the destination KEYS[2] and, if it was there, back onto the source KEYS[1]. */
+const MOVE_BACK = "if redis.call('LREM', KEYS[2], ARGV[2], ARGV[1]) > 0 then redis.call(ARGV[3], KEYS[1], ARGV[1]) end return 1"
+
 /** The kind of key a parked command waits on: one watcher connection per kind and database. */
 export type Family = 'list' | 'zset'
 
@@ -53,9 +56,13 @@ export function parkable (cmd: RespCommand): Parkable | null {
   }
 }
 
+/** The keys from argument `from` to `to`, each once (BLPOP a a 0 waits on one key). */
 function range (cmd: RespCommand, from: number, to: number): string[] {
   const keys: string[] = []
-  for (let i = from; i < to; i++) keys.push(cmd.argString(i))
+  for (let i = from; i < to; i++) {
+    const key = cmd.argString(i)
+    if (!keys.includes(key)) keys.push(key)
+  }
   return keys
 }
 
@@ -65,12 +72,13 @@ function range (cmd: RespCommand, from: number, to: number): string[] {
  * nothing (a null reply, an error).
  */
 export function putBack (cmd: RespCommand, reply: Buffer): Buffer | null {
-  const top = elements(reply)
-  if (top === null) return null
+  // BLMOVE and BRPOPLPUSH answer with the element itself; the others with an array.
+  const top = elements(reply) ?? []
   switch (cmd.name) {
     case 'blpop':
     case 'brpop': {
-      const [key, value] = top.map(bulk)
+      const key = bulk(top[0])
+      const value = bulk(top[1])
       if (key === null || value === null) return null
       return encodeCommand([cmd.name === 'blpop' ? 'LPUSH' : 'RPUSH', key, value])
     }
@@ -84,11 +92,14 @@ export function putBack (cmd: RespCommand, reply: Buffer): Buffer | null {
     }
     case 'brpoplpush':
     case 'blmove': {
-      // The element now sits at one end of the destination: move it back to where it came from.
-      const from = cmd.name === 'blmove' ? cmd.keyword(3).toUpperCase() : 'RIGHT'
-      const to = cmd.name === 'blmove' ? cmd.keyword(4).toUpperCase() : 'LEFT'
-      if (bulk(reply) === null) return null
-      return encodeCommand(['LMOVE', cmd.arg(2), cmd.arg(1), to, from])
+      // The element was pushed onto one end of the destination, where others may have pushed
+      // since: that one element is taken out of the destination (nearest that end) and, only if
+      // it was still there, pushed back onto the end of the source it came from, atomically.
+      const from = cmd.name === 'blmove' ? cmd.keyword(3) : 'right'
+      const to = cmd.name === 'blmove' ? cmd.keyword(4) : 'left'
+      const value = bulk(reply)
+      if (value === null) return null
+      return encodeCommand(['EVAL', MOVE_BACK, '2', cmd.arg(1), cmd.arg(2), value, to === 'right' ? '-1' : '1', from === 'right' ? 'RPUSH' : 'LPUSH'])
     }
     case 'blmpop': {
       const key = bulk(top[0])

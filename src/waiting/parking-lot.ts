@@ -59,6 +59,8 @@ interface Watcher {
   readonly family: Family
   pin: Pin | null
   acquiring: PinAcquisition | null
+  /** Between asking for the watcher's pin and learning its connection's id. */
+  starting: boolean
   /** Redis's id of the watcher connection (for CLIENT UNBLOCK). */
   redisId: string | null
   /** The keys its blocking command waits on now (null: not waiting). */
@@ -69,6 +71,10 @@ interface Watcher {
 
 export interface ParkingStats {
   parked: number
+  /** First tries on their way (a waiter is parked only if its try got nothing). */
+  trying: number
+  /** Elements taken for clients that left, on their way back. */
+  putBacksInFlight: number
   parkedTotal: number
   wokenTotal: number
   timedOutTotal: number
@@ -84,6 +90,8 @@ export class ParkingLot {
   readonly #watchers = new Map<string, Watcher>()
   readonly #observeWake: (seconds: number) => void
   #parked = 0
+  #putBacksInFlight = 0
+  #trying = 0
   #closed = false
   parkedTotal = 0
   wokenTotal = 0
@@ -99,7 +107,7 @@ export class ParkingLot {
   get stats (): ParkingStats {
     let watchers = 0
     for (const w of this.#watchers.values()) if (w.pin !== null) watchers++
-    return { parked: this.#parked, parkedTotal: this.parkedTotal, wokenTotal: this.wokenTotal, timedOutTotal: this.timedOutTotal, putBackTotal: this.putBackTotal, watchers }
+    return { parked: this.#parked, trying: this.#trying, putBacksInFlight: this.#putBacksInFlight, parkedTotal: this.parkedTotal, wokenTotal: this.wokenTotal, timedOutTotal: this.timedOutTotal, putBackTotal: this.putBackTotal, watchers }
   }
 
   /**
@@ -112,7 +120,9 @@ export class ParkingLot {
     if (timeoutMs > 0) {
       waiter.timer = setTimeout(() => { this.#onTimeout(waiter) }, timeoutMs)
     }
+    this.#trying++
     runOnLane(this.#router, db, resp, [cmd.frame], (replies, err) => {
+      this.#trying--
       if (err !== null || replies === null) {
         this.#finish(waiter, toRespError(err as ProxyError))
         return
@@ -217,7 +227,9 @@ export class ParkingLot {
     const restore = putBack(waiter.cmd, reply)
     if (restore === null) return
     this.putBackTotal++
+    this.#putBacksInFlight++
     runOnLane(this.#router, waiter.db, waiter.resp, [restore], (_replies, err) => {
+      this.#putBacksInFlight--
       if (err !== null) this.#log.warn({ err: err.message, command: waiter.cmd.name }, 'could not put back an element taken for a client that left')
     })
   }
@@ -228,7 +240,7 @@ export class ParkingLot {
     const id = `${db}:${family}`
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
-      watcher = { db, family, pin: null, acquiring: null, redisId: null, waitingOn: null, unblockSent: false, scheduled: false }
+      watcher = { db, family, pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false, scheduled: false }
       this.#watchers.set(id, watcher)
     }
     return watcher
@@ -288,12 +300,15 @@ export class ParkingLot {
   }
 
   #acquireWatcher (watcher: Watcher): void {
-    if (watcher.acquiring !== null) return
+    // One start at a time: from asking for a pin until the connection has told its id.
+    if (watcher.starting) return
+    watcher.starting = true
     const acquisition = this.#router.acquirePin(null, 'blocking')
     watcher.acquiring = acquisition
     acquisition.promise.then((pin) => {
       watcher.acquiring = null
       if (this.#closed) {
+        watcher.starting = false
         this.#router.releasePin(pin, 'clean')
         return
       }
@@ -307,8 +322,9 @@ export class ParkingLot {
       }
       syncLaneState(pin.conn, watcher.db, 2)
       pin.conn.sendInternal(['CLIENT', 'ID'], (reply) => {
-        if (reply === null || reply[0] !== 0x3a) {
-          this.#router.releasePin(pin, 'destroy')
+        watcher.starting = false
+        if (reply === null || reply[0] !== 0x3a || this.#closed) {
+          this.#router.releasePin(pin, this.#closed && reply !== null ? 'clean' : 'destroy')
           this.#schedule(watcher)
           return
         }
@@ -318,6 +334,7 @@ export class ParkingLot {
       })
     }, (err: Error) => {
       watcher.acquiring = null
+      watcher.starting = false
       this.#log.debug({ err: err.message }, 'no connection for a watcher yet')
       if (!this.#closed) setTimeout(() => { this.#schedule(watcher) }, 100).unref()
     })
@@ -359,10 +376,10 @@ export class ParkingLot {
         if (waiter.state !== 'parked') continue
         if (batch.length === 0) resp = waiter.resp
         else if (waiter.resp !== resp) continue
+        waiter.state = 'serving'
         batch.push(waiter)
       }
     }
-    for (const waiter of batch) waiter.state = 'serving'
     runOnLane(this.#router, watcher.db, resp, [restore, ...batch.map((w) => w.cmd.frame)], (replies, err) => {
       if (err !== null || replies === null) {
         // Whether the transaction ran is unknown: like a command on a dropped connection, each

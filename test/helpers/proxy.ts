@@ -1,6 +1,8 @@
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy-server.js'
 import type { ProxyOptions } from '../../src/config.js'
 import { createLogger } from '../../src/ops/logger.js'
+import { type RawClient, cmd } from './raw-client.js'
+import { FrameReader } from './resp-frames.js'
 
 /** Starts a proxy on a free port. RESPOOL_TEST_LOG=debug shows its logs on stderr. */
 export async function startProxy (options: ProxyOptions, serverOptions: ProxyServerOptions = {}): Promise<ProxyServer> {
@@ -11,17 +13,14 @@ export async function startProxy (options: ProxyOptions, serverOptions: ProxySer
   return server
 }
 
-/** Upstream connections respool holds, as Redis sees them (CLIENT LIST, name=respool). */
-export async function upstreamConnectionCount (redisPort: number): Promise<number> {
-  const { Redis } = await import('ioredis')
-  const admin = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 })
-  try {
-    await admin.connect()
-    const list = await admin.client('LIST') as string
-    return list.split('\n').filter((line) => / name=respool /.test(line)).length
-  } finally {
-    admin.disconnect()
-  }
+/** respool's session for a client connection (asks CLIENT ID on it, so nothing else may be in flight there). */
+export async function sessionOf (proxy: ProxyServer, client: RawClient): Promise<ReturnType<ProxyServer['sessions']>[number]> {
+  client.write(cmd('CLIENT', 'ID'))
+  const reply = await new FrameReader(client).next()
+  const id = Number(/^:(\d+)\r\n$/.exec(reply)?.[1])
+  const session = proxy.sessions().find((s) => s.id === id)
+  if (session === undefined) throw new Error(`no session for CLIENT ID reply ${JSON.stringify(reply)}`)
+  return session
 }
 
 /**

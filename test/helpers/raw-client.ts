@@ -48,10 +48,29 @@ export class RawClient {
     return out
   }
 
-  /** Reads as many bytes as `expected` has and returns them as latin1 text for comparison. */
-  async readLike (expected: string | Buffer, timeoutMs = 5000): Promise<string> {
-    const len = typeof expected === 'string' ? Buffer.byteLength(expected, 'latin1') : expected.length
-    return (await this.read(len, timeoutMs)).toString('latin1')
+  /**
+   * Reads a reply stream that must be exactly `expected`, for `assert.equal(got, expected)`:
+   * as many bytes as `expected` has, then proof that nothing else was queued behind them. A
+   * sentinel (ECHO of a fresh token) is sent and its reply must be the very next bytes: replies
+   * come in order, so an extra or duplicated reply would arrive before it. Anything that did is
+   * appended to the returned text, so the comparison fails and shows it.
+   *
+   * `sentinel: false` skips that step for a connection where ECHO would change what follows
+   * (inside MULTI, subscribed in RESP2, CLIENT REPLY OFF, about to be closed): a later exact
+   * read with the sentinel, or a read until close, then covers these bytes too.
+   */
+  async readExactly (expected: string | Buffer, options: { timeoutMs?: number, sentinel?: boolean } = {}): Promise<string> {
+    const timeoutMs = options.timeoutMs ?? 5000
+    const want = typeof expected === 'string' ? expected : expected.toString('latin1')
+    const got = (await this.read(Buffer.byteLength(want, 'latin1'), timeoutMs)).toString('latin1')
+    if (got !== want || options.sentinel === false) return got
+    const s = sentinel()
+    this.write(s.command)
+    const next = (await this.read(s.reply.length, timeoutMs)).toString('latin1')
+    if (next === s.reply) return got
+    // Something came before the sentinel's reply: collect up to it (or close) and show it all.
+    await this.#until(() => this.buffered.includes(s.reply, 0, 'latin1') || this.#closed, 2000, 'the sentinel reply').catch(() => {})
+    return got + next + this.#take().toString('latin1')
   }
 
   /** Resolves when the proxy closed the connection; returns whatever arrived before. */
@@ -107,6 +126,17 @@ export class RawClient {
     this.#waiters = []
     for (const w of waiters) w()
   }
+}
+
+let sentinels = 0
+
+/**
+ * A command whose reply nothing else can produce: ECHO of a token unique in this process. Sent
+ * after a pipeline, its reply marks the end of that pipeline's replies.
+ */
+export function sentinel (): { command: Buffer, reply: string } {
+  const token = `respool-test-sentinel:${process.pid}:${++sentinels}`
+  return { command: cmd('ECHO', token), reply: `$${token.length}\r\n${token}\r\n` }
 }
 
 /** Encodes a command as a multibulk (what a normal client sends). */

@@ -1,4 +1,4 @@
-import { RawClient, cmd } from './raw-client.js'
+import { RawClient, cmd, sentinel } from './raw-client.js'
 
 /**
  * A RESP2/RESP3 frame reader for tests, independent of respool's own framers (so a framer bug
@@ -80,6 +80,22 @@ export class FrameReader {
     return out
   }
 
+  /**
+   * Sends a sentinel (ECHO of a fresh token) and returns every frame that arrives before its
+   * reply: [] proves nothing was queued behind the frames read so far (replies come in order).
+   */
+  async framesBeforeSentinel (timeoutMs = 3000): Promise<string[]> {
+    const s = sentinel()
+    this.client.write(s.command)
+    const extra: string[] = []
+    for (;;) {
+      const frame = await this.next(timeoutMs)
+      if (frame === s.reply) return extra
+      extra.push(frame)
+      if (extra.length > 1000) return extra
+    }
+  }
+
   /** Frames already complete, without waiting. */
   async available (): Promise<string[]> {
     await this.#drain()
@@ -126,6 +142,32 @@ export async function connectFramed (port: number, opened: RawClient[]): Promise
   const client = await RawClient.connect(port)
   opened.push(client)
   return { client, frames: new FrameReader(client) }
+}
+
+/**
+ * Writes `input` on a fresh connection to `port`, then a sentinel, and returns every byte
+ * answered before the sentinel's reply (latin1): the whole reply stream to `input`, nothing
+ * cut off and nothing extra. Run against Redis and against respool, the two must be equal.
+ */
+export async function replyStream (port: number, input: Buffer, timeoutMs = 10000): Promise<string> {
+  const client = await RawClient.connect(port)
+  try {
+    return await replyStreamOn(new FrameReader(client), input, timeoutMs)
+  } finally {
+    client.close()
+  }
+}
+
+/** As replyStream, on an open connection (its state carries over between calls). */
+export async function replyStreamOn (reader: FrameReader, input: Buffer, timeoutMs = 10000): Promise<string> {
+  const s = sentinel()
+  reader.client.write(Buffer.concat([input, s.command]))
+  let out = ''
+  for (;;) {
+    const frame = await reader.next(timeoutMs)
+    if (frame === s.reply) return out
+    out += frame
+  }
 }
 
 /** One command on a fresh connection to `port` (Redis itself, to check what happened there); returns its reply frame. */

@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { startRedis, freePort } from '../helpers/redis-server.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader, commandOn } from '../helpers/resp-frames.js'
 import { waitFor } from '../helpers/wait.js'
 
 const BIN = fileURLToPath(new URL('../../../bin/respool.js', import.meta.url))
@@ -39,7 +40,7 @@ test('starts on a free port, says where it listens and forwards, proxies, and dr
   assert.doesNotMatch(r.stdout() + r.stderr(), /unused-secret/)
   const c = await RawClient.connect(port)
   c.write(Buffer.concat([cmd('SET', 'cli', 'ok'), cmd('GET', 'cli')]))
-  assert.equal(await c.readLike('+OK\r\n$2\r\nok\r\n'), '+OK\r\n$2\r\nok\r\n')
+  assert.equal(await c.readExactly('+OK\r\n$2\r\nok\r\n'), '+OK\r\n$2\r\nok\r\n')
   c.close()
   const exited = once(r.child, 'exit')
   r.child.kill('SIGTERM')
@@ -91,7 +92,7 @@ test('bad flags, environment variables and config files give one clear line and 
   }
 })
 
-test('an unreachable upstream: respool starts, commands fail fast with a clear error, and it serves once Redis appears', { timeout: 30000 }, async () => {
+test('an unreachable upstream: respool starts, commands fail fast with a clear error, and it serves once Redis appears', { timeout: 30000 }, async (t) => {
   const upstreamPort = await freePort()
   const r = run(['--port', '0', '--upstream', `redis://127.0.0.1:${upstreamPort}`, '--acquire-timeout', '400', '--reconnect-max', '200'])
   const port = await listeningPort(r)
@@ -99,11 +100,14 @@ test('an unreachable upstream: respool starts, commands fail fast with a clear e
   after(() => { c.close() })
   const started = Date.now()
   c.write(Buffer.concat([cmd('GET', 'x'), cmd('PING')]))
-  await waitFor(() => (c.buffered.toString().match(/\r\n/g) ?? []).length >= 2, 'two error replies', 5000)
+  const frames = new FrameReader(c)
+  const [first, second] = await frames.take(2, 5000)
   const elapsed = Date.now() - started
-  const text = (await c.read(c.buffered.length)).toString()
-  assert.match(text, new RegExp(`^-ERR respool: upstream redis://127\\.0\\.0\\.1:${upstreamPort}/0 unavailable \\(connect to 127\\.0\\.0\\.1:${upstreamPort} failed: .*ECONNREFUSED.*\\), waited \\d+ ms\\r\\n-ERR respool: upstream`))
-  assert.ok(elapsed < 2000, `errors took ${elapsed} ms`)
+  assert.match(first, new RegExp(`^-ERR respool: upstream redis://127\\.0\\.0\\.1:${upstreamPort}/0 unavailable \\(connect to 127\\.0\\.0\\.1:${upstreamPort} failed: .*ECONNREFUSED.*\\), waited \\d+ ms\\r\\n$`))
+  assert.match(second, /^-ERR respool: upstream /)
+  t.diagnostic(`errors after ${elapsed} ms`)
+  // Within the acquire timeout (400 ms) and room for a loaded machine: failing fast, not hanging.
+  assert.ok(elapsed < 4000, `errors took ${elapsed} ms`)
   assert.match(r.stdout(), /cannot connect to upstream; retrying with backoff/)
   // Redis comes up on that port; respool serves again without a restart.
   const { spawn: spawnProcess } = await import('node:child_process')
@@ -111,14 +115,14 @@ test('an unreachable upstream: respool starts, commands fail fast with a clear e
   after(() => { redisProc.kill('SIGKILL') })
   const back = Date.now()
   let ok = false
-  while (!ok && Date.now() - back < 5000) {
+  while (!ok && Date.now() - back < 10_000) {
     c.write(cmd('PING'))
-    await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'a reply', 3000)
-    ok = (await c.read(c.buffered.length)).toString() === '+PONG\r\n'
-    if (!ok) await new Promise((resolve) => setTimeout(resolve, 50))
+    const reply = await frames.next(3000)
+    ok = reply === '+PONG\r\n'
+    if (!ok) assert.match(reply, /^-ERR respool: upstream /)
   }
   assert.ok(ok, 'respool serves once Redis is up')
-  assert.ok(Date.now() - back < 3000, `served again after ${Date.now() - back} ms`)
+  t.diagnostic(`served again ${Date.now() - back} ms after Redis was started`)
 })
 
 test('configuration precedence: flags over RESPOOL_* variables over the config file over defaults; SIGHUP reloads', { timeout: 30000 }, async () => {
@@ -160,7 +164,7 @@ test('configuration precedence: flags over RESPOOL_* variables over the config f
   assert.deepEqual(JSON.parse(reloadLine).applied.sort(), ['maxClients', 'maxPins', 'poolSize']) // the pin cap follows the pool size
   const c = await RawClient.connect(port)
   c.write(cmd('RESPOOL', 'POOLS'))
-  await waitFor(() => /pool_size:9/.test(c.buffered.toString()), 'pool size 9 after reload')
+  assert.match(await new FrameReader(c).next(), /pool_size:9\r\n/)
   c.close()
   await stop(live)
 })
@@ -188,7 +192,7 @@ test('a SIGHUP sent the moment the start line appears reloads instead of killing
   }
 })
 
-test('SIGTERM while commands wait for an unreachable upstream: the waiters get an error and respool exits promptly', { timeout: 30000 }, async () => {
+test('SIGTERM while commands wait for an unreachable upstream: the waiters get an error and respool exits promptly', { timeout: 30000 }, async (t) => {
   // Nothing listens on this port: every connect is refused, and the PING waits for a lane while
   // respool retries with backoff. Closing then must not turn generic-pool's retry into a loop
   // that never yields (the process would spin at 100 % CPU and never exit).
@@ -207,10 +211,10 @@ test('SIGTERM while commands wait for an unreachable upstream: the waiters get a
   if (outcome !== 'exited') r.child.kill('SIGKILL')
   assert.equal(outcome, 'exited', `respool did not exit within 5 s of SIGTERM; stdout=${r.stdout().slice(-2000)}`)
   assert.equal(r.child.exitCode, 0)
-  assert.ok(Date.now() - signalled < 3500, `exited after ${Date.now() - signalled} ms`)
+  t.diagnostic(`exited ${Date.now() - signalled} ms after SIGTERM`)
   // The waiting PING was answered with an error or its connection closed: it did not vanish.
-  await waitFor(() => c.buffered.length > 0 || c.closed, 'the waiting client answered or closed')
-  if (c.buffered.length > 0) assert.match(c.buffered.toString(), /^-ERR respool: .*(shutting down|unavailable)/)
+  const answer = await c.readUntilClose(5000)
+  if (answer !== '') assert.match(answer, /^-ERR respool: [^\r\n]*(shutting down|unavailable)[^\r\n]*\r\n$/)
 })
 
 test('Kubernetes service-link variables of Services named respool and respool-metrics are ignored with a warning, not taken as settings', { timeout: 20000 }, async () => {
@@ -238,7 +242,7 @@ test('Kubernetes service-link variables of Services named respool and respool-me
   const c = await RawClient.connect(port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
 })
 
 test('a port already in use: a clear message and exit code 1', { timeout: 20000 }, async () => {
@@ -271,11 +275,11 @@ test('a production install (npm ci --omit=dev, as in the Dockerfile) starts and 
   const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1])
   const c = await RawClient.connect(port)
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   c.close()
 })
 
-test('SIGTERM drains (a client in MULTI may finish); a second signal exits at once', { timeout: 20000 }, async () => {
+test('SIGTERM drains (a client in MULTI may finish); a second signal exits at once', { timeout: 20000 }, async (t) => {
   const redis = await startRedis()
   after(async () => { await redis.stop() })
   const r = run(['--port', '0', '--upstream', redis.url, '--shutdown-grace', '10000'])
@@ -283,7 +287,7 @@ test('SIGTERM drains (a client in MULTI may finish); a second signal exits at on
   const c = await RawClient.connect(port)
   after(() => { c.close() })
   c.write(cmd('BLPOP', 'never', '0')) // holds a pin: the drain would wait for it
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await waitFor(async () => /blocked_clients:1\r\n/.test(await commandOn(redis.port, 'INFO', 'clients')), 'BLPOP blocked in Redis')
   r.child.kill('SIGTERM')
   await waitFor(() => /draining/.test(r.stdout()), 'drain logged')
   const exited = once(r.child, 'exit')
@@ -291,5 +295,6 @@ test('SIGTERM drains (a client in MULTI may finish); a second signal exits at on
   r.child.kill('SIGTERM')
   const [code] = await exited
   assert.equal(code, 1)
-  assert.ok(Date.now() - started < 2000, 'the second signal did not wait for the grace period')
+  t.diagnostic(`exited ${Date.now() - started} ms after the second signal`)
+  assert.ok(Date.now() - started < 5000, 'the second signal did not wait for the grace period (10 s)')
 })

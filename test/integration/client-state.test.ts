@@ -4,6 +4,8 @@ import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 let redis: RedisServer
@@ -47,7 +49,7 @@ test('SELECT answers as Redis does, including errors, and a failed SELECT keeps 
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('SELECT', '2'), cmd('SET', 'sel', 'two'), cmd('SELECT', '99'), cmd('GET', 'sel'), cmd('SELECT', 'x'), cmd('SELECT', '0'), cmd('GET', 'sel')]))
   const expected = '+OK\r\n+OK\r\n-ERR DB index is out of range\r\n$3\r\ntwo\r\n-ERR value is not an integer or out of range\r\n+OK\r\n$-1\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('SELECT inside MULTI takes effect when EXEC runs', { timeout: 10000 }, async () => {
@@ -55,7 +57,7 @@ test('SELECT inside MULTI takes effect when EXEC runs', { timeout: 10000 }, asyn
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('MULTI'), cmd('SELECT', '7'), cmd('SET', 'txdb', 'seven'), cmd('EXEC'), cmd('GET', 'txdb'), cmd('SELECT', '0'), cmd('GET', 'txdb')]))
   const expected = '+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$5\r\nseven\r\n+OK\r\n$-1\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('RESP3 clients get RESP3 replies and RESP2 clients RESP2 replies over the same lane', { timeout: 10000 }, async () => {
@@ -65,19 +67,21 @@ test('RESP3 clients get RESP3 replies and RESP2 clients RESP2 replies over the s
   const v3 = await RawClient.connect(proxy.address.port)
   const v2 = await RawClient.connect(proxy.address.port)
   after(() => { v3.close(); v2.close() })
+  const v3frames = new FrameReader(v3)
   v3.write(cmd('HELLO', '3'))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const hello = (await v3.read(v3.buffered.length)).toString()
-  assert.match(hello, /^%7\r\n\$6\r\nserver\r\n\$5\r\nredis\r\n\$7\r\nversion\r\n\$\d+\r\n[\d.]+\r\n\$5\r\nproto\r\n:3\r\n\$2\r\nid\r\n:\d+\r\n\$4\r\nmode\r\n\$10\r\nstandalone\r\n\$4\r\nrole\r\n\$6\r\nmaster\r\n\$7\r\nmodules\r\n\*0\r\n/)
+  const hello = await v3frames.next()
+  assert.match(hello, /^%7\r\n\$6\r\nserver\r\n\$5\r\nredis\r\n\$7\r\nversion\r\n\$\d+\r\n[\d.]+\r\n\$5\r\nproto\r\n:3\r\n\$2\r\nid\r\n:\d+\r\n\$4\r\nmode\r\n\$10\r\nstandalone\r\n\$4\r\nrole\r\n\$6\r\nmaster\r\n\$7\r\nmodules\r\n\*0\r\n$/)
   for (let i = 0; i < 20; i++) {
     v3.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
     v2.write(Buffer.concat([cmd('HGETALL', 'h'), cmd('GET', 'nope')]))
-    assert.equal(await v3.readLike('%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n'), '%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n')
-    assert.equal(await v2.readLike('*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n'), '*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n')
+    assert.equal(await v3.readExactly('%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n'), '%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n')
+    assert.equal(await v2.readExactly('*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n'), '*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n')
   }
   v3.write(Buffer.concat([cmd('HELLO', '2'), cmd('HGETALL', 'h')]))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  assert.match(v3.buffered.toString(), /^\*14\r\n[\s\S]*\*2\r\n\$1\r\nf\r\n\$1\r\nv\r\n$/)
+  const [hello2, hash] = await v3frames.take(2)
+  assert.match(hello2, /^\*14\r\n\$6\r\nserver\r\n[\s\S]*\$5\r\nproto\r\n:2\r\n/)
+  assert.equal(hash, '*2\r\n$1\r\nf\r\n$1\r\nv\r\n')
+  assert.deepEqual(await v3frames.framesBeforeSentinel(), [])
 })
 
 test('HELLO errors match Redis', { timeout: 10000 }, async () => {
@@ -85,7 +89,7 @@ test('HELLO errors match Redis', { timeout: 10000 }, async () => {
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('HELLO', '4'), cmd('HELLO', 'x'), cmd('HELLO', '3', 'BOGUS')]))
   const expected = '-NOPROTO unsupported protocol version\r\n-ERR Protocol version is not an integer or out of range\r\n-ERR Syntax error in HELLO option \'BOGUS\'\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10000 }, async () => {
@@ -93,10 +97,10 @@ test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10
   const b = await RawClient.connect(proxy.address.port)
   after(() => { a.close(); b.close() })
   a.write(Buffer.concat([cmd('CLIENT', 'SETNAME', 'alpha'), cmd('CLIENT', 'SETINFO', 'LIB-NAME', 'mylib'), cmd('CLIENT', 'GETNAME')]))
-  assert.equal(await a.readLike('+OK\r\n+OK\r\n$5\r\nalpha\r\n'), '+OK\r\n+OK\r\n$5\r\nalpha\r\n')
+  assert.equal(await a.readExactly('+OK\r\n+OK\r\n$5\r\nalpha\r\n'), '+OK\r\n+OK\r\n$5\r\nalpha\r\n')
   b.write(Buffer.concat([cmd('CLIENT', 'GETNAME'), cmd('CLIENT', 'SETNAME', 'bad name')]))
   const expected = '$-1\r\n-ERR Client names cannot contain spaces, newlines or special characters.\r\n'
-  assert.equal(await b.readLike(expected), expected)
+  assert.equal(await b.readExactly(expected), expected)
   a.write(cmd('CLIENT', 'ID'))
   const idA = Number(/^:(\d+)\r\n$/.exec(await readReply(a))?.[1])
   b.write(cmd('CLIENT', 'ID'))
@@ -112,17 +116,12 @@ test('CLIENT SETNAME/GETNAME/ID/INFO/LIST/SETINFO are per client', { timeout: 10
   assert.doesNotMatch(list, /name=respool/) // upstream connections are never shown
 })
 
-/** Reads one integer or bulk-string reply, whole. */
+/** Reads one reply, whole, and checks that nothing else follows it. */
 async function readReply (c: RawClient): Promise<string> {
-  const deadline = Date.now() + 3000
-  while (Date.now() < deadline) {
-    const text = c.buffered.toString('latin1')
-    const bulk = /^\$(\d+)\r\n/.exec(text)
-    if (bulk !== null && text.length >= bulk[0].length + Number(bulk[1]) + 2) return (await c.read(bulk[0].length + Number(bulk[1]) + 2)).toString()
-    if (/^:\d+\r\n/.test(text)) return (await c.read(text.indexOf('\r\n') + 2)).toString()
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  throw new Error(`no complete reply: ${JSON.stringify(c.buffered.toString())}`)
+  const frames = new FrameReader(c)
+  const reply = await frames.next()
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
+  return reply
 }
 
 test('CLIENT REPLY OFF and SKIP suppress replies for this client only', { timeout: 10000 }, async () => {
@@ -134,18 +133,19 @@ test('CLIENT REPLY OFF and SKIP suppress replies for this client only', { timeou
     cmd('CLIENT', 'REPLY', 'ON'), cmd('GET', 'r')
   ]))
   const expected = '$1\r\n1\r\n+OK\r\n$1\r\n3\r\n'
-  assert.equal(await c.readLike(expected), expected)
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  assert.equal(c.buffered.length, 0)
+  // The sentinel's reply must come right after: nothing suppressed leaks out late.
+  assert.equal(await c.readExactly(expected), expected)
 })
 
 test('RESET restores the client\'s defaults; QUIT answers +OK and closes', { timeout: 10000 }, async () => {
   const c = await RawClient.connect(proxy.address.port)
+  const frames = new FrameReader(c)
   c.write(Buffer.concat([cmd('SELECT', '4'), cmd('CLIENT', 'SETNAME', 'x'), cmd('HELLO', '3')]))
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  await c.read(c.buffered.length)
+  const [selected, named, hello] = await frames.take(3)
+  assert.equal(selected + named, '+OK\r\n+OK\r\n')
+  assert.match(hello, /^%7\r\n/)
   c.write(Buffer.concat([cmd('RESET'), cmd('CLIENT', 'GETNAME'), cmd('SET', 'reset-db', 'zero')]))
-  assert.equal(await c.readLike('+RESET\r\n$-1\r\n+OK\r\n'), '+RESET\r\n$-1\r\n+OK\r\n')
+  assert.equal(await c.readExactly('+RESET\r\n$-1\r\n+OK\r\n'), '+RESET\r\n$-1\r\n+OK\r\n')
   c.write(Buffer.concat([cmd('QUIT'), cmd('SET', 'after-quit', '1')]))
   assert.equal(await c.readUntilClose(), '+OK\r\n')
   const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
@@ -163,21 +163,37 @@ test('AUTH is checked against the upstream credentials', { timeout: 15000 }, asy
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('AUTH', 'wrong'), cmd('AUTH', 's3cret'), cmd('AUTH', 'default', 's3cret'), cmd('PING')]))
   const expected = '-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+OK\r\n+PONG\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
   const noPassword = await RawClient.connect(proxy.address.port)
   after(() => { noPassword.close() })
   noPassword.write(cmd('AUTH', 'anything'))
   const redisSays = '-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n'
-  assert.equal(await noPassword.readLike(redisSays), redisSays)
+  assert.equal(await noPassword.readExactly(redisSays), redisSays)
 })
 
-test('refused commands get a clear error and cost only their sender', { timeout: 10000 }, async () => {
+test('refused commands get a clear error and cost only their sender', { timeout: 30000 }, async () => {
+  const bystanders = await startCheckedBystanders(proxy.address.port)
+  after(async () => { await bystanders.stop() })
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
-  c.write(Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'KILL', 'ID', '1'), cmd('PING')]))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const text = c.buffered.toString()
-  assert.match(text, /^-ERR respool: 'SHUTDOWN' is refused by policy[^\r]*\r\n-ERR respool: 'PSYNC' is refused[^\r]*\r\n-ERR respool: CLIENT KILL [^\r]*\r\n\+PONG\r\n$/)
+  const refused = Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'KILL', 'ID', '1'), cmd('CLIENT', 'UNBLOCK', '1'), cmd('PING')])
+  const expected = "-ERR respool: 'SHUTDOWN' is refused by policy (--deny-commands)\r\n" +
+    "-ERR respool: 'PSYNC' is refused by policy (--deny-commands)\r\n" +
+    '-ERR respool: CLIENT KILL would act on shared upstream connections and is not supported through respool\r\n' +
+    '-ERR respool: CLIENT UNBLOCK would act on shared upstream connections and is not supported through respool\r\n' +
+    '+PONG\r\n'
+  // Again and again while the bystanders pipeline: each time exactly these replies, and the
+  // bystanders keep getting exactly theirs.
+  for (let i = 0; i < 20; i++) {
+    c.write(refused)
+    assert.equal(await c.readExactly(expected), expected)
+    await bystanders.moreRounds(1)
+  }
+  assert.deepEqual(await bystanders.stop(), [])
+  // Redis never saw any of them.
+  const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
+  after(() => { direct.disconnect() })
+  assert.doesNotMatch(await direct.info('commandstats'), /cmdstat_(shutdown|psync|client\|kill|client\|unblock):/)
 })
 
 test('HELLO as the very first command on a fresh proxy reports the upstream\'s real version', { timeout: 10000 }, async () => {
@@ -188,8 +204,11 @@ test('HELLO as the very first command on a fresh proxy reports the upstream\'s r
   after(() => { c.close(); direct.close() })
   direct.write(cmd('HELLO', '3'))
   c.write(cmd('HELLO', '3'))
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  const [viaRedis, viaRespool] = await Promise.all([new FrameReader(direct).next(), new FrameReader(c).next()])
   const version = (text: string): string | undefined => /\$7\r\nversion\r\n\$\d+\r\n([^\r]+)\r\n/.exec(text)?.[1]
-  assert.ok(version(direct.buffered.toString()) !== undefined)
-  assert.equal(version(c.buffered.toString()), version(direct.buffered.toString()))
+  assert.ok(version(viaRedis) !== undefined)
+  assert.equal(version(viaRespool), version(viaRedis))
+  // Apart from the client id, the whole reply is Redis's.
+  const withoutId = (text: string): string => text.replace(/\$2\r\nid\r\n:\d+\r\n/, '')
+  assert.equal(withoutId(viaRespool), withoutId(viaRedis))
 })

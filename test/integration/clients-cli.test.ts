@@ -3,7 +3,9 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { setTimeout as delay } from 'node:timers/promises'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
-import { startProxy, upstreamConnectionCount } from '../helpers/proxy.js'
+import { Redis } from 'ioredis'
+import { startProxy } from '../helpers/proxy.js'
+import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import { runProgram, type ProgramResult } from '../helpers/run-program.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
@@ -118,18 +120,29 @@ function benchmarkLines (output: string): string[] {
   return output.split(/[\r\n]/).map((l) => l.trim()).filter((l) => l !== '' && !/rps=/.test(l))
 }
 
-async function benchmark (args: string[], expectedTests: string[]): Promise<void> {
+/**
+ * Runs redis-benchmark through a respool of its own, in front of a Redis that refuses any
+ * connection beyond the pool and the test's one admin connection (--maxclients); `check` then
+ * looks at Redis through that admin connection.
+ */
+async function benchmark (args: string[], expectedTests: string[], check: (admin: Redis) => Promise<void>): Promise<void> {
+  const bounded = await startBoundedRedis(POOL_SIZE + 1)
+  after(async () => { await bounded.stop() })
+  // No idle connection is closed and replaced during the run: Redis may not have freed a
+  // closed one yet when its replacement arrives, which is not a connection more.
+  const bench = await startProxy({ upstream: bounded.redis.url, poolSize: POOL_SIZE, upstreamIdleTimeoutMs: 600_000 })
+  after(async () => { await bench.destroy() })
   let maxSeen = 0
   let sampling = true
   const sampler = (async () => {
     while (sampling) {
-      maxSeen = Math.max(maxSeen, await upstreamConnectionCount(redis.port))
-      await delay(50)
+      maxSeen = Math.max(maxSeen, await bounded.upstreamConnections())
+      await delay(50) // a sample now and then, for the report; Redis enforces the bound
     }
   })()
   let r: ProgramResult
   try {
-    r = await runProgram('redis-benchmark', ['-h', '127.0.0.1', '-p', String(proxy.address.port), ...args], { timeoutMs: 120000 })
+    r = await runProgram('redis-benchmark', ['-h', '127.0.0.1', '-p', String(bench.address.port), ...args], { timeoutMs: 120000 })
   } finally {
     sampling = false
     await sampler
@@ -146,6 +159,8 @@ async function benchmark (args: string[], expectedTests: string[]): Promise<void
   }
   assert.deepEqual(lines.map((l) => l.slice(0, l.lastIndexOf(': ', l.indexOf(' requests per second')))), expectedTests)
   assert.ok(maxSeen <= POOL_SIZE, `upstream connections seen: ${maxSeen}`)
+  await bounded.assertNoneRejected()
+  await check(bounded.admin)
 }
 
 test('redis-benchmark -q -n 20000 (the default test set) through respool: every test reports requests per second, no errors', { timeout: 180000 }, async () => {
@@ -154,14 +169,15 @@ test('redis-benchmark -q -n 20000 (the default test set) through respool: every 
     'ZADD', 'ZPOPMIN', 'LPUSH (needed to benchmark LRANGE)', 'LRANGE_100 (first 100 elements)',
     'LRANGE_300 (first 300 elements)', 'LRANGE_500 (first 500 elements)', 'LRANGE_600 (first 600 elements)',
     'MSET (10 keys)'
-  ])
-  // The benchmark's own keys landed in Redis with its default 3-byte payload.
-  assert.equal(await cli(['strlen', 'key:__rand_int__'], '', redis.port), '3\n')
-  assert.notEqual(await cli(['llen', 'mylist'], '', redis.port), '0\n')
+  ], async (admin) => {
+    // The benchmark's own keys landed in Redis with its default 3-byte payload.
+    assert.equal(await admin.strlen('key:__rand_int__'), 3)
+    assert.notEqual(await admin.llen('mylist'), 0)
+  })
 })
 
 test('redis-benchmark -q -n 5000 -c 50 -P 16 -t set,get through respool', { timeout: 120000 }, async () => {
-  await cli(['del', 'key:__rand_int__'])
-  await benchmark(['-q', '-n', '5000', '-c', '50', '-P', '16', '-t', 'set,get'], ['SET', 'GET'])
-  assert.equal(await cli(['strlen', 'key:__rand_int__'], '', redis.port), '3\n')
+  await benchmark(['-q', '-n', '5000', '-c', '50', '-P', '16', '-t', 'set,get'], ['SET', 'GET'], async (admin) => {
+    assert.equal(await admin.strlen('key:__rand_int__'), 3)
+  })
 })

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { setTimeout as delay } from 'node:timers/promises'
 import { createClient, MultiErrorReply, WatchError } from 'redis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
-import { startProxy, upstreamConnectionCount } from '../helpers/proxy.js'
+import { startProxy } from '../helpers/proxy.js'
+import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 // node-redis v6 (package `redis`): a real client nobody here wrote, through respool.
@@ -355,7 +356,12 @@ test('RESP3: HGETALL returns an object (a RESP3 map on the wire), RESP2 returns 
 })
 
 test('many node-redis clients share at most --pool-size upstream connections, and no client saw an error', { timeout: 20000 }, async () => {
-  const many = await Promise.all(Array.from({ length: 30 }, async (_, i) => await connect(proxyUrl(i % 3), i % 2 === 0 ? 2 : 3)))
+  // A Redis that refuses any connection beyond the pool and this test's admin connection.
+  const bounded = await startBoundedRedis(POOL_SIZE + 1)
+  after(async () => { await bounded.stop() })
+  const own = await startProxy({ upstream: bounded.redis.url, poolSize: POOL_SIZE })
+  after(async () => { await own.destroy() })
+  const many = await Promise.all(Array.from({ length: 30 }, async (_, i) => await connect(`redis://127.0.0.1:${own.address.port}/${i % 3}`, i % 2 === 0 ? 2 : 3)))
   try {
     await Promise.all(many.map(async (c, i) => {
       for (let round = 0; round < 20; round++) {
@@ -363,8 +369,9 @@ test('many node-redis clients share at most --pool-size upstream connections, an
         assert.equal(await c.get(`nr:many:${i}`), String(round))
       }
     }))
-    const seen = await upstreamConnectionCount(redis.port)
+    const seen = await bounded.upstreamConnections()
     assert.ok(seen >= 1 && seen <= POOL_SIZE, `upstream connections: ${seen}`)
+    await bounded.assertNoneRejected()
   } finally {
     await close(...many)
   }

@@ -2,8 +2,9 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { startRedis, freePort, type RedisServer } from '../helpers/redis-server.js'
-import { startProxy } from '../helpers/proxy.js'
+import { startProxy, sessionOf } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -38,7 +39,7 @@ test('/metrics exposes pool gauges, command counters by class, pins by reason an
   after(() => { client.disconnect(); tx.close() })
   for (let i = 0; i < 10; i++) await client.set(`m${i}`, 'v')
   tx.write(Buffer.concat([cmd('MULTI'), cmd('INCR', 'mm')]))
-  assert.equal(await tx.readLike('+OK\r\n+QUEUED\r\n'), '+OK\r\n+QUEUED\r\n')
+  assert.equal(await tx.readExactly('+OK\r\n+QUEUED\r\n', { sentinel: false }), '+OK\r\n+QUEUED\r\n') // inside MULTI
   const { status, body } = await get('/metrics')
   assert.equal(status, 200)
   assert.ok(metric(body, 'respool_commands_total{class="shared"}') >= 10)
@@ -52,7 +53,7 @@ test('/metrics exposes pool gauges, command counters by class, pins by reason an
   assert.ok(metric(body, 'respool_clients') >= 2)
   for (const name of ['respool_pool_idle_connections', 'respool_pool_shared_connections', 'respool_pool_waiting', 'respool_limit_hits_total{limit="max_clients"}', 'respool_protocol_errors_total', 'respool_pin_wait_timeouts_total', 'respool_upstream_connects_total']) metric(body, name)
   tx.write(cmd('EXEC'))
-  assert.equal(await tx.readLike('*1\r\n:1\r\n'), '*1\r\n:1\r\n')
+  assert.equal(await tx.readExactly('*1\r\n:1\r\n'), '*1\r\n:1\r\n')
   await waitFor(async () => metric((await get('/metrics')).body, 'respool_pool_pinned_connections{reason="multi"}') === 0, 'pin gauge back to 0')
   assert.ok(metric((await get('/metrics')).body, 'respool_pin_duration_seconds_count') >= 1)
 })
@@ -80,23 +81,27 @@ test('/healthz is alive; /readyz follows the upstream and turns not-ready first 
 test('RESPOOL POOLS, CLIENTS and STATS need the admin password when one is set', { timeout: 10000 }, async () => {
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
+  const frames = new FrameReader(c)
   c.write(cmd('RESPOOL', 'POOLS'))
-  await waitFor(() => c.buffered.toString().endsWith('\r\n'), 'refusal')
-  assert.match((await c.read(c.buffered.length)).toString(), /^-NOPERM respool: RESPOOL AUTH <admin password> first\r\n$/)
+  assert.match(await frames.next(), /^-NOPERM respool: RESPOOL AUTH <admin password> first\r\n$/)
   c.write(Buffer.concat([cmd('RESPOOL', 'AUTH', 'wrong'), cmd('RESPOOL', 'AUTH', 'admin-secret')]))
-  await waitFor(() => c.buffered.toString().endsWith('+OK\r\n'), 'admin auth')
-  assert.match((await c.read(c.buffered.length)).toString(), /^-WRONGPASS/)
+  const [wrong, right] = await frames.take(2)
+  assert.match(wrong, /^-WRONGPASS/)
+  assert.equal(right, '+OK\r\n')
   c.write(cmd('RESPOOL', 'POOLS'))
-  await waitFor(() => /waiting_connections:\d+\r\n/.test(c.buffered.toString()), 'pools')
-  const pools = (await c.read(c.buffered.length)).toString()
+  const pools = await frames.next()
   assert.match(pools, /pool_size:4\r\n/)
   assert.match(pools, /upstream:redis:\/\/127\.0\.0\.1:\d+\/0\r\n/)
+  assert.match(pools, /waiting_connections:\d+\r\n/)
   c.write(Buffer.concat([cmd('CLIENT', 'SETNAME', 'console'), cmd('RESPOOL', 'CLIENTS')]))
-  await waitFor(() => /name=console .*\n\r\n$/.test(c.buffered.toString()), 'clients')
-  assert.match((await c.read(c.buffered.length)).toString(), /id=\d+ addr=127\.0\.0\.1:\d+ age=\d+ db=0 resp=2 name=console upstream=\S+ pinned=- inflight=0 pending=0/)
+  const [named, clients] = await frames.take(2)
+  assert.equal(named, '+OK\r\n')
+  assert.match(clients, /id=\d+ addr=127\.0\.0\.1:\d+ age=\d+ db=0 resp=2 name=console upstream=\S+ pinned=- inflight=0 pending=0/)
   c.write(cmd('RESPOOL', 'STATS'))
-  await waitFor(() => /upstream_connect_failures_total:\d+\r\n/.test(c.buffered.toString()), 'stats')
-  assert.match((await c.read(c.buffered.length)).toString(), /commands_total:\d+/)
+  const stats = await frames.next()
+  assert.match(stats, /commands_total:\d+/)
+  assert.match(stats, /upstream_connect_failures_total:\d+\r\n/)
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
 })
 
 test('RESPOOL PAUSE holds new commands until RESUME; KILL CLIENT disconnects one client', { timeout: 15000 }, async () => {
@@ -104,27 +109,31 @@ test('RESPOOL PAUSE holds new commands until RESUME; KILL CLIENT disconnects one
   const app = await RawClient.connect(proxy.address.port)
   const victim = await RawClient.connect(proxy.address.port)
   after(() => { admin.close(); app.close(); victim.close() })
+  const appSession = await sessionOf(proxy, app)
+  const victimSession = await sessionOf(proxy, victim)
   admin.write(Buffer.concat([cmd('RESPOOL', 'AUTH', 'admin-secret'), cmd('RESPOOL', 'PAUSE')]))
-  assert.equal(await admin.readLike('+OK\r\n+OK\r\n'), '+OK\r\n+OK\r\n')
+  // No sentinel while paused (it would be held too); the next exact read covers these bytes.
+  assert.equal(await admin.readExactly('+OK\r\n+OK\r\n', { sentinel: false }), '+OK\r\n+OK\r\n')
   app.write(cmd('SET', 'paused', '1'))
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await waitFor(() => appSession.pending === 1, 'the SET held')
   assert.equal(app.buffered.length, 0, 'held while paused')
   admin.write(cmd('RESPOOL', 'RESUME'))
-  assert.equal(await admin.readLike('+OK\r\n'), '+OK\r\n')
-  assert.equal(await app.readLike('+OK\r\n'), '+OK\r\n')
-  victim.write(cmd('CLIENT', 'ID'))
-  const id = /:(\d+)/.exec((await victim.read(3)).toString() + (await new Promise<string>((resolve) => setTimeout(() => resolve(victim.buffered.toString()), 50))))?.[1]
-  admin.write(cmd('RESPOOL', 'KILL', 'CLIENT', String(id)))
-  assert.equal(await admin.readLike(':1\r\n'), ':1\r\n')
-  await victim.readUntilClose(2000)
+  assert.equal(await admin.readExactly('+OK\r\n'), '+OK\r\n')
+  assert.equal(await app.readExactly('+OK\r\n'), '+OK\r\n')
+  admin.write(cmd('RESPOOL', 'KILL', 'CLIENT', String(victimSession.id)))
+  assert.equal(await admin.readExactly(':1\r\n'), ':1\r\n')
+  assert.equal(await victim.readUntilClose(2000), '')
   // Without the admin password nothing can be changed.
   const open = await startProxy({ upstream: redis.url })
   after(async () => { await open.destroy() })
   const c = await RawClient.connect(open.address.port)
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('RESPOOL', 'PAUSE'), cmd('RESPOOL', 'POOLS')]))
-  await waitFor(() => /paused:0/.test(c.buffered.toString()), 'pools readable')
-  assert.match(c.buffered.toString(), /^-NOPERM respool: RESPOOL PAUSE needs --admin-password/)
+  const openFrames = new FrameReader(c)
+  const [refused, readable] = await openFrames.take(2)
+  assert.match(refused, /^-NOPERM respool: RESPOOL PAUSE needs --admin-password/)
+  assert.match(readable, /paused:0/)
+  assert.deepEqual(await openFrames.framesBeforeSentinel(), [])
 })
 
 test('reload applies pool size, limits and log level to a running proxy and reports what needs a restart', { timeout: 15000 }, async () => {

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis'
 import { startRedis, freePort, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader, commandOn } from '../helpers/resp-frames.js'
 
 let redis: RedisServer
 let dir: string
@@ -29,12 +30,16 @@ test('with --password nothing is forwarded before AUTH, and Redis\'s unauthentic
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('GET', 'k'), cmd('AUTH', 'nope'), cmd('AUTH', 'proxy-pass'), cmd('SET', 'authed', '1')]))
   const expected = '-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+OK\r\n'
-  assert.equal(await c.readLike(expected), expected)
+  assert.equal(await c.readExactly(expected), expected)
   const alice = await RawClient.connect(proxy.address.port)
   after(() => { alice.close() })
   alice.write(Buffer.concat([cmd('HELLO', '2', 'AUTH', 'alice', 'wrong'), cmd('HELLO', '2', 'AUTH', 'alice', 'wonder', 'SETNAME', 'al'), cmd('CLIENT', 'GETNAME')]))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  assert.match(alice.buffered.toString(), /^-WRONGPASS [^\r]*\r\n\*14\r\n[\s\S]*\$2\r\nal\r\n$/)
+  const aliceFrames = new FrameReader(alice)
+  const [refused, hello, name] = await aliceFrames.take(3)
+  assert.match(refused, /^-WRONGPASS [^\r]*\r\n$/)
+  assert.match(hello, /^\*14\r\n\$6\r\nserver\r\n/)
+  assert.equal(name, '$2\r\nal\r\n')
+  assert.deepEqual(await aliceFrames.framesBeforeSentinel(), [])
   // Before AUTH, Redis allows at most 10 arguments and 16 KB arguments.
   const stranger = await RawClient.connect(proxy.address.port)
   stranger.write('*11\r\n')
@@ -44,7 +49,7 @@ test('with --password nothing is forwarded before AUTH, and Redis\'s unauthentic
   assert.equal(await big.readUntilClose(), '-ERR Protocol error: unauthenticated bulk length\r\n')
   // After AUTH the normal limits apply.
   c.write(cmd('SET', 'big', 'x'.repeat(20000)))
-  assert.equal(await c.readLike('+OK\r\n'), '+OK\r\n')
+  assert.equal(await c.readExactly('+OK\r\n'), '+OK\r\n')
 })
 
 test('upstream credentials from the environment-style option or a file never show in errors or CLIENT replies', { timeout: 15000 }, async () => {
@@ -57,33 +62,56 @@ test('upstream credentials from the environment-style option or a file never sho
   const c = await RawClient.connect(fromFile.address.port)
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('PING'), cmd('CLIENT', 'INFO'), cmd('CLIENT', 'LIST')]))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const text = c.buffered.toString()
-  assert.match(text, /^\+PONG\r\n/)
-  assert.doesNotMatch(text, /upstream-secret/)
+  const replies = await new FrameReader(c).take(3)
+  assert.equal(replies[0], '+PONG\r\n')
+  assert.doesNotMatch(replies.join(''), /upstream-secret/)
   // A wrong password: the error explains the failure without repeating any password.
   const wrong = await startProxy({ upstream: `redis://:not-the-secret@127.0.0.1:${secured.port}`, acquireTimeoutMs: 300 })
   after(async () => { await wrong.destroy() })
   const w = await RawClient.connect(wrong.address.port)
   after(() => { w.close() })
   w.write(cmd('PING'))
-  await new Promise((resolve) => setTimeout(resolve, 600))
-  assert.match(w.buffered.toString(), /^-ERR respool: upstream redis:\/\/127\.0\.0\.1:\d+\/0 unavailable \(AUTH failed: WRONGPASS/)
-  assert.doesNotMatch(w.buffered.toString(), /not-the-secret/)
+  const failure = await new FrameReader(w).next(5000)
+  assert.match(failure, /^-ERR respool: upstream redis:\/\/127\.0\.0\.1:\d+\/0 unavailable \(AUTH failed: WRONGPASS[^\r\n]*\r\n$/)
+  assert.doesNotMatch(failure, /not-the-secret/)
 })
 
-test('the deny list refuses what it names; the default refuses SHUTDOWN and DEBUG', { timeout: 10000 }, async () => {
+test('a deny list of its own refuses what it names and forwards the rest, DEBUG included', { timeout: 10000 }, async () => {
   const custom = await startProxy({ upstream: redis.url, denyCommands: ['flushall', 'keys'] })
   after(async () => { await custom.destroy() })
   const c = await RawClient.connect(custom.address.port)
   after(() => { c.close() })
   c.write(Buffer.concat([cmd('FLUSHALL'), cmd('KEYS', '*'), cmd('DEBUG', 'SLEEP', '0'), cmd('PSYNC', '?', '-1')]))
-  await new Promise((resolve) => setTimeout(resolve, 100))
-  const lines = c.buffered.toString().split('\r\n')
+  const frames = new FrameReader(c)
+  const lines = await frames.take(4)
   assert.match(lines[0], /^-ERR respool: 'FLUSHALL' is refused by policy/)
   assert.match(lines[1], /^-ERR respool: 'KEYS' is refused by policy/)
   assert.match(lines[2], /^-ERR DEBUG command not allowed/) // forwarded: Redis answers for itself
   assert.match(lines[3], /^-ERR respool: 'PSYNC' is refused: replication commands cannot be proxied/)
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
+})
+
+test('the default deny list refuses DEBUG and SHUTDOWN: respool answers, Redis never sees them', { timeout: 15000 }, async () => {
+  // A Redis that runs DEBUG when asked directly.
+  const permissive = await startRedis(['--enable-debug-command', 'yes'])
+  after(async () => { await permissive.stop() })
+  assert.equal(await commandOn(permissive.port, 'DEBUG', 'SLEEP', '0'), '+OK\r\n')
+  assert.equal(await commandOn(permissive.port, 'CONFIG', 'RESETSTAT'), '+OK\r\n')
+  const proxy = await startProxy({ upstream: permissive.url }) // the default --deny-commands
+  after(async () => { await proxy.destroy() })
+  const c = await RawClient.connect(proxy.address.port)
+  after(() => { c.close() })
+  const frames = new FrameReader(c)
+  c.write(Buffer.concat([cmd('DEBUG', 'SLEEP', '0'), cmd('debug', 'set-active-expire', '1'), cmd('SHUTDOWN', 'NOSAVE'), cmd('PING')]))
+  const [sleep, expire, shutdown, pong] = await frames.take(4)
+  assert.match(sleep, /^-ERR respool: 'DEBUG' is refused by policy[^\r\n]*\r\n$/)
+  assert.match(expire, /^-ERR respool: 'DEBUG' is refused by policy[^\r\n]*\r\n$/)
+  assert.match(shutdown, /^-ERR respool: 'SHUTDOWN' is refused by policy[^\r\n]*\r\n$/)
+  assert.equal(pong, '+PONG\r\n')
+  assert.deepEqual(await frames.framesBeforeSentinel(), [])
+  // Redis neither ran nor rejected them: it never got them, and it is still up.
+  assert.doesNotMatch(await commandOn(permissive.port, 'INFO', 'commandstats'), /cmdstat_(debug|shutdown)/)
+  assert.equal(await commandOn(permissive.port, 'PING'), '+PONG\r\n')
 })
 
 function makeCerts (): { ca: string, cert: string, key: string } {
@@ -118,13 +146,11 @@ test('TLS: a rediss:// upstream is verified against the CA (and refused without 
   const c = await RawClient.connect(unverified.address.port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  await new Promise((resolve) => setTimeout(resolve, 800))
-  assert.match(c.buffered.toString(), /^-ERR respool: upstream rediss:\/\/localhost:\d+\/0 unavailable \(.*(self.signed|unable to verify|certificate)/i)
-  // A plain TCP client cannot talk to the TLS listener.
+  assert.match(await new FrameReader(c).next(5000), /^-ERR respool: upstream rediss:\/\/localhost:\d+\/0 unavailable \(.*(self.signed|unable to verify|certificate)/i)
+  // A plain TCP client cannot talk to the TLS listener: it is disconnected, never answered.
   const plain = await RawClient.connect(verified.address.port)
   plain.write(cmd('PING'))
-  await new Promise((resolve) => setTimeout(resolve, 200))
-  assert.doesNotMatch(plain.buffered.toString(), /PONG/)
+  assert.doesNotMatch(await plain.readUntilClose(5000), /PONG/)
   plain.close()
   const raw = tls.connect({ port: verified.address.port, host: '127.0.0.1', ca: execFileSync('cat', [ca]), servername: 'localhost' })
   await new Promise((resolve) => raw.once('secureConnect', resolve))

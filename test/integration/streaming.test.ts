@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { Redis } from 'ioredis'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
-import { startProxy, holdPin } from '../helpers/proxy.js'
+import { startProxy, holdPin, sessionOf } from '../helpers/proxy.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
@@ -101,8 +102,12 @@ test('a client that leaves in the middle of a large SET leaves nothing behind an
   const value = pattern(SIZE)
   const command = cmd('SET', 'half-written', value)
   const leaver = await RawClient.connect(proxy.address.port)
+  const session = await sessionOf(proxy, leaver)
+  // A command first, so the client has a lane its large command can stream to.
+  leaver.write(cmd('PING'))
+  assert.equal(await leaver.readExactly('+PONG\r\n', { sentinel: false }), '+PONG\r\n')
   leaver.write(command.subarray(0, 4 * 1024 * 1024))
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await waitFor(() => session.inflight > 0, 'the large SET streaming upstream')
   leaver.socket.resetAndDestroy()
   const other = new Redis({ port: proxy.address.port, maxRetriesPerRequest: 0 })
   after(() => { other.disconnect() })
@@ -111,7 +116,7 @@ test('a client that leaves in the middle of a large SET leaves nothing behind an
   assert.equal(await other.exists('half-written'), 0)
 })
 
-test('a client that never reads a large reply does not stall the others on its lane', { timeout: 30000 }, async () => {
+test('a client that never reads a large reply does not stall the others on its lane', { timeout: 30000 }, async (t) => {
   const p = await startProxy({ upstream: redis.url, poolSize: 2, commandTimeoutMs: 3000 })
   after(async () => { await p.destroy() })
   after(await holdPin(p)) // one shared lane: the reader and the other client share it
@@ -122,14 +127,18 @@ test('a client that never reads a large reply does not stall the others on its l
   after(() => { sleeper.destroy() })
   await new Promise((resolve) => sleeper.once('connect', resolve))
   sleeper.pause() // never reads
+  const gets = async (): Promise<number> => Number(/cmdstat_get:calls=(\d+)/.exec(await seed.info('commandstats'))?.[1] ?? 0)
+  const before = await gets()
   sleeper.write(cmd('GET', 'big-unread'))
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await waitFor(async () => await gets() > before, 'Redis ran the GET')
   const other = await RawClient.connect(p.address.port)
   after(() => { other.close() })
   const started = Date.now()
   other.write(cmd('PING'))
-  assert.equal(await other.readLike('+PONG\r\n', 2500), '+PONG\r\n')
-  assert.ok(Date.now() - started < 1000, `PING took ${Date.now() - started} ms`)
+  // Held behind the unread reply, the PING would wait until the command timeout (3 s) dropped
+  // the lane: it must be answered before that.
+  assert.equal(await other.readExactly('+PONG\r\n', { timeoutMs: 2900 }), '+PONG\r\n')
+  t.diagnostic(`PING answered after ${Date.now() - started} ms`)
 })
 
 test('a client leaving mid-command only costs the lane once the others\' replies are in', { timeout: 30000 }, async () => {
@@ -138,14 +147,27 @@ test('a client leaving mid-command only costs the lane once the others\' replies
   after(await holdPin(p)) // one shared lane
   const busy = await RawClient.connect(p.address.port)
   after(() => { busy.close() })
+  const busySession = await sessionOf(p, busy)
+  const leaver = await RawClient.connect(p.address.port)
+  const leaverSession = await sessionOf(p, leaver)
+  leaver.write(cmd('PING'))
+  assert.equal(await leaver.readExactly('+PONG\r\n', { sentinel: false }), '+PONG\r\n')
   // A slow script is in flight on the only lane when another client abandons a large SET.
   busy.write(cmd('EVAL', 'local i = 0 while i < 20000000 do i = i + 1 end return 1', '0'))
-  await new Promise((resolve) => setTimeout(resolve, 5))
-  const leaver = await RawClient.connect(p.address.port)
+  await waitFor(() => busySession.inflight > 0, 'the script in flight')
   leaver.write(Buffer.concat([Buffer.from(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${SIZE}\r\n`), Buffer.alloc(2 * 1024 * 1024, 7)]))
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await waitFor(() => leaverSession.inflight > 0, 'the large SET streaming behind it')
+  assert.equal(busySession.inflight, 1, 'the script still in flight')
   leaver.socket.resetAndDestroy()
-  assert.equal(await busy.readLike(':1\r\n', 20000), ':1\r\n')
+  assert.equal(await busy.readExactly(':1\r\n', { timeoutMs: 20000, sentinel: false }), ':1\r\n')
+  // Then the lane is given up and replaced: the next commands, the same client's and a new
+  // client's, are answered (with nothing before their replies).
+  busy.write(cmd('PING'))
+  assert.equal(await busy.readExactly('+PONG\r\n', { timeoutMs: 10000 }), '+PONG\r\n', 'served after the lane was given up')
+  const next = await RawClient.connect(p.address.port)
+  after(() => { next.close() })
+  next.write(cmd('PING'))
+  assert.equal(await next.readExactly('+PONG\r\n', { timeoutMs: 10000 }), '+PONG\r\n')
 })
 
 test('an upstream dying while a large command streams: the client gets an error and is still served', { timeout: 30000 }, async () => {
@@ -156,15 +178,16 @@ test('an upstream dying while a large command streams: the client gets an error 
   const c = await RawClient.connect(p.address.port)
   after(() => { c.close() })
   c.write(cmd('PING'))
-  assert.equal(await c.readLike('+PONG\r\n'), '+PONG\r\n')
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
   mortal.signal('SIGSTOP') // Redis stops reading: the stream fills the socket
+  const session = await sessionOf(p, c)
   c.write(Buffer.concat([cmd('SET', 'never', Buffer.alloc(64 * 1024 * 1024, 1)), cmd('PING')]))
-  await new Promise((resolve) => setTimeout(resolve, 1500))
+  await waitFor(() => session.inflight > 0, 'the SET streaming', 10000)
   await mortal.kill()
   // The SET fails with an error; the rest of it is read and dropped; the PING is answered
   // (with an error while Redis is down): nothing hangs.
-  await waitFor(() => (c.buffered.toString().match(/\r\n/g) ?? []).length >= 2, 'two replies', 15000)
-  const [first, second] = c.buffered.toString().split('\r\n')
-  assert.match(first, /^-ERR respool: upstream/)
-  assert.match(second, /^-ERR respool: upstream|^\+PONG/)
+  const frames = new FrameReader(c)
+  const [first, second] = await frames.take(2, 15000)
+  assert.match(first, /^-ERR respool: upstream[^\r\n]*\r\n$/)
+  assert.match(second, /^(-ERR respool: upstream[^\r\n]*|\+PONG)\r\n$/)
 })

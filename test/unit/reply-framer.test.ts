@@ -39,7 +39,7 @@ for (const junk of ['?\r\n', 'hello\r\n', '$x\r\n', '*-2\r\n', '$?\r\n', '*1\r\n
   })
 }
 
-test('reply framer: a 64 MB bulk in 64 KB chunks is framed in linear time', () => {
+test('reply framer: a 64 MB bulk in 64 KB chunks is framed in linear time', (t) => {
   const size = 64 * 1024 * 1024
   const input = Buffer.concat([b(`$${size}\r\n`), Buffer.alloc(size, 1), b('\r\n+OK\r\n')])
   const framer = new ReplyFramer()
@@ -48,7 +48,10 @@ test('reply framer: a 64 MB bulk in 64 KB chunks is framed in linear time', () =
   for (let i = 0; i < input.length; i += 65536) framer.push(input.subarray(i, i + 65536), (f) => { lengths.push(f.length) })
   const ms = performance.now() - started
   assert.deepEqual(lengths, [size + `$${size}\r\n`.length + 2, 5])
-  assert.ok(ms < 2000, `took ${ms} ms`)
+  t.diagnostic(`framed in ${Math.round(ms)} ms`)
+  // Linear work takes milliseconds; re-scanning what was received for each of the 1024 chunks
+  // would take minutes. The bound leaves room for a loaded machine.
+  assert.ok(ms < 10_000, `took ${ms} ms`)
 })
 
 test('reply framer rejects a bulk payload that is not followed by CRLF', () => {

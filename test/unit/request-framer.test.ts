@@ -94,7 +94,7 @@ test('request framer delivers the commands before the bad bytes', () => {
   assert.deepEqual(seen, ['ping'])
 })
 
-test('request framer: a big argument arriving in many chunks is joined once, in linear time', () => {
+test('request framer: a big argument arriving in many chunks is joined once, in linear time', (t) => {
   const size = 32 * 1024 * 1024
   const payload = Buffer.alloc(size, 0x61)
   const input = Buffer.concat([b(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${size}\r\n`), payload, b('\r\n')])
@@ -106,8 +106,10 @@ test('request framer: a big argument arriving in many chunks is joined once, in 
   assert.equal(frames.length, 1)
   assert.equal(frames[0].length, size)
   assert.ok(frames[0].equals(payload))
-  // Quadratic re-scanning would take seconds here; linear work takes milliseconds.
-  assert.ok(ms < 2000, `took ${ms} ms`)
+  t.diagnostic(`framed in ${Math.round(ms)} ms`)
+  // Quadratic re-scanning would take far longer; linear work takes milliseconds. The bound leaves
+  // room for a loaded machine.
+  assert.ok(ms < 10_000, `took ${ms} ms`)
 })
 
 test('request framer: commands inside one chunk are views, not copies', () => {
