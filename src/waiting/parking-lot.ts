@@ -280,7 +280,17 @@ export class ParkingLot {
       // reply re-arms.
       if (!sameKeys(watcher.waitingOn, keys) && !watcher.unblockSent && watcher.redisId !== null) {
         watcher.unblockSent = true
-        this.#router.sendAtOnce(encodeCommand(['CLIENT', 'UNBLOCK', watcher.redisId]), () => {})
+        const waitingOn = watcher.waitingOn
+        runOnLane(this.#router, watcher.db, 2, [encodeCommand(['CLIENT', 'UNBLOCK', watcher.redisId])], (replies, err) => {
+          // Not unblocked (the wait had not reached Redis yet, or no lane could be had): try
+          // again shortly, unless that wait has ended meanwhile.
+          if ((err !== null || replies?.[0]?.toString('latin1') === ':0\r\n') && watcher.waitingOn === waitingOn) {
+            setTimeout(() => {
+              if (watcher.waitingOn === waitingOn) watcher.unblockSent = false
+              this.#schedule(watcher)
+            }, 5).unref()
+          }
+        })
       }
       return
     }
