@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import { RawClient, cmd } from './raw-client.js'
 import { splitFrames } from './resp-frames.js'
+import { prng } from './prng.js'
 
 /**
  * Random client programs for differential tests: each program is a sequence of commands a
@@ -10,17 +11,7 @@ import { splitFrames } from './resp-frames.js'
  * many others through respool, its reply stream must be the same.
  */
 
-/** mulberry32: a small seeded PRNG, so a seed always builds the same programs. */
-export function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { prng }
 
 export class Rand {
   constructor (readonly next: () => number) {}

@@ -5,18 +5,8 @@ import { startBoundedRedis } from '../helpers/bounded-redis.js'
 import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
 import { RawClient, cmd, sentinel } from '../helpers/raw-client.js'
 import { FrameReader, splitFrames } from '../helpers/resp-frames.js'
+import { prng } from '../helpers/prng.js'
 
-/** A small seeded PRNG (mulberry32), so every run sends the same inputs. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const VALID: Buffer[] = [
   cmd('SET', 'fz', 'v'), cmd('GET', 'fz'), cmd('PING'), cmd('MULTI'), cmd('EXEC'), cmd('SUBSCRIBE', 'c'),

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
-import { FrameReader } from '../helpers/resp-frames.js'
+import { FrameReader, commandOn } from '../helpers/resp-frames.js'
 import { runScript, step, showFrames, type Step } from '../helpers/script.js'
 import { prng } from '../helpers/prng.js'
 import { waitFor } from '../helpers/wait.js'
@@ -33,15 +33,7 @@ after(async () => {
   await direct?.stop()
 })
 
-async function on (port: number, ...args: string[]): Promise<string> {
-  const c = await RawClient.connect(port)
-  try {
-    c.write(cmd(...args))
-    return await new FrameReader(c).next()
-  } finally {
-    c.close()
-  }
-}
+const on = commandOn
 
 /** Waits until respool has `n` parked waiters (Redis itself is not asked: it sees none of them). */
 async function parked (n: number): Promise<void> {
