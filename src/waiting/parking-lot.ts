@@ -393,9 +393,10 @@ export class ParkingLot {
     runOnLane(this.#router, watcher.db, resp, [restore, ...batch.map((w) => w.cmd.frame)], (replies, err) => {
       if (err !== null || replies === null) {
         // Whether the transaction ran is unknown: like a command on a dropped connection, each
-        // waiter in it gets the error once.
+        // waiter in it gets the error once. If it did not run, the element the watcher took is
+        // not back in Redis, and retrying could push it twice: say so, loudly.
         for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
-        this.#log.warn({ err: err?.message, key }, 'waking parked clients failed')
+        this.#log.error({ err: err?.message, key, element: taken[1]?.toString('latin1', 0, 200) }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
         return
       }
       batch.forEach((waiter, i) => {
