@@ -82,8 +82,9 @@ export class ProxyServer {
     this.log = serverOptions.logger ?? silentLogger()
     this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
-    this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log) : null
     this.metrics = new Metrics(this)
+    const parkWake = this.metrics.parkWake
+    this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
       config: this.config,

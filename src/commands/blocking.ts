@@ -40,16 +40,5 @@ export function withTimeout (cmd: RespCommand, ms: number): RespCommand {
   const value = where.msPerUnit === 1 ? String(Math.max(1, Math.ceil(ms))) : (Math.max(1, Math.ceil(ms)) / 1000).toFixed(3)
   const args = cmd.args()
   args[where.index] = Buffer.from(value)
-  const header = `*${args.length}\r\n`
-  const parts: Buffer[] = [Buffer.from(header)]
-  const offsets: number[] = []
-  let pos = header.length
-  for (const arg of args) {
-    const len = `$${arg.length}\r\n`
-    parts.push(Buffer.from(len), arg, Buffer.from('\r\n'))
-    pos += len.length
-    offsets.push(pos, pos + arg.length)
-    pos += arg.length + 2
-  }
-  return new RespCommand(Buffer.concat(parts), offsets)
+  return RespCommand.fromArgs(args)
 }

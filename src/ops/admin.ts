@@ -83,7 +83,7 @@ function reasonNames (bits: number): string {
 function clientLine (s: ClientSession): string {
   const age = Math.floor((Date.now() - s.connectedAt) / 1000)
   return `id=${s.id} addr=${s.remoteAddress} age=${age} db=${s.state.db} resp=${s.state.resp} name=${s.state.name} ` +
-    `upstream=${s.upstreamId ?? '-'} pinned=${reasonNames(s.pinReasons)} inflight=${s.inflight} pending=${s.pending}\n`
+    `upstream=${s.upstreamId ?? '-'} pinned=${reasonNames(s.pinReasons)} inflight=${s.inflight} pending=${s.pending} parked=${s.parked ? 1 : 0}\n`
 }
 
 function poolsText (server: ProxyServer): string {
@@ -101,10 +101,23 @@ function poolsText (server: ProxyServer): string {
     ...PIN_REASONS.map((r, i) => `pinned_${r}:${pinned[i]}`),
     `waiting_pins:${server.router.pinsWaiting}`,
     `waiting_connections:${pool.waiting}`,
+    ...parkedLines(server),
     `paused:${server.paused ? 1 : 0}`,
     `draining:${server.draining ? 1 : 0}`,
     ''
   ].join('\r\n')
+}
+
+/** Parked blocking commands: how many wait, on how many watcher connections, and by command. */
+function parkedLines (server: ProxyServer): string[] {
+  const parking = server.parking
+  if (parking === null) return ['parked:0', 'parked_watchers:0']
+  const stats = parking.stats
+  return [
+    `parked:${stats.parked}`,
+    `parked_watchers:${stats.watchers}`,
+    ...[...parking.parkedByCommand].map(([name, n]) => `parked_${name}:${n}`)
+  ]
 }
 
 function statsText (server: ProxyServer): string {
@@ -124,6 +137,10 @@ function statsText (server: ProxyServer): string {
     `max_output_buffer_disconnects_total:${s.downstreamCxOutputLimit}`,
     ...PIN_REASONS.map((r, i) => `pins_${r}_total:${s.pinsByReason[i]}`),
     `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
+    `parked_total:${server.parking?.parkedTotal ?? 0}`,
+    `parked_woken_total:${server.parking?.wokenTotal ?? 0}`,
+    `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
+    `parked_put_back_total:${server.parking?.putBackTotal ?? 0}`,
     `upstream_connects_total:${server.pool.counters.connects}`,
     `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
     ''

@@ -13,6 +13,7 @@ export class Metrics {
   readonly commandLatency: HotHistogram
   readonly pinWait: HotHistogram
   readonly pinHeld: HotHistogram
+  readonly parkWake: HotHistogram
 
   constructor (server: ProxyServer) {
     const registers = [this.registry]
@@ -20,6 +21,8 @@ export class Metrics {
     this.commandLatency = new HotHistogram({ name: 'respool_command_duration_seconds', help: 'Time from a command\'s arrival to its reply from Redis, through respool', buckets: latencyBuckets, registers })
     this.pinWait = new HotHistogram({ name: 'respool_pin_wait_seconds', help: 'Time a command waited for a pinned connection', buckets: latencyBuckets, registers })
     this.pinHeld = new HotHistogram({ name: 'respool_pin_duration_seconds', help: 'Time a connection stayed pinned to one client', buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600], registers })
+
+    this.parkWake = new HotHistogram({ name: 'respool_parked_wake_seconds', help: 'Time from respool learning that a parked command\'s key has data to handing that command its reply', buckets: latencyBuckets, registers })
 
     const gauge = (name: string, help: string, read: () => number): void => {
       new client.Gauge({ name, help, registers, collect () { this.set(read()) } }) // eslint-disable-line no-new
@@ -32,6 +35,17 @@ export class Metrics {
     gauge('respool_clients', 'Client connections', () => server.clientCount)
     gauge('respool_draining', '1 while respool is shutting down', () => server.draining ? 1 : 0)
     gauge('respool_paused', '1 while commands are held by RESPOOL PAUSE', () => server.paused ? 1 : 0)
+    gauge('respool_parked_watchers', 'Upstream connections watching the keys of parked blocking commands (one per database and kind of key in use)', () => server.parking?.stats.watchers ?? 0)
+    new client.Gauge({ // eslint-disable-line no-new
+      name: 'respool_parked_commands',
+      help: 'Blocking commands waiting inside respool without a connection, by command',
+      labelNames: ['command'],
+      registers,
+      collect () {
+        this.reset()
+        for (const [command, n] of server.parking?.parkedByCommand ?? []) this.set({ command }, n)
+      }
+    })
     new client.Gauge({ // eslint-disable-line no-new
       name: 'respool_pool_pinned_connections',
       help: 'Upstream connections pinned to one client, by reason (a pin can have several)',
@@ -81,6 +95,10 @@ export class Metrics {
     counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
     counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])
     counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.pool.counters.connectFailures]])
+    counter('respool_parked_total', 'Blocking commands that found nothing at once and waited inside respool', null, () => [['', server.parking?.parkedTotal ?? 0]])
+    counter('respool_parked_woken_total', 'Parked blocking commands answered with data', null, () => [['', server.parking?.wokenTotal ?? 0]])
+    counter('respool_parked_timeouts_total', 'Parked blocking commands that reached their own timeout', null, () => [['', server.parking?.timedOutTotal ?? 0]])
+    counter('respool_parked_put_back_total', 'Elements taken for a parked client that had left, put back where they came from', null, () => [['', server.parking?.putBackTotal ?? 0]])
     client.collectDefaultMetrics({ register: this.registry, prefix: 'respool_process_' })
   }
 }

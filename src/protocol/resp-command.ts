@@ -1,5 +1,7 @@
 import { commandName } from './command-name.js'
 
+const CRLF = Buffer.from('\r\n')
+
 /**
  * One client command as it arrived: the exact wire bytes plus the offsets of its arguments.
  * Arguments are views into `frame`, never copies; `name` is computed once.
@@ -14,6 +16,22 @@ export class RespCommand {
    */
   constructor (readonly frame: Buffer, readonly offsets: number[]) {
     this.name = offsets.length >= 2 ? commandName(frame, offsets[0], offsets[1]) : ''
+  }
+
+  /** A command built from arguments (for the proxy's own rewrites, not the hot path). */
+  static fromArgs (args: ReadonlyArray<Buffer>): RespCommand {
+    const header = `*${args.length}\r\n`
+    const parts: Buffer[] = [Buffer.from(header)]
+    const offsets: number[] = []
+    let pos = header.length
+    for (const arg of args) {
+      const len = `$${arg.length}\r\n`
+      parts.push(Buffer.from(len), arg, CRLF)
+      pos += len.length
+      offsets.push(pos, pos + arg.length)
+      pos += arg.length + 2
+    }
+    return new RespCommand(Buffer.concat(parts), offsets)
   }
 
   get argc (): number {

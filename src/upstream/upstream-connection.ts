@@ -287,7 +287,12 @@ export class UpstreamConnection {
 
   /** The proxy's own command on this connection; the callback gets the reply or the failure. */
   sendInternal (args: ReadonlyArray<string | Buffer>, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
-    this.send(encodeCommand(args), new ReplySlot(new InternalSink(callback), null))
+    this.sendFrameInternal(encodeCommand(args), callback)
+  }
+
+  /** The proxy's own command, already encoded. */
+  sendFrameInternal (frame: Buffer, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
+    this.send(frame, new ReplySlot(new InternalSink(callback), null))
   }
 
   /** Runs fn once the socket has drained (at once if it is not full). */

@@ -1,11 +1,11 @@
 import Denque from 'denque'
 import { runOnLane } from './lane-transaction.js'
-import { elements, putBack, type Family, type Parkable } from './parkable.js'
+import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, SWEEP_SCRIPT, type Family, type Parkable } from './parkable.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
+import { RespCommand } from '../protocol/resp-command.js'
 import { timeoutReply } from '../commands/blocking.js'
 import { toRespError, type ProxyError } from '../errors.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import type { RespCommand } from '../protocol/resp-command.js'
 import type { Router, Pin, PinAcquisition } from '../routing/router.js'
 import type { Logger } from '../ops/logger.js'
 
@@ -16,16 +16,21 @@ import type { Logger } from '../ops/logger.js'
  *                      │ got something: that is the reply
  *                      └ nothing yet: park the waiter on its keys (FIFO per key)
  *   watcher (one pinned connection per database and kind of key):
- *      BLPOP <every key with a parked waiter> 0   (BZPOPMIN for sorted sets)
- *      └ an element arrives: MULTI, put it back where it was, run the longest-waiting
- *        waiters' own commands, EXEC: each gets exactly what Redis gives it, in its own
- *        protocol and database; the rest stay parked. Then the watcher waits again.
+ *      BLPOP <every key with a parked waiter> 0   (BZPOPMIN for sorted sets, XREAD for streams)
+ *      └ a key has data: MULTI, put back what the watcher took, run the longest-waiting
+ *        waiters' own commands, sweep the other keys, EXEC: each waiter gets exactly what Redis
+ *        gives it, in its own protocol and database; the rest stay parked. Keys the sweep found
+ *        with data are served the same way at once. Then the watcher waits again.
  *
  * The watcher takes an element only to learn that a key has one, and the same transaction puts
  * it back before any waiter runs, so what a waiter gets is what its own command takes from
- * Redis. An element a waiter's command took for a client that left meanwhile is put back at
- * the end it came from. The watcher's key set changes with the waiters: CLIENT UNBLOCK (which
- * takes nothing) ends its wait, and it waits again on the new set.
+ * Redis. (XREAD takes nothing.) An element a waiter's command took for a client that left
+ * meanwhile is put back at the end it came from. The watcher's key set changes with the
+ * waiters: CLIENT UNBLOCK (which takes nothing) ends its wait, and it waits again on the new set.
+ *
+ * Why the sweep: a blocking pop reports one key per round trip, so a burst of pushes to many
+ * keys would wake their waiters one round trip apart. The sweep (SWEEP_SCRIPT) finds every
+ * watched key with data in one go.
  */
 
 /** Who gets a parked command's reply. */
@@ -37,36 +42,59 @@ type WaiterState = 'trying' | 'parked' | 'serving' | 'done'
 
 export interface Waiter {
   readonly client: ParkedClient
-  readonly cmd: RespCommand
+  /** What runs when the waiter is served (a stream command with `$` pinned down to ids). */
+  cmd: RespCommand
+  readonly name: string
   readonly db: number
   readonly resp: 2 | 3
   readonly family: Family
   readonly keys: string[]
-  readonly since: number
+  /** Streams: per key, the id after which an entry may be for this waiter. */
+  after: string[] | null
   state: WaiterState
   /** The client left: whatever its command takes now goes back. */
   cancelled: boolean
-  /** Its own timeout passed while a try was on its way. */
+  /** Its own timeout passed while a transaction with its command was on its way. */
   timedOut: boolean
   timer: NodeJS.Timeout | null
 }
 
-/** Most waiters one wake-up runs in a single transaction. */
-const SERVE_BATCH = 32
+/** Most waiters one key contributes to one wake-up transaction, and most in all. */
+const SERVE_PER_KEY = 64
+const SERVE_BATCH = 512
+/** How long a key that turned into another kind stays out of the watcher's wait. */
+const WRONG_TYPE_RECHECK_MS = 100
+
+/** The waiters parked on one key, longest-waiting first (finished ones are dropped lazily). */
+interface KeyQueue {
+  readonly key: string
+  /** The key as a RESP bulk string, for the watcher's command. */
+  readonly arg: Buffer
+  readonly waiters: Denque<Waiter>
+  /** Waiters in the queue that are parked (not being served, not finished). */
+  parked: number
+  /** Waiters in the queue that are not finished. */
+  live: number
+}
 
 interface Watcher {
   readonly db: number
   readonly family: Family
+  readonly queues: Map<string, KeyQueue>
+  /** Keys that hold another kind of value: Redis would not wake their waiters; left out. */
+  readonly wrongType: Set<string>
   pin: Pin | null
   acquiring: PinAcquisition | null
   /** Between asking for the watcher's pin and learning its connection's id. */
   starting: boolean
   /** Redis's id of the watcher connection (for CLIENT UNBLOCK). */
   redisId: string | null
-  /** The keys its blocking command waits on now (null: not waiting). */
-  waitingOn: string[] | null
+  /** What its blocking command waits on now (null: not waiting). */
+  waitingOn: string | null
   unblockSent: boolean
   scheduled: boolean
+  /** A sweep is on its way (one at a time: each finds what arrived before it). */
+  sweeping: boolean
 }
 
 export interface ParkingStats {
@@ -85,10 +113,10 @@ export interface ParkingStats {
 export class ParkingLot {
   readonly #router: Router
   readonly #log: Logger
-  /** Waiters by database, kind and key, longest-waiting first. */
-  readonly #queues = new Map<string, Denque<Waiter>>()
   readonly #watchers = new Map<string, Watcher>()
   readonly #observeWake: (seconds: number) => void
+  /** Parked waiters (being served included) by command name. */
+  readonly parkedByCommand = new Map<string, number>()
   #parked = 0
   #putBacksInFlight = 0
   #trying = 0
@@ -116,12 +144,15 @@ export class ParkingLot {
    * through `client.onParkedReply`, exactly once, unless it is cancelled first.
    */
   park (client: ParkedClient, cmd: RespCommand, what: Parkable, db: number, resp: 2 | 3, timeoutMs: number): Waiter {
-    const waiter: Waiter = { client, cmd, db, resp, family: what.family, keys: what.keys, since: performance.now(), state: 'trying', cancelled: false, timedOut: false, timer: null }
+    const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
     if (timeoutMs > 0) {
       waiter.timer = setTimeout(() => { this.#onTimeout(waiter) }, timeoutMs)
     }
     this.#trying++
-    runOnLane(this.#router, db, resp, [cmd.frame], (replies, err) => {
+    // For a stream, the same transaction tells each stream's last id: what `$` means now, and
+    // where new entries for this waiter begin.
+    const frames = what.family === 'stream' ? [cmd.frame, evalFrame(LAST_IDS_SCRIPT, what.keys)] : [cmd.frame]
+    runOnLane(this.#router, db, resp, frames, (replies, err) => {
       this.#trying--
       if (err !== null || replies === null) {
         this.#finish(waiter, toRespError(err as ProxyError))
@@ -142,16 +173,17 @@ export class ParkingLot {
         this.#finish(waiter, timeoutReply(resp))
         return
       }
-      waiter.state = 'parked'
-      this.#parked++
-      this.parkedTotal++
-      for (const key of waiter.keys) {
-        const id = queueId(db, waiter.family, key)
-        let queue = this.#queues.get(id)
-        if (queue === undefined) this.#queues.set(id, queue = new Denque())
-        queue.push(waiter)
+      if (what.family === 'stream') {
+        const lastIds = (elements(replies[1]) ?? []).map(bulkText)
+        if (lastIds.length !== what.keys.length) {
+          this.#finish(waiter, replies[1][0] === 0x2d ? replies[1] : toRespError(new Error('could not read the streams\' last ids') as ProxyError))
+          return
+        }
+        const ids = what.ids as string[]
+        waiter.after = ids.map((id, i) => id === '$' || id === '>' ? lastIds[i] : id)
+        if (ids.includes('$')) waiter.cmd = withStreamIds(cmd, ids.map((id, i) => id === '$' ? lastIds[i] : id))
       }
-      this.#schedule(this.#watcher(db, waiter.family))
+      this.#enter(waiter)
     })
     return waiter
   }
@@ -160,27 +192,88 @@ export class ParkingLot {
   cancel (waiter: Waiter): void {
     if (waiter.state === 'done' || waiter.cancelled) return
     waiter.cancelled = true
-    if (waiter.state === 'parked') {
-      this.#unpark(waiter)
-      waiter.state = 'done'
-      this.#clearTimer(waiter)
-    }
+    if (waiter.state === 'parked') this.#retire(waiter)
     // 'trying' and 'serving' end when their transaction answers.
   }
 
   /** Every parked client gets `err`; watchers are given back. */
   close (): void {
     this.#closed = true
-    for (const queue of this.#queues.values()) {
-      for (const waiter of queue.toArray()) {
-        if (waiter.state === 'parked') this.#finish(waiter, toRespError(new Error('respool is shutting down')))
-      }
-    }
     for (const watcher of this.#watchers.values()) {
+      for (const queue of watcher.queues.values()) {
+        for (const waiter of queue.waiters.toArray()) {
+          if (waiter.state === 'parked') this.#finish(waiter, toRespError(new Error('respool is shutting down')))
+        }
+      }
       watcher.acquiring?.cancel(new Error('closing') as ProxyError)
       if (watcher.pin !== null) this.#router.releasePin(watcher.pin, 'destroy')
       watcher.pin = null
     }
+  }
+
+  // ---- waiters ----------------------------------------------------------------------------
+
+  /** A try got nothing: the waiter joins its keys' queues and the watcher's wait. */
+  #enter (waiter: Waiter): void {
+    const watcher = this.#watcher(waiter.db, waiter.family)
+    for (const key of waiter.keys) {
+      let queue = watcher.queues.get(key)
+      if (queue === undefined) {
+        const bytes = Buffer.from(key, 'latin1')
+        queue = { key, arg: Buffer.concat([Buffer.from(`$${bytes.length}\r\n`), bytes, CRLF]), waiters: new Denque(), parked: 0, live: 0 }
+        watcher.queues.set(key, queue)
+      }
+      queue.waiters.push(waiter)
+      queue.live++
+    }
+    waiter.state = 'serving' // #setParked counts it in
+    this.#setParked(waiter, true)
+    this.#parked++
+    this.parkedTotal++
+    this.parkedByCommand.set(waiter.name, (this.parkedByCommand.get(waiter.name) ?? 0) + 1)
+    this.#schedule(watcher)
+  }
+
+  /** Moves a waiter between parked and being served, keeping its queues' counts. */
+  #setParked (waiter: Waiter, parked: boolean): void {
+    if ((waiter.state === 'parked') === parked) return
+    waiter.state = parked ? 'parked' : 'serving'
+    const watcher = this.#watcher(waiter.db, waiter.family)
+    for (const key of waiter.keys) {
+      const queue = watcher.queues.get(key)
+      if (queue !== undefined) queue.parked += parked ? 1 : -1
+    }
+    if (parked) this.#schedule(watcher)
+  }
+
+  /** A parked or served waiter is finished: it leaves its queues (lazily) and the counts. */
+  #retire (waiter: Waiter): void {
+    this.#setParked(waiter, false)
+    waiter.state = 'done'
+    this.#clearTimer(waiter)
+    this.#parked--
+    const n = (this.parkedByCommand.get(waiter.name) ?? 1) - 1
+    if (n === 0) this.parkedByCommand.delete(waiter.name)
+    else this.parkedByCommand.set(waiter.name, n)
+    const watcher = this.#watcher(waiter.db, waiter.family)
+    for (const key of waiter.keys) {
+      const queue = watcher.queues.get(key)
+      if (queue === undefined) continue
+      queue.live--
+      if (queue.live === 0) {
+        watcher.queues.delete(key)
+        continue
+      }
+      // Finished waiters are skipped where they stand; drop them from the front, and compact
+      // when they are most of the queue, so a queue's size follows its live waiters.
+      while (!queue.waiters.isEmpty() && (queue.waiters.peekFront() as Waiter).state === 'done') queue.waiters.shift()
+      if (queue.waiters.length > 2 * queue.live + 16) {
+        const live = queue.waiters.toArray().filter((w) => w.state !== 'done')
+        queue.waiters.clear()
+        for (const w of live) queue.waiters.push(w)
+      }
+    }
+    this.#schedule(watcher)
   }
 
   #onTimeout (waiter: Waiter): void {
@@ -189,15 +282,19 @@ export class ParkingLot {
       this.timedOutTotal++
       this.#finish(waiter, timeoutReply(waiter.resp))
     } else if (waiter.state !== 'done') {
-      waiter.timedOut = true // decided when the try on its way answers
+      waiter.timedOut = true // decided when the transaction on its way answers
     }
   }
 
+  /** Gives a waiter its reply (if its client is still there) and finishes it. */
   #finish (waiter: Waiter, reply: Buffer): void {
     if (waiter.state === 'done') return
-    if (waiter.state === 'parked') this.#unpark(waiter)
-    waiter.state = 'done'
-    this.#clearTimer(waiter)
+    if (waiter.state === 'trying') {
+      waiter.state = 'done'
+      this.#clearTimer(waiter)
+    } else {
+      this.#retire(waiter)
+    }
     if (!waiter.cancelled) waiter.client.onParkedReply(reply)
   }
 
@@ -206,24 +303,14 @@ export class ParkingLot {
     waiter.timer = null
   }
 
-  /** Takes a parked waiter off its keys' queues. */
-  #unpark (waiter: Waiter): void {
-    this.#parked--
-    for (const key of waiter.keys) {
-      const id = queueId(waiter.db, waiter.family, key)
-      const queue = this.#queues.get(id)
-      if (queue === undefined) continue
-      const arr = queue.toArray()
-      const i = arr.indexOf(waiter)
-      if (i !== -1) queue.removeOne(i)
-      if (queue.isEmpty()) this.#queues.delete(id)
-    }
-    this.#schedule(this.#watcher(waiter.db, waiter.family))
-  }
-
+  /** What a waiter's command took for a client that left goes back where it came from. */
   #putBack (waiter: Waiter, reply: Buffer): void {
-    waiter.state = 'done'
-    this.#clearTimer(waiter)
+    if (waiter.state === 'trying') {
+      waiter.state = 'done'
+      this.#clearTimer(waiter)
+    } else {
+      this.#retire(waiter)
+    }
     const restore = putBack(waiter.cmd, reply)
     if (restore === null) return
     this.putBackTotal++
@@ -240,7 +327,7 @@ export class ParkingLot {
     const id = `${db}:${family}`
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
-      watcher = { db, family, pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false, scheduled: false }
+      watcher = { db, family, queues: new Map(), wrongType: new Set(), pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false, scheduled: false, sweeping: false }
       this.#watchers.set(id, watcher)
     }
     return watcher
@@ -256,29 +343,45 @@ export class ParkingLot {
     })
   }
 
-  /** Keys with a waiter that is parked (not being served): what the watcher should wait on. */
-  #wantedKeys (watcher: Watcher): string[] {
-    const prefix = `${watcher.db}:${watcher.family}:`
-    const keys: string[] = []
-    for (const [id, queue] of this.#queues) {
-      if (!id.startsWith(prefix)) continue
-      for (let i = 0; i < queue.length; i++) {
-        if ((queue.peekAt(i) as Waiter).state === 'parked') {
-          keys.push(id.slice(prefix.length))
-          break
-        }
-      }
+  /** Keys with a parked waiter (not being served, not of another kind): what to wait on. */
+  #wantedQueues (watcher: Watcher): KeyQueue[] {
+    const out: KeyQueue[] = []
+    for (const queue of watcher.queues.values()) {
+      if (queue.parked > 0 && !watcher.wrongType.has(queue.key)) out.push(queue)
     }
-    return keys
+    return out
+  }
+
+  /** The watcher's blocking command for `queues`, whose text also tells if the wait is current. */
+  #waitFrame (watcher: Watcher, queues: KeyQueue[]): { frame: Buffer, signature: string } {
+    if (watcher.family !== 'stream') {
+      const head = watcher.family === 'list' ? BLPOP_HEAD : BZPOPMIN_HEAD
+      const frame = Buffer.concat([Buffer.from(`*${queues.length + 2}\r\n`), head, ...queues.map((q) => q.arg), ZERO_ARG])
+      return { frame, signature: queues.map((q) => q.key).join('\0') }
+    }
+    // Each stream from the earliest id a parked waiter on it waits after.
+    const ids = queues.map((queue) => {
+      let min: string | null = null
+      for (let i = 0; i < queue.waiters.length; i++) {
+        const waiter = queue.waiters.peekAt(i) as Waiter
+        if (waiter.state !== 'parked' || waiter.after === null) continue
+        const id = waiter.after[waiter.keys.indexOf(queue.key)]
+        if (min === null || compareStreamIds(id, min) < 0) min = id
+      }
+      return min ?? '0-0'
+    })
+    const idArgs = ids.map((id) => Buffer.from(`$${id.length}\r\n${id}\r\n`))
+    const frame = Buffer.concat([Buffer.from(`*${2 * queues.length + 6}\r\n`), XREAD_HEAD, ...queues.map((q) => q.arg), ...idArgs])
+    return { frame, signature: queues.map((q, i) => `${q.key}\0${ids[i]}`).join('\0') }
   }
 
   #rearm (watcher: Watcher): void {
     if (this.#closed) return
-    const keys = this.#wantedKeys(watcher)
+    const queues = this.#wantedQueues(watcher)
     if (watcher.waitingOn !== null) {
       // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
       // reply re-arms.
-      if (!sameKeys(watcher.waitingOn, keys) && !watcher.unblockSent && watcher.redisId !== null) {
+      if (!watcher.unblockSent && watcher.redisId !== null && this.#waitFrame(watcher, queues).signature !== watcher.waitingOn) {
         watcher.unblockSent = true
         const waitingOn = watcher.waitingOn
         runOnLane(this.#router, watcher.db, 2, [encodeCommand(['CLIENT', 'UNBLOCK', watcher.redisId])], (replies, err) => {
@@ -294,8 +397,8 @@ export class ParkingLot {
       }
       return
     }
-    if (keys.length === 0) {
-      if (watcher.pin !== null) {
+    if (queues.length === 0) {
+      if (watcher.pin !== null && watcher.queues.size === 0) {
         this.#router.releasePin(watcher.pin, 'clean')
         watcher.pin = null
         watcher.redisId = null
@@ -306,7 +409,7 @@ export class ParkingLot {
       this.#acquireWatcher(watcher)
       return
     }
-    this.#wait(watcher, watcher.pin, keys)
+    this.#wait(watcher, watcher.pin, queues)
   }
 
   #acquireWatcher (watcher: Watcher): void {
@@ -350,92 +453,223 @@ export class ParkingLot {
     })
   }
 
-  /** The watcher's blocking wait on `keys` (an element it takes only wakes the waiters). */
-  #wait (watcher: Watcher, pin: Pin, keys: string[]): void {
+  /** The watcher's blocking wait on `queues` (an element it takes only wakes the waiters). */
+  #wait (watcher: Watcher, pin: Pin, queues: KeyQueue[]): void {
     const conn = pin.conn
-    watcher.waitingOn = keys
+    const { frame, signature } = this.#waitFrame(watcher, queues)
+    watcher.waitingOn = signature
     watcher.unblockSent = false
     conn.blockingInflight++
-    const args = [watcher.family === 'list' ? 'BLPOP' : 'BZPOPMIN', ...keys.map((key) => Buffer.from(key, 'latin1')), '0']
-    conn.sendInternal(args, (reply, err) => {
+    conn.sendFrameInternal(frame, (reply, err) => {
       conn.blockingInflight--
       watcher.waitingOn = null
       if (err !== null || reply === null) return // the connection is gone: onClose re-arms
+      const detectedAt = performance.now()
+      if (reply[0] === 0x2d) {
+        if (reply.toString('latin1', 1, 10) === 'WRONGTYPE' && !watcher.sweeping) {
+          // A key holds another kind of value now: find which, and leave it out.
+          this.#serve(watcher, [], new Map(), queues, detectedAt, true, () => {})
+        } else {
+          this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'the parked-waiter watcher\'s wait failed; retrying')
+          setTimeout(() => { this.#schedule(watcher) }, watcher.sweeping ? 5 : 100).unref()
+        }
+        return
+      }
       const taken = elements(reply)
-      if (taken !== null) this.#wake(watcher, taken)
+      if (taken !== null) {
+        if (watcher.family === 'stream') this.#wakeStreams(watcher, taken, detectedAt)
+        else this.#wake(watcher, taken, detectedAt)
+      }
       this.#schedule(watcher)
     })
   }
 
   /**
    * The watcher took an element from a key: put it back and, in the same transaction, run the
-   * longest-waiting waiters' commands on that key (those in one protocol); each gets what its
-   * own command takes. A waiter that got nothing stays parked.
+   * longest-waiting waiter's command on that key, and sweep the other watched keys.
    */
-  #wake (watcher: Watcher, taken: Buffer[]): void {
+  #wake (watcher: Watcher, taken: Buffer[], detectedAt: number): void {
     const key = bulkText(taken[0])
     const restore = watcher.family === 'list'
       ? encodeCommand(['LPUSH', bulkValue(taken[0]), bulkValue(taken[1])])
       : encodeCommand(['ZADD', bulkValue(taken[0]), bulkValue(taken[2]), bulkValue(taken[1])])
-    const queue = this.#queues.get(queueId(watcher.db, watcher.family, key))
+    const others = this.#wantedQueues(watcher).filter((q) => q.key !== key)
+    this.#serve(watcher, [restore], new Map([[key, 1]]), others, detectedAt, false, () => {
+      // Whether the transaction ran is unknown: if it did not, the element the watcher took is
+      // not back in Redis, and retrying could push it twice: say so, loudly.
+      this.#log.error({ key, element: taken[1]?.toString('latin1', 0, 200) }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
+    })
+  }
+
+  /**
+   * One wake-up transaction: `prefix` (what the watcher took, put back), then for each key in
+   * `sizes` up to that many of its longest-parked waiters (one protocol per transaction; the
+   * others wait for the next), then a sweep of `sweepQueues`. Keys the sweep finds with data
+   * are served by the next transaction at once; keys of another kind leave the watcher's wait.
+   * A round that a sweep asked for (`fromSweep`) and that served nobody ends the rounds: the
+   * watcher's own wait takes over, so keys someone else keeps emptying cannot loop forever.
+   */
+  #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[], detectedAt: number, fromSweep: boolean, onFailure: () => void): void {
     const batch: Waiter[] = []
-    let resp: 2 | 3 = 2
-    if (queue !== undefined) {
-      for (let i = 0; i < queue.length && batch.length < SERVE_BATCH; i++) {
-        const waiter = queue.peekAt(i) as Waiter
+    let resp: 2 | 3 | null = null
+    for (const [key, size] of sizes) {
+      const queue = watcher.queues.get(key)
+      if (queue === undefined) continue
+      let taken = 0
+      for (let i = 0; i < queue.waiters.length && taken < Math.min(size, SERVE_PER_KEY) && batch.length < SERVE_BATCH; i++) {
+        const waiter = queue.waiters.peekAt(i) as Waiter
         if (waiter.state !== 'parked') continue
-        if (batch.length === 0) resp = waiter.resp
+        if (resp === null) resp = waiter.resp
         else if (waiter.resp !== resp) continue
-        waiter.state = 'serving'
+        this.#setParked(waiter, false)
         batch.push(waiter)
+        taken++
       }
     }
-    runOnLane(this.#router, watcher.db, resp, [restore, ...batch.map((w) => w.cmd.frame)], (replies, err) => {
+    const sweepKeys = sweepQueues.filter((q) => q.parked > 0).map((q) => q.key)
+    const sweeping = sweepKeys.length > 0 && !watcher.sweeping
+    if (batch.length === 0 && prefix.length === 0 && !sweeping) return
+    if (sweeping) watcher.sweeping = true
+    const frames = [...prefix, ...batch.map((w) => w.cmd.frame)]
+    if (sweeping) frames.push(evalFrame(SWEEP_SCRIPT, sweepKeys, [watcher.family, SIZE_COMMAND[watcher.family]]))
+    runOnLane(this.#router, watcher.db, resp ?? 2, frames, (replies, err) => {
+      if (sweeping) watcher.sweeping = false
       if (err !== null || replies === null) {
-        // Whether the transaction ran is unknown: like a command on a dropped connection, each
-        // waiter in it gets the error once. If it did not run, the element the watcher took is
-        // not back in Redis, and retrying could push it twice: say so, loudly.
         for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
-        this.#log.error({ err: err?.message, key, element: taken[1]?.toString('latin1', 0, 200) }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
+        if (prefix.length > 0) onFailure()
+        this.#schedule(watcher)
         return
       }
+      let served = 0
       batch.forEach((waiter, i) => {
-        const reply = replies[i + 1]
-        if (isNullReply(reply)) {
-          if (waiter.cancelled || waiter.timedOut) {
-            if (waiter.timedOut) this.timedOutTotal++
-            this.#endServing(waiter, timeoutReply(waiter.resp))
-          } else {
-            waiter.state = 'parked'
-          }
-          return
-        }
-        if (waiter.cancelled) {
-          this.#unparkServing(waiter)
-          this.#putBack(waiter, reply)
-          return
-        }
-        this.wokenTotal++
-        this.#observeWake((performance.now() - waiter.since) / 1000)
-        this.#endServing(waiter, reply)
+        if (this.#served(waiter, replies[prefix.length + i], detectedAt)) served++
       })
+      if (sweeping) this.#afterSweep(watcher, replies[replies.length - 1], !fromSweep || served > 0 || batch.length === 0, detectedAt)
       this.#schedule(watcher)
     })
   }
 
-  #unparkServing (waiter: Waiter): void {
-    waiter.state = 'parked' // so #unpark takes it off the queues and counts it out
-    this.#unpark(waiter)
+  /** A served waiter's reply: its element (or error), or nothing (it parks again). */
+  #served (waiter: Waiter, reply: Buffer, detectedAt: number): boolean {
+    if (isNullReply(reply)) {
+      if (waiter.cancelled || waiter.timedOut) {
+        if (waiter.timedOut) this.timedOutTotal++
+        this.#endServing(waiter, timeoutReply(waiter.resp))
+      } else {
+        this.#setParked(waiter, true)
+      }
+      return false
+    }
+    if (waiter.cancelled) {
+      this.#putBack(waiter, reply)
+      return true
+    }
+    this.wokenTotal++
+    this.#observeWake((performance.now() - detectedAt) / 1000)
+    this.#endServing(waiter, reply)
+    return true
+  }
+
+  /**
+   * What a sweep found: keys of another kind leave the wait for a while; keys with data are
+   * served now (lists and sorted sets; streams wake through their watcher's XREAD), unless the
+   * last round made no progress.
+   */
+  #afterSweep (watcher: Watcher, reply: Buffer, progress: boolean, detectedAt: number): void {
+    const found = elements(reply)
+    if (found === null) {
+      this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'the parked-waiter sweep failed; waiters are woken by the watcher alone')
+      return
+    }
+    const sizes = new Map<string, number>()
+    for (let i = 0; i + 1 < found.length; i += 2) {
+      const key = bulkText(found[i])
+      const size = Number(found[i + 1].toString('latin1', 1, found[i + 1].length - 2))
+      if (size < 0) this.#markWrongType(watcher, key)
+      else sizes.set(key, size)
+    }
+    if (sizes.size > 0 && progress && watcher.family !== 'stream') {
+      this.#serve(watcher, [], sizes, [...sizes.keys()].flatMap((k) => watcher.queues.get(k) ?? []), detectedAt, true, () => {})
+    }
+  }
+
+  #markWrongType (watcher: Watcher, key: string): void {
+    if (watcher.wrongType.has(key)) return
+    watcher.wrongType.add(key)
+    setTimeout(() => {
+      watcher.wrongType.delete(key)
+      this.#schedule(watcher)
+    }, WRONG_TYPE_RECHECK_MS).unref()
+  }
+
+  /**
+   * The stream watcher's XREAD returned: these streams have entries after the earliest id a
+   * waiter on them waits after. Their waiters' own commands run (each gets what Redis gives
+   * it), and, in the same transaction, the streams' last ids: a waiter that got nothing waits
+   * after those from now on.
+   */
+  #wakeStreams (watcher: Watcher, streams: Buffer[], detectedAt: number): void {
+    // The watcher speaks RESP2: an array of [key, entries].
+    const keys = streams.map((stream) => bulkText(elements(stream)?.[0]))
+    const byResp = new Map<2 | 3, Waiter[]>()
+    for (const key of keys) {
+      const queue = watcher.queues.get(key)
+      if (queue === undefined) continue
+      let taken = 0
+      for (let i = 0; i < queue.waiters.length && taken < SERVE_PER_KEY; i++) {
+        const waiter = queue.waiters.peekAt(i) as Waiter
+        if (waiter.state !== 'parked') continue
+        this.#setParked(waiter, false)
+        const group = byResp.get(waiter.resp) ?? []
+        group.push(waiter)
+        byResp.set(waiter.resp, group)
+        taken++
+      }
+    }
+    for (const [resp, batch] of byResp) {
+      const frames = [...batch.map((w) => w.cmd.frame), evalFrame(LAST_IDS_SCRIPT, keys)]
+      runOnLane(this.#router, watcher.db, resp, frames, (replies, err) => {
+        if (err !== null || replies === null) {
+          for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
+          return
+        }
+        const lastIds = (elements(replies[replies.length - 1]) ?? []).map(bulkText)
+        batch.forEach((waiter, i) => {
+          if (!this.#served(waiter, replies[i], detectedAt) && waiter.state === 'parked' && waiter.after !== null) {
+            waiter.keys.forEach((key, k) => {
+              const j = keys.indexOf(key)
+              const last = j === -1 ? undefined : lastIds[j]
+              if (last !== undefined && compareStreamIds(last, (waiter.after as string[])[k]) > 0) (waiter.after as string[])[k] = last
+            })
+          }
+        })
+        this.#schedule(watcher)
+      })
+    }
   }
 
   #endServing (waiter: Waiter, reply: Buffer): void {
-    waiter.state = 'parked'
     this.#finish(waiter, reply)
   }
 }
 
-function queueId (db: number, family: Family, key: string): string {
-  return `${db}:${family}:${key}`
+const CRLF = Buffer.from('\r\n')
+const SIZE_COMMAND: Record<Family, string> = { list: 'LLEN', zset: 'ZCARD', stream: 'XLEN' }
+const BLPOP_HEAD = Buffer.from('$5\r\nBLPOP\r\n')
+const BZPOPMIN_HEAD = Buffer.from('$8\r\nBZPOPMIN\r\n')
+const ZERO_ARG = Buffer.from('$1\r\n0\r\n')
+const XREAD_HEAD = Buffer.from('$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n')
+
+function evalFrame (script: string, keys: string[], args: string[] = []): Buffer {
+  return encodeCommand(['EVAL', script, String(keys.length), ...keys.map((k) => Buffer.from(k, 'latin1')), ...args])
+}
+
+/** The same stream command with its ids replaced (`$` pinned down to the id it meant). */
+function withStreamIds (cmd: RespCommand, ids: string[]): RespCommand {
+  const args = cmd.args()
+  const first = args.length - ids.length
+  ids.forEach((id, i) => { args[first + i] = Buffer.from(id, 'latin1') })
+  return RespCommand.fromArgs(args)
 }
 
 /** `*-1`, `$-1` (RESP2) or `_` (RESP3): the command took nothing. */
@@ -450,10 +684,4 @@ function bulkValue (frame: Buffer | undefined): Buffer {
 
 function bulkText (frame: Buffer | undefined): string {
   return bulkValue(frame).toString('latin1')
-}
-
-function sameKeys (a: string[], b: string[]): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
 }

@@ -47,6 +47,13 @@ test('200 semaphore waiters over a pool of 8: every pushed token wakes its waite
   const frames = clients.map((c) => new FrameReader(c))
   clients.forEach((c, i) => { c.write(cmd('BLPOP', `sem:${i}`, '3')) })
   await parked(N)
+  // Visible as Redis shows blocked clients, in RESPOOL POOLS and in the metrics.
+  const list = await on(proxy.address.port, 'CLIENT', 'LIST')
+  assert.equal(list.match(/ flags=b .* cmd=blpop /g)?.length, N, 'CLIENT LIST: every parked client flags=b cmd=blpop')
+  const pools = await on(proxy.address.port, 'RESPOOL', 'POOLS')
+  assert.match(pools, new RegExp(`\r\nparked:${N}\r\nparked_watchers:1\r\nparked_blpop:${N}\r\n`))
+  const metrics = await proxy.metrics.registry.metrics()
+  assert.match(metrics, new RegExp(`\nrespool_parked_commands\\{command="blpop"\\} ${N}\n`))
   const rnd = prng(0x5e3a)
   const chosen = [...Array(N).keys()].filter(() => rnd() < 0.5)
   const pusher = await RawClient.connect(upstream.port)
@@ -70,6 +77,9 @@ test('200 semaphore waiters over a pool of 8: every pushed token wakes its waite
   t.diagnostic(`${chosen.length} woken; push to wake-up p50 ${latencies[Math.floor(latencies.length / 2)].toFixed(1)} ms, p99 ${latencies[Math.floor(latencies.length * 0.99)].toFixed(1)} ms; pool ${POOL}, ${N} waiters`)
   for (const i of chosen) assert.equal(await on(upstream.port, 'LLEN', `sem:${i}`), ':0\r\n', 'each token taken once')
   await waitFor(() => proxy.parking?.stats.parked === 0, 'nobody parked')
+  const scraped = await proxy.metrics.registry.metrics()
+  assert.match(scraped, new RegExp(`\nrespool_parked_wake_seconds_count ${chosen.length}\n`), 'one wake-up latency per woken waiter')
+  assert.doesNotMatch(scraped, /\nrespool_parked_commands\{/, 'no parked commands left')
 })
 
 /** Scripts for every parkable command: the data already there, pushed later, and a timeout. */
@@ -88,6 +98,13 @@ function scenarios (resp: 2 | 3): Array<{ name: string, steps: Step[] }> {
     { name: 'BLMOVE later', steps: [...hello, step(0, ['BLMOVE', k('s2'), k('d2'), 'LEFT', 'RIGHT', '5']), pushLater('RPUSH', k('s2'), 'one', 'two'), step(1), step(2, ['LRANGE', k('s2'), '0', '-1'], ['LRANGE', k('d2'), '0', '-1'])] },
     { name: 'timeouts', steps: [...hello, step(3, ['BLPOP', k('t'), '0.1'], ['BLMOVE', k('t'), k('t2'), 'LEFT', 'LEFT', '0.1'], ['BZPOPMIN', k('t'), '0.1'])] },
     { name: 'errors', steps: [...hello, step(4, ['SET', k('str'), 'x'], ['BLPOP', k('str'), '1'], ['BLPOP', k('x'), '-1'], ['BLPOP', k('x'), 'soon'])] },
+    { name: 'XREAD $ later', steps: [...hello, step(1, ['XADD', k('s1'), '1-1', 'a', 'b']), step(0, ['XREAD', 'BLOCK', '5000', 'STREAMS', k('s1'), '$']), pushLater('XADD', k('s1'), '5-1', 'f', 'v'), step(1)] },
+    { name: 'XREAD id ready', steps: [...hello, step(2, ['XADD', k('s2'), '1-1', 'a', 'b'], ['XREAD', 'COUNT', '5', 'BLOCK', '1000', 'STREAMS', k('s2'), '0'])] },
+    { name: 'XREAD two streams, data later on the second', steps: [...hello, step(0, ['XREAD', 'BLOCK', '5000', 'STREAMS', k('sa'), k('sb'), '$', '0-0']), pushLater('XADD', k('sb'), '3-1', 'x', 'y'), step(1)] },
+    { name: 'XREAD $ of a stream whose last entry was deleted', steps: [...hello, step(3, ['XADD', k('sd'), '1-1', 'a', 'b'], ['XADD', k('sd'), '2-1', 'a', 'b'], ['XDEL', k('sd'), '2-1']), step(0, ['XREAD', 'BLOCK', '5000', 'STREAMS', k('sd'), '$']), pushLater('XADD', k('sd'), '4-1', 'c', 'd'), step(1)] },
+    { name: 'XREADGROUP > later, then the pending list', steps: [...hello, step(1, ['XGROUP', 'CREATE', k('sg'), 'g', '$', 'MKSTREAM']), step(0, ['XREADGROUP', 'GROUP', 'g', 'c1', 'BLOCK', '5000', 'STREAMS', k('sg'), '>']), pushLater('XADD', k('sg'), '7-1', 'f', 'v'), step(1), step(1, ['XPENDING', k('sg'), 'g'])] },
+    { name: 'XREADGROUP NOACK leaves nothing pending', steps: [...hello, step(1, ['XGROUP', 'CREATE', k('sn'), 'g', '$', 'MKSTREAM']), step(0, ['XREADGROUP', 'GROUP', 'g', 'c1', 'COUNT', '1', 'NOACK', 'BLOCK', '5000', 'STREAMS', k('sn'), '>']), pushLater('XADD', k('sn'), '8-1', 'f', 'v'), step(1), step(1, ['XPENDING', k('sn'), 'g'])] },
+    { name: 'stream timeouts and errors', steps: [...hello, step(4, ['XREAD', 'BLOCK', '100', 'STREAMS', k('st'), '$'], ['XREADGROUP', 'GROUP', 'nog', 'c', 'BLOCK', '100', 'STREAMS', k('st'), '>'], ['SET', k('sx'), '1'], ['XREAD', 'BLOCK', '100', 'STREAMS', k('sx'), '$'])] },
     { name: 'later commands wait for the blocking one', steps: [...hello, step(0, ['BLPOP', k('o'), '5'], ['GET', k('after')], ['SET', k('after'), '1']), pushLater('RPUSH', k('o'), 'v'), step(3)] }
   ]
 }
@@ -102,6 +119,33 @@ for (const resp of [2, 3] as const) {
     }
   })
 }
+
+test('60 stream consumers over a pool of 8: each new entry reaches exactly one XREADGROUP consumer, and XREAD $ waiters all see it', { timeout: 60000 }, async () => {
+  const GROUP_WAITERS = 40
+  const READ_WAITERS = 20
+  await on(upstream.port, 'XGROUP', 'CREATE', 'park:jobs', 'workers', '$', 'MKSTREAM')
+  const consumers = await Promise.all(Array.from({ length: GROUP_WAITERS }, async () => await RawClient.connect(proxy.address.port)))
+  const readers = await Promise.all(Array.from({ length: READ_WAITERS }, async () => await RawClient.connect(proxy.address.port)))
+  after(() => { for (const c of [...consumers, ...readers]) c.close() })
+  const consumerFrames = consumers.map((c) => new FrameReader(c))
+  const readerFrames = readers.map((c) => new FrameReader(c))
+  consumers.forEach((c, i) => { c.write(cmd('XREADGROUP', 'GROUP', 'workers', `c${i}`, 'COUNT', '1', 'BLOCK', '10000', 'STREAMS', 'park:jobs', '>')) })
+  readers.forEach((c) => { c.write(cmd('XREAD', 'BLOCK', '10000', 'STREAMS', 'park:jobs', '$')) })
+  await parked(GROUP_WAITERS + READ_WAITERS)
+  // One entry per consumer, added straight to Redis in one burst.
+  const pusher = await RawClient.connect(upstream.port)
+  after(() => { pusher.close() })
+  for (let i = 1; i <= GROUP_WAITERS; i++) pusher.write(cmd('XADD', 'park:jobs', `${i}-0`, 'n', String(i)))
+  const got = await Promise.all(consumerFrames.map(async (f) => await f.next(10000)))
+  const ids = got.map((reply) => /\$\d+\r\n(\d+-0)\r\n/.exec(reply)?.[1] ?? reply).sort()
+  assert.deepEqual(ids, Array.from({ length: GROUP_WAITERS }, (_, i) => `${i + 1}-0`).sort(), 'each entry delivered to exactly one consumer')
+  for (const f of readerFrames) {
+    // A $ reader gets the entries after the stream's end when it arrived: the first of the burst at least.
+    assert.match(await f.next(10000), /^\*1\r\n\*2\r\n\$9\r\npark:jobs\r\n\*\d+\r\n\*2\r\n\$3\r\n1-0\r\n/)
+  }
+  assert.match(await on(upstream.port, 'XPENDING', 'park:jobs', 'workers'), new RegExp(`^\\*4\r\n:${GROUP_WAITERS}\r\n`), 'every delivered entry pending once')
+  await waitFor(() => proxy.parking?.stats.parked === 0, 'nobody parked')
+})
 
 test('waiters on one key are served longest-waiting first; a multi-key waiter takes from its first key with data', { timeout: 30000 }, async () => {
   const clients = await Promise.all([0, 1, 2].map(async () => await RawClient.connect(proxy.address.port)))

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { parkable, putBack } from '../../src/waiting/parkable.js'
+import { parkable, putBack, compareStreamIds } from '../../src/waiting/parkable.js'
 import { RequestFramer } from '../../src/protocol/request-framer.js'
 import type { RespCommand } from '../../src/protocol/resp-command.js'
 
@@ -14,7 +14,7 @@ function parse (...args: string[]): RespCommand {
 const text = (b: Buffer | null): string | null => b === null ? null : b.toString('latin1')
 const enc = (...args: string[]): string => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`
 
-test('parkable: keys and kind of each blocking list and sorted-set command; streams and WAIT keep their pin', () => {
+test('parkable: keys and kind of each blocking list, sorted-set and stream command; WAIT and unclear stream forms keep their pin', () => {
   assert.deepEqual(parkable(parse('BLPOP', 'a', 'b', 'a', '0')), { family: 'list', keys: ['a', 'b'] })
   assert.deepEqual(parkable(parse('BZPOPMAX', 'z', '1.5')), { family: 'zset', keys: ['z'] })
   assert.deepEqual(parkable(parse('BLMOVE', 's', 'd', 'LEFT', 'RIGHT', '0')), { family: 'list', keys: ['s'] })
@@ -22,8 +22,22 @@ test('parkable: keys and kind of each blocking list and sorted-set command; stre
   assert.deepEqual(parkable(parse('BZMPOP', '0', '1', 'z', 'MIN')), { family: 'zset', keys: ['z'] })
   assert.equal(parkable(parse('BLMPOP', '0', '3', 'x', 'LEFT')), null, 'numkeys beyond the keys: Redis answers the error')
   assert.equal(parkable(parse('BLMPOP', '0', '01', 'x', 'LEFT')), null)
-  assert.equal(parkable(parse('XREAD', 'BLOCK', '0', 'STREAMS', 's', '$')), null)
+  assert.deepEqual(parkable(parse('XREAD', 'BLOCK', '0', 'STREAMS', 's', '$')), { family: 'stream', keys: ['s'], ids: ['$'] })
+  assert.deepEqual(parkable(parse('xread', 'count', '2', 'block', '10', 'streams', 's', 't', '5', '1-2')), { family: 'stream', keys: ['s', 't'], ids: ['5', '1-2'] })
+  assert.deepEqual(parkable(parse('XREADGROUP', 'GROUP', 'g', 'c', 'NOACK', 'BLOCK', '0', 'COUNT', '1', 'STREAMS', 's', '>')), { family: 'stream', keys: ['s'], ids: ['>'] })
+  assert.equal(parkable(parse('XREADGROUP', 'GROUP', 'g', 'c', 'BLOCK', '0', 'STREAMS', 's', '0')), null, 'history reads never block')
+  assert.equal(parkable(parse('XREAD', 'BLOCK', '0', 'STREAMS', 's', 's', '$', '$')), null, 'a key twice')
+  assert.equal(parkable(parse('XREAD', 'BLOCK', '0', 'STREAMS', 's', '+')), null)
+  assert.equal(parkable(parse('XREAD', 'BLOCK', '0', 'STREAMS', 's', 't', '$')), null, 'odd number after STREAMS')
+  assert.equal(parkable(parse('XREAD', 'NOACK', 'BLOCK', '0', 'STREAMS', 's', '$')), null, 'NOACK is XREADGROUP\'s')
   assert.equal(parkable(parse('WAIT', '1', '0')), null)
+})
+
+test('compareStreamIds: by milliseconds, then sequence; `ms` means `ms-0`; beyond 2^53', () => {
+  assert.equal(compareStreamIds('1-2', '1-10'), -1)
+  assert.equal(compareStreamIds('2', '1-99'), 1)
+  assert.equal(compareStreamIds('5', '5-0'), 0)
+  assert.equal(compareStreamIds('18446744073709551615-1', '18446744073709551615-0'), 1)
 })
 
 test('putBack: what a command took goes back to the end it came from (RESP2 and RESP3 replies)', () => {
