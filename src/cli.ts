@@ -43,7 +43,7 @@ const FLAGS: Record<string, Options> = {
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port (off when unset)' },
   'metrics-host': { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' },
   'admin-password': { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' },
-  'park-blocking': { type: 'string', default: 'no', describe: 'yes: blocking list and sorted-set commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN …) wait inside respool without a connection each; no: each holds a pinned connection while it blocks' },
+  'park-blocking': { type: 'string', default: 'yes', describe: 'yes: blocking list, sorted-set and stream commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD BLOCK …) wait inside respool without a connection each; no: each holds a pinned connection while it blocks' },
   'protected-mode': { type: 'string', default: 'yes', describe: 'yes: while no --password/--user is set, serve only loopback and unix-socket clients (others get -DENIED); no: serve every client that can reach --host' },
   'log-level': { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' }
 }

@@ -83,8 +83,9 @@ export interface ProxyConfig {
    */
   protectedMode: boolean
   /**
-   * Blocking list and sorted-set commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN …) wait inside respool
-   * without a connection each; off, each holds a pinned connection while it blocks.
+   * Blocking list, sorted-set and stream commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD BLOCK …)
+   * wait inside respool without a connection each (the default); off, each holds a pinned
+   * connection while it blocks.
    */
   parkBlocking: boolean
 }
@@ -113,7 +114,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   logLevel: 'info',
   users: new Map(),
   protectedMode: true,
-  parkBlocking: false,
+  parkBlocking: true,
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 

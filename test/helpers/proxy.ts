@@ -24,18 +24,18 @@ export async function sessionOf (proxy: ProxyServer, client: RawClient): Promise
 }
 
 /**
- * Holds one pinned connection with a client blocked in `XREAD BLOCK 0 STREAMS <key> $` (stream
- * reads keep a pinned connection while they block), so that a proxy with `poolSize: 2` has
- * exactly one shared lane left: every other client shares it. Resolves once the pin is held; the
- * returned function releases it (the blocked client disconnects).
+ * Holds one pinned connection with a client blocked in `WAIT 1 0` (WAIT counts replicas for its
+ * own connection, so it always blocks on a pin; with no replica it waits forever), so that a
+ * proxy with `poolSize: 2` has exactly one shared lane left: every other client shares it.
+ * Resolves once the pin is held; the returned function releases it (the client disconnects).
  */
-export async function holdPin (proxy: ProxyServer, key = `respool-test:hold:${process.pid}:${Math.random()}`): Promise<() => void> {
+export async function holdPin (proxy: ProxyServer): Promise<() => void> {
   const net = await import('node:net')
   const before = proxy.snapshot().pins
   const socket = net.connect({ port: proxy.address.port, host: '127.0.0.1' })
   socket.on('error', () => {})
   await new Promise<void>((resolve) => socket.once('connect', () => { resolve() }))
-  socket.write(`*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n$${Buffer.byteLength(key)}\r\n${key}\r\n$1\r\n$\r\n`)
+  socket.write('*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n')
   const deadline = Date.now() + 5000
   while (proxy.snapshot().pins <= before) {
     if (Date.now() > deadline) throw new Error('the pin holder got no pin within 5 s')

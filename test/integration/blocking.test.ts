@@ -110,7 +110,7 @@ test('a BLPOP 0 storm larger than the pool leaves shared traffic working, and ev
   // Redis itself refuses any connection beyond the pool of 4 and this test's admin connection.
   const bounded = await startBoundedRedis(4 + 1)
   after(async () => { await bounded.stop() })
-  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: 4 }) // at most 3 pins
+  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: 4, parkBlocking: false }) // the pinned path: at most 3 pins
   after(async () => { await proxy.destroy() })
   const WORKERS = 10
   const workers = await Promise.all(Array.from({ length: WORKERS }, async () => await RawClient.connect(proxy.address.port)))

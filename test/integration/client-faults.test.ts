@@ -87,7 +87,9 @@ test('clients that reset mid-pipeline, mid-MULTI, while blocked and while subscr
   after(async () => { await bounded.stop() })
   // At most 3 pins: the MULTI, the BLPOP and the SUBSCRIBE hold all of them, so the survivor
   // and the client leaving mid-pipeline share the one lane left.
-  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: POOL, upstreamIdleTimeoutMs: 600_000 })
+  // The pinned path (--park-blocking no), so the blocked leaver holds a connection (leaving while
+  // parked: parking.test.ts).
+  const proxy = await startProxy({ upstream: bounded.redis.url, poolSize: POOL, upstreamIdleTimeoutMs: 600_000, parkBlocking: false })
   after(async () => { await proxy.destroy() })
   const admin = bounded.admin
   await admin.set('big', 'x'.repeat(10_000))

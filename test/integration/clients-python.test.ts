@@ -51,7 +51,9 @@ def out(*values):
     print(*values, flush=True)
 
 def blocked_clients():
-    return int(direct().info('clients')['blocked_clients'])
+    # As the application sees it: clients respool lists as blocked (flags=b), whether their
+    # command is parked inside respool or blocks on a connection of its own.
+    return sum(1 for c in client().client_list() if 'b' in c['flags'])
 `
 
 /** Runs a script under Debian's python3 and returns its stdout lines. */

@@ -47,8 +47,10 @@ def until_true(what, timeout = 5.0)
   end
 end
 
+# As the application sees it: clients respool lists as blocked (flags=b), whether their command
+# is parked inside respool or blocks on a connection of its own.
 def blocked_clients
-  direct.info('clients')['blocked_clients'].to_i
+  client.call('CLIENT', 'LIST').split("\n").count { |line| line =~ / flags=\S*b/ }
 end
 
 def js(value)

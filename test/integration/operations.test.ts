@@ -137,7 +137,8 @@ test('RESPOOL PAUSE holds new commands until RESUME; KILL CLIENT disconnects one
 })
 
 test('reload applies pool size, limits and log level to a running proxy and reports what needs a restart', { timeout: 15000 }, async () => {
-  const p = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, acquireTimeoutMs: 300 })
+  // Blocking commands on the pinned path (--park-blocking no) hold the pins whose cap changes.
+  const p = await startProxy({ upstream: redis.url, poolSize: 2, maxPins: 1, acquireTimeoutMs: 300, parkBlocking: false })
   after(async () => { await p.destroy() })
   const holders = await Promise.all([1, 2, 3].map(async () => await RawClient.connect(p.address.port)))
   after(() => { for (const h of holders) h.close() })
@@ -145,7 +146,7 @@ test('reload applies pool size, limits and log level to a running proxy and repo
   await waitFor(() => p.router.pinCount === 1, 'one pin (the cap)')
   holders[1].write(cmd('BLPOP', 'reload-q', '0'))
   await waitFor(() => p.router.pinsWaiting === 1, 'second waits')
-  const result = p.reload({ upstream: redis.url, poolSize: 6, maxPins: 4, acquireTimeoutMs: 300, port: 1, logLevel: 'warn' })
+  const result = p.reload({ upstream: redis.url, poolSize: 6, maxPins: 4, acquireTimeoutMs: 300, port: 1, logLevel: 'warn', parkBlocking: false })
   assert.deepEqual(result.applied.sort(), ['logLevel', 'maxPins', 'poolSize'])
   assert.deepEqual(result.needsRestart, ['port'])
   await waitFor(() => p.router.pinCount === 2, 'the waiter got a pin after the cap grew')

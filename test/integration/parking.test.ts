@@ -105,6 +105,7 @@ function scenarios (resp: 2 | 3): Array<{ name: string, steps: Step[] }> {
     { name: 'XREADGROUP > later, then the pending list', steps: [...hello, step(1, ['XGROUP', 'CREATE', k('sg'), 'g', '$', 'MKSTREAM']), step(0, ['XREADGROUP', 'GROUP', 'g', 'c1', 'BLOCK', '5000', 'STREAMS', k('sg'), '>']), pushLater('XADD', k('sg'), '7-1', 'f', 'v'), step(1), step(1, ['XPENDING', k('sg'), 'g'])] },
     { name: 'XREADGROUP NOACK leaves nothing pending', steps: [...hello, step(1, ['XGROUP', 'CREATE', k('sn'), 'g', '$', 'MKSTREAM']), step(0, ['XREADGROUP', 'GROUP', 'g', 'c1', 'COUNT', '1', 'NOACK', 'BLOCK', '5000', 'STREAMS', k('sn'), '>']), pushLater('XADD', k('sn'), '8-1', 'f', 'v'), step(1), step(1, ['XPENDING', k('sn'), 'g'])] },
     { name: 'stream timeouts and errors', steps: [...hello, step(4, ['XREAD', 'BLOCK', '100', 'STREAMS', k('st'), '$'], ['XREADGROUP', 'GROUP', 'nog', 'c', 'BLOCK', '100', 'STREAMS', k('st'), '>'], ['SET', k('sx'), '1'], ['XREAD', 'BLOCK', '100', 'STREAMS', k('sx'), '$'])] },
+    { name: 'a key that turns into a string keeps its waiter blocked until it is a list again', steps: [...hello, step(0, ['BLPOP', k('wt'), '5']), pushLater('SET', k('wt'), 'x'), pushLater('DEL', k('wt')), pushLater('RPUSH', k('wt'), 'v'), step(1), step(1, ['EXISTS', k('wt')])] },
     { name: 'later commands wait for the blocking one', steps: [...hello, step(0, ['BLPOP', k('o'), '5'], ['GET', k('after')], ['SET', k('after'), '1']), pushLater('RPUSH', k('o'), 'v'), step(3)] }
   ]
 }

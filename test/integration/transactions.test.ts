@@ -200,7 +200,8 @@ test('a transaction sent whole (MULTI … EXEC in one pipeline) runs atomically 
 })
 
 test('whole transactions still run while blocking commands hold every pinnable connection', { timeout: 15000 }, async () => {
-  const small = await startProxy({ upstream: redis.url, poolSize: 3, acquireTimeoutMs: 500 })
+  // The pinned path (--park-blocking no): each BLPOP wants a connection of its own.
+  const small = await startProxy({ upstream: redis.url, poolSize: 3, acquireTimeoutMs: 500, parkBlocking: false })
   after(async () => { await small.destroy() })
   const blocked = await Promise.all([1, 2, 3].map(async () => await RawClient.connect(small.address.port)))
   after(() => { for (const b of blocked) b.close() })
