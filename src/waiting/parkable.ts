@@ -22,10 +22,15 @@ const MOVE_BACK = "if redis.call('LREM', KEYS[2], ARGV[2], ARGV[1]) > 0 then red
 /** The kind of key a parked command waits on: one watcher connection per kind and database. */
 export type Family = 'list' | 'zset' | 'stream'
 
+/** The end a command takes from: lists 'left'/'right'; sorted sets 'min' (one watcher); streams ''. */
+export type End = 'left' | 'right' | 'min' | ''
+
 export interface Parkable {
   family: Family
   /** The keys it waits on, in the client's order (latin1: binary-safe). */
   keys: string[]
+  /** Lists: the end it pops from. */
+  end?: End
   /**
    * Streams only: the id each key's wait starts after, in key order: an explicit id, `$` (the
    * stream's last entry when the command arrives) or `>` (XREADGROUP: new to the group).
@@ -45,14 +50,16 @@ export function parkable (cmd: RespCommand): Parkable | null {
   switch (cmd.name) {
     case 'blpop':
     case 'brpop':
-      return argc >= 3 ? { family: 'list', keys: range(cmd, 1, argc - 1) } : null
+      return argc >= 3 ? { family: 'list', keys: range(cmd, 1, argc - 1), end: cmd.name === 'blpop' ? 'left' : 'right' } : null
     case 'bzpopmin':
     case 'bzpopmax':
       return argc >= 3 ? { family: 'zset', keys: range(cmd, 1, argc - 1) } : null
     case 'brpoplpush':
-      return argc === 4 ? { family: 'list', keys: [cmd.argString(1)] } : null
-    case 'blmove':
-      return argc === 6 ? { family: 'list', keys: [cmd.argString(1)] } : null
+      return argc === 4 ? { family: 'list', keys: [cmd.argString(1)], end: 'right' } : null
+    case 'blmove': {
+      const from = cmd.keyword(3)
+      return argc === 6 && LIST_ENDS.has(from) ? { family: 'list', keys: [cmd.argString(1)], end: from as End } : null
+    }
     case 'blmpop':
     case 'bzmpop': {
       // BLMPOP timeout numkeys key [key …] LEFT|RIGHT [COUNT n]
@@ -60,7 +67,9 @@ export function parkable (cmd: RespCommand): Parkable | null {
       if (numkeys === null || numkeys < 1 || 3 + numkeys >= argc) return null
       const end = cmd.keyword(3 + numkeys)
       if (!(cmd.name === 'blmpop' ? LIST_ENDS : ZSET_ENDS).has(end)) return null
-      return { family: cmd.name === 'blmpop' ? 'list' : 'zset', keys: range(cmd, 3, 3 + numkeys) }
+      return cmd.name === 'blmpop'
+        ? { family: 'list', keys: range(cmd, 3, 3 + numkeys), end: end as End }
+        : { family: 'zset', keys: range(cmd, 3, 3 + numkeys) }
     }
     case 'xread':
     case 'xreadgroup':

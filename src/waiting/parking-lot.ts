@@ -1,6 +1,6 @@
 import Denque from 'denque'
 import { runOnLane } from './lane-transaction.js'
-import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, SWEEP_SCRIPT, type Family, type Parkable } from './parkable.js'
+import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, SWEEP_SCRIPT, type End, type Family, type Parkable } from './parkable.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { timeoutReply } from '../commands/blocking.js'
@@ -49,6 +49,8 @@ export interface Waiter {
   readonly resp: 2 | 3
   readonly family: Family
   readonly keys: string[]
+  /** The end its command takes from (lists: 'left'/'right'). */
+  readonly end: End
   /** Streams: per key, the id after which an entry may be for this waiter. */
   after: string[] | null
   state: WaiterState
@@ -77,12 +79,17 @@ interface KeyQueue {
   live: number
 }
 
-interface Watcher {
-  readonly db: number
-  readonly family: Family
-  readonly queues: Map<string, KeyQueue>
-  /** Keys that hold another kind of value: Redis would not wake their waiters; left out. */
-  readonly wrongType: Set<string>
+/**
+ * One watcher connection. Lists have two: a key is watched from the end its longest-waiting
+ * waiter takes from (BLPOP or BRPOP), and what the watcher took goes back to that same end. A
+ * push to the other end meanwhile (the usual queue: LPUSH, then BRPOP) then changes nothing, and
+ * one to the same end is ahead of it only until the waiter takes it, as the waiter would have
+ * taken it first on a direct connection.
+ */
+interface Arm {
+  readonly watcher: Watcher
+  /** The end this arm takes from: 'left'/'right' for lists, 'min' for sorted sets, '' for streams. */
+  readonly end: End
   pin: Pin | null
   acquiring: PinAcquisition | null
   /** Between asking for the watcher's pin and learning its connection's id. */
@@ -92,6 +99,16 @@ interface Watcher {
   /** What its blocking command waits on now (null: not waiting). */
   waitingOn: string | null
   unblockSent: boolean
+}
+
+/** The waiters of one database and kind of key, and the connections watching their keys. */
+interface Watcher {
+  readonly db: number
+  readonly family: Family
+  readonly queues: Map<string, KeyQueue>
+  /** Keys that hold another kind of value: Redis would not wake their waiters; left out. */
+  readonly wrongType: Set<string>
+  readonly arms: Arm[]
   scheduled: boolean
   /** A sweep is on its way (one at a time: each finds what arrived before it). */
   sweeping: boolean
@@ -134,7 +151,7 @@ export class ParkingLot {
 
   get stats (): ParkingStats {
     let watchers = 0
-    for (const w of this.#watchers.values()) if (w.pin !== null) watchers++
+    for (const w of this.#watchers.values()) for (const arm of w.arms) if (arm.pin !== null) watchers++
     return { parked: this.#parked, trying: this.#trying, putBacksInFlight: this.#putBacksInFlight, parkedTotal: this.parkedTotal, wokenTotal: this.wokenTotal, timedOutTotal: this.timedOutTotal, putBackTotal: this.putBackTotal, watchers }
   }
 
@@ -144,7 +161,7 @@ export class ParkingLot {
    * through `client.onParkedReply`, exactly once, unless it is cancelled first.
    */
   park (client: ParkedClient, cmd: RespCommand, what: Parkable, db: number, resp: 2 | 3, timeoutMs: number): Waiter {
-    const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
+    const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, end: what.end ?? ARM_ENDS[what.family][0], after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
     if (timeoutMs > 0) {
       waiter.timer = setTimeout(() => { this.#onTimeout(waiter) }, timeoutMs)
     }
@@ -205,9 +222,11 @@ export class ParkingLot {
           if (waiter.state === 'parked') this.#finish(waiter, toRespError(new Error('respool is shutting down')))
         }
       }
-      watcher.acquiring?.cancel(new Error('closing') as ProxyError)
-      if (watcher.pin !== null) this.#router.releasePin(watcher.pin, 'destroy')
-      watcher.pin = null
+      for (const arm of watcher.arms) {
+        arm.acquiring?.cancel(new Error('closing') as ProxyError)
+        if (arm.pin !== null) this.#router.releasePin(arm.pin, 'destroy')
+        arm.pin = null
+      }
     }
   }
 
@@ -327,7 +346,9 @@ export class ParkingLot {
     const id = `${db}:${family}`
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
-      watcher = { db, family, queues: new Map(), wrongType: new Set(), pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false, scheduled: false, sweeping: false }
+      const arms: Arm[] = []
+      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false }
+      for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
       this.#watchers.set(id, watcher)
     }
     return watcher
@@ -339,23 +360,28 @@ export class ParkingLot {
     watcher.scheduled = true
     setImmediate(() => {
       watcher.scheduled = false
-      this.#rearm(watcher)
+      for (const arm of watcher.arms) this.#rearm(arm)
     })
   }
 
-  /** Keys with a parked waiter (not being served, not of another kind): what to wait on. */
-  #wantedQueues (watcher: Watcher): KeyQueue[] {
+  /**
+   * Keys with a parked waiter (not being served, not of another kind): what to wait on; with an
+   * arm, only the keys whose longest-parked waiter takes from that arm's end.
+   */
+  #wantedQueues (watcher: Watcher, arm: Arm | null = null): KeyQueue[] {
     const out: KeyQueue[] = []
     for (const queue of watcher.queues.values()) {
-      if (queue.parked > 0 && !watcher.wrongType.has(queue.key)) out.push(queue)
+      if (queue.parked === 0 || watcher.wrongType.has(queue.key)) continue
+      if (arm === null || watcher.arms.length === 1 || headEnd(queue) === arm.end) out.push(queue)
     }
     return out
   }
 
   /** The watcher's blocking command for `queues`, whose text also tells if the wait is current. */
-  #waitFrame (watcher: Watcher, queues: KeyQueue[]): { frame: Buffer, signature: string } {
+  #waitFrame (arm: Arm, queues: KeyQueue[]): { frame: Buffer, signature: string } {
+    const watcher = arm.watcher
     if (watcher.family !== 'stream') {
-      const head = watcher.family === 'list' ? BLPOP_HEAD : BZPOPMIN_HEAD
+      const head = watcher.family === 'zset' ? BZPOPMIN_HEAD : arm.end === 'right' ? BRPOP_HEAD : BLPOP_HEAD
       const frame = Buffer.concat([Buffer.from(`*${queues.length + 2}\r\n`), head, ...queues.map((q) => q.arg), ZERO_ARG])
       return { frame, signature: queues.map((q) => q.key).join('\0') }
     }
@@ -375,21 +401,22 @@ export class ParkingLot {
     return { frame, signature: queues.map((q, i) => `${q.key}\0${ids[i]}`).join('\0') }
   }
 
-  #rearm (watcher: Watcher): void {
+  #rearm (arm: Arm): void {
     if (this.#closed) return
-    const queues = this.#wantedQueues(watcher)
-    if (watcher.waitingOn !== null) {
+    const watcher = arm.watcher
+    const queues = this.#wantedQueues(watcher, arm)
+    if (arm.waitingOn !== null) {
       // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
       // reply re-arms.
-      if (!watcher.unblockSent && watcher.redisId !== null && this.#waitFrame(watcher, queues).signature !== watcher.waitingOn) {
-        watcher.unblockSent = true
-        const waitingOn = watcher.waitingOn
-        runOnLane(this.#router, watcher.db, 2, [encodeCommand(['CLIENT', 'UNBLOCK', watcher.redisId])], (replies, err) => {
+      if (!arm.unblockSent && arm.redisId !== null && this.#waitFrame(arm, queues).signature !== arm.waitingOn) {
+        arm.unblockSent = true
+        const waitingOn = arm.waitingOn
+        runOnLane(this.#router, watcher.db, 2, [encodeCommand(['CLIENT', 'UNBLOCK', arm.redisId])], (replies, err) => {
           // Not unblocked (the wait had not reached Redis yet, or no lane could be had): try
           // again shortly, unless that wait has ended meanwhile.
-          if ((err !== null || replies?.[0]?.toString('latin1') === ':0\r\n') && watcher.waitingOn === waitingOn) {
+          if ((err !== null || replies?.[0]?.toString('latin1') === ':0\r\n') && arm.waitingOn === waitingOn) {
             setTimeout(() => {
-              if (watcher.waitingOn === waitingOn) watcher.unblockSent = false
+              if (arm.waitingOn === waitingOn) arm.unblockSent = false
               this.#schedule(watcher)
             }, 5).unref()
           }
@@ -398,71 +425,73 @@ export class ParkingLot {
       return
     }
     if (queues.length === 0) {
-      if (watcher.pin !== null && watcher.queues.size === 0) {
-        this.#router.releasePin(watcher.pin, 'clean')
-        watcher.pin = null
-        watcher.redisId = null
+      if (arm.pin !== null && (watcher.queues.size === 0 || watcher.arms.length > 1)) {
+        this.#router.releasePin(arm.pin, 'clean')
+        arm.pin = null
+        arm.redisId = null
       }
       return
     }
-    if (watcher.pin === null) {
-      this.#acquireWatcher(watcher)
+    if (arm.pin === null) {
+      this.#acquireArm(arm)
       return
     }
-    this.#wait(watcher, watcher.pin, queues)
+    this.#wait(arm, arm.pin, queues)
   }
 
-  #acquireWatcher (watcher: Watcher): void {
+  #acquireArm (arm: Arm): void {
+    const watcher = arm.watcher
     // One start at a time: from asking for a pin until the connection has told its id.
-    if (watcher.starting) return
-    watcher.starting = true
+    if (arm.starting) return
+    arm.starting = true
     const acquisition = this.#router.acquirePin(null, 'blocking')
-    watcher.acquiring = acquisition
+    arm.acquiring = acquisition
     acquisition.promise.then((pin) => {
-      watcher.acquiring = null
+      arm.acquiring = null
       if (this.#closed) {
-        watcher.starting = false
+        arm.starting = false
         this.#router.releasePin(pin, 'clean')
         return
       }
       pin.conn.onClose = () => {
-        if (watcher.pin === pin) {
-          watcher.pin = null
-          watcher.redisId = null
+        if (arm.pin === pin) {
+          arm.pin = null
+          arm.redisId = null
           this.#router.releasePin(pin, 'destroy')
           this.#schedule(watcher)
         }
       }
       syncLaneState(pin.conn, watcher.db, 2)
       pin.conn.sendInternal(['CLIENT', 'ID'], (reply) => {
-        watcher.starting = false
+        arm.starting = false
         if (reply === null || reply[0] !== 0x3a || this.#closed) {
           this.#router.releasePin(pin, this.#closed && reply !== null ? 'clean' : 'destroy')
           this.#schedule(watcher)
           return
         }
-        watcher.pin = pin
-        watcher.redisId = reply.toString('latin1', 1, reply.length - 2)
-        this.#rearm(watcher)
+        arm.pin = pin
+        arm.redisId = reply.toString('latin1', 1, reply.length - 2)
+        this.#rearm(arm)
       })
     }, (err: Error) => {
-      watcher.acquiring = null
-      watcher.starting = false
+      arm.acquiring = null
+      arm.starting = false
       this.#log.debug({ err: err.message }, 'no connection for a watcher yet')
       if (!this.#closed) setTimeout(() => { this.#schedule(watcher) }, 100).unref()
     })
   }
 
   /** The watcher's blocking wait on `queues` (an element it takes only wakes the waiters). */
-  #wait (watcher: Watcher, pin: Pin, queues: KeyQueue[]): void {
+  #wait (arm: Arm, pin: Pin, queues: KeyQueue[]): void {
+    const watcher = arm.watcher
     const conn = pin.conn
-    const { frame, signature } = this.#waitFrame(watcher, queues)
-    watcher.waitingOn = signature
-    watcher.unblockSent = false
+    const { frame, signature } = this.#waitFrame(arm, queues)
+    arm.waitingOn = signature
+    arm.unblockSent = false
     conn.blockingInflight++
     conn.sendFrameInternal(frame, (reply, err) => {
       conn.blockingInflight--
-      watcher.waitingOn = null
+      arm.waitingOn = null
       if (err !== null || reply === null) return // the connection is gone: onClose re-arms
       const detectedAt = performance.now()
       if (reply[0] === 0x2d) {
@@ -478,7 +507,7 @@ export class ParkingLot {
       const taken = elements(reply)
       if (taken !== null) {
         if (watcher.family === 'stream') this.#wakeStreams(watcher, taken, detectedAt)
-        else this.#wake(watcher, taken, detectedAt)
+        else this.#wake(arm, taken, detectedAt)
       }
       this.#schedule(watcher)
     })
@@ -488,11 +517,15 @@ export class ParkingLot {
    * The watcher took an element from a key: put it back and, in the same transaction, run the
    * longest-waiting waiter's command on that key, and sweep the other watched keys.
    */
-  #wake (watcher: Watcher, taken: Buffer[], detectedAt: number): void {
+  #wake (arm: Arm, taken: Buffer[], detectedAt: number): void {
+    const watcher = arm.watcher
     const key = bulkText(taken[0])
+    // A list's element goes back to the end it came from. A sorted-set member goes back only if
+    // nobody added it again meanwhile (NX): a newer score stays, and the waiter's pop then takes
+    // the member as if it had been served after that ZADD; nothing is lost.
     const restore = watcher.family === 'list'
-      ? encodeCommand(['LPUSH', bulkValue(taken[0]), bulkValue(taken[1])])
-      : encodeCommand(['ZADD', bulkValue(taken[0]), bulkValue(taken[2]), bulkValue(taken[1])])
+      ? encodeCommand([arm.end === 'right' ? 'RPUSH' : 'LPUSH', bulkValue(taken[0]), bulkValue(taken[1])])
+      : encodeCommand(['ZADD', bulkValue(taken[0]), 'NX', bulkValue(taken[2]), bulkValue(taken[1])])
     const others = this.#wantedQueues(watcher).filter((q) => q.key !== key)
     this.#serve(watcher, [restore], new Map([[key, 1]]), others, detectedAt, false, () => {
       // Whether the transaction ran is unknown: if it did not, the element the watcher took is
@@ -654,8 +687,21 @@ export class ParkingLot {
 }
 
 const CRLF = Buffer.from('\r\n')
+/** The ends a kind of key is watched from (one watcher connection each, when in use). */
+const ARM_ENDS: Record<Family, End[]> = { list: ['left', 'right'], zset: ['min'], stream: [''] }
+
+/** The end the longest-parked waiter on a key takes from. */
+function headEnd (queue: KeyQueue): End | null {
+  for (let i = 0; i < queue.waiters.length; i++) {
+    const waiter = queue.waiters.peekAt(i) as Waiter
+    if (waiter.state === 'parked') return waiter.end
+  }
+  return null
+}
+
 const SIZE_COMMAND: Record<Family, string> = { list: 'LLEN', zset: 'ZCARD', stream: 'XLEN' }
 const BLPOP_HEAD = Buffer.from('$5\r\nBLPOP\r\n')
+const BRPOP_HEAD = Buffer.from('$5\r\nBRPOP\r\n')
 const BZPOPMIN_HEAD = Buffer.from('$8\r\nBZPOPMIN\r\n')
 const ZERO_ARG = Buffer.from('$1\r\n0\r\n')
 const XREAD_HEAD = Buffer.from('$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n')

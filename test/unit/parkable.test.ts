@@ -15,10 +15,12 @@ const text = (b: Buffer | null): string | null => b === null ? null : b.toString
 const enc = (...args: string[]): string => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`
 
 test('parkable: keys and kind of each blocking list, sorted-set and stream command; WAIT and unclear stream forms keep their pin', () => {
-  assert.deepEqual(parkable(parse('BLPOP', 'a', 'b', 'a', '0')), { family: 'list', keys: ['a', 'b'] })
+  assert.deepEqual(parkable(parse('BLPOP', 'a', 'b', 'a', '0')), { family: 'list', keys: ['a', 'b'], end: 'left' })
   assert.deepEqual(parkable(parse('BZPOPMAX', 'z', '1.5')), { family: 'zset', keys: ['z'] })
-  assert.deepEqual(parkable(parse('BLMOVE', 's', 'd', 'LEFT', 'RIGHT', '0')), { family: 'list', keys: ['s'] })
-  assert.deepEqual(parkable(parse('BLMPOP', '0', '2', 'x', 'y', 'LEFT', 'COUNT', '3')), { family: 'list', keys: ['x', 'y'] })
+  assert.deepEqual(parkable(parse('BLMOVE', 's', 'd', 'LEFT', 'RIGHT', '0')), { family: 'list', keys: ['s'], end: 'left' })
+  assert.deepEqual(parkable(parse('BRPOPLPUSH', 's', 'd', '0')), { family: 'list', keys: ['s'], end: 'right' })
+  assert.deepEqual(parkable(parse('BRPOP', 'q', '0')), { family: 'list', keys: ['q'], end: 'right' })
+  assert.deepEqual(parkable(parse('BLMPOP', '0', '2', 'x', 'y', 'RIGHT', 'COUNT', '3')), { family: 'list', keys: ['x', 'y'], end: 'right' })
   assert.deepEqual(parkable(parse('BZMPOP', '0', '1', 'z', 'MIN')), { family: 'zset', keys: ['z'] })
   assert.equal(parkable(parse('BLMPOP', '0', '3', 'x', 'LEFT')), null, 'numkeys beyond the keys: Redis answers the error')
   assert.equal(parkable(parse('BLMPOP', '0', '01', 'x', 'LEFT')), null)
