@@ -97,6 +97,7 @@ export class ProxyServer {
       serverInfo: () => this.pool.serverInfo,
       serverInfoKnown: () => this.pool.serverInfoKnown,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
+      clients: () => this.#sessions,
       observe: {
         commandLatency: (seconds) => { commandLatency.observe(seconds) },
         pinWait: (seconds) => { pinWait.observe(seconds) },

@@ -4,7 +4,8 @@ import { RequestFramer, type CommandStream, type RequestLimits } from '../protoc
 import { ReplySlot, type Pausable, type ReplySink } from '../routing/reply-slot.js'
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
-import { OK, errorReply, simpleString } from '../protocol/resp-encode.js'
+import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
+import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
@@ -60,6 +61,8 @@ export interface SessionContext {
   serverInfoKnown (): boolean
   /** CLIENT LIST: every client the proxy serves. */
   clientViews (): local.ClientView[]
+  /** Every client the proxy serves (CLIENT KILL, CLIENT UNBLOCK). */
+  clients (): Iterable<ClientSession>
   onSessionClosed (session: ClientSession): void
 }
 
@@ -77,6 +80,9 @@ const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), 
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
 
 // What the pump is waiting for before it can send the next command.
+const ZERO = integer(0)
+const ONE = integer(1)
+
 const W_NONE = 0
 const W_LANE = 1 // a shared lane to exist
 const W_PIN = 2 // a pinned connection
@@ -462,7 +468,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const inMulti = lease !== null && (lease.reasons & R_MULTI) !== 0
     switch (kind) {
       case Kind.SHARED:
-        if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd)
+        if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd.frame)
         if (cmd.name === 'script' && cmd.keyword(1) === 'debug' && cmd.argc === 3) {
           // The Lua debugger takes over the connection's next commands: on a shared lane they
           // would be other clients' commands. No connection is ever in debug mode, so NO is
@@ -744,8 +750,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
         if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
         return this.#forward(slot, E_TRACKING_ON, 0)
       }
-      case 'kill':
       case 'unblock':
+        return this.#unblockClient(slot, cmd)
+      case 'kill': {
+        const { reply, self } = this.#killClients(cmd)
+        this.#local(slot, reply)
+        if (self) this.#endAfterReplies(true) // after this reply, as Redis does
+        return true
+      }
       case 'no-evict':
       case 'no-touch':
         return this.#local(slot, toRespError(new CommandRefusedError(`CLIENT ${sub.toUpperCase()} would act on shared upstream connections and is not supported through respool`)))
@@ -753,6 +765,48 @@ export class ClientSession implements ReplySink, LaneWaiter {
         // CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, HELP …: Redis answers (on the pin, if any).
         return this.#forward(slot, 0, 0)
     }
+  }
+
+  /**
+   * CLIENT UNBLOCK on a respool client id. A parked command is ended here; one blocked on a pin
+   * of its own is ended by Redis (CLIENT UNBLOCK with that connection's Redis id, which only
+   * respool knows), whose answer is the reply.
+   */
+  #unblockClient (slot: ReplySlot, cmd: RespCommand): boolean {
+    const parsed = parseUnblock(cmd)
+    if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)
+    let target: ClientSession | null = null
+    for (const session of this.#ctx.clients()) if (session.id === parsed.id) target = session
+    const how = target?.unblock(parsed.mode) ?? ZERO
+    if (Buffer.isBuffer(how)) return this.#local(slot, how)
+    return this.#sendAtOnce(slot, encodeCommand(['CLIENT', 'UNBLOCK', how.redisId, parsed.mode.toUpperCase()]))
+  }
+
+  /** Ends this client's blocked command, if it has one: :1/:0, or the pin's Redis id. */
+  unblock (mode: UnblockMode): Buffer | { redisId: string } {
+    if (this.#waiter !== null && this.#ctx.parking !== null) {
+      return this.#ctx.parking.unblock(this.#waiter, mode === 'error' ? UNBLOCKED_ERROR : timeoutReply(this.state.resp)) ? ONE : ZERO
+    }
+    const conn = this.#lease?.pin.conn
+    if (conn !== undefined && ((this.#lease?.reasons ?? 0) & R_BLOCKING) !== 0 && conn.blockingInflight > 0 && conn.redisId !== null) {
+      return { redisId: conn.redisId }
+    }
+    return ZERO
+  }
+
+  /** CLIENT KILL on respool's clients: the old form (+OK) or filters (how many were closed). */
+  #killClients (cmd: RespCommand): { reply: Buffer, self: boolean } {
+    const parsed = parseKill(cmd)
+    if (Buffer.isBuffer(parsed)) return { reply: parsed, self: false }
+    const victims: ClientSession[] = []
+    for (const session of this.#ctx.clients()) {
+      const view = session.view()
+      if ('old' in parsed ? view.addr === parsed.old : killMatches(view, parsed, this.id)) victims.push(session)
+    }
+    for (const victim of victims) if (victim !== this) victim.destroy()
+    const self = victims.includes(this)
+    if ('old' in parsed) return { reply: victims.length > 0 ? OK : errorReply('ERR No such client'), self }
+    return { reply: integer(victims.length), self }
   }
 
   #reset (slot: ReplySlot): boolean {
@@ -773,9 +827,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * SCRIPT KILL / FUNCTION KILL go to Redis at once on a connection of their own, not behind
    * the busy script on this client's lane; the reply keeps its place in the client's order.
    */
-  #sendAtOnce (slot: ReplySlot, cmd: RespCommand): boolean {
+  #sendAtOnce (slot: ReplySlot, frame: Buffer): boolean {
     this.#pending.shift()
-    this.#ctx.router.sendAtOnce(cmd.frame, (reply, err) => {
+    this.#ctx.router.sendAtOnce(frame, (reply, err) => {
       if (err !== null) this.#ctx.stats.countFailure(err.code)
       this.#fill(slot, reply ?? toRespError(err as ProxyError))
     })

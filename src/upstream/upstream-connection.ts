@@ -74,6 +74,8 @@ export class UpstreamConnection {
   resp: 2 | 3 = 2
   /** Commands in flight that block by design (BLPOP …): the op timer does not apply to them. */
   blockingInflight = 0
+  /** Redis's id of this connection (CLIENT ID, asked during the handshake), null until known. */
+  redisId: string | null = null
   /**
    * Subscriber or MONITOR mode: every frame is offered here first; returning true consumes it.
    * Frames it declines fill inflight slots as usual (the proxy's own fence commands).
@@ -349,6 +351,10 @@ export class UpstreamConnection {
     // The name makes respool's connections easy to find in CLIENT LIST; a server that refuses
     // it (ACL, old version) is still usable.
     expectOk(['CLIENT', 'SETNAME', 'respool'], 'CLIENT SETNAME', true)
+    // Redis's id of this connection: CLIENT UNBLOCK of a client blocked on it needs it.
+    this.sendInternal(['CLIENT', 'ID'], (frame) => {
+      if (frame !== null && frame[0] === 0x3a) this.redisId = frame.toString('latin1', 1, frame.length - 2)
+    })
     return Promise.all(steps).then(() => undefined)
   }
 

@@ -213,6 +213,17 @@ export class ParkingLot {
     // 'trying' and 'serving' end when their transaction answers.
   }
 
+  /**
+   * CLIENT UNBLOCK: the client gets `reply` now and its command takes nothing (what a transaction
+   * on its way takes for it goes back). False if it was not waiting.
+   */
+  unblock (waiter: Waiter, reply: Buffer): boolean {
+    if (waiter.state === 'done' || waiter.cancelled) return false
+    this.cancel(waiter)
+    waiter.client.onParkedReply(reply)
+    return true
+  }
+
   /** Every parked client gets `err`; watchers are given back. */
   close (): void {
     this.#closed = true

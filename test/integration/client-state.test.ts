@@ -176,11 +176,11 @@ test('refused commands get a clear error and cost only their sender', { timeout:
   after(async () => { await bystanders.stop() })
   const c = await RawClient.connect(proxy.address.port)
   after(() => { c.close() })
-  const refused = Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'KILL', 'ID', '1'), cmd('CLIENT', 'UNBLOCK', '1'), cmd('PING')])
+  const refused = Buffer.concat([cmd('SHUTDOWN'), cmd('PSYNC', '?', '-1'), cmd('CLIENT', 'NO-EVICT', 'on'), cmd('CLIENT', 'NO-TOUCH', 'on'), cmd('PING')])
   const expected = "-ERR respool: 'SHUTDOWN' is refused by policy (--deny-commands)\r\n" +
     "-ERR respool: 'PSYNC' is refused by policy (--deny-commands)\r\n" +
-    '-ERR respool: CLIENT KILL would act on shared upstream connections and is not supported through respool\r\n' +
-    '-ERR respool: CLIENT UNBLOCK would act on shared upstream connections and is not supported through respool\r\n' +
+    '-ERR respool: CLIENT NO-EVICT would act on shared upstream connections and is not supported through respool\r\n' +
+    '-ERR respool: CLIENT NO-TOUCH would act on shared upstream connections and is not supported through respool\r\n' +
     '+PONG\r\n'
   // Again and again while the bystanders pipeline: each time exactly these replies, and the
   // bystanders keep getting exactly theirs.
@@ -193,7 +193,7 @@ test('refused commands get a clear error and cost only their sender', { timeout:
   // Redis never saw any of them.
   const direct = new Redis({ port: redis.port, maxRetriesPerRequest: 0 })
   after(() => { direct.disconnect() })
-  assert.doesNotMatch(await direct.info('commandstats'), /cmdstat_(shutdown|psync|client\|kill|client\|unblock):/)
+  assert.doesNotMatch(await direct.info('commandstats'), /cmdstat_(shutdown|psync|client\|no-evict|client\|no-touch):/)
 })
 
 test('HELLO as the very first command on a fresh proxy reports the upstream\'s real version', { timeout: 10000 }, async () => {

@@ -321,9 +321,9 @@ async function transactionProbes (port: number, redisPort: number): Promise<stri
     }
     // A connection either ran a probe's EXEC last, or was given back after a RESET that Redis
     // answered and then handshaken again (respool does that to every pin that carried MULTI or
-    // WATCH, and to a new connection): its last command is then respool's CLIENT SETNAME, and
-    // nothing a client did survives on it.
-    covered = (await upstreamConnections(redisPort)).every((c) => c.get('cmd') === 'exec' || c.get('cmd') === 'client|setname')
+    // WATCH, and to a new connection): its last command is then the handshake's last, respool's
+    // CLIENT ID, and nothing a client did survives on it.
+    covered = (await upstreamConnections(redisPort)).every((c) => c.get('cmd') === 'exec' || c.get('cmd') === 'client|id')
   }
   if (problems.length === 0 && !covered) {
     const conns = await upstreamConnections(redisPort)
