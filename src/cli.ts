@@ -1,3 +1,4 @@
+import { formatOutputLimits } from './client/output-limits.js'
 import { readFileSync } from 'node:fs'
 import yargs, { type Options } from 'yargs'
 import { hideBin } from 'yargs/helpers'
@@ -22,7 +23,9 @@ const FLAGS: Record<string, Options> = {
   'reconnect-max': { type: 'number', default: DEFAULTS.reconnectMaxMs, describe: 'ms of the longest backoff between upstream connect attempts' },
   'max-clients': { type: 'number', default: DEFAULTS.maxClients, describe: 'Most client connections at once' },
   'max-pipeline': { type: 'number', default: DEFAULTS.maxPipeline, describe: 'Most unanswered commands per client before respool stops reading from it' },
-  'max-output-buffer': { type: 'number', default: DEFAULTS.maxOutputBufferBytes, describe: 'Bytes of replies buffered for a client that does not read, before it is disconnected' },
+  'max-output-buffer': { type: 'number', describe: `Hard limit in bytes on replies buffered for one normal client, past which it is disconnected (the normal hard limit of --client-output-buffer-limit; default ${DEFAULTS.outputLimits.normal.hard})` },
+  'client-output-buffer-limit': { type: 'string', default: formatOutputLimits(DEFAULTS.outputLimits), describe: 'Per-client output limits, Redis\'s syntax: <normal|pubsub> <hard> <soft> <soft seconds> … (sizes like 64mb; 0 = none): past hard, or above soft for longer than the seconds, the client is disconnected' },
+  'maxmemory-clients': { type: 'string', default: 'auto', describe: 'One budget for all reply data respool holds for its clients (bytes, a size such as 256mb, or auto: half the container\'s memory limit, at most 256 MB; 0 = none); past it, the client holding the most is disconnected' },
   'max-bulk-length': { type: 'number', default: DEFAULTS.maxBulkLength, describe: 'Largest argument in bytes (Redis proto-max-bulk-len)' },
   'max-multibulk-length': { type: 'number', default: DEFAULTS.maxMultibulkLength, describe: 'Most arguments in one command' },
   'max-inline-length': { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' },
@@ -112,7 +115,9 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     reconnectMaxMs: args.reconnectMax as number,
     maxClients: args.maxClients as number,
     maxPipeline: args.maxPipeline as number,
-    maxOutputBufferBytes: args.maxOutputBuffer as number,
+    maxOutputBufferBytes: args.maxOutputBuffer as number | undefined,
+    outputLimits: args.clientOutputBufferLimit as string,
+    maxMemoryClients: args.maxmemoryClients as string,
     maxBulkLength: args.maxBulkLength as number,
     maxMultibulkLength: args.maxMultibulkLength as number,
     maxInlineLength: args.maxInlineLength as number,

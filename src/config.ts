@@ -1,3 +1,5 @@
+import { DEFAULT_OUTPUT_LIMITS, parseMemory, parseOutputLimits, type OutputLimits } from './client/output-limits.js'
+import { defaultClientMemoryBudget } from './ops/client-memory.js'
 import { readFileSync } from 'node:fs'
 import { ConfigError } from './errors.js'
 
@@ -47,8 +49,14 @@ export interface ProxyConfig {
   maxClients: number
   /** Most commands one client may have unanswered; past it respool stops reading from that client. */
   maxPipeline: number
-  /** Most reply bytes buffered for one client that does not read; past it the client is disconnected. */
-  maxOutputBufferBytes: number
+  /**
+   * Per-client output buffer limits (Redis's client-output-buffer-limit), for normal and pub/sub
+   * clients: past the hard limit, or above the soft one for longer than its seconds, the client
+   * is disconnected.
+   */
+  outputLimits: OutputLimits
+  /** One budget for all reply bytes respool holds for its clients (Redis's maxmemory-clients); 0 = none. */
+  maxMemoryClients: number
   /** Redis proto-max-bulk-len. */
   maxBulkLength: number
   /** Most arguments in one command. */
@@ -104,8 +112,8 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   reconnectMaxMs: 500,
   maxClients: 10000,
   maxPipeline: 1024,
-  // Above the largest value Redis accepts (512 MB), so one big reply never trips it.
-  maxOutputBufferBytes: 1024 * 1024 * 1024,
+  outputLimits: DEFAULT_OUTPUT_LIMITS,
+  maxMemoryClients: defaultClientMemoryBudget(),
   maxBulkLength: 512 * 1024 * 1024,
   maxMultibulkLength: 2147483647,
   maxInlineLength: 64 * 1024,
@@ -118,8 +126,14 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
-export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users'>> & {
+export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'outputLimits' | 'maxMemoryClients'>> & {
   upstream?: string | UpstreamAddress
+  /** Redis's syntax: `normal 512mb 128mb 60 pubsub 32mb 8mb 60`, or the limits themselves. */
+  outputLimits?: string | OutputLimits
+  /** The normal clients' hard output limit in bytes (overrides outputLimits' normal hard limit). */
+  maxOutputBufferBytes?: number
+  /** Bytes, a size such as `256mb`, or `auto` (half the container's memory limit, at most 256 MB). */
+  maxMemoryClients?: number | string
   /** Named users as a map or as "name:password" strings. */
   users?: Map<string, string> | string[]
   /** Overrides the upstream URL's password (so it need not appear in a URL or a process list). */
@@ -183,7 +197,7 @@ export function describeUpstream (up: UpstreamAddress): string {
 
 /** Fills defaults and checks every value; throws ConfigError naming the bad option. */
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
-  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, ...rest } = stripUndefined(options)
+  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, ...rest } = stripUndefined(options)
   const merged = { ...DEFAULTS, ...rest }
   const upstream: UpstreamAddress = { ...(typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
   if (upstreamPasswordFile !== undefined) upstream.password = readSecret(upstreamPasswordFile, 'upstream-password-file')
@@ -198,7 +212,9 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
     password: password === '' ? undefined : password,
     users: parseUsers(userOption),
     denyCommands: merged.denyCommands.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''),
-    maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1)
+    maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1),
+    outputLimits: outputLimitsOption(limitsOption, maxOutputBufferBytes),
+    maxMemoryClients: memoryBudgetOption(budgetOption)
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('tls-cert and tls-key go together')
   intOption(config, 'port', 0, 65535)
@@ -216,7 +232,6 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'reconnectMaxMs', config.reconnectBaseMs, 600_000)
   intOption(config, 'maxClients', 1, 1_000_000)
   intOption(config, 'maxPipeline', 1, 1_000_000)
-  intOption(config, 'maxOutputBufferBytes', 1024, Number.MAX_SAFE_INTEGER)
   intOption(config, 'maxBulkLength', 1, Number.MAX_SAFE_INTEGER)
   intOption(config, 'maxMultibulkLength', 1, 2147483647)
   intOption(config, 'maxInlineLength', 16, 1 << 30)
@@ -229,6 +244,26 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)
   return config
+}
+
+function outputLimitsOption (option: string | OutputLimits | undefined, normalHard: number | undefined): OutputLimits {
+  const limits = typeof option === 'string' ? parseOutputLimits(option) : structuredClone(option ?? DEFAULT_OUTPUT_LIMITS)
+  if (normalHard !== undefined) {
+    if (!Number.isInteger(normalHard) || normalHard < 0) throw new ConfigError(`max-output-buffer: must be a whole number of bytes, got ${String(normalHard)}`)
+    limits.normal.hard = normalHard
+  }
+  for (const cls of ['normal', 'pubsub'] as const) {
+    const l = limits[cls]
+    if (![l.hard, l.soft, l.softSeconds].every((n) => Number.isInteger(n) && n >= 0)) throw new ConfigError(`client-output-buffer-limit: ${cls} limits must be whole numbers >= 0`)
+  }
+  return limits
+}
+
+function memoryBudgetOption (option: number | string | undefined): number {
+  if (option === undefined || option === 'auto') return defaultClientMemoryBudget()
+  const bytes = typeof option === 'number' ? option : parseMemory(option)
+  if (!Number.isInteger(bytes) || bytes < 0) throw new ConfigError(`maxmemory-clients: must be bytes, a size such as 256mb, or auto, got ${String(option)}`)
+  return bytes
 }
 
 function parseUsers (users: Map<string, string> | string[] | undefined): Map<string, string> {

@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
 import { ParkingLot } from './waiting/parking-lot.js'
+import { ClientMemoryBudget } from './ops/client-memory.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
 import { ProxyStats } from './ops/proxy-stats.js'
@@ -40,7 +41,7 @@ export interface ReloadResult {
 }
 
 /** Settings a running proxy can change safely (RESPOOL RELOAD, SIGHUP). */
-const RELOADABLE = ['poolSize', 'maxPins', 'acquireTimeoutMs', 'maxClients', 'maxPipeline', 'maxOutputBufferBytes',
+const RELOADABLE = ['poolSize', 'maxPins', 'acquireTimeoutMs', 'maxClients', 'maxPipeline', 'outputLimits', 'maxMemoryClients',
   'maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs', 'shutdownGraceMs', 'logLevel', 'denyCommands'] as const
 
 /** Reloadable settings that every connected client takes over at once (not only new ones). */
@@ -59,11 +60,15 @@ export class ProxyServer {
   readonly stats = new ProxyStats()
   /** Blocking commands waiting without a connection (null with --park-blocking no). */
   readonly parking: ParkingLot | null
+  /** The budget for reply bytes held for all clients (--maxmemory-clients). */
+  readonly memory: ClientMemoryBudget
   readonly metrics: Metrics
   readonly #server: net.Server
   #httpServer: http.Server | null = null
   #paused = false
   #pauseTimer: NodeJS.Timeout | null = null
+  /** Once a second: soft output limits of clients that hold output (they may get no more writes). */
+  readonly #outputCheck: NodeJS.Timeout
   readonly #pausedSessions = new Set<ClientSession>()
   /** Where RESPOOL RELOAD and SIGHUP read the configuration from (the CLI sets it). */
   reloadSource: (() => Promise<ProxyOptions>) | null = null
@@ -82,12 +87,18 @@ export class ProxyServer {
     this.log = serverOptions.logger ?? silentLogger()
     this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
+    this.memory = new ClientMemoryBudget(this.config.maxMemoryClients)
+    this.#outputCheck = setInterval(() => {
+      for (const holder of this.memory.holders()) (holder as ClientSession).checkOutput()
+    }, 1000)
+    this.#outputCheck.unref()
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
     this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
       config: this.config,
+      memory: this.memory,
       router: this.router,
       stats: this.stats,
       log: this.log,
@@ -108,6 +119,7 @@ export class ProxyServer {
       paused: () => this.#paused,
       waitForResume: (session) => { this.#pausedSessions.add(session) },
       onSessionClosed: (session) => {
+        this.memory.forget(session)
         this.#sessions.delete(session)
         this.#pausedSessions.delete(session)
       }
@@ -256,6 +268,10 @@ export class ProxyServer {
       this.router.resize(this.config.poolSize, this.config.maxPins)
     }
     if (applied.includes('logLevel')) this.log.level = this.config.logLevel
+    if (applied.includes('maxMemoryClients')) {
+      this.memory.limit = this.config.maxMemoryClients
+      if (this.memory.limit > 0) this.memory.enforce()
+    }
     if (applied.includes('denyCommands')) this.#ctx.denied = new Set(this.config.denyCommands)
     if (applied.some((key) => SESSION_LIMITS.has(key))) {
       for (const session of this.#sessions) session.applyConfig()
@@ -324,6 +340,7 @@ export class ProxyServer {
 
   async #teardown (): Promise<void> {
     if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
+    clearInterval(this.#outputCheck)
     for (const session of [...this.#sessions]) session.destroy()
     this.parking?.close()
     await this.router.close()

@@ -5,6 +5,8 @@ import { ReplySlot, type Pausable, type ReplySink } from '../routing/reply-slot.
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
 import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
+import { ReplyWindow } from './reply-window.js'
+import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { SessionState } from './session-state.js'
@@ -63,6 +65,8 @@ export interface SessionContext {
   clientViews (): local.ClientView[]
   /** Every client the proxy serves (CLIENT KILL, CLIENT UNBLOCK). */
   clients (): Iterable<ClientSession>
+  /** One budget for the reply bytes held for all clients. */
+  memory: ClientMemoryBudget
   onSessionClosed (session: ClientSession): void
 }
 
@@ -90,6 +94,7 @@ const W_DRAIN = 3 // the upstream socket to drain
 const W_BARRIER = 4 // replies in flight on another connection (order across connections)
 const W_PAUSED = 5 // RESPOOL PAUSE
 const W_PARKED = 6 // a blocking command waiting inside respool (later commands run after it, as in Redis)
+const W_OUTPUT = 7 // the client to read its replies (ReplyWindow)
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -99,6 +104,8 @@ const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
+/** Output below this is not reported to the memory budget (most clients never reach it). */
+const MEMORY_REPORT_MIN = 256 * 1024
 
 const PUSH = 0x3e
 const MINUS = 0x2d
@@ -144,6 +151,16 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #endWhenFlushed = false
   /** The upstream connection paused while this client catches up with a large reply. */
   #streamSource: Pausable | null = null
+  /** #streamSource was paused with pauseWhileAlone (a shared lane). */
+  #streamAlone = false
+  /** How far this client's commands may run ahead of its reading. */
+  readonly #window = new ReplyWindow()
+  /** Bytes of the reply being streamed to the client now. */
+  #streamedBytes = 0
+  /** When the buffered output first went above the soft limit (0: it is not above). */
+  #softSince = 0
+  /** What this client last reported to the memory budget. */
+  #reportedBytes = 0
   /** The upstream connection this client's large command is being written to, piece by piece. */
   #streamConn: UpstreamConnection | null = null
   #streamSlot: ReplySlot | null = null
@@ -366,6 +383,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return
     }
     while (!this.#closed && this.#wait === W_NONE && pending.length > 0) {
+      if (!this.#window.allows(this.#inflight, this.#writer.pendingBytes)) {
+        // The client is behind on its reading: its next command waits, unsent, until it reads.
+        this.#wait = W_OUTPUT
+        return
+      }
       if (!this.#dispatch(pending.peekFront() as ReplySlot)) return
     }
   }
@@ -1030,6 +1052,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   onReply (slot: ReplySlot, frame: Buffer): void {
     this.#inflight--
+    this.#window.observe(frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
@@ -1038,6 +1061,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #afterReply (): void {
+    if (this.#wait === W_OUTPUT) this.#outputWaitOver()
     if (this.#inflight > 0) return
     this.#maybeReleaseLease()
     if (this.#wait === W_BARRIER) this.#wait = W_NONE
@@ -1066,16 +1090,27 @@ export class ClientSession implements ReplySink, LaneWaiter {
       slot.lead = Buffer.from(piece.subarray(0, 2)) // the reply's type, for effects
     }
     if (!slot.suppressed && !this.#closed) this.#write(piece)
+    this.#streamedBytes += piece.length
     if (!done) {
-      // Only a connection of this client's own is paused for it; on a shared lane that would
-      // stall everybody behind a slow reader, who then pays with memory up to its output limit.
-      if (this.#streamSource === null && this.#writer.pendingBytes > STREAM_HIGH_WATER && this.#lease?.pin.conn === source) {
-        this.#streamSource = source
-        source.pauseReading()
+      // The upstream stops reading for a slow reader only when that holds up nobody else: on a
+      // connection of this client's own, or on a shared lane whose only unanswered command is
+      // this one (new commands avoid a lane reading a large reply). Otherwise the reply is
+      // buffered, within the output limits and the budget for all clients.
+      if (this.#streamSource === null && this.#writer.pendingBytes > STREAM_HIGH_WATER) {
+        if (this.#lease?.pin.conn === source) {
+          this.#streamSource = source
+          source.pauseReading()
+        } else if (source.inflight === 1) {
+          this.#streamSource = source
+          this.#streamAlone = true
+          source.pauseWhileAlone()
+        }
       }
       return
     }
     this.#inflight--
+    this.#window.observe(this.#streamedBytes)
+    this.#streamedBytes = 0
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, slot.lead as Buffer, this.#lease, this.#conn)
     if (!this.#closed && this.#slots.peekFront() === slot) {
@@ -1181,11 +1216,70 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #write (bytes: Buffer): void {
     this.#writer.write(bytes)
-    if (this.#writer.pendingBytes > this.#ctx.config.maxOutputBufferBytes) {
-      // Like Redis's client-output-buffer-limit: a client that does not read is cut off.
+    this.checkOutput()
+  }
+
+  /**
+   * Like Redis's client-output-buffer-limit: a client past the hard limit, or above the soft
+   * limit for longer than its seconds, is cut off. Runs on every write, and every second for
+   * clients that hold output (one that stopped reading gets no more writes to notice it).
+   */
+  checkOutput (): void {
+    if (this.#closed) return
+    const buffered = this.#writer.pendingBytes
+    const limit = this.#subscribed ? this.#ctx.config.outputLimits.pubsub : this.#ctx.config.outputLimits.normal
+    let over: string | null = null
+    if (limit.hard > 0 && buffered > limit.hard) over = 'hard'
+    else if (limit.soft > 0 && buffered > limit.soft) {
+      const now = performance.now()
+      if (this.#softSince === 0) this.#softSince = now
+      else if (now - this.#softSince > limit.softSeconds * 1000) over = 'soft'
+    } else {
+      this.#softSince = 0
+    }
+    if (over !== null) {
       this.#ctx.stats.downstreamCxOutputLimit++
-      this.#ctx.log.warn({ client: this.id, buffered: this.#writer.pendingBytes }, 'client output buffer limit reached; disconnecting')
+      this.#ctx.log.warn({ client: this.id, buffered, limit: over, class: this.#subscribed ? 'pubsub' : 'normal' }, 'client output buffer limit reached; disconnecting')
       this.destroy()
+      return
+    }
+    if (buffered > MEMORY_REPORT_MIN || this.#reportedBytes > 0) this.#reportMemory(buffered)
+  }
+
+  /** Subscribed clients get the pub/sub output limits. */
+  get #subscribed (): boolean {
+    return ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) !== 0 || this.#effects.subs.count('channel') + this.#effects.subs.count('pattern') + this.#effects.subs.count('shard') > 0
+  }
+
+  /** What this client holds now goes into the budget for all clients (small amounts are not reported). */
+  #reportMemory (buffered: number): void {
+    this.#reportedBytes = buffered
+    this.#ctx.memory.report(this, buffered)
+  }
+
+  /** Bytes held for this client: reply data not yet taken by its socket, and replies held for order. */
+  bufferedBytes (): number {
+    if (this.#closed) return 0
+    let held = 0
+    for (let i = 0; i < this.#slots.length; i++) {
+      const slot = this.#slots.peekAt(i) as ReplySlot
+      if (slot.reply !== null) held += slot.reply.length
+      else if (slot.pieces !== null) for (const piece of slot.pieces) held += piece.length
+    }
+    return this.#writer.pendingBytes + held
+  }
+
+  /** The budget for all clients ran out and this client held the most: it is disconnected. */
+  evictForMemory (bytes: number): void {
+    this.#ctx.log.warn({ client: this.id, buffered: bytes, budget: this.#ctx.config.maxMemoryClients }, 'maxmemory-clients reached; disconnecting the client that holds the most')
+    this.destroy()
+  }
+
+  /** The client read enough of its replies: commands waiting for that go on. */
+  #outputWaitOver (): void {
+    if (this.#window.allows(this.#inflight, this.#writer.pendingBytes)) {
+      this.#wait = W_NONE
+      this.#pump()
     }
   }
 
@@ -1197,14 +1291,22 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #onDrain = (): void => {
     this.#resume(PAUSE_OUTPUT)
-    const source = this.#streamSource
-    if (source !== null) {
-      this.#streamSource = null
-      source.resumeReading()
-    }
+    if (this.#reportedBytes > 0) this.#reportMemory(this.#writer.pendingBytes)
+    if (this.#wait === W_OUTPUT) this.#outputWaitOver()
+    this.#endStreamPause()
   }
 
   // ---- flow control and lifecycle --------------------------------------------------------
+
+  /** The connection stopped for this client's slow reading of a large reply reads again. */
+  #endStreamPause (): void {
+    const source = this.#streamSource
+    if (source === null) return
+    this.#streamSource = null
+    if (this.#streamAlone) source.endAlonePause()
+    else source.resumeReading()
+    this.#streamAlone = false
+  }
 
   #pause (reason: number): void {
     if (this.#paused === 0) this.#socket.pause()
@@ -1269,10 +1371,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.stats.upstreamRqCancelled += this.#inflight
     this.#slots.clear()
     this.#pending.clear()
-    if (this.#streamSource !== null) {
-      this.#streamSource.resumeReading()
-      this.#streamSource = null
-    }
+    this.#endStreamPause()
     if (this.#streamConn !== null) {
       // Redis holds the first part of a command whose rest will never come: the connection is
       // closed once the replies owed to others on it have arrived.

@@ -135,6 +135,8 @@ function statsText (server: ProxyServer): string {
     `max_clients_refused_total:${s.downstreamCxRefused}`,
     `max_pipeline_pauses_total:${s.downstreamRqPipelineLimit}`,
     `max_output_buffer_disconnects_total:${s.downstreamCxOutputLimit}`,
+    `maxmemory_clients_disconnects_total:${server.memory.evictions}`,
+    `client_output_bytes:${server.memory.recount().total}`,
     ...PIN_REASONS.map((r, i) => `pins_${r}_total:${s.pinsByReason[i]}`),
     `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
     `parked_total:${server.parking?.parkedTotal ?? 0}`,

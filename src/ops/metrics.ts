@@ -35,6 +35,18 @@ export class Metrics {
     gauge('respool_clients', 'Client connections', () => server.clientCount)
     gauge('respool_draining', '1 while respool is shutting down', () => server.draining ? 1 : 0)
     gauge('respool_paused', '1 while commands are held by RESPOOL PAUSE', () => server.paused ? 1 : 0)
+    new client.Gauge({ // eslint-disable-line no-new
+      name: 'respool_client_output_bytes',
+      help: 'Reply bytes respool holds for its clients (not yet taken by their sockets): in total, and for the client holding the most',
+      labelNames: ['which'],
+      registers,
+      collect () {
+        const { total, biggestBytes } = server.memory.recount()
+        this.set({ which: 'total' }, total)
+        this.set({ which: 'biggest_client' }, biggestBytes)
+      }
+    })
+    gauge('respool_client_output_budget_bytes', 'The budget for reply bytes held for all clients (--maxmemory-clients; 0 = none)', () => server.memory.limit)
     gauge('respool_parked_watchers', 'Upstream connections watching the keys of parked blocking commands (one per database and kind of key in use)', () => server.parking?.stats.watchers ?? 0)
     new client.Gauge({ // eslint-disable-line no-new
       name: 'respool_parked_commands',
@@ -90,7 +102,8 @@ export class Metrics {
     counter('respool_limit_hits_total', 'Limits reached, by limit', 'limit', () => [
       ['max_clients', s.downstreamCxRefused],
       ['max_pipeline', s.downstreamRqPipelineLimit],
-      ['max_output_buffer', s.downstreamCxOutputLimit]
+      ['max_output_buffer', s.downstreamCxOutputLimit],
+      ['maxmemory_clients', server.memory.evictions]
     ])
     counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
     counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])

@@ -5,6 +5,15 @@ import type { ProxyError } from '../errors.js'
 export interface Pausable {
   pauseReading (): void
   resumeReading (): void
+  /** Commands on the connection not answered yet (the streaming reply's included). */
+  readonly inflight: number
+  /**
+   * Stops reading while the reply being streamed is the connection's only command; any command
+   * written to it meanwhile ends the pause at once (it must not wait behind a slow reader).
+   */
+  pauseWhileAlone (): void
+  /** Ends a pauseWhileAlone (nothing if a command already ended it). */
+  endAlonePause (): void
 }
 
 /** Whoever waits for a reply: a client session, or the proxy itself for its own commands. */

@@ -123,7 +123,8 @@ export class Router {
         if (now - lane.lastProgress > LANE_STALL_MS) continue
       }
       if (flowing === null || lane.inflight < flowing.inflight) flowing = lane
-      if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
+      // A lane reading a large reply is busy too: a small command would wait behind all of it.
+      if (lane.inflight >= LANE_BUSY_INFLIGHT || lane.streamingReply) continue
       if (lane.db === db && lane.resp === resp) return lane
       firstFree ??= lane
     }

@@ -98,6 +98,8 @@ export class UpstreamConnection {
   #closeError: ProxyError | null = null
   /** The slot whose large reply is arriving in pieces. */
   #streamSlot: ReplySlot | null = null
+  /** Reading stopped for a slow reader of the only reply in flight (see pauseWhileAlone). */
+  #alonePause = false
   /** Pieces of a large frame that must still be delivered whole (a push, or on a tunnel). */
   #wholePieces: Buffer[] | null = null
   #readPauses = 0
@@ -175,6 +177,11 @@ export class UpstreamConnection {
   }
 
   /** Commands written and not yet answered. */
+  /** A large reply is arriving in pieces: commands sent now would wait behind all of it. */
+  get streamingReply (): boolean {
+    return this.#streamSlot !== null
+  }
+
   get inflight (): number {
     return this.#inflight.length
   }
@@ -212,6 +219,7 @@ export class UpstreamConnection {
 
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
+    if (this.#alonePause) this.endAlonePause()
     if (this.#inflight.push(slot) === 1) this.#startTimer()
     this.#writer.write(frame)
   }
@@ -420,6 +428,18 @@ export class UpstreamConnection {
   /** Stops reading replies (a client receiving a large reply is slower than Redis). Counted. */
   pauseReading (): void {
     if (this.#readPauses++ === 0) this.#socket.pause()
+  }
+
+  pauseWhileAlone (): void {
+    if (this.#alonePause) return
+    this.#alonePause = true
+    this.pauseReading()
+  }
+
+  endAlonePause (): void {
+    if (!this.#alonePause) return
+    this.#alonePause = false
+    this.resumeReading()
   }
 
   resumeReading (): void {
