@@ -111,6 +111,8 @@ export interface WaitRun {
   pushSpanMs: number
   woken: number
   wakeMs: { p50: number, p99: number, max: number }
+  /** Waiters woken per second, from the first token written to the last woken waiter's reply. */
+  wakesPerSec: number
   /** nil although the token was pushed before the waiter's timeout. */
   wrongTimeouts: number
   /** Tokens pushed within 250 ms of (or after) their waiter's timeout: the benchmark was too slow, not counted as wrong. */
@@ -153,6 +155,7 @@ export interface WaitRow {
   blockedMin: number
   blockedMax: number
   pushSpanMs: number
+  wakesPerSec: number
 }
 
 export interface WaitersReport {
@@ -388,6 +391,7 @@ async function oneRun (target: Server, pool: number | null, admin: RedisAdmin, n
     // Count the outcome of every waiter.
     const pushed = new Set(toPush)
     const lat: number[] = []
+    let lastWakeUs = 0
     let wrongTimeouts = 0
     let latePushes = 0
     let noReply = 0
@@ -397,7 +401,10 @@ async function oneRun (target: Server, pool: number | null, admin: RedisAdmin, n
       if (pushed.has(i)) {
         const late = pushUs[i] > res.sentUs[i] + cfg.timeoutSec * 1e6 - 250e3
         if (late) latePushes++
-        if (k === ELEMENT) lat.push((res.replyUs[i] - pushUs[i]) / 1000)
+        if (k === ELEMENT) {
+          lat.push((res.replyUs[i] - pushUs[i]) / 1000)
+          if (res.replyUs[i] > lastWakeUs) lastWakeUs = res.replyUs[i]
+        }
         else if (k === NIL) { if (!late) wrongTimeouts++ } else if (k === 0) noReply++
         else wrongReplies++
       } else if (k === NIL) {
@@ -430,6 +437,7 @@ async function oneRun (target: Server, pool: number | null, admin: RedisAdmin, n
       pushSpanMs,
       woken: lat.length,
       wakeMs: { p50: percentileSorted(lat, 50), p99: percentileSorted(lat, 99), max: lat.length === 0 ? NaN : lat[lat.length - 1] },
+      wakesPerSec: lat.length === 0 ? NaN : lat.length / ((lastWakeUs - pushUs[toPush[0]]) / 1e6),
       wrongTimeouts,
       latePushes,
       noReply,
@@ -476,7 +484,7 @@ export async function scenarioWaiters (redisServer: Server, admin: RedisAdmin, c
           const run = await oneRun(target, e.pool, admin, cell.n, cell.mode, r + 1, cfg, seed)
           runs.push(run)
           progress(`(${scenario}) ${cellLabel(cell.n, cell.mode)} round ${r + 1}/${cfg.rounds} ${target.name}: ` +
-            `connected in ${fmtInt(run.connectMs)} ms, parked in ${fmtInt(run.parkMs)} ms, woken ${run.woken}/${run.pushed} (tokens over ${fmtInt(run.pushSpanMs)} ms), ` +
+            `connected in ${fmtInt(run.connectMs)} ms, parked in ${fmtInt(run.parkMs)} ms, woken ${run.woken}/${run.pushed} (tokens over ${fmtInt(run.pushSpanMs)} ms, ${fmtInt(run.wakesPerSec)}/s), ` +
             `wake p50 ${fmtMs(run.wakeMs.p50)} p99 ${fmtMs(run.wakeMs.p99)} max ${fmtMs(run.wakeMs.max)} ms, wrong timeouts ${run.wrongTimeouts}, ` +
             `no reply ${run.noReply}, wrong replies ${run.wrongReplies}, tokens left ${run.tokensLeft}, Redis connections ≤ ${run.redisConnectionsMax}, blocked ${run.redisBlockedWhenParked}; run ${(run.runMs / 1000).toFixed(1)} s`)
           noteAnomalies(scenario, run, cfg, anomalies)
@@ -511,11 +519,14 @@ function noteAnomalies (scenario: string, run: WaitRun, cfg: WaitersConfig, out:
   const add = (message: string): void => { out.push({ scenario, target: run.target, message: `${at}: ${message}`, reproduce: reproduceLine(run, cfg) }) }
   if (run.connected < run.waiters) add(`only ${run.connected}/${run.waiters} waiters connected: ${JSON.stringify(run.connectErrors)}`)
   if (!run.allParked) add(`not every waiter was seen parked within ${cfg.timeoutSec / 2} s; tokens were pushed anyway`)
-  if (run.wrongTimeouts > 0) add(`${run.wrongTimeouts} wrong timeouts (nil although the token was pushed before the waiter's timeout)`)
+  if (run.wrongTimeouts > 0) {
+    add(`${run.wrongTimeouts} wrong timeouts (nil although the token was pushed before the waiter's timeout)` +
+      (run.tokensLeft === run.wrongTimeouts ? `; their ${run.tokensLeft} tokens were left in Redis` : ''))
+  }
   if (run.noReply > 0) add(`${run.noReply} pushed waiters had no reply at all ${cfg.timeoutSec} s + 3 s after their BLPOP`)
   if (run.wrongReplies > 0) add(`${run.wrongReplies} wrong replies: ${JSON.stringify(run.errors)} ${run.errorSamples.join(' / ')}`)
   if (run.latePushes > 0) add(`${run.latePushes} tokens were pushed within 250 ms of their waiter's timeout (the run was too slow; not counted as wrong timeouts)`)
-  if (run.tokensLeft > 0) add(`${run.tokensLeft} tokens left in Redis after the run (pushed but taken by nobody, or put back)`)
+  if (run.tokensLeft > 0 && run.tokensLeft !== run.wrongTimeouts) add(`${run.tokensLeft} tokens left in Redis after the run (pushed but taken by nobody, or put back)`)
   if (run.pushReplyProblems > 0) add(`${run.pushReplyProblems} RPUSH replies other than :1 (or missing)`)
   if (run.logProblems > 0) add(`respool logged ${run.logProblems} warning/error line(s), e.g. ${run.errorSamples.slice(-1).join('')}`)
   if (run.pool !== null && run.redisConnectionsMax > run.pool) add(`${run.redisConnectionsMax} connections on Redis during the wait, more than --pool-size ${run.pool}`)
@@ -553,7 +564,8 @@ function aggregate (runs: WaitRun[], cells: Array<{ n: number, mode: PushMode }>
         connMax: Math.max(...rs.map((x) => x.redisConnectionsMax)),
         blockedMin: Math.min(...rs.map((x) => x.redisBlockedWhenParked)),
         blockedMax: Math.max(...rs.map((x) => x.redisBlockedWhenParked)),
-        pushSpanMs: median(rs.map((x) => x.pushSpanMs))
+        pushSpanMs: median(rs.map((x) => x.pushSpanMs)),
+        wakesPerSec: median(rs.map((x) => x.wakesPerSec))
       })
     }
   }
@@ -573,13 +585,14 @@ function tablesOf (rows: WaitRow[], cfg: WaitersConfig): Table[] {
       if (rs.length === 0) continue
       tables.push({
         title: `(w) ${fmtInt(n)} waiters (BLPOP, ${cfg.timeoutSec} s timeout), a random half woken by ${modeText(mode)} — median of ${cfg.rounds} round(s), target order rotated each round`,
-        headers: ['target', 'parked in ms', 'woken', 'tokens over ms', 'wake p50 ms', 'p99 ms', 'max ms', 'wrong timeouts', 'no reply', 'wrong replies', 'tokens left', 'Redis connections', 'Redis blocked clients'],
+        headers: ['target', 'parked in ms', 'woken', 'tokens over ms', 'woken/s', 'wake p50 ms', 'p99 ms', 'max ms', 'wrong timeouts', 'no reply', 'wrong replies', 'tokens left', 'Redis connections', 'Redis blocked clients'],
         rows: rs.map((r) => [
-          r.target, fmtInt(r.parkMs), `${fmtInt(r.woken)}/${fmtInt(r.pushed)}`, fmtInt(r.pushSpanMs), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max),
+          r.target, fmtInt(r.parkMs), `${fmtInt(r.woken)}/${fmtInt(r.pushed)}`, fmtInt(r.pushSpanMs), fmtInt(r.wakesPerSec), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max),
           fmtInt(r.wrongTimeouts), fmtInt(r.noReply), fmtInt(r.wrongReplies), fmtInt(r.tokensLeft), range(r.connMin, r.connMax), range(r.blockedMin, r.blockedMax)
         ]),
         notes: tables.length > 0 ? ['columns as under the first (w) table'] : [
-          'wake latency = time the waiter read its reply − time the token\'s chunk was written to Redis (one monotonic clock, two processes); p50/p99/max and "parked in" are medians over rounds, counts are sums over rounds',
+          'wake latency = time the waiter read its reply − time the token\'s chunk was written to Redis (one monotonic clock, two processes); p50/p99/max, woken/s and "parked in" are medians over rounds, counts are sums over rounds',
+          'tokens over = first token written → last; woken/s = waiters woken ÷ (first token written → last woken waiter\'s reply): the rate of the tokens when the wake-ups keep up, lower when they do not',
           'parked in = first BLPOP sent → every waiter seen parked (direct: INFO blocked_clients; respool: its watcher blocked in BLPOP on every key, from CLIENT LIST)',
           `wrong timeouts = nil although the token was pushed before the waiter's ${cfg.timeoutSec} s timeout (must be 0); no reply = nothing by the timeout + 3 s; wrong replies = errors, closed connections, another waiter's element, or an early nil for an unpushed waiter`,
           'tokens left = keys still in Redis after the waiters left (a token nobody took)',
