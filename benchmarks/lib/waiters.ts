@@ -306,19 +306,24 @@ class ConnectionSampler {
 async function waitParked (admin: RedisAdmin, target: Server, connected: number[], deadlineMs: number): Promise<{ ok: boolean, blocked: number }> {
   const wantArgv = 'BLPOP'.length + 1 + connected.reduce((sum, i) => sum + KEY_PREFIX.length + String(i).length, 0)
   for (;;) {
-    const info = await admin.redis.info('clients')
-    const blocked = infoField(info, 'blocked_clients')
+    let blocked: number
+    let ok = false
     if (target.kind === 'direct') {
-      if (blocked >= connected.length) return { ok: true, blocked }
+      blocked = infoField(await admin.redis.info('clients'), 'blocked_clients')
+      ok = blocked >= connected.length
     } else {
+      // Blocked connections counted from the same CLIENT LIST snapshot as the watcher's wait.
+      blocked = 0
       const list = await admin.redis.client('LIST') as string
       for (const line of list.split('\n')) {
-        if (!/ name=respool /.test(line) || !/ cmd=blpop /.test(line) || !/ flags=\S*b/.test(line)) continue
+        if (!/ flags=\S*b/.test(line)) continue
+        blocked++
+        if (!/ name=respool /.test(line) || !/ cmd=blpop /.test(line)) continue
         const argv = /\bargv-mem=(\d+)/.exec(line)
-        if (argv !== null && Number(argv[1]) === wantArgv) return { ok: true, blocked }
+        if (argv !== null && Number(argv[1]) === wantArgv) ok = true
       }
     }
-    if (performance.now() > deadlineMs) return { ok: false, blocked }
+    if (ok || performance.now() > deadlineMs) return { ok, blocked }
     await delay(20)
   }
 }
@@ -416,9 +421,9 @@ async function oneRun (target: Server, pool: number | null, admin: RedisAdmin, n
     }
     lat.sort((a, b) => a - b)
 
-    // Tokens nobody took (each a key still in Redis), once respool has had time to put back
+    // Tokens nobody took (each a key still in Redis), once respool has had 300 ms to put back
     // anything it took for a waiter that left.
-    await delay(target.kind === 'respool' ? 500 : 100)
+    await delay(target.kind === 'respool' ? 300 : 100)
     const tokensLeft = await admin.redis.dbsize()
     const log = target.kind === 'respool' ? logProblems(target.logFile, 5) : { count: 0, samples: [] }
     return {
@@ -596,7 +601,7 @@ function tablesOf (rows: WaitRow[], cfg: WaitersConfig): Table[] {
           'parked in = first BLPOP sent → every waiter seen parked (direct: INFO blocked_clients; respool: its watcher blocked in BLPOP on every key, from CLIENT LIST)',
           `wrong timeouts = nil although the token was pushed before the waiter's ${cfg.timeoutSec} s timeout (must be 0); no reply = nothing by the timeout + 3 s; wrong replies = errors, closed connections, another waiter's element, or an early nil for an unpushed waiter`,
           'tokens left = keys still in Redis after the waiters left (a token nobody took)',
-          'Redis connections = most connections Redis had during the wait and the wake-ups (INFO clients), minus the benchmark\'s admin and pusher connections; Redis blocked clients = INFO blocked_clients once all were parked (respool: its watcher connections)',
+          'Redis connections = most connections Redis had during the wait and the wake-ups (INFO clients), minus the benchmark\'s admin and pusher connections; Redis blocked clients = blocked connections on Redis once all were parked (direct: INFO blocked_clients; respool: connections with flag b in the same CLIENT LIST, i.e. its watchers)',
           'respool runs with --park-blocking yes --max-clients N+100; a fresh process for every run'
         ]
       })
