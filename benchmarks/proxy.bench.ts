@@ -6,7 +6,7 @@
  *   npm run bench                      # build, then node dist/benchmarks/proxy.bench.js
  *   QUICK=1 npm run bench              # a small run (≤ 2 minutes)
  *   SWEEP=1 npm run bench              # the full pool-size sweep (more rounds, more requests)
- *   SCENARIOS=a,d npm run bench        # only some scenarios (a b c d e)
+ *   SCENARIOS=a,d npm run bench        # only some scenarios (a b c d e w)
  *
  * Scenarios (see benchmarks/README.md):
  *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1
@@ -15,6 +15,9 @@
  *   c  pinning: BRPOP workers + LPUSH producers + MULTI/EXEC loops, pool smaller than the workers
  *   d  one-hop latency at low load: 1 client, -P 1
  *   e  memory: RSS with 10,000 idle clients; RSS growth while a 256 MB value passes through
+ *   w  waiters: 1,000 and 10,000 clients parked in BLPOP (respool --park-blocking yes), half of them
+ *      woken by tokens pushed straight to Redis; wake latency, wrong timeouts, connections on Redis
+ *      (lib/waiters.ts; also on its own: npm run bench:waiters)
  *
  * Output: tables on stdout, progress on stderr, JSON + SVG + Markdown in benchmarks/results/.
  */
@@ -26,11 +29,12 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
   RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, memoryKiB, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote, startRedis, startRespool,
+  installCleanup, logProblems, median, rotated, memoryKiB, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
 import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
+import { scenarioWaiters, waitersConfig } from './lib/waiters.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
 
@@ -78,7 +82,7 @@ const TW_MATCHED = env.TW_MATCHED !== '0' && !QUICK
 const TESTS = words('TESTS', ['set', 'get'])
 const DATA_SIZE = int('DATA_SIZE', 3)
 const KEYSPACE = int('KEYSPACE', 100000)
-const SCENARIOS = new Set(words('SCENARIOS', ['a', 'b', 'c', 'd', 'e']))
+const SCENARIOS = new Set(words('SCENARIOS', ['a', 'b', 'c', 'd', 'e', 'w']))
 const BENCH_TIMEOUT_MS = int('BENCH_TIMEOUT_MS', 120000)
 
 /** Scenario (a): CLIENTS × PIPELINE when either is set, else the three standard cases. */
@@ -112,6 +116,9 @@ const LAT_REQUESTS = Math.max(1000, int('LAT_REQUESTS', QUICK ? 5000 : 20000))
 const IDLE_CLIENTS = int('IDLE_CLIENTS', 10000)
 const BIG_VALUE_MB = int('BIG_VALUE_MB', 256)
 
+/** Scenario (w): WAITERS, WAITERS_POOLS, WAITERS_ROUNDS, WAITERS_MODES, WAITERS_RATE, WAITERS_CHUNK, WAITERS_TIMEOUT, WAITERS_SEED. */
+const WAITERS_CONFIG = waitersConfig(env, QUICK)
+
 /** At least MIN_PER_CLIENT requests per client, so 1000-client runs measure requests, not connection setup. */
 const MIN_PER_CLIENT = int('MIN_PER_CLIENT', 100)
 const requestsFor = (pipeline: number, base: number, clients: number): number =>
@@ -126,16 +133,6 @@ const tables: Table[] = []
 
 /** The order targets ran in, round by round (in the JSON, so the rotation can be checked). */
 const schedule: Array<{ scenario: string, round: number, cell: string, order: string[] }> = []
-
-/**
- * xs rotated left by k: round r of a cell runs the targets in rotated(targets, r + cell index), so
- * over the rounds each target takes each place in the order and none always runs first or last.
- */
-function rotated<T> (xs: readonly T[], k: number): T[] {
-  if (xs.length === 0) return []
-  const n = ((k % xs.length) + xs.length) % xs.length
-  return [...xs.slice(n), ...xs.slice(0, n)]
-}
 
 /** The targets of one round of one cell, in their rotated order, noted in the schedule. */
 function roundOrder<T> (scenario: string, round: number, cell: string, cellIndex: number, xs: readonly T[], name: (x: T) => string): T[] {
@@ -960,7 +957,8 @@ async function main (): Promise<void> {
   const config = {
     QUICK, SWEEP: FULL_SWEEP, ROUNDS, REQUESTS, PIPELINED_FACTOR, POOL_SIZE, TW_CONNECTIONS, TW_MATCHED, TESTS, DATA_SIZE, KEYSPACE, SCENARIOS: [...SCENARIOS],
     A_COMBOS, SWEEP_CLIENTS, SWEEP_POOLS, SWEEP_PIPELINES, SWEEP_ROUNDS, SWEEP_REQUESTS, BIG_POOLS, BIG_CLIENTS, BIG_PIPELINES,
-    PIN_POOLS, PIN_WORKERS, PIN_PRODUCERS, PIN_TX, PIN_RATE, PIN_SECONDS, PIN_ROUNDS, BRPOP_TIMEOUT, LAT_ROUNDS, LAT_REQUESTS, IDLE_CLIENTS, BIG_VALUE_MB
+    PIN_POOLS, PIN_WORKERS, PIN_PRODUCERS, PIN_TX, PIN_RATE, PIN_SECONDS, PIN_ROUNDS, BRPOP_TIMEOUT, LAT_ROUNDS, LAT_REQUESTS, IDLE_CLIENTS, BIG_VALUE_MB,
+    WAITERS: WAITERS_CONFIG
   }
   progress(`respool benchmark on ${meta.nproc} CPU(s) ${meta.cpuModel}, node ${meta.node}, load ${meta.loadAtStart}; scenarios ${[...SCENARIOS].join(',')}${QUICK ? ' (QUICK)' : ''}${FULL_SWEEP ? ' (full sweep)' : ''}`)
 
@@ -1011,6 +1009,15 @@ async function main (): Promise<void> {
     }
     if (SCENARIOS.has('c')) out.pin = await attempt('c', async () => await scenarioPin(redis, admin))
     if (SCENARIOS.has('e')) out.memory = await attempt('e', async () => await scenarioMemory(redis, admin))
+    if (SCENARIOS.has('w')) {
+      const report = await attempt('w', async () => await scenarioWaiters(redis, admin, WAITERS_CONFIG))
+      if (report !== null) {
+        tables.push(...report.tables)
+        anomalies.push(...report.anomalies)
+        schedule.push(...report.schedule)
+        out.waiters = report.rows
+      }
+    }
   } finally {
     await admin.close()
     await redis.stop()
@@ -1027,7 +1034,7 @@ async function main (): Promise<void> {
   if (targets !== null) tables.unshift(targets)
   if (anomalies.length > 0) {
     tables.push({
-      title: 'Anomalies (errors in redis-benchmark output, connection counts above --pool-size, failed scenarios, respool log warnings)',
+      title: 'Anomalies (errors in redis-benchmark output, connection counts above --pool-size, failed scenarios, respool log warnings, waiters with a wrong or missing reply)',
       headers: ['scenario', 'target', 'what'],
       rows: dedupe(anomalies).map((x) => [x.scenario, x.target, x.message])
     })

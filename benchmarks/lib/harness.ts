@@ -202,15 +202,23 @@ function logFd (logFile: string): number {
 let limits: { soft: number, hard: number } | null = null
 
 /**
+ * The command and arguments that run `cmd` with the open-files limit raised to the hard limit:
+ * `bash -c 'ulimit -n <hard>; exec …'` (same pid after exec) when the soft limit is lower.
+ */
+export function withFdLimit (cmd: string, args: string[]): [string, string[]] {
+  limits ??= fdLimit()
+  return limits.soft < limits.hard
+    ? ['bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', cmd, ...args]]
+    : [cmd, args]
+}
+
+/**
  * Spawns with stdout/stderr to a log file. When the soft open-files limit is below the hard one,
  * the command runs as `bash -c 'ulimit -n <hard>; exec …'` (same pid after exec) so 10,000 idle
  * clients fit.
  */
 function spawnLogged (cmd: string, args: string[], logFile: string): ChildProcess {
-  limits ??= fdLimit()
-  const [file, argv] = limits.soft < limits.hard
-    ? ['bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', cmd, ...args]]
-    : [cmd, args]
+  const [file, argv] = withFdLimit(cmd, args)
   const fd = logFd(logFile)
   try {
     return spawn(file, argv, { stdio: ['ignore', fd, fd] })
@@ -498,6 +506,16 @@ function splitCsv (line: string): string[] {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics
+
+/**
+ * xs rotated left by k: round r of a cell runs the targets in rotated(targets, r + cell index), so
+ * over the rounds each target takes each place in the order and none always runs first or last.
+ */
+export function rotated<T> (xs: readonly T[], k: number): T[] {
+  if (xs.length === 0) return []
+  const n = ((k % xs.length) + xs.length) % xs.length
+  return [...xs.slice(n), ...xs.slice(0, n)]
+}
 
 export function median (xs: number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
