@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
 import { ParkingLot } from './waiting/parking-lot.js'
+import { PubsubHub } from './pubsub/pubsub-hub.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
 import { ProxyStats } from './ops/proxy-stats.js'
@@ -59,6 +60,8 @@ export class ProxyServer {
   readonly stats = new ProxyStats()
   /** Blocking commands waiting without a connection (null with --park-blocking no). */
   readonly parking: ParkingLot | null
+  /** Channel and pattern subscriptions on a shared subscriber connection (null: pinned per client). */
+  readonly pubsub: PubsubHub | null
   readonly metrics: Metrics
   readonly #server: net.Server
   #httpServer: http.Server | null = null
@@ -85,6 +88,9 @@ export class ProxyServer {
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
     this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
+    this.pubsub = this.config.sharedPubsub
+      ? new PubsubHub(this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
+      : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
       config: this.config,
@@ -104,6 +110,7 @@ export class ProxyServer {
       },
       admin: createAdminHandler(this),
       parking: this.parking,
+      pubsub: this.pubsub,
       paused: () => this.#paused,
       waitForResume: (session) => { this.#pausedSessions.add(session) },
       onSessionClosed: (session) => {
@@ -181,6 +188,7 @@ export class ProxyServer {
       const reasons = session.pinReasons
       for (let i = 0; i < counts.length; i++) if ((reasons & (1 << i)) !== 0) counts[i]++
     }
+    counts[3] += this.pubsub?.stats.connections ?? 0 // the shared subscriber connection
     return counts
   }
 
@@ -246,7 +254,7 @@ export class ProxyServer {
         applied.push(key)
       }
     }
-    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking'] as const) {
+    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub'] as const) {
       if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
     }
     if (JSON.stringify([...this.config.users]) !== JSON.stringify([...next.users])) needsRestart.push('users')
@@ -325,6 +333,7 @@ export class ProxyServer {
     if (this.#pauseTimer !== null) clearTimeout(this.#pauseTimer)
     for (const session of [...this.#sessions]) session.destroy()
     this.parking?.close()
+    this.pubsub?.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()

@@ -8,7 +8,7 @@ import { OK, errorReply, simpleString } from '../protocol/resp-encode.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
-import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
+import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
 import { notSubscribedReply } from './subscriptions.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
@@ -16,6 +16,8 @@ import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
+import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
+import { subscribedContextReply } from '../pubsub/subscribed-context.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ProxyStats } from '../ops/proxy-stats.js'
@@ -25,7 +27,7 @@ import type { Logger } from '../ops/logger.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, type Lease
+  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -52,6 +54,8 @@ export interface SessionContext {
   admin: AdminHandler | null
   /** Where blocking commands wait without a connection (null: they pin one, as before). */
   parking: ParkingLot | null
+  /** Where channel and pattern subscriptions live without a connection each (null: they pin one). */
+  pubsub: PubsubHub | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -148,6 +152,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #parkedSlot: ReplySlot | null = null
   /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
   readonly #effects: SessionEffects
+  /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
+  #member: HubMember | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -223,7 +229,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** What CLIENT LIST shows about this client. */
   view (): local.ClientView {
     const reasons = this.pinReasons
-    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
+    const shared = this.#member
+    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
     return {
       id: this.id,
       addr: this.remoteAddress,
@@ -232,10 +239,29 @@ export class ClientSession implements ReplySink, LaneWaiter {
       state: this.state,
       flags,
       multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
-      sub: this.#effects.subs.count('channel'),
-      psub: this.#effects.subs.count('pattern'),
+      sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
+      psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
       ssub: this.#effects.subs.count('shard')
     }
+  }
+
+  /** Subscribed to a channel or pattern through the shared fan-out. */
+  get sharedSubscribed (): boolean {
+    return this.#member !== null && this.#member.count > 0
+  }
+
+  /** The protocol and out-of-band path the shared fan-out delivers through. */
+  readonly #hubClient: HubClient = ((session: ClientSession): HubClient => ({
+    get resp (): number { return session.state.resp },
+    deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
+  }))(this)
+
+  /**
+   * A RESP2 client in subscriber mode through the shared fan-out (not through a pin of its own,
+   * where Redis answers): only what Redis allows there runs.
+   */
+  #inSharedSubscriberMode (): boolean {
+    return this.state.resp === 2 && this.sharedSubscribed && ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) === 0
   }
 
   // ---- input ---------------------------------------------------------------------------
@@ -284,6 +310,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (kind !== Kind.SHARED || head.name === 'respool' || this.#ctx.denied.has(head.name)) return false
     const lease = this.#lease
     if (lease !== null && ((lease.reasons & (R_MONITOR | R_SUBSCRIBED)) !== 0 || !lease.pin.conn.isReady)) return false
+    if (this.#inSharedSubscriberMode()) return false
     const conn = this.#target()
     if (conn === null) {
       // No lane yet: buffer this one as usual instead of waiting here.
@@ -455,6 +482,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#forward(slot, 0, 0)
       }
     }
+    if (kind !== Kind.SUBSCRIBE && kind !== Kind.UNSUBSCRIBE && kind !== Kind.QUIT && kind !== Kind.RESET && this.#inSharedSubscriberMode()) {
+      return this.#local(slot, subscribedContextReply(cmd))
+    }
     return this.#dispatchKind(slot, cmd, kind, lease)
   }
 
@@ -469,6 +499,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
           // answered as Redis answers it outside a pipeline.
           if (cmd.keyword(2) === 'no') return this.#local(slot, OK)
           return this.#local(slot, toRespError(new CommandRefusedError('SCRIPT DEBUG would turn a shared connection into a debugger session and is not supported through respool; debug against Redis directly')))
+        }
+        // Counts of subscribers: respool's shared subscriber connection stands for many clients.
+        if (this.#ctx.pubsub !== null && !inMulti && ((cmd.name === 'publish' && cmd.argc === 3) || (cmd.name === 'pubsub' && cmd.keyword(1) === 'numsub'))) {
+          return this.#forward(slot, E_PUBSUB_COUNT, 0)
         }
         return this.#forward(slot, 0, 0)
       case Kind.READONLY:
@@ -623,12 +657,46 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (lease !== null && (lease.reasons & R_MULTI) !== 0) {
       return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
     }
+    const hub = this.#ctx.pubsub
+    const family = commandFamily(cmd.name)
+    if (hub !== null && family !== 'shard') return this.#sharedPubsub(slot, cmd, kind, hub, family)
     const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
     if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
     if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
     slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
     return this.#forward(slot, E_SUBSCRIBE, 0)
+  }
+
+  /**
+   * (P)SUBSCRIBE and (P)UNSUBSCRIBE on the shared fan-out: no connection of the client's own.
+   * Like a pin, it waits until the client's earlier replies are in (messages must not overtake
+   * them). A SUBSCRIBE completes when Redis confirmed its channels on the shared connection (the
+   * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE is
+   * answered at once. Confirmations carry the client's own subscription count.
+   */
+  #sharedPubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, hub: PubsubHub, family: HubFamily): boolean {
+    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const member = this.#member ??= hub.member(this.#hubClient)
+    const names = cmd.args().slice(1)
+    if (kind === Kind.UNSUBSCRIBE) {
+      this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
+      if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
+      return true
+    }
+    this.#pending.shift()
+    const reply = hub.subscribe(member, family, names, (frame) => { this.onReply(slot, frame) })
+    if (reply !== null) {
+      this.#fill(slot, reply)
+      return true
+    }
+    this.#inflight++
+    this.#wait = W_BARRIER
+    return true
   }
 
   /**
@@ -761,6 +829,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return false
     }
     this.#endLease()
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.state.reset()
     this.#effects.reset()
     this.#framer.limits.unauthenticated = !this.state.authenticated
@@ -979,6 +1048,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
+    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
     this.#afterReply()
   }
@@ -998,7 +1068,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
     // EXEC's reply is read whole when a queued SELECT's outcome must be found in it.
-    const collect = slot.effect === E_EXEC && this.#effects.decidesDb(slot)
+    const collect = (slot.effect === E_EXEC && this.#effects.decidesDb(slot)) || slot.effect === E_PUBSUB_COUNT
     if (!slot.streamed && (collect || this.#slots.peekFront() !== slot || slot.pieces !== null)) {
       ;(slot.pieces ??= []).push(piece)
       if (!done) return
@@ -1029,6 +1099,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#flush()
     }
     this.#afterReply()
+  }
+
+  #adjustCount (cmd: RespCommand, frame: Buffer, hub: PubsubHub): Buffer {
+    return cmd.name === 'publish' ? hub.adjustPublish(cmd.arg(1), frame) : hub.adjustNumsub(frame)
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
@@ -1200,7 +1274,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -1226,6 +1300,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamConn = null
     }
     this.#endLease()
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     if (this.#waiter !== null) {
       this.#ctx.parking?.cancel(this.#waiter)
       this.#waiter = null
