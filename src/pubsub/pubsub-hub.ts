@@ -21,7 +21,8 @@ import type { Logger } from '../ops/logger.js'
  *
  * A message frame is the same for RESP2 and RESP3 but for its first byte (`*` or `>`): every
  * element is a bulk string. So the frame Redis sent is passed on as is, or copied once with
- * the other first byte, never decoded and encoded again. The shared connection speaks RESP2.
+ * the other first byte, never decoded and encoded again. The shared connection speaks whichever
+ * protocol the pool handed it over in (frames of either kind are recognised).
  *
  * The connection is a pin (it counts against --pool-size and the pin cap), taken when the first
  * subscription arrives and given back (after a RESET) when the last one ends. If it dies, a new
@@ -339,15 +340,16 @@ export class PubsubHub {
       this.#refused(frame)
       return true
     }
-    const info = parsePubsubFrame(frame, 2)
+    // The connection speaks whichever protocol it was left in (a lane may have switched to RESP3).
+    const info = parsePubsubFrame(frame, frame[0] === 0x3e ? 3 : 2)
     if (info === null || info.family === 'shard') return true
     if (info.kind === 'message') {
       const topic = this.#topics[info.family].get(messageTopic(frame))
       if (topic === undefined || topic.members.size === 0) return true
       let other: Buffer | null = null
       for (const member of topic.members) {
-        if (member.client.resp === 3) member.client.deliver(other ??= withHead(frame, 0x3e))
-        else member.client.deliver(frame)
+        const head = member.client.resp === 3 ? 0x3e : 0x2a
+        member.client.deliver(frame[0] === head ? frame : (other ??= withHead(frame, head)))
       }
       return true
     }
