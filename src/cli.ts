@@ -47,6 +47,7 @@ const FLAGS: Record<string, Options> = {
   'metrics-host': { type: 'string', describe: 'Address for the HTTP endpoint (default: --host)' },
   'admin-password': { type: 'string', describe: 'Unlocks RESPOOL PAUSE/RESUME/RELOAD/KILL after RESPOOL AUTH; when set, every RESPOOL command needs it' },
   'park-blocking': { type: 'string', default: 'yes', describe: 'yes: blocking list, sorted-set and stream commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD BLOCK …) wait inside respool without a connection each; no: each holds a pinned connection while it blocks' },
+  'shared-pubsub': { type: 'string', default: 'yes', describe: 'yes: channel and pattern subscribers (SUBSCRIBE, PSUBSCRIBE) share one subscriber connection; no: each subscribed client holds a pinned connection' },
   'protected-mode': { type: 'string', default: 'yes', describe: 'yes: while no --password/--user is set, serve only loopback and unix-socket clients (others get -DENIED); no: serve every client that can reach --host' },
   'log-level': { type: 'string', default: DEFAULTS.logLevel, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], describe: 'Log level (JSON logs on stdout)' }
 }
@@ -140,7 +141,8 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     metricsHost: args.metricsHost as string | undefined,
     adminPassword: args.adminPassword as string | undefined,
     protectedMode: yesNo('protected-mode', args.protectedMode),
-    parkBlocking: yesNo('park-blocking', args.parkBlocking)
+    parkBlocking: yesNo('park-blocking', args.parkBlocking),
+    sharedPubsub: yesNo('shared-pubsub', args.sharedPubsub)
   }
 }
 

@@ -96,6 +96,11 @@ export interface ProxyConfig {
    * connection while it blocks.
    */
   parkBlocking: boolean
+  /**
+   * Channel and pattern subscribers share one subscriber connection (the default); off, each
+   * subscribed client holds a pinned connection.
+   */
+  sharedPubsub: boolean
 }
 
 export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: string, maxPins?: number } = {
@@ -123,6 +128,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   users: new Map(),
   protectedMode: true,
   parkBlocking: true,
+  sharedPubsub: true,
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
@@ -240,6 +246,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   if (config.metricsPort !== undefined) intOption(config, 'metricsPort', 0, 65535)
   if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
   if (typeof config.parkBlocking !== 'boolean') throw new ConfigError(`park-blocking: must be yes or no, got ${String(config.parkBlocking)}`)
+  if (typeof config.sharedPubsub !== 'boolean') throw new ConfigError(`shared-pubsub: must be yes or no, got ${String(config.sharedPubsub)}`)
   if (typeof config.protectedMode !== 'boolean') throw new ConfigError(`protected-mode: must be yes or no, got ${String(config.protectedMode)}`)
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
   if (!levels.includes(config.logLevel)) throw new ConfigError(`log-level: must be one of ${levels.join(', ')}`)

@@ -6,6 +6,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
 import { ParkingLot } from './waiting/parking-lot.js'
 import { ClientMemoryBudget } from './ops/client-memory.js'
+import { PubsubHub } from './pubsub/pubsub-hub.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
 import { ProxyStats } from './ops/proxy-stats.js'
@@ -62,6 +63,8 @@ export class ProxyServer {
   readonly parking: ParkingLot | null
   /** The budget for reply bytes held for all clients (--maxmemory-clients). */
   readonly memory: ClientMemoryBudget
+  /** Channel and pattern subscriptions on a shared subscriber connection (null: pinned per client). */
+  readonly pubsub: PubsubHub | null
   readonly metrics: Metrics
   readonly #server: net.Server
   #httpServer: http.Server | null = null
@@ -95,6 +98,9 @@ export class ProxyServer {
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
     this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
+    this.pubsub = this.config.sharedPubsub
+      ? new PubsubHub(this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
+      : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
       config: this.config,
@@ -116,6 +122,7 @@ export class ProxyServer {
       },
       admin: createAdminHandler(this),
       parking: this.parking,
+      pubsub: this.pubsub,
       paused: () => this.#paused,
       waitForResume: (session) => { this.#pausedSessions.add(session) },
       onSessionClosed: (session) => {
@@ -194,6 +201,7 @@ export class ProxyServer {
       const reasons = session.pinReasons
       for (let i = 0; i < counts.length; i++) if ((reasons & (1 << i)) !== 0) counts[i]++
     }
+    counts[3] += this.pubsub?.stats.connections ?? 0 // the shared subscriber connection
     return counts
   }
 
@@ -259,7 +267,7 @@ export class ProxyServer {
         applied.push(key)
       }
     }
-    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking'] as const) {
+    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub'] as const) {
       if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
     }
     if (JSON.stringify([...this.config.users]) !== JSON.stringify([...next.users])) needsRestart.push('users')
@@ -343,6 +351,7 @@ export class ProxyServer {
     clearInterval(this.#outputCheck)
     for (const session of [...this.#sessions]) session.destroy()
     this.parking?.close()
+    this.pubsub?.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()

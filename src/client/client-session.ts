@@ -6,12 +6,13 @@ import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
 import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
 import { ReplyWindow } from './reply-window.js'
+import type { OutputLimits } from './output-limits.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
-import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
+import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
 import { notSubscribedReply } from './subscriptions.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
@@ -19,6 +20,8 @@ import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
+import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
+import { subscribedContextReply } from '../pubsub/subscribed-context.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ProxyStats } from '../ops/proxy-stats.js'
@@ -28,7 +31,7 @@ import type { Logger } from '../ops/logger.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, type Lease
+  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -55,6 +58,8 @@ export interface SessionContext {
   admin: AdminHandler | null
   /** Where blocking commands wait without a connection (null: they pin one, as before). */
   parking: ParkingLot | null
+  /** Where channel and pattern subscriptions live without a connection each (null: they pin one). */
+  pubsub: PubsubHub | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -106,6 +111,15 @@ const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
 /** Output below this is not reported to the memory budget (most clients never reach it). */
 const MEMORY_REPORT_MIN = 256 * 1024
+
+/** Output at or below this needs no check at all: under every limit, and too little to report. */
+function quietBelow (limits: OutputLimits): number {
+  return Math.min(MEMORY_REPORT_MIN, positiveOr(limits.normal.hard), positiveOr(limits.normal.soft), positiveOr(limits.pubsub.hard), positiveOr(limits.pubsub.soft))
+}
+
+function positiveOr (limit: number): number {
+  return limit > 0 ? limit : Infinity
+}
 
 const PUSH = 0x3e
 const MINUS = 0x2d
@@ -171,6 +185,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #parkedSlot: ReplySlot | null = null
   /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
   readonly #effects: SessionEffects
+  /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
+  #member: HubMember | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -246,7 +262,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** What CLIENT LIST shows about this client. */
   view (): local.ClientView {
     const reasons = this.pinReasons
-    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
+    const shared = this.#member
+    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
     return {
       id: this.id,
       addr: this.remoteAddress,
@@ -255,10 +272,29 @@ export class ClientSession implements ReplySink, LaneWaiter {
       state: this.state,
       flags,
       multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
-      sub: this.#effects.subs.count('channel'),
-      psub: this.#effects.subs.count('pattern'),
+      sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
+      psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
       ssub: this.#effects.subs.count('shard')
     }
+  }
+
+  /** Subscribed to a channel or pattern through the shared fan-out. */
+  get sharedSubscribed (): boolean {
+    return this.#member !== null && this.#member.count > 0
+  }
+
+  /** The protocol and out-of-band path the shared fan-out delivers through. */
+  readonly #hubClient: HubClient = ((session: ClientSession): HubClient => ({
+    get resp (): number { return session.state.resp },
+    deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
+  }))(this)
+
+  /**
+   * A RESP2 client in subscriber mode through the shared fan-out (not through a pin of its own,
+   * where Redis answers): only what Redis allows there runs.
+   */
+  #inSharedSubscriberMode (): boolean {
+    return this.state.resp === 2 && this.sharedSubscribed && ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) === 0
   }
 
   // ---- input ---------------------------------------------------------------------------
@@ -307,6 +343,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (kind !== Kind.SHARED || head.name === 'respool' || this.#ctx.denied.has(head.name)) return false
     const lease = this.#lease
     if (lease !== null && ((lease.reasons & (R_MONITOR | R_SUBSCRIBED)) !== 0 || !lease.pin.conn.isReady)) return false
+    if (this.#inSharedSubscriberMode()) return false
     const conn = this.#target()
     if (conn === null) {
       // No lane yet: buffer this one as usual instead of waiting here.
@@ -483,6 +520,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#forward(slot, 0, 0)
       }
     }
+    if (kind !== Kind.SUBSCRIBE && kind !== Kind.UNSUBSCRIBE && kind !== Kind.QUIT && kind !== Kind.RESET && this.#inSharedSubscriberMode()) {
+      return this.#local(slot, subscribedContextReply(cmd))
+    }
     return this.#dispatchKind(slot, cmd, kind, lease)
   }
 
@@ -497,6 +537,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
           // answered as Redis answers it outside a pipeline.
           if (cmd.keyword(2) === 'no') return this.#local(slot, OK)
           return this.#local(slot, toRespError(new CommandRefusedError('SCRIPT DEBUG would turn a shared connection into a debugger session and is not supported through respool; debug against Redis directly')))
+        }
+        // Counts of subscribers: respool's shared subscriber connection stands for many clients.
+        if (this.#ctx.pubsub !== null && !inMulti && ((cmd.name === 'publish' && cmd.argc === 3) || (cmd.name === 'pubsub' && cmd.keyword(1) === 'numsub'))) {
+          return this.#forward(slot, E_PUBSUB_COUNT, 0)
         }
         return this.#forward(slot, 0, 0)
       case Kind.READONLY:
@@ -651,12 +695,46 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (lease !== null && (lease.reasons & R_MULTI) !== 0) {
       return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
     }
+    const hub = this.#ctx.pubsub
+    const family = commandFamily(cmd.name)
+    if (hub !== null && family !== 'shard') return this.#sharedPubsub(slot, cmd, kind, hub, family)
     const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
     if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
     if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
     slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
     return this.#forward(slot, E_SUBSCRIBE, 0)
+  }
+
+  /**
+   * (P)SUBSCRIBE and (P)UNSUBSCRIBE on the shared fan-out: no connection of the client's own.
+   * Like a pin, it waits until the client's earlier replies are in (messages must not overtake
+   * them). A SUBSCRIBE completes when Redis confirmed its channels on the shared connection (the
+   * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE is
+   * answered at once. Confirmations carry the client's own subscription count.
+   */
+  #sharedPubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, hub: PubsubHub, family: HubFamily): boolean {
+    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const member = this.#member ??= hub.member(this.#hubClient)
+    const names = cmd.args().slice(1)
+    if (kind === Kind.UNSUBSCRIBE) {
+      this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
+      if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
+      return true
+    }
+    this.#pending.shift()
+    const reply = hub.subscribe(member, family, names, (frame) => { this.onReply(slot, frame) })
+    if (reply !== null) {
+      this.#fill(slot, reply)
+      return true
+    }
+    this.#inflight++
+    this.#wait = W_BARRIER
+    return true
   }
 
   /**
@@ -837,6 +915,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return false
     }
     this.#endLease()
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.state.reset()
     this.#effects.reset()
     this.#framer.limits.unauthenticated = !this.state.authenticated
@@ -1056,6 +1135,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
+    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
     this.#afterReply()
   }
@@ -1076,7 +1156,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
     // EXEC's reply is read whole when a queued SELECT's outcome must be found in it.
-    const collect = slot.effect === E_EXEC && this.#effects.decidesDb(slot)
+    const collect = (slot.effect === E_EXEC && this.#effects.decidesDb(slot)) || slot.effect === E_PUBSUB_COUNT
     if (!slot.streamed && (collect || this.#slots.peekFront() !== slot || slot.pieces !== null)) {
       ;(slot.pieces ??= []).push(piece)
       if (!done) return
@@ -1118,6 +1198,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#flush()
     }
     this.#afterReply()
+  }
+
+  #adjustCount (cmd: RespCommand, frame: Buffer, hub: PubsubHub): Buffer {
+    return cmd.name === 'publish' ? hub.adjustPublish(cmd.arg(1), frame) : hub.adjustNumsub(frame)
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
@@ -1227,6 +1311,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   checkOutput (): void {
     if (this.#closed) return
     const buffered = this.#writer.pendingBytes
+    // The common case, on every write: far below every limit, nothing to track.
+    if (buffered <= quietBelow(this.#ctx.config.outputLimits) && this.#softSince === 0 && this.#reportedBytes === 0) return
     const limit = this.#subscribed ? this.#ctx.config.outputLimits.pubsub : this.#ctx.config.outputLimits.normal
     let over: string | null = null
     if (limit.hard > 0 && buffered > limit.hard) over = 'hard'
@@ -1248,7 +1334,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   /** Subscribed clients get the pub/sub output limits. */
   get #subscribed (): boolean {
-    return ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) !== 0 || this.#effects.subs.count('channel') + this.#effects.subs.count('pattern') + this.#effects.subs.count('shard') > 0
+    const view = this.view()
+    return ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) !== 0 || view.sub + view.psub + view.ssub > 0
   }
 
   /** What this client holds now goes into the budget for all clients (small amounts are not reported). */
@@ -1356,7 +1443,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -1379,6 +1466,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamConn = null
     }
     this.#endLease()
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     if (this.#waiter !== null) {
       this.#ctx.parking?.cancel(this.#waiter)
       this.#waiter = null

@@ -40,6 +40,8 @@ export const E_TRACKING_OFF = 10
 export const E_MONITOR = 11
 export const E_SUBSCRIBE = 12
 export const E_EXEC_ABORTED = 13
+/** PUBLISH or PUBSUB NUMSUB: the count is adjusted for the shared pub/sub fan-out. */
+export const E_PUBSUB_COUNT = 14
 
 /** A pinned connection held by one client, and why it is held (R_* bits). */
 export interface Lease {

@@ -102,6 +102,7 @@ function poolsText (server: ProxyServer): string {
     `waiting_pins:${server.router.pinsWaiting}`,
     `waiting_connections:${pool.waiting}`,
     ...parkedLines(server),
+    ...pubsubLines(server),
     `paused:${server.paused ? 1 : 0}`,
     `draining:${server.draining ? 1 : 0}`,
     ''
@@ -117,6 +118,19 @@ function parkedLines (server: ProxyServer): string[] {
     `parked:${stats.parked}`,
     `parked_watchers:${stats.watchers}`,
     ...[...parking.parkedByCommand].map(([name, n]) => `parked_${name}:${n}`)
+  ]
+}
+
+/** The shared pub/sub fan-out: subscribed clients, topics, and its connection. */
+function pubsubLines (server: ProxyServer): string[] {
+  const stats = server.pubsub?.stats
+  if (stats === undefined) return []
+  return [
+    `pubsub_subscribers:${stats.subscribers}`,
+    `pubsub_channels:${stats.channels}`,
+    `pubsub_patterns:${stats.patterns}`,
+    `pubsub_connections:${stats.connections}`,
+    `pubsub_reconnects:${stats.reconnects}`
   ]
 }
 

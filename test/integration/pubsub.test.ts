@@ -9,8 +9,10 @@ import { waitForValue } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 /**
- * Subscriber mode through respool, RESP2 and RESP3, compared byte for byte with a direct
- * connection to the same Redis wherever the exchange is deterministic.
+ * Subscriber mode through respool on the pinned path (`sharedPubsub: false`: each subscriber
+ * holds a connection of its own), RESP2 and RESP3, compared byte for byte with a direct
+ * connection to the same Redis wherever the exchange is deterministic. The shared fan-out (the
+ * default) is tested in pubsub-shared.test.ts.
  */
 
 let redis: RedisServer
@@ -18,7 +20,7 @@ let proxy: ProxyServer
 
 before(async () => {
   redis = await startRedis()
-  proxy = await startProxy({ upstream: redis.url, poolSize: 8 })
+  proxy = await startProxy({ upstream: redis.url, poolSize: 8, sharedPubsub: false })
 })
 after(async () => {
   await proxy?.destroy()
@@ -237,7 +239,7 @@ test('UNSUBSCRIBE + PING + SUBSCRIBE c d in one write (RESP2): the new subscript
 
 test('UNSUBSCRIBE + PING + SUBSCRIBE c in one write (RESP2): the still-subscribed connection is never handed to other clients', { timeout: 30000 }, async () => {
   // Pool size 2: one pin and one shared lane. Anything released to the pool is soon a lane.
-  const small = await startProxy({ upstream: redis.url, poolSize: 2 })
+  const small = await startProxy({ upstream: redis.url, poolSize: 2, sharedPubsub: false })
   const opened: RawClient[] = []
   try {
     const port = small.address.port
@@ -645,7 +647,7 @@ test('RESET and QUIT while subscribed: same bytes as Redis, the subscription end
 test('pins are bounded: with pool size 3 a third subscriber waits, then gets a respool pool error; shared traffic keeps flowing', { timeout: 30000 }, async () => {
   // An acquire timeout long enough that what must happen while a subscriber waits does, on a
   // loaded machine too.
-  const small = await startProxy({ upstream: redis.url, poolSize: 3, acquireTimeoutMs: 3000 })
+  const small = await startProxy({ upstream: redis.url, poolSize: 3, acquireTimeoutMs: 3000, sharedPubsub: false })
   const opened: RawClient[] = []
   try {
     assert.equal(small.router.maxPins, 2)
