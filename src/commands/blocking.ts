@@ -1,4 +1,5 @@
 import { RespCommand } from '../protocol/resp-command.js'
+import { blockOptionIndex } from './command-table.js'
 import { NULL_ARRAY, RESP3_NULL } from '../protocol/resp-encode.js'
 
 /**
@@ -13,8 +14,8 @@ export function timeoutReply (resp: number): Buffer {
 export function timeoutArgument (cmd: RespCommand): { index: number, msPerUnit: number } | null {
   const name = cmd.name
   if (name === 'xread' || name === 'xreadgroup') {
-    for (let i = 1; i < cmd.argc - 1; i++) if (cmd.keyword(i) === 'block') return { index: i + 1, msPerUnit: 1 }
-    return null
+    const i = blockOptionIndex(cmd)
+    return i !== -1 && i + 1 < cmd.argc ? { index: i + 1, msPerUnit: 1 } : null
   }
   if (name === 'wait' || name === 'waitaof') return cmd.argc > 1 ? { index: cmd.argc - 1, msPerUnit: 1 } : null
   if (name === 'blmpop' || name === 'bzmpop') return cmd.argc > 1 ? { index: 1, msPerUnit: 1000 } : null

@@ -86,11 +86,21 @@ export function classify (cmd: RespCommand): CommandKind {
 }
 
 function hasBlockOption (cmd: RespCommand): boolean {
-  // XREAD [COUNT n] [BLOCK ms] STREAMS …: options come before STREAMS.
-  for (let i = 1; i < cmd.argc; i++) {
+  return blockOptionIndex(cmd) !== -1
+}
+
+/**
+ * Where XREAD's / XREADGROUP's BLOCK keyword is (-1 if absent). Options come before STREAMS,
+ * each keyword followed by its value (NOACK alone); XREADGROUP's GROUP <group> <consumer> comes
+ * first, so a group or consumer named "block" is not the option.
+ */
+export function blockOptionIndex (cmd: RespCommand): number {
+  let i = cmd.name === 'xreadgroup' && cmd.keyword(1) === 'group' ? 4 : 1
+  while (i < cmd.argc) {
     const word = cmd.keyword(i)
-    if (word === 'streams') return false
-    if (word === 'block') return true
+    if (word === 'streams') return -1
+    if (word === 'block') return i
+    i += word === 'noack' ? 1 : 2
   }
-  return false
+  return -1
 }

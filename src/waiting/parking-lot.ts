@@ -64,8 +64,28 @@ export interface Waiter {
 /** Most waiters one key contributes to one wake-up transaction, and most in all. */
 const SERVE_PER_KEY = 64
 const SERVE_BATCH = 512
+const MAX_TIMER_MS = 2 ** 31 - 1
+/** How often the keys of an arm without a connection are swept. */
+const POLL_MS = 50
+/**
+ * After data arrived: how long the arms sweep instead of blocking, and how often; only arms
+ * watching at least HOT_MIN_KEYS keys do (below that a new blocking wait is cheap). A swept key
+ * keeps a pushed element until the sweep finds it (a millisecond or so), where a blocking wait
+ * takes it at once: meanwhile another client's LLEN counts it, or its LPOP can take it, as if
+ * the parked command had arrived a moment later.
+ */
+const HOT_MS = 100
+const HOT_POLL_MS = 1
+const HOT_MIN_KEYS = 256
 /** How long a key that turned into another kind stays out of the watcher's wait. */
 const WRONG_TYPE_RECHECK_MS = 100
+
+/** What a watcher took to learn that a key has data (a sorted set's member comes with its score). */
+interface Taken {
+  key: Buffer
+  element: Buffer
+  score: Buffer | null
+}
 
 /** The waiters parked on one key, longest-waiting first (finished ones are dropped lazily). */
 interface KeyQueue {
@@ -92,6 +112,8 @@ interface Arm {
   readonly end: End
   pin: Pin | null
   acquiring: PinAcquisition | null
+  /** Sweeps its keys while it has no connection (see #poll). */
+  pollTimer: NodeJS.Timeout | null
   /** Between asking for the watcher's pin and learning its connection's id. */
   starting: boolean
   /** Redis's id of the watcher connection (for CLIENT UNBLOCK). */
@@ -112,6 +134,17 @@ interface Watcher {
   scheduled: boolean
   /** A sweep is on its way (one at a time: each finds what arrived before it). */
   sweeping: boolean
+  /**
+   * Wake-up transactions on their way. Meanwhile no arm starts a new wait: a watcher that took
+   * an element from a key those transactions serve would hand it to a later waiter.
+   */
+  serving: number
+  /**
+   * Until then, the arms sweep their keys every HOT_POLL_MS instead of blocking on them. Data
+   * arrived a moment ago, so more is likely; a sweep costs Redis a few ns per key, a new
+   * blocking wait on every key hundreds of times that (and a wait ends at each wake-up).
+   */
+  hotUntil: number
 }
 
 export interface ParkingStats {
@@ -142,6 +175,8 @@ export class ParkingLot {
   wokenTotal = 0
   timedOutTotal = 0
   putBackTotal = 0
+  /** Elements the watcher took that could be neither put back nor handed to a waiter. */
+  lostTotal = 0
 
   constructor (router: Router, log: Logger, observeWake: (seconds: number) => void = () => {}) {
     this.#router = router
@@ -162,9 +197,7 @@ export class ParkingLot {
    */
   park (client: ParkedClient, cmd: RespCommand, what: Parkable, db: number, resp: 2 | 3, timeoutMs: number): Waiter {
     const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, end: what.end ?? ARM_ENDS[what.family][0], after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
-    if (timeoutMs > 0) {
-      waiter.timer = setTimeout(() => { this.#onTimeout(waiter) }, timeoutMs)
-    }
+    if (timeoutMs > 0) this.#armTimer(waiter, performance.now() + timeoutMs)
     this.#trying++
     // For a stream, the same transaction tells each stream's last id: what `$` means now, and
     // where new entries for this waiter begin.
@@ -234,6 +267,7 @@ export class ParkingLot {
         }
       }
       for (const arm of watcher.arms) {
+        if (arm.pollTimer !== null) clearTimeout(arm.pollTimer)
         arm.acquiring?.cancel(new Error('closing') as ProxyError)
         if (arm.pin !== null) this.#router.releasePin(arm.pin, 'destroy')
         arm.pin = null
@@ -306,6 +340,16 @@ export class ParkingLot {
     this.#schedule(watcher)
   }
 
+  /** Node's timers hold at most 2^31 - 1 ms (about 24.9 days): longer timeouts go in steps. */
+  #armTimer (waiter: Waiter, deadline: number): void {
+    const left = deadline - performance.now()
+    if (left > MAX_TIMER_MS) {
+      waiter.timer = setTimeout(() => { this.#armTimer(waiter, deadline) }, MAX_TIMER_MS)
+      return
+    }
+    waiter.timer = setTimeout(() => { this.#onTimeout(waiter) }, Math.max(0, left))
+  }
+
   #onTimeout (waiter: Waiter): void {
     waiter.timer = null
     if (waiter.state === 'parked') {
@@ -358,8 +402,8 @@ export class ParkingLot {
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
       const arms: Arm[] = []
-      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false }
-      for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
+      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0 }
+      for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, pollTimer: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
       this.#watchers.set(id, watcher)
     }
     return watcher
@@ -415,6 +459,7 @@ export class ParkingLot {
   #rearm (arm: Arm): void {
     if (this.#closed) return
     const watcher = arm.watcher
+    if (watcher.serving > 0 && arm.waitingOn === null) return // the wake-ups' end schedules again
     const queues = this.#wantedQueues(watcher, arm)
     if (arm.waitingOn !== null) {
       // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
@@ -443,11 +488,45 @@ export class ParkingLot {
       }
       return
     }
+    if (queues.length >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
+      this.#poll(arm, HOT_POLL_MS)
+      return
+    }
     if (arm.pin === null) {
-      this.#acquireArm(arm)
+      // Watchers may hold all pins but two (one for a pinned blocking command such as WAIT, one
+      // for transactions): an arm beyond that, or one still waiting for its pin, is polled.
+      if (arm.starting || this.#watcherPins() < this.#router.maxPins - 2) this.#acquireArm(arm)
+      this.#poll(arm, POLL_MS)
       return
     }
     this.#wait(arm, arm.pin, queues)
+  }
+
+  /** Arms holding a pin or asking for one. */
+  #watcherPins (): number {
+    let n = 0
+    for (const w of this.#watchers.values()) for (const arm of w.arms) if (arm.pin !== null || arm.starting) n++
+    return n
+  }
+
+  /**
+   * Sweeps the arm's keys after `ms` instead of blocking on them: while data keeps coming (hot),
+   * or while the arm has no connection (its waiters are woken late, never forgotten).
+   */
+  #poll (arm: Arm, ms: number): void {
+    if (arm.pollTimer !== null || this.#closed) return
+    arm.pollTimer = setTimeout(() => {
+      arm.pollTimer = null
+      const watcher = arm.watcher
+      if (arm.waitingOn === null && watcher.serving === 0 && !watcher.sweeping) {
+        const queues = this.#wantedQueues(watcher, arm)
+        // A stream's length says nothing about entries for its waiters: their own commands run.
+        if (queues.length > 0 && watcher.family === 'stream') this.#serveStreams(watcher, queues.map((q) => q.key), performance.now())
+        else if (queues.length > 0) this.#serve(watcher, [], new Map(), queues, performance.now(), true)
+      }
+      this.#schedule(watcher)
+    }, ms)
+    arm.pollTimer.unref()
   }
 
   #acquireArm (arm: Arm): void {
@@ -508,7 +587,7 @@ export class ParkingLot {
       if (reply[0] === 0x2d) {
         if (reply.toString('latin1', 1, 10) === 'WRONGTYPE' && !watcher.sweeping) {
           // A key holds another kind of value now: find which, and leave it out.
-          this.#serve(watcher, [], new Map(), queues, detectedAt, true, () => {})
+          this.#serve(watcher, [], new Map(), queues, detectedAt, true)
         } else {
           this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'the parked-waiter watcher\'s wait failed; retrying')
           setTimeout(() => { this.#schedule(watcher) }, watcher.sweeping ? 5 : 100).unref()
@@ -530,6 +609,7 @@ export class ParkingLot {
    */
   #wake (arm: Arm, taken: Buffer[], detectedAt: number): void {
     const watcher = arm.watcher
+    watcher.hotUntil = detectedAt + HOT_MS
     const key = bulkText(taken[0])
     // A list's element goes back to the end it came from. A sorted-set member goes back only if
     // nobody added it again meanwhile (NX): a newer score stays, and the waiter's pop then takes
@@ -537,12 +617,17 @@ export class ParkingLot {
     const restore = watcher.family === 'list'
       ? encodeCommand([arm.end === 'right' ? 'RPUSH' : 'LPUSH', bulkValue(taken[0]), bulkValue(taken[1])])
       : encodeCommand(['ZADD', bulkValue(taken[0]), 'NX', bulkValue(taken[2]), bulkValue(taken[1])])
-    const others = this.#wantedQueues(watcher).filter((q) => q.key !== key)
-    this.#serve(watcher, [restore], new Map([[key, 1]]), others, detectedAt, false, () => {
-      // Whether the transaction ran is unknown: if it did not, the element the watcher took is
-      // not back in Redis, and retrying could push it twice: say so, loudly.
-      this.#log.error({ key, element: taken[1]?.toString('latin1', 0, 200) }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
-    })
+    this.#serve(watcher, [restore], new Map([[key, 1]]), this.#unwatched(watcher, key), detectedAt, false, { key: bulkValue(taken[0]), element: bulkValue(taken[1]), score: watcher.family === 'zset' ? bulkValue(taken[2]) : null })
+  }
+
+  /**
+   * Keys to sweep after a wake-up: those no arm is blocked on now (a blocked arm wakes for its
+   * own keys, and a sweep serving them meanwhile could race it), but `key`, served already.
+   */
+  #unwatched (watcher: Watcher, key: string | null): KeyQueue[] {
+    const blocked = new Set<End>()
+    for (const arm of watcher.arms) if (arm.waitingOn !== null) blocked.add(arm.end)
+    return this.#wantedQueues(watcher).filter((q) => q.key !== key && (watcher.arms.length === 1 ? blocked.size === 0 : !blocked.has(headEnd(q) as End)))
   }
 
   /**
@@ -553,7 +638,7 @@ export class ParkingLot {
    * A round that a sweep asked for (`fromSweep`) and that served nobody ends the rounds: the
    * watcher's own wait takes over, so keys someone else keeps emptying cannot loop forever.
    */
-  #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[], detectedAt: number, fromSweep: boolean, onFailure: () => void): void {
+  #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[], detectedAt: number, fromSweep: boolean, taken: Taken | null = null): void {
     const batch: Waiter[] = []
     let resp: 2 | 3 | null = null
     for (const [key, size] of sizes) {
@@ -564,33 +649,60 @@ export class ParkingLot {
         const waiter = queue.waiters.peekAt(i) as Waiter
         if (waiter.state !== 'parked') continue
         if (resp === null) resp = waiter.resp
-        else if (waiter.resp !== resp) continue
+        else if (waiter.resp !== resp) break // one protocol per transaction; the rest keep their turn
         this.#setParked(waiter, false)
         batch.push(waiter)
         taken++
       }
     }
-    const sweepKeys = sweepQueues.filter((q) => q.parked > 0).map((q) => q.key)
-    const sweeping = sweepKeys.length > 0 && !watcher.sweeping
+    const sweepArgs = sweepQueues.filter((q) => q.parked > 0).map((q) => q.arg)
+    const sweeping = sweepArgs.length > 0 && !watcher.sweeping
     if (batch.length === 0 && prefix.length === 0 && !sweeping) return
     if (sweeping) watcher.sweeping = true
+    watcher.serving++
     const frames = [...prefix, ...batch.map((w) => w.cmd.frame)]
-    if (sweeping) frames.push(evalFrame(SWEEP_SCRIPT, sweepKeys, [watcher.family, SIZE_COMMAND[watcher.family]]))
+    if (sweeping) frames.push(sweepFrame(sweepArgs, watcher.family))
     runOnLane(this.#router, watcher.db, resp ?? 2, frames, (replies, err) => {
+      watcher.serving--
       if (sweeping) watcher.sweeping = false
       if (err !== null || replies === null) {
         for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
-        if (prefix.length > 0) onFailure()
+        // Whether the transaction ran is unknown: if it did not, the element the watcher took
+        // is not back in Redis, and retrying could push it twice: say so, loudly.
+        if (taken !== null) this.#log.error({ key: taken.key.toString('latin1'), element: taken.element.toString('latin1', 0, 200), err: err?.message }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
         this.#schedule(watcher)
         return
       }
+      const answers = batch.map((_, i) => replies[prefix.length + i])
+      if (taken !== null && replies[0][0] === MINUS) this.#putBackRefused(taken, replies[0], batch, answers)
       let served = 0
       batch.forEach((waiter, i) => {
-        if (this.#served(waiter, replies[prefix.length + i], detectedAt)) served++
+        if (this.#served(waiter, answers[i], detectedAt)) served++
       })
       if (sweeping) this.#afterSweep(watcher, replies[replies.length - 1], !fromSweep || served > 0 || batch.length === 0, detectedAt)
       this.#schedule(watcher)
     })
+  }
+
+  /**
+   * The put-back of the element the watcher took was refused: the key became something else
+   * (SET … NX, say) in the moment the element was out. On a direct connection the element went
+   * to the longest-waiting client the moment it was pushed, before that change; so it does here,
+   * when that waiter is a BLPOP/BRPOP on the key (its own command just failed on the changed
+   * key). Otherwise the element has no place to go: it is logged as an error, with its value.
+   */
+  #putBackRefused (taken: Taken, error: Buffer, batch: Waiter[], answers: Buffer[]): void {
+    const key = taken.key.toString('latin1')
+    const simple = taken.score === null ? ['blpop', 'brpop'] : ['bzpopmin', 'bzpopmax']
+    const i = batch.findIndex((w) => simple.includes(w.name) && w.keys.includes(key))
+    if (i !== -1 && answers[i][0] === MINUS && batch.slice(0, i).every((w) => !w.keys.includes(key))) {
+      const bulk = (b: Buffer): Buffer[] => [Buffer.from(`$${b.length}\r\n`), b, CRLF]
+      const score = taken.score === null ? [] : batch[i].resp === 3 ? [Buffer.from(','), taken.score, CRLF] : bulk(taken.score)
+      answers[i] = Buffer.concat([Buffer.from(taken.score === null ? '*2\r\n' : '*3\r\n'), ...bulk(taken.key), ...bulk(taken.element), ...score])
+      return
+    }
+    this.lostTotal++
+    this.#log.error({ key, element: taken.element.toString('latin1', 0, 200), err: error.toString('latin1', 1, error.length - 2) }, 'an element taken to wake parked clients could not be put back, and no waiter could take it: it is lost')
   }
 
   /** A served waiter's reply: its element (or error), or nothing (it parks again). */
@@ -632,8 +744,9 @@ export class ParkingLot {
       if (size < 0) this.#markWrongType(watcher, key)
       else sizes.set(key, size)
     }
+    if (sizes.size > 0 && watcher.family !== 'stream') watcher.hotUntil = performance.now() + HOT_MS
     if (sizes.size > 0 && progress && watcher.family !== 'stream') {
-      this.#serve(watcher, [], sizes, [...sizes.keys()].flatMap((k) => watcher.queues.get(k) ?? []), detectedAt, true, () => {})
+      this.#serve(watcher, [], sizes, [...sizes.keys()].flatMap((k) => watcher.queues.get(k) ?? []), detectedAt, true)
     }
   }
 
@@ -654,7 +767,11 @@ export class ParkingLot {
    */
   #wakeStreams (watcher: Watcher, streams: Buffer[], detectedAt: number): void {
     // The watcher speaks RESP2: an array of [key, entries].
-    const keys = streams.map((stream) => bulkText(elements(stream)?.[0]))
+    this.#serveStreams(watcher, streams.map((stream) => bulkText(elements(stream)?.[0])), detectedAt)
+  }
+
+  /** Runs the parked stream commands on `keys` (each gets what Redis gives it now). */
+  #serveStreams (watcher: Watcher, keys: string[], detectedAt: number): void {
     const byResp = new Map<2 | 3, Waiter[]>()
     for (const key of keys) {
       const queue = watcher.queues.get(key)
@@ -698,6 +815,7 @@ export class ParkingLot {
 }
 
 const CRLF = Buffer.from('\r\n')
+const MINUS = 0x2d
 /** The ends a kind of key is watched from (one watcher connection each, when in use). */
 const ARM_ENDS: Record<Family, End[]> = { list: ['left', 'right'], zset: ['min'], stream: [''] }
 
@@ -710,12 +828,24 @@ function headEnd (queue: KeyQueue): End | null {
   return null
 }
 
-const SIZE_COMMAND: Record<Family, string> = { list: 'LLEN', zset: 'ZCARD', stream: 'XLEN' }
 const BLPOP_HEAD = Buffer.from('$5\r\nBLPOP\r\n')
 const BRPOP_HEAD = Buffer.from('$5\r\nBRPOP\r\n')
 const BZPOPMIN_HEAD = Buffer.from('$8\r\nBZPOPMIN\r\n')
 const ZERO_ARG = Buffer.from('$1\r\n0\r\n')
 const XREAD_HEAD = Buffer.from('$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n')
+
+const SWEEP_HEAD = Buffer.from(`$4\r\nEVAL\r\n$${Buffer.byteLength(SWEEP_SCRIPT)}\r\n${SWEEP_SCRIPT}\r\n`)
+const SWEEP_ARGV: Record<Family, Buffer> = {
+  list: Buffer.from('$4\r\nlist\r\n$4\r\nLLEN\r\n'),
+  zset: Buffer.from('$4\r\nzset\r\n$5\r\nZCARD\r\n'),
+  stream: Buffer.from('$6\r\nstream\r\n$4\r\nXLEN\r\n')
+}
+
+/** EVAL SWEEP_SCRIPT over keys already encoded as bulk strings (no per-key work but a copy). */
+function sweepFrame (keyArgs: Buffer[], family: Family): Buffer {
+  const n = String(keyArgs.length)
+  return Buffer.concat([Buffer.from(`*${keyArgs.length + 5}\r\n`), SWEEP_HEAD, Buffer.from(`$${n.length}\r\n${n}\r\n`), ...keyArgs, SWEEP_ARGV[family]])
+}
 
 function evalFrame (script: string, keys: string[], args: string[] = []): Buffer {
   return encodeCommand(['EVAL', script, String(keys.length), ...keys.map((k) => Buffer.from(k, 'latin1')), ...args])
