@@ -983,6 +983,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
     else if (this.#inflight > 0) {
       if (this.#conn === null) throw new Error('session has inflight commands but no connection')
       conn = this.#conn
+      if (this.#ctx.router.isDraining(conn)) {
+        // The lane is being given up: once this client's replies there are in, it moves on
+        // (a client that keeps pipelining would otherwise keep it busy for ever).
+        this.#wait = W_BARRIER
+        return null
+      }
     }
     if (conn !== null) {
       if (conn.writeLockedBy === null || conn.writeLockedBy === this) return conn

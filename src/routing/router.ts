@@ -108,6 +108,11 @@ export class Router {
    * When every lane is busy, or none is in the session's state, another lane is opened up to
    * the bound. Null if there is no lane yet (then call waitForLane).
    */
+  /** The lane is being given up (for a pin): nobody should start sending to it. */
+  isDraining (conn: UpstreamConnection): boolean {
+    return this.#draining.size > 0 && this.#draining.has(conn)
+  }
+
   pickLane (db: number, resp: number): UpstreamConnection | null {
     const lanes = this.#lanes
     let now = 0
