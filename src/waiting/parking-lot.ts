@@ -62,8 +62,8 @@ export interface Waiter {
 }
 
 /** Most waiters one key contributes to one wake-up transaction, and most in all. */
-const SERVE_PER_KEY = 64
-const SERVE_BATCH = 512
+const SERVE_PER_KEY = 256
+const SERVE_BATCH = 2048
 const MAX_TIMER_MS = 2 ** 31 - 1
 /** How often the keys of an arm without a connection are swept. */
 const POLL_MS = 50
@@ -745,9 +745,59 @@ export class ParkingLot {
       else sizes.set(key, size)
     }
     if (sizes.size > 0 && watcher.family !== 'stream') watcher.hotUntil = performance.now() + HOT_MS
-    if (sizes.size > 0 && progress && watcher.family !== 'stream') {
-      this.#serve(watcher, [], sizes, [...sizes.keys()].flatMap((k) => watcher.queues.get(k) ?? []), detectedAt, true)
+    if (sizes.size > 0 && progress && watcher.family !== 'stream') this.#serveFound(watcher, sizes, detectedAt)
+  }
+
+  /**
+   * Serves keys a sweep found with data, in rounds of at most SERVE_BATCH waiters, without
+   * sweeping again: the sweep told how many elements each key has, so a round knows what is left
+   * for the next (a key's element taken by someone else meanwhile only makes its waiter park
+   * again). Rounds end when nothing is left, or a round served nobody.
+   */
+  #serveFound (watcher: Watcher, sizes: Map<string, number>, detectedAt: number): void {
+    const batch: Waiter[] = []
+    const batchKeys: string[] = []
+    const left = new Map<string, number>()
+    let resp: 2 | 3 | null = null
+    for (const [key, size] of sizes) {
+      const queue = watcher.queues.get(key)
+      if (queue === undefined) continue
+      let taken = 0
+      let full = batch.length >= SERVE_BATCH
+      for (let i = 0; i < queue.waiters.length && !full && taken < Math.min(size, SERVE_PER_KEY); i++) {
+        const waiter = queue.waiters.peekAt(i) as Waiter
+        if (waiter.state !== 'parked') continue
+        if (resp === null) resp = waiter.resp
+        else if (waiter.resp !== resp) break // one protocol per transaction; the rest keep their turn
+        this.#setParked(waiter, false)
+        batch.push(waiter)
+        batchKeys.push(key)
+        taken++
+        full = batch.length >= SERVE_BATCH
+      }
+      if (size - taken > 0) left.set(key, size - taken)
     }
+    if (batch.length === 0) {
+      this.#schedule(watcher)
+      return
+    }
+    watcher.serving++
+    runOnLane(this.#router, watcher.db, resp ?? 2, batch.map((w) => w.cmd.frame), (replies, err) => {
+      watcher.serving--
+      if (err !== null || replies === null) {
+        for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
+        this.#schedule(watcher)
+        return
+      }
+      let served = 0
+      batch.forEach((waiter, i) => {
+        if (this.#served(waiter, replies[i], detectedAt)) served++
+        else left.delete(batchKeys[i]) // got nothing: that key is empty now
+      })
+      for (const [key] of left) if ((watcher.queues.get(key)?.parked ?? 0) === 0) left.delete(key)
+      if (served > 0 && left.size > 0) this.#serveFound(watcher, left, detectedAt)
+      else this.#schedule(watcher)
+    })
   }
 
   #markWrongType (watcher: Watcher, key: string): void {
