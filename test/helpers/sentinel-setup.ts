@@ -38,6 +38,8 @@ export interface SentinelSetupOptions {
   sentinels?: number
   /** requirepass on the sentinels. */
   sentinelPassword?: string
+  /** The data nodes' password, for the sentinels to reach them (sentinel auth-pass). */
+  authPass?: string
   downAfterMs?: number
   failoverTimeoutMs?: number
 }
@@ -162,6 +164,7 @@ export async function startSentinel (masterPort: number, options: SentinelSetupO
       `sentinel down-after-milliseconds ${NAME} ${options.downAfterMs ?? 1000}`,
       `sentinel failover-timeout ${NAME} ${options.failoverTimeoutMs ?? 3000}`,
       ...(options.sentinelPassword !== undefined ? [`requirepass ${options.sentinelPassword}`] : []),
+      ...(options.authPass !== undefined ? [`sentinel auth-pass ${NAME} ${options.authPass}`] : []),
       ''
     ].join('\n'))
     const child = spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', 'ignore', 'pipe'] })
