@@ -152,6 +152,7 @@ function statsText (server: ProxyServer): string {
     `parked_woken_total:${server.parking?.wokenTotal ?? 0}`,
     `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
     `parked_put_back_total:${server.parking?.putBackTotal ?? 0}`,
+    `commands_retried_total:${s.upstreamRqRetried}`,
     `upstream_connects_total:${server.pool.counters.connects}`,
     `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
     ''

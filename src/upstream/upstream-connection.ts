@@ -30,6 +30,8 @@ const PLUS = 0x2b // '+'
 const MINUS = 0x2d // '-'
 /** Error replies only a replica gives: the node this connection reaches is no longer the master. */
 const REPLICA_ERRORS = [Buffer.from('-READONLY '), Buffer.from('-MASTERDOWN ')]
+/** Stands for a reply taken back by its client to be sent again (never delivered). */
+const RETRIED = Buffer.alloc(0)
 
 /**
  * One socket to Redis. Commands are written as the client sent them; their slots wait in an
@@ -411,10 +413,14 @@ export class UpstreamConnection {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
       return
     }
-    if (!slot.cancelled) slot.sink.onReply(slot, frame)
-    // The reply reached its client as Redis sent it; the topology hears of it once the replies
-    // already read have been handed out (writes leave only at the end of the turn, after this).
-    if (frame[0] === MINUS && isReplicaError(frame)) queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
+    // A replica's refusal: the topology hears of it once the replies already read have been
+    // handed out (writes leave only at the end of the turn, after this). Redis did not run the
+    // command, so its client may take it back to send again to the new master.
+    if (frame[0] === MINUS && isReplicaError(frame)) {
+      queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
+      if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this) === true) frame = RETRIED
+    }
+    if (!slot.cancelled && frame !== RETRIED) slot.sink.onReply(slot, frame)
     // Only an abandoned large command's own reply is left to come: close now.
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)

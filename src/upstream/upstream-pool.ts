@@ -52,7 +52,7 @@ export class UpstreamPool {
   /** Every connection opened (closed ones are pruned as new ones open). */
   readonly #all = new Set<UpstreamConnection>()
   #serverInfoEpoch = -1
-  /** Ends a backoff sleep early when the master changes: the new one deserves a prompt try. */
+  /** Ends a backoff sleep early when the master changes (the new one deserves a prompt try) or on close. */
   #backoff = new AbortController()
 
   constructor (config: ProxyConfig, log: Logger, topology: Topology, factory?: ConnectionFactory) {
@@ -184,6 +184,7 @@ export class UpstreamPool {
   /** Closes idle connections and refuses new acquires; lent connections are closed by their holders. */
   async close (): Promise<void> {
     this.#closing.abort()
+    this.#backoff.abort()
     // Whoever still waits fails now: nothing more is created for them, and drain() need not
     // wait for their deadlines (up to --acquire-timeout).
     rejectGenericPoolWaiters(this.#pool, new UpstreamConnectError('respool is shutting down'))
@@ -194,8 +195,7 @@ export class UpstreamPool {
   async #create (open: ConnectionFactory, injected: boolean): Promise<UpstreamConnection> {
     if (this.#failures > 0 && !this.#closing.signal.aborted) {
       const ceiling = Math.min(this.#config.reconnectMaxMs, this.#config.reconnectBaseMs * 2 ** (this.#failures - 1))
-      const signal = AbortSignal.any([this.#closing.signal, this.#backoff.signal])
-      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal }).catch(() => {})
+      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#backoff.signal }).catch(() => {})
     }
     if (this.#closing.signal.aborted) {
       // generic-pool answers a failed create with another create for as long as anyone waits,
