@@ -12,6 +12,12 @@ const FLAGS: Record<string, Options> = {
   'host': { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' },
   'port': { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' },
   'upstream': { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' },
+  'sentinel': { type: 'string', array: true, describe: 'Sentinel mode: a sentinel to ask where the master is, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials, database and scheme still apply to the master)' },
+  'sentinel-master': { type: 'string', describe: 'Sentinel mode: the master\'s name (sentinel monitor <name> …)' },
+  'sentinel-user': { type: 'string', describe: 'User for AUTH on the sentinels (separate from the data credentials)' },
+  'sentinel-password': { type: 'string', describe: 'Password for AUTH on the sentinels (separate from the data credentials)' },
+  'sentinel-password-file': { type: 'string', describe: 'Read --sentinel-password from this file' },
+  'sentinel-tls': { type: 'string', default: 'no', describe: 'yes: connect to the sentinels over TLS (verified with --upstream-tls-ca/--upstream-tls-servername)' },
   'pool-size': { type: 'number', default: DEFAULTS.poolSize, describe: 'Most upstream connections ever open' },
   'max-pins': { type: 'number', describe: 'Most connections pinned at once by transactions, blocking commands and subscribers (default: pool size - 1, so shared traffic always keeps one)' },
   'min-idle': { type: 'number', default: DEFAULTS.minIdle, describe: 'Upstream connections kept open even when idle' },
@@ -105,6 +111,12 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     host: args.host as string,
     port: args.port as number,
     upstream: args.upstream as string,
+    sentinels: args.sentinel as string[] | undefined,
+    sentinelMaster: args.sentinelMaster as string | undefined,
+    sentinelUsername: args.sentinelUser as string | undefined,
+    sentinelPassword: args.sentinelPassword as string | undefined,
+    sentinelPasswordFile: args.sentinelPasswordFile as string | undefined,
+    sentinelTls: yesNo('sentinel-tls', args.sentinelTls),
     poolSize: args.poolSize as number,
     maxPins: args.maxPins as number | undefined,
     minIdle: args.minIdle as number,
@@ -232,6 +244,13 @@ export async function main (argv: string[] = process.argv): Promise<void> {
   try {
     await server.listen()
   } catch (err) {
+    if (err instanceof ConfigError) {
+      // Found at start, not in the flags (a sentinel refusing respool's credentials).
+      process.stderr.write(`respool: ${err.message}\n`)
+      process.exitCode = 2
+      await server.destroy()
+      return
+    }
     process.stderr.write(`respool: cannot listen on ${server.config.host}:${server.config.port}: ${(err as Error).message}\n`)
     process.exitCode = 1
     return

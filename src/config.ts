@@ -19,12 +19,31 @@ export interface UpstreamAddress {
   tlsInsecure?: boolean
 }
 
+/** A sentinel's address (Sentinel mode). */
+export interface HostPort {
+  host: string
+  port: number
+}
+
 export interface ProxyConfig {
   /** Listen address for clients. */
   host: string
   /** Listen port; 0 picks a free one. */
   port: number
+  /**
+   * The Redis to forward to. In Sentinel mode its host and port are not used (the sentinels name
+   * the master); its credentials, database and scheme (rediss:// = TLS) still apply to the master.
+   */
   upstream: UpstreamAddress
+  /** Sentinel mode: the sentinels to ask where the master is (empty: --upstream is the Redis). */
+  sentinels: HostPort[]
+  /** The master's name in Sentinel (`sentinel monitor <name> …`); required with sentinels. */
+  sentinelMaster?: string
+  /** Credentials for the sentinels themselves (their requirepass/ACL), separate from the data credentials. */
+  sentinelUsername?: string
+  sentinelPassword?: string
+  /** Connect to the sentinels over TLS (with the --upstream-tls-* CA and name settings). */
+  sentinelTls: boolean
   /** The most upstream connections ever open, shared lanes and pins together. */
   poolSize: number
   /**
@@ -107,6 +126,8 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   host: '127.0.0.1',
   port: 6380,
   upstream: 'redis://127.0.0.1:6379',
+  sentinels: [],
+  sentinelTls: false,
   poolSize: 8,
   minIdle: 0,
   acquireTimeoutMs: 2000,
@@ -132,7 +153,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
-export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'outputLimits' | 'maxMemoryClients'>> & {
+export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'outputLimits' | 'maxMemoryClients' | 'sentinels'>> & {
   upstream?: string | UpstreamAddress
   /** Redis's syntax: `normal 512mb 128mb 60 pubsub 32mb 8mb 60`, or the limits themselves. */
   outputLimits?: string | OutputLimits
@@ -140,6 +161,10 @@ export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'out
   maxOutputBufferBytes?: number
   /** Bytes, a size such as `256mb`, or `auto` (half the container's memory limit, at most 256 MB). */
   maxMemoryClients?: number | string
+  /** Sentinels as "host:port" strings (each may hold several, comma-separated) or addresses. */
+  sentinels?: Array<string | HostPort>
+  /** Reads the sentinel password from this file. */
+  sentinelPasswordFile?: string
   /** Named users as a map or as "name:password" strings. */
   users?: Map<string, string> | string[]
   /** Overrides the upstream URL's password (so it need not appear in a URL or a process list). */
@@ -201,9 +226,27 @@ export function describeUpstream (up: UpstreamAddress): string {
   return `${up.tls ? 'rediss' : 'redis'}://${host}:${up.port}/${up.db}`
 }
 
+/** "host:port" (port 26379 when left out; "[::1]:26379" for IPv6); several may be comma-separated. */
+export function parseSentinels (entries: Array<string | HostPort>): HostPort[] {
+  const out: HostPort[] = []
+  for (const entry of entries) {
+    if (typeof entry !== 'string') {
+      out.push({ host: entry.host, port: entry.port })
+      continue
+    }
+    for (const text of entry.split(',').map((t) => t.trim()).filter((t) => t !== '')) {
+      const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(text)
+      const port = Number(m?.[3] ?? 26379)
+      if (m === null || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`sentinel: expected host:port, got '${text}'`)
+      out.push({ host: m[1] ?? m[2], port })
+    }
+  }
+  return out
+}
+
 /** Fills defaults and checks every value; throws ConfigError naming the bad option. */
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
-  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, ...rest } = stripUndefined(options)
+  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, sentinels: sentinelOption, sentinelPasswordFile, ...rest } = stripUndefined(options)
   const merged = { ...DEFAULTS, ...rest }
   const upstream: UpstreamAddress = { ...(typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
   if (upstreamPasswordFile !== undefined) upstream.password = readSecret(upstreamPasswordFile, 'upstream-password-file')
@@ -217,12 +260,18 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
     upstream,
     password: password === '' ? undefined : password,
     users: parseUsers(userOption),
+    sentinels: parseSentinels(sentinelOption ?? []),
+    sentinelPassword: sentinelPasswordFile !== undefined ? readSecret(sentinelPasswordFile, 'sentinel-password-file') : merged.sentinelPassword,
     denyCommands: merged.denyCommands.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''),
     maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1),
     outputLimits: outputLimitsOption(limitsOption, maxOutputBufferBytes),
     maxMemoryClients: memoryBudgetOption(budgetOption)
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('tls-cert and tls-key go together')
+  if (config.sentinels.length > 0 && (config.sentinelMaster === undefined || config.sentinelMaster === '')) throw new ConfigError('sentinel-master: the master\'s name is required with --sentinel')
+  if (config.sentinels.length === 0 && config.sentinelMaster !== undefined) throw new ConfigError('sentinel: --sentinel-master needs at least one --sentinel host:port')
+  if (config.sentinels.length > 0 && config.upstream.path !== undefined) throw new ConfigError('upstream: a unix:// upstream cannot be used with --sentinel')
+  if (typeof config.sentinelTls !== 'boolean') throw new ConfigError(`sentinel-tls: must be yes or no, got ${String(config.sentinelTls)}`)
   intOption(config, 'port', 0, 65535)
   // One connection must stay for shared traffic while another is pinned (a transaction, a
   // subscriber, a blocked BLPOP): with a pool of one, either kind would stall the other.

@@ -36,6 +36,12 @@ export class UpstreamConnectError extends ProxyError {
   override readonly code = 'RESPOOL_ERR_UPSTREAM_CONNECT'
 }
 
+/** The node reached is a replica (ROLE), not the master respool must write to. */
+export class UpstreamReplicaError extends UpstreamConnectError {}
+
+/** Sentinel mode: the sentinels name no master, or none can be reached or verified. */
+export class NoMasterError extends UpstreamConnectError {}
+
 /** No upstream connection became free before the deadline. */
 export class PoolTimeoutError extends ProxyError {
   override readonly code = 'RESPOOL_ERR_POOL_TIMEOUT'

@@ -10,7 +10,10 @@ import { PubsubHub } from './pubsub/pubsub-hub.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
 import { ProxyStats } from './ops/proxy-stats.js'
-import { describeUpstream, validateConfig, type ProxyConfig, type ProxyOptions } from './config.js'
+import { validateConfig, type ProxyConfig, type ProxyOptions } from './config.js'
+import type { Topology } from './upstream/topology.js'
+import { StandaloneTopology } from './upstream/standalone-topology.js'
+import { SentinelTopology } from './upstream/sentinel-topology.js'
 import { errorReply } from './protocol/resp-encode.js'
 import { silentLogger, type Logger } from './ops/logger.js'
 import { Metrics } from './ops/metrics.js'
@@ -56,6 +59,8 @@ const SESSION_LIMITS = new Set<string>(['maxBulkLength', 'maxMultibulkLength', '
 export class ProxyServer {
   readonly config: ProxyConfig
   readonly log: Logger
+  /** Which node upstream connections go to (the configured one, or the master the sentinels name). */
+  readonly topology: Topology
   readonly pool: UpstreamPool
   readonly router: Router
   readonly stats = new ProxyStats()
@@ -88,7 +93,8 @@ export class ProxyServer {
   constructor (options: ProxyOptions | ProxyConfig = {}, serverOptions: ProxyServerOptions = {}) {
     this.config = validateConfig(options as ProxyOptions)
     this.log = serverOptions.logger ?? silentLogger()
-    this.pool = new UpstreamPool(this.config, this.log, serverOptions.connectionFactory)
+    this.topology = createTopology(this.config, this.log)
+    this.pool = new UpstreamPool(this.config, this.log, this.topology, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
     this.memory = new ClientMemoryBudget(this.config.maxMemoryClients)
     this.#outputCheck = setInterval(() => {
@@ -140,6 +146,9 @@ export class ProxyServer {
 
   /** Starts listening; resolves with the bound address (port 0 becomes a real port). */
   async listen (): Promise<net.AddressInfo> {
+    // Sentinel mode: ask the sentinels first. Sentinels that are down do not stop respool; a
+    // configuration that cannot work (the sentinels refuse its credentials) does (ConfigError).
+    await this.topology.start()
     this.#server.listen({ host: this.config.host, port: this.config.port })
     await once(this.#server, 'listening')
     if (this.config.unixSocket !== undefined) {
@@ -154,8 +163,8 @@ export class ProxyServer {
     // Learn the upstream (version for HELLO, reachability for /readyz) before the first client asks.
     this.#warmUp()
     const address = this.address
-    this.log.info({ listen: `${address.address}:${address.port}`, upstream: describeUpstream(this.config.upstream), poolSize: this.config.poolSize },
-      `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${describeUpstream(this.config.upstream)} with at most ${this.config.poolSize} upstream connections`)
+    this.log.info({ listen: `${address.address}:${address.port}`, upstream: this.topology.describe(), poolSize: this.config.poolSize },
+      `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${this.topology.describe()} with at most ${this.config.poolSize} upstream connections`)
     if (this.#protected && !/^(127\.|::1$|localhost$)/.test(this.config.host)) {
       this.log.warn({ host: this.config.host }, 'protected mode: no client authentication is configured (--password/--user), so only loopback and unix-socket clients are served; others get -DENIED (--protected-mode no serves them)')
     }
@@ -205,9 +214,11 @@ export class ProxyServer {
     return counts
   }
 
-  /** Ready when not draining and the upstream answered the last connection attempt. */
+  /** Ready when not draining, a master is verified and it answered the last connection attempt. */
   readiness (): { ready: boolean, reason: string } {
     if (this.draining) return { ready: false, reason: 'draining' }
+    const problem = this.topology.problem
+    if (problem !== null) return { ready: false, reason: `no verified master: ${problem}` }
     const err = this.pool.lastError
     if (err !== null) return { ready: false, reason: `upstream unreachable: ${err.message}` }
     if (!this.pool.serverInfoKnown) {
@@ -267,7 +278,7 @@ export class ProxyServer {
         applied.push(key)
       }
     }
-    for (const key of ['host', 'port', 'upstream', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub'] as const) {
+    for (const key of ['host', 'port', 'upstream', 'sentinels', 'sentinelMaster', 'sentinelUsername', 'sentinelPassword', 'sentinelTls', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub'] as const) {
       if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
     }
     if (JSON.stringify([...this.config.users]) !== JSON.stringify([...next.users])) needsRestart.push('users')
@@ -352,6 +363,7 @@ export class ProxyServer {
     for (const session of [...this.#sessions]) session.destroy()
     this.parking?.close()
     this.pubsub?.close()
+    this.topology.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()
@@ -411,6 +423,26 @@ function credentialsFrom (config: ProxyConfig): Credentials {
 
 function formatHostPort (host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** The configured Redis, or the master a set of sentinels names. */
+function createTopology (config: ProxyConfig, log: Logger): Topology {
+  if (config.sentinels.length === 0) return new StandaloneTopology(config.upstream, log)
+  return new SentinelTopology({
+    sentinels: config.sentinels,
+    masterName: config.sentinelMaster as string,
+    access: {
+      username: config.sentinelUsername,
+      password: config.sentinelPassword,
+      tls: config.sentinelTls,
+      tlsCa: config.upstream.tlsCa,
+      tlsServername: config.upstream.tlsServername,
+      tlsInsecure: config.upstream.tlsInsecure,
+      timeoutMs: config.connectTimeoutMs
+    },
+    data: config.upstream,
+    connectTimeoutMs: config.connectTimeoutMs
+  }, log)
 }
 
 /** Creates a proxy and starts listening. */

@@ -1210,6 +1210,25 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return cmd.name === 'publish' ? hub.adjustPublish(cmd.arg(1), frame) : hub.adjustNumsub(frame)
   }
 
+  /**
+   * A replica refused a shared command: Redis did not run it, so it goes back to the head of
+   * the pending queue and is sent again once the topology has closed the connections to the old
+   * master (its signal runs first, in an earlier microtask). Only when it is the client's one
+   * command in flight (nothing of this client ran after it, so sending it again keeps the
+   * client's order), on a shared lane, with no effect on the client's state, and once.
+   */
+  retryElsewhere (slot: ReplySlot, conn: object): boolean {
+    if (this.#closed || slot.retried || this.#lease !== null || this.#inflight !== 1 || this.#conn !== conn ||
+      slot.effect !== 0 || slot.streamed || slot.command === null || classify(slot.command) !== Kind.SHARED) return false
+    slot.retried = true
+    this.#inflight--
+    this.#conn = null
+    this.#pending.unshift(slot)
+    this.#ctx.stats.upstreamRqRetried++
+    queueMicrotask(() => { this.#afterReply() })
+    return true
+  }
+
   onFailure (slot: ReplySlot, err: ProxyError): void {
     this.#ctx.stats.countFailure(err.code)
     if (slot.streamed) {

@@ -1,6 +1,6 @@
 import { errorReply, integer, OK, verbatim } from '../protocol/resp-encode.js'
 import { PIN_REASONS, COMMAND_CLASSES } from './proxy-stats.js'
-import { describeUpstream } from '../config.js'
+import { hostPort } from '../upstream/topology.js'
 import { wrongArity } from '../commands/local-commands.js'
 import type { RespCommand } from '../protocol/resp-command.js'
 import type { ClientSession } from '../client/client-session.js'
@@ -91,7 +91,11 @@ function poolsText (server: ProxyServer): string {
   const pinned = server.pinnedByReason()
   return [
     '# Pool',
-    `upstream:${describeUpstream(server.config.upstream)}`,
+    `upstream:${server.topology.describe()}`,
+    `upstream_kind:${server.topology.kind}`,
+    `upstream_master:${masterOf(server)}`,
+    `upstream_epoch:${server.topology.epoch}`,
+    `upstream_failovers:${server.topology.failovers}`,
     `pool_size:${pool.max}`,
     `connections:${pool.size}`,
     `idle:${pool.available}`,
@@ -107,6 +111,13 @@ function poolsText (server: ProxyServer): string {
     `draining:${server.draining ? 1 : 0}`,
     ''
   ].join('\r\n')
+}
+
+/** host:port of the verified master, or "-" while there is none. */
+export function masterOf (server: ProxyServer): string {
+  const master = server.topology.master
+  if (master === null) return '-'
+  return master.address.path !== undefined ? `unix:${master.address.path}` : hostPort(master.address.host, master.address.port)
 }
 
 /** Parked blocking commands: how many wait, on how many watcher connections, and by command. */
@@ -157,6 +168,7 @@ function statsText (server: ProxyServer): string {
     `parked_woken_total:${server.parking?.wokenTotal ?? 0}`,
     `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
     `parked_put_back_total:${server.parking?.putBackTotal ?? 0}`,
+    `commands_retried_total:${s.upstreamRqRetried}`,
     `upstream_connects_total:${server.pool.counters.connects}`,
     `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
     ''

@@ -2,6 +2,7 @@ import client from 'prom-client'
 import { COMMAND_CLASSES, PIN_REASONS } from './proxy-stats.js'
 import type { ProxyServer } from '../proxy-server.js'
 import { HotHistogram } from './hot-histogram.js'
+import { masterOf } from './admin.js'
 
 /**
  * Prometheus metrics (prom-client) on a registry of respool's own. The hot path only bumps
@@ -69,6 +70,19 @@ export class Metrics {
       }
     })
 
+    new client.Gauge({ // eslint-disable-line no-new
+      name: 'respool_upstream_master',
+      help: 'The master upstream connections go to (1, labelled with its address and how it is found); no series while none is verified',
+      labelNames: ['master', 'kind'],
+      registers,
+      collect () {
+        this.reset()
+        const master = masterOf(server)
+        if (master !== '-') this.set({ master, kind: server.topology.kind }, 1)
+      }
+    })
+    gauge('respool_upstream_master_verified', '1 while a master is known and verified (Sentinel: ROLE said master), 0 while respool looks for one', () => server.topology.master !== null ? 1 : 0)
+
     // Counters: read plain numbers at scrape time and add what changed since the last scrape.
     const counter = (name: string, help: string, labelName: string | null, read: () => Array<[string, number]>): void => {
       const last = new Map<string, number>()
@@ -106,6 +120,8 @@ export class Metrics {
       ['maxmemory_clients', server.memory.evictions]
     ])
     counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
+    counter('respool_upstream_failovers_total', 'Times respool closed its connections to a master that was no longer one (Sentinel failovers followed, -READONLY, ROLE replica)', null, () => [['', server.topology.failovers]])
+    counter('respool_commands_retried_total', 'Commands a replica refused (-READONLY, -MASTERDOWN) that were sent again to the new master', null, () => [['', s.upstreamRqRetried]])
     counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])
     counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.pool.counters.connectFailures]])
     counter('respool_parked_total', 'Blocking commands that found nothing at once and waited inside respool', null, () => [['', server.parking?.parkedTotal ?? 0]])

@@ -31,6 +31,8 @@ export class ProxyStats {
   readonly downstreamRqByClass = new Array<number>(COMMAND_CLASSES.length).fill(0)
   /** Commands answered with an error because their upstream failed or never came, by error code. */
   readonly upstreamRqFailedByCode = new Map<string, number>()
+  /** Commands a replica refused (-READONLY, -MASTERDOWN) that were sent again to the master. */
+  upstreamRqRetried = 0
   /** Commands whose client left before the reply; the reply was read and dropped. */
   upstreamRqCancelled = 0
   /** Pins taken, by reason (index: bit position of the R_* flag). */

@@ -27,6 +27,12 @@ export interface ReplySink {
   onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void
   /** The command's outcome is unknown or it never ran; the sink must answer with an error. */
   onFailure (slot: ReplySlot, err: ProxyError): void
+  /**
+   * A replica refused the command (-READONLY, -MASTERDOWN): Redis did not run it. Returns true
+   * if the sink takes it back to send again once the master is found (the reply is then not
+   * delivered); false to have the refusal delivered as Redis sent it.
+   */
+  retryElsewhere? (slot: ReplySlot, conn: object): boolean
 }
 
 /**
@@ -64,6 +70,8 @@ export class ReplySlot {
   pieces: Buffer[] | null = null
   /** The first bytes of a streamed reply (effects look at the reply's type). */
   lead: Buffer | null = null
+  /** Sent again after a replica refused it (once at most). */
+  retried = false
 
   constructor (
     readonly sink: ReplySink,

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import Denque from 'denque'
 import { ReplyFramer } from '../protocol/reply-framer.js'
 import { ReplySlot, InternalSink } from '../routing/reply-slot.js'
-import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamTimeoutError, type ProxyError } from '../errors.js'
+import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamReplicaError, UpstreamTimeoutError, type ProxyError } from '../errors.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import type { UpstreamAddress } from '../config.js'
@@ -16,12 +16,22 @@ export interface UpstreamConnectionOptions {
   address: UpstreamAddress
   connectTimeoutMs: number
   commandTimeoutMs: number
+  /** Ask ROLE during the handshake and refuse a replica (UpstreamReplicaError). */
+  requireMaster?: boolean
 }
+
+/** What a connection tells the topology about its node (set by the pool, kept for the connection's life). */
+export type UpstreamSignal = 'readonly' | 'lost'
 
 const PUSH = 0x3e // '>'
 /** Holds the write lock of a connection whose large command was abandoned: nobody writes again. */
 const ABANDONED = Object.freeze({ abandoned: true })
 const PLUS = 0x2b // '+'
+const MINUS = 0x2d // '-'
+/** Error replies only a replica gives: the node this connection reaches is no longer the master. */
+const REPLICA_ERRORS = [Buffer.from('-READONLY '), Buffer.from('-MASTERDOWN ')]
+/** Stands for a reply taken back by its client to be sent again (never delivered). */
+const RETRIED = Buffer.alloc(0)
 
 /**
  * One socket to Redis. Commands are written as the client sent them; their slots wait in an
@@ -43,6 +53,13 @@ export class UpstreamConnection {
   onIdle: ((conn: UpstreamConnection) => void) | null = null
   /** Called when the connection can take writes again (its socket drained, or a large command is through). */
   onWritable: ((conn: UpstreamConnection) => void) | null = null
+  /**
+   * Signs that the node moved: a reply only a replica gives (-READONLY, -MASTERDOWN), or Redis
+   * closing the connection. Owned by the pool (holders never reset it).
+   */
+  onSignal: ((conn: UpstreamConnection, signal: UpstreamSignal) => void) | null = null
+  /** The topology epoch (which master) this connection was opened for. */
+  epoch = 0
   /**
    * Database this connection is in once every command written so far has run, or -1 when that
    * depends on a reply still to come (a client's SELECT). Sessions switch it before their
@@ -116,7 +133,11 @@ export class UpstreamConnection {
     this.#address = options.address
     socket.on('data', this.#onData)
     socket.on('error', (err) => { this.destroy(new UpstreamClosedError(`upstream connection error: ${err.message}`)) })
-    socket.on('close', () => { this.destroy(new UpstreamClosedError('upstream closed the connection')) })
+    socket.on('close', () => {
+      const lost = this.#state === 'ready'
+      this.destroy(new UpstreamClosedError('upstream closed the connection'))
+      if (lost) this.onSignal?.(this, 'lost')
+    })
     socket.on('drain', this.#onDrain)
   }
 
@@ -156,7 +177,7 @@ export class UpstreamConnection {
         socket.setNoDelay(true)
         socket.setKeepAlive(true, 10_000)
         conn.#setState('handshaking')
-        conn.#handshake(address).then(() => {
+        conn.#handshake(address, options.requireMaster === true).then(() => {
           if (settled) return
           settled = true
           clearTimeout(timer)
@@ -340,7 +361,7 @@ export class UpstreamConnection {
     this.#state = next
   }
 
-  #handshake (address: UpstreamAddress): Promise<void> {
+  #handshake (address: UpstreamAddress, requireMaster = false): Promise<void> {
     const steps: Array<Promise<void>> = []
     const expectOk = (args: string[], what: string, optional = false): void => {
       steps.push(new Promise((resolve, reject) => {
@@ -363,6 +384,18 @@ export class UpstreamConnection {
     this.sendInternal(['CLIENT', 'ID'], (frame) => {
       if (frame !== null && frame[0] === 0x3a) this.redisId = frame.toString('latin1', 1, frame.length - 2)
     })
+    if (requireMaster) {
+      // A replica is refused before anyone writes to it. A server that does not answer ROLE
+      // (an ACL without it) cannot be checked here; -READONLY still gives it away later.
+      steps.push(new Promise((resolve, reject) => {
+        this.sendInternal(['ROLE'], (frame, err) => {
+          if (err !== null) reject(err)
+          else if (frame !== null && roleOf(frame) === 'slave') reject(new UpstreamReplicaError(`${address.host}:${address.port} is a replica (ROLE: ${describeRole(frame)})`))
+          else if (frame !== null && roleOf(frame) === 'sentinel') reject(new UpstreamReplicaError(`${address.host}:${address.port} is a sentinel, not a master`))
+          else resolve()
+        })
+      }))
+    }
     return Promise.all(steps).then(() => undefined)
   }
 
@@ -388,7 +421,14 @@ export class UpstreamConnection {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
       return
     }
-    if (!slot.cancelled) slot.sink.onReply(slot, frame)
+    // A replica's refusal: the topology hears of it once the replies already read have been
+    // handed out (writes leave only at the end of the turn, after this). Redis did not run the
+    // command, so its client may take it back to send again to the new master.
+    if (frame[0] === MINUS && isReplicaError(frame)) {
+      queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
+      if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this) === true) frame = RETRIED
+    }
+    if (!slot.cancelled && frame !== RETRIED) slot.sink.onReply(slot, frame)
     // Only an abandoned large command's own reply is left to come: close now.
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
@@ -488,6 +528,25 @@ export class UpstreamConnection {
     }
     this.destroy(new UpstreamTimeoutError(`upstream did not reply within ${this.#commandTimeoutMs} ms; connection dropped`))
   }
+}
+
+function isReplicaError (frame: Buffer): boolean {
+  for (const prefix of REPLICA_ERRORS) {
+    if (frame.length >= prefix.length && frame.compare(prefix, 0, prefix.length, 0, prefix.length) === 0) return true
+  }
+  return false
+}
+
+/** The first element of a ROLE reply (master, slave, sentinel), or null if it is not one. */
+export function roleOf (frame: Buffer): string | null {
+  const m = /^\*\d+\r\n\$\d+\r\n([a-z]+)\r\n/.exec(frame.toString('latin1', 0, Math.min(frame.length, 64)))
+  return m?.[1] ?? null
+}
+
+/** "slave of 10.0.0.1:6379" from a replica's ROLE reply (for error messages). */
+function describeRole (frame: Buffer): string {
+  const parts = frame.toString('latin1', 0, Math.min(frame.length, 300)).split('\r\n')
+  return parts.length > 6 ? `slave of ${parts[4]}:${parts[5].replace(/^:/, '')}` : 'slave'
 }
 
 function firstLine (frame: Buffer | null): string {

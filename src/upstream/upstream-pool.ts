@@ -1,8 +1,9 @@
 import { createPool, type Pool } from 'generic-pool'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { UpstreamConnection } from './upstream-connection.js'
-import { PoolTimeoutError, UpstreamConnectError, type ProxyError } from '../errors.js'
-import { describeUpstream, type ProxyConfig } from '../config.js'
+import { NoMasterError, PoolTimeoutError, UpstreamClosedError, UpstreamConnectError, UpstreamReplicaError, type ProxyError } from '../errors.js'
+import type { ProxyConfig } from '../config.js'
+import type { Topology } from './topology.js'
 import type { Logger } from '../ops/logger.js'
 import { fetchServerInfo, UNKNOWN_SERVER, type ServerInfo } from './server-info.js'
 
@@ -28,6 +29,12 @@ export type ConnectionFactory = (id: number) => Promise<UpstreamConnection>
  * generic-pool retries a failed create immediately while anyone waits, so the factory itself
  * sleeps (exponential backoff with jitter) before each attempt that follows a failure: a dead
  * Redis costs a few connection attempts per second, not a tight loop.
+ *
+ * Where connections go is the topology's decision. Each connection belongs to the topology epoch
+ * it was opened in; when the epoch moves on (the master changed), every older connection is
+ * closed at once, lent or idle, before anything else is written, and only connections of the
+ * current epoch are lent out. The pool tells the topology what connections see: a replica's
+ * error reply, a lost connection, a node that says it is a replica or cannot be reached.
  */
 export class UpstreamPool {
   readonly #pool: Pool<UpstreamConnection>
@@ -41,20 +48,33 @@ export class UpstreamPool {
   #serverInfo: ServerInfo | null = null
   /** Aborts backoff sleeps on close, so close() never waits for a retry that will not happen. */
   readonly #closing = new AbortController()
+  readonly #topology: Topology
+  /** Every connection opened (closed ones are pruned as new ones open). */
+  readonly #all = new Set<UpstreamConnection>()
+  #serverInfoEpoch = -1
+  /** Ends a backoff sleep early when the master changes (the new one deserves a prompt try) or on close. */
+  #backoff = new AbortController()
 
-  constructor (config: ProxyConfig, log: Logger, factory?: ConnectionFactory) {
+  constructor (config: ProxyConfig, log: Logger, topology: Topology, factory?: ConnectionFactory) {
     this.#config = config
     this.#log = log
-    const open: ConnectionFactory = factory ?? ((id) => UpstreamConnection.connect({
-      id,
-      address: config.upstream,
-      connectTimeoutMs: config.connectTimeoutMs,
-      commandTimeoutMs: config.commandTimeoutMs
-    }))
+    this.#topology = topology
+    const open: ConnectionFactory = factory ?? (async (id) => {
+      const node = await topology.waitForMaster(config.connectTimeoutMs, this.#closing.signal)
+      const conn = await UpstreamConnection.connect({
+        id,
+        address: node.address,
+        connectTimeoutMs: config.connectTimeoutMs,
+        commandTimeoutMs: config.commandTimeoutMs,
+        requireMaster: true
+      })
+      conn.epoch = node.epoch
+      return conn
+    })
     this.#pool = createPool<UpstreamConnection>({
-      create: async () => await this.#create(open),
+      create: async () => await this.#create(open, factory !== undefined),
       destroy: async (conn) => { conn.destroy() },
-      validate: async (conn) => conn.isReady
+      validate: async (conn) => conn.isReady && conn.epoch === topology.epoch
     }, {
       max: config.poolSize,
       min: config.minIdle,
@@ -69,6 +89,26 @@ export class UpstreamPool {
     })
     // Failures are logged in #create; the event only needs a listener so it is not unhandled.
     this.#pool.on('factoryCreateError', () => {})
+    topology.onChange((previous, _next, reason) => { this.#onTopologyChange(previous === null ? null : reason) })
+  }
+
+  /**
+   * A new epoch: every connection of an older one is closed now (its commands in flight fail;
+   * nothing more is written to it). Holders see their connection close as on any failure: lanes
+   * go, pinned clients in a transaction or subscription are disconnected, watchers re-arm.
+   */
+  #onTopologyChange (reason: string | null): void {
+    const epoch = this.#topology.epoch
+    this.#failures = 0
+    this.#lastError = null
+    this.#backoff.abort()
+    this.#backoff = new AbortController()
+    if (reason === null) return
+    for (const conn of [...this.#all]) {
+      if (conn.epoch === epoch) continue
+      this.#all.delete(conn)
+      conn.destroy(new UpstreamClosedError(`the master changed (${reason}); connection to the old master closed, the command may or may not have run`))
+    }
   }
 
   /**
@@ -144,6 +184,7 @@ export class UpstreamPool {
   /** Closes idle connections and refuses new acquires; lent connections are closed by their holders. */
   async close (): Promise<void> {
     this.#closing.abort()
+    this.#backoff.abort()
     // Whoever still waits fails now: nothing more is created for them, and drain() need not
     // wait for their deadlines (up to --acquire-timeout).
     rejectGenericPoolWaiters(this.#pool, new UpstreamConnectError('respool is shutting down'))
@@ -151,10 +192,10 @@ export class UpstreamPool {
     await this.#pool.clear()
   }
 
-  async #create (open: ConnectionFactory): Promise<UpstreamConnection> {
+  async #create (open: ConnectionFactory, injected: boolean): Promise<UpstreamConnection> {
     if (this.#failures > 0 && !this.#closing.signal.aborted) {
       const ceiling = Math.min(this.#config.reconnectMaxMs, this.#config.reconnectBaseMs * 2 ** (this.#failures - 1))
-      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#closing.signal }).catch(() => {})
+      await sleep(ceiling / 2 + Math.random() * ceiling / 2, undefined, { ref: false, signal: this.#backoff.signal }).catch(() => {})
     }
     if (this.#closing.signal.aborted) {
       // generic-pool answers a failed create with another create for as long as anyone waits,
@@ -165,11 +206,15 @@ export class UpstreamPool {
       throw new UpstreamConnectError('respool is shutting down')
     }
     const id = this.#nextId++
+    const epoch = this.#topology.epoch
     try {
-      const conn = await open(id)
-      // Learned from the first connection (again after a failure, in case Redis was replaced).
-      if (this.#serverInfo === null || this.#failures > 0) this.#serverInfo = await fetchServerInfo(conn)
-      if (this.#failures > 0) this.#log.info({ upstream: describeUpstream(this.#config.upstream) }, 'upstream reachable again')
+      const conn = await this.#open(open, id, injected)
+      // Learned from the first connection (again after a failure or a failover, in case Redis was replaced).
+      if (this.#serverInfo === null || this.#failures > 0 || this.#serverInfoEpoch !== conn.epoch) {
+        this.#serverInfo = await fetchServerInfo(conn)
+        this.#serverInfoEpoch = conn.epoch
+      }
+      if (this.#failures > 0) this.#log.info({ upstream: this.#topology.describe() }, 'upstream reachable again')
       this.#failures = 0
       this.#lastError = null
       this.#connects++
@@ -179,17 +224,42 @@ export class UpstreamPool {
       this.#connectFailures++
       this.#lastError = err as ProxyError
       if (this.#failures === 1 || this.#failures % 20 === 0) {
-        this.#log.warn({ upstream: describeUpstream(this.#config.upstream), attempt: this.#failures, err: (err as Error).message }, 'cannot connect to upstream; retrying with backoff')
+        this.#log.warn({ upstream: this.#topology.describe(), attempt: this.#failures, err: (err as Error).message }, 'cannot connect to upstream; retrying with backoff')
       }
+      if (err instanceof UpstreamReplicaError) this.#topology.report('replica', epoch, err.message)
+      else if (!(err instanceof NoMasterError)) this.#topology.report('unreachable', epoch, (err as Error).message)
       throw err
+    }
+  }
+
+  /**
+   * Opens a connection for the current epoch. One that was opening while the master changed is
+   * closed unused and opened again (to the new master).
+   */
+  async #open (open: ConnectionFactory, id: number, injected: boolean): Promise<UpstreamConnection> {
+    for (let attempt = 0; ; attempt++) {
+      const epoch = this.#topology.epoch
+      const conn = await open(id)
+      if (injected) conn.epoch = epoch
+      if (conn.epoch === this.#topology.epoch) {
+        for (const old of this.#all) if (!old.isReady) this.#all.delete(old)
+        this.#all.add(conn)
+        conn.onSignal = (c, signal) => { this.#topology.report(signal, c.epoch, `connection ${c.id}: ${signal === 'lost' ? 'closed by the server' : 'a replica\'s error reply'}`) }
+        this.#topology.confirmed(conn.epoch)
+        return conn
+      }
+      conn.destroy()
+      if (attempt >= 2 || this.#closing.signal.aborted) throw new UpstreamConnectError('the master kept changing while connecting')
     }
   }
 
   #explain (err: Error, waitedMs: number): ProxyError {
     const waited = Math.round(waitedMs)
     if (this.#lastError !== null) {
-      return new UpstreamConnectError(`upstream ${describeUpstream(this.#config.upstream)} unavailable (${this.#lastError.message}), waited ${waited} ms`)
+      return new UpstreamConnectError(`upstream ${this.#topology.describe()} unavailable (${this.#lastError.message}), waited ${waited} ms`)
     }
+    const problem = this.#topology.problem
+    if (problem !== null) return new NoMasterError(`upstream ${this.#topology.describe()} unavailable (${problem}), waited ${waited} ms`)
     if (err.name === 'TimeoutError') {
       return new PoolTimeoutError(`pool exhausted: all ${this.#config.poolSize} upstream connections busy, waited ${waited} ms`)
     }

@@ -4,7 +4,7 @@ import { once } from 'node:events'
 /**
  * A scripted RESP server for faults real Redis will not produce on demand: never answering,
  * closing halfway through a reply, answering what nobody asked. It answers the proxy's
- * handshake (CLIENT SETNAME, INFO, CONFIG GET) like Redis, then hands every other command to
+ * handshake (CLIENT SETNAME, ROLE, INFO, CONFIG GET) like a Redis master, then hands every other command to
  * `onCommand`, which writes whatever the test wants.
  */
 export interface FakeRedis {
@@ -32,6 +32,7 @@ export async function startFakeRedis (onCommand: CommandHandler): Promise<FakeRe
         if (name === 'CLIENT' || name === 'SELECT' || name === 'AUTH') socket.write('+OK\r\n')
         else if (name === 'INFO') socket.write('$37\r\n# Server\r\nredis_version:7.0.0-fake\r\n\r\n')
         else if (name === 'CONFIG') socket.write('*2\r\n$9\r\ndatabases\r\n$2\r\n16\r\n')
+        else if (name === 'ROLE') socket.write('*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n')
         else onCommand(parsed.args, socket)
       }
     })

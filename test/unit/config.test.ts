@@ -44,3 +44,15 @@ test('bad values name the option', () => {
   assert.throws(() => validateConfig({ acquireTimeoutMs: 1.5 }), /acquire-timeout-ms/)
   assert.throws(() => validateConfig({ logLevel: 'loud' }), /log-level/)
 })
+
+test('sentinels: host:port entries (repeated or comma-separated, 26379 by default, IPv6 in brackets); a master name is required with them', () => {
+  const c = validateConfig({ sentinels: ['10.0.0.1:26380,10.0.0.2', '[::1]:26381'], sentinelMaster: 'mymaster', upstream: 'redis://:data@ignored:1/2' })
+  assert.deepEqual(c.sentinels, [{ host: '10.0.0.1', port: 26380 }, { host: '10.0.0.2', port: 26379 }, { host: '::1', port: 26381 }])
+  assert.equal(c.upstream.password, 'data')
+  assert.equal(c.upstream.db, 2)
+  assert.equal(c.sentinelTls, false)
+  assert.throws(() => validateConfig({ sentinels: ['10.0.0.1:26379'] }), /sentinel-master: the master's name is required/)
+  assert.throws(() => validateConfig({ sentinelMaster: 'mymaster' }), /sentinel: --sentinel-master needs at least one --sentinel/)
+  assert.throws(() => validateConfig({ sentinels: ['10.0.0.1:0'], sentinelMaster: 'm' }), /sentinel: expected host:port, got '10\.0\.0\.1:0'/)
+  assert.throws(() => validateConfig({ sentinels: ['h:1'], sentinelMaster: 'm', upstream: 'unix:///tmp/r.sock' }), /unix:\/\/ upstream cannot be used with --sentinel/)
+})

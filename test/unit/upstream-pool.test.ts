@@ -12,10 +12,11 @@ async function inWorker (body: string, deadlineMs: number): Promise<string> {
   const pool = new URL('../../src/upstream/upstream-pool.js', import.meta.url).href
   const config = new URL('../../src/config.js', import.meta.url).href
   const logger = new URL('../../src/ops/logger.js', import.meta.url).href
+  const topology = new URL('../../src/upstream/standalone-topology.js', import.meta.url).href
   const worker = new Worker(`
     const { parentPort } = require('node:worker_threads')
-    Promise.all([import(${JSON.stringify(pool)}), import(${JSON.stringify(config)}), import(${JSON.stringify(logger)})])
-      .then(([{ UpstreamPool }, { validateConfig }, { silentLogger }]) => (async (UpstreamPool, validateConfig, silentLogger) => { ${body} })(UpstreamPool, validateConfig, silentLogger))
+    Promise.all([import(${JSON.stringify(pool)}), import(${JSON.stringify(config)}), import(${JSON.stringify(logger)}), import(${JSON.stringify(topology)})])
+      .then(([{ UpstreamPool }, { validateConfig }, { silentLogger }, { StandaloneTopology }]) => (async (UpstreamPool, validateConfig, silentLogger, StandaloneTopology) => { ${body} })(UpstreamPool, validateConfig, silentLogger, StandaloneTopology))
       .then((result) => parentPort.postMessage(String(result)), (err) => parentPort.postMessage('error: ' + err.stack))
   `, { eval: true })
   const timer = setTimeout(() => { void worker.terminate() }, deadlineMs)
@@ -33,7 +34,7 @@ test('close() while an acquire is waiting and a reconnect backoff is sleeping re
     // Every connect fails; the second attempt sleeps in backoff for ten seconds.
     const config = validateConfig({ upstream: 'redis://127.0.0.1:1', poolSize: 2, acquireTimeoutMs: 20000, reconnectBaseMs: 10000, reconnectMaxMs: 10000 })
     let attempts = 0
-    const pool = new UpstreamPool(config, silentLogger(), async () => { attempts++; throw new Error('refused') })
+    const pool = new UpstreamPool(config, silentLogger(), new StandaloneTopology(config.upstream, silentLogger()), async () => { attempts++; throw new Error('refused') })
     const waiting = pool.acquire().then(() => 'acquired', (err) => 'acquire failed: ' + err.message)
     while (pool.counters.connectFailures === 0) await new Promise((resolve) => setTimeout(resolve, 5))
     if (pool.stats.waiting !== 1) return 'setup: expected one waiting acquire, got ' + pool.stats.waiting
