@@ -100,13 +100,19 @@ test('follows SENTINEL FAILOVER back and forth under write load: at most one err
   await waitFor(() => proxy.topology.master !== null, 'a verified master')
 
   // Pinned clients: a transaction, a WATCH and a subscriber are disconnected by a failover.
-  const pinned = await Promise.all(['MULTI', 'WATCH', 'SUBSCRIBE'].map(async (name) => {
+  const pinned = await Promise.all(['MULTI', 'WATCH'].map(async (name) => {
     const c = await RawClient.connect(proxy.address.port)
-    c.write(name === 'WATCH' ? cmd('WATCH', 'k') : name === 'SUBSCRIBE' ? cmd('SUBSCRIBE', 'ch') : Buffer.concat([cmd('MULTI'), cmd('SET', 'in-multi', '1')]))
-    // (No check that nothing follows: inside MULTI or subscribed, the check itself would be answered.)
-    await c.readExactly(name === 'MULTI' ? '+OK\r\n+QUEUED\r\n' : name === 'WATCH' ? '+OK\r\n' : '*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n', { sentinel: false })
+    c.write(name === 'WATCH' ? cmd('WATCH', 'k') : Buffer.concat([cmd('MULTI'), cmd('SET', 'in-multi', '1')]))
+    // (No check that nothing follows: inside MULTI the check itself would be queued.)
+    await c.readExactly(name === 'MULTI' ? '+OK\r\n+QUEUED\r\n' : '+OK\r\n', { sentinel: false })
     return c
   }))
+  // A subscriber shares the hub's connection: it stays subscribed across the failovers (the hub
+  // subscribes again on the new master) and gets what is published there.
+  const subscriber = await RawClient.connect(proxy.address.port)
+  after(() => { subscriber.close() })
+  subscriber.write(cmd('SUBSCRIBE', 'ch'))
+  await subscriber.readExactly('*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n', { sentinel: false })
   // A parked BLPOP is served by the new master.
   const blocked = new Redis({ port: proxy.address.port, host: '127.0.0.1', maxRetriesPerRequest: 0 })
   blocked.on('error', () => {})
@@ -151,6 +157,9 @@ test('follows SENTINEL FAILOVER back and forth under write load: at most one err
   t.diagnostic(`failovers: ${JSON.stringify(rounds)}`)
 
   for (const c of pinned) await waitFor(() => c.closed, 'a pinned client is disconnected by the failover')
+  assert.equal(subscriber.closed, false, 'the subscriber stays connected')
+  await waitFor(async () => await commandOn(proxy.address.port, 'PUBLISH', 'ch', 'after-failovers') === ':1\r\n', 'the hub subscribed on the new master')
+  assert.equal(await subscriber.readExactly('*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$15\r\nafter-failovers\r\n', { sentinel: false }), '*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$15\r\nafter-failovers\r\n')
   // The parked BLPOP waits on the current master and gets what is pushed there.
   assert.equal(await commandOn(proxy.address.port, 'RPUSH', 'parked-list', 'after-failovers'), ':1\r\n')
   assert.deepEqual(await popped, ['parked-list', 'after-failovers'])
