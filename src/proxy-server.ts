@@ -49,7 +49,7 @@ const RELOADABLE = ['poolSize', 'maxPins', 'acquireTimeoutMs', 'maxClients', 'ma
   'maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs', 'shutdownGraceMs', 'logLevel', 'denyCommands'] as const
 
 /** Reloadable settings that every connected client takes over at once (not only new ones). */
-const SESSION_LIMITS = new Set<string>(['maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs'])
+const SESSION_LIMITS = new Set<string>(['maxBulkLength', 'maxMultibulkLength', 'maxInlineLength', 'clientIdleTimeoutMs', 'outputLimits'])
 
 /**
  * Accepts client connections, owns the sessions, the router and the upstream pool, and runs

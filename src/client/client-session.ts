@@ -175,6 +175,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #softSince = 0
   /** What this client last reported to the memory budget. */
   #reportedBytes = 0
+  /** Output at or below this needs no check (see quietBelow). */
+  #quietBelow = MEMORY_REPORT_MIN
   /** The upstream connection this client's large command is being written to, piece by piece. */
   #streamConn: UpstreamConnection | null = null
   #streamSlot: ReplySlot | null = null
@@ -192,6 +194,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.id = id
     this.#socket = socket
     this.#ctx = ctx
+    this.#quietBelow = quietBelow(ctx.config.outputLimits)
     this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
     this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
@@ -233,6 +236,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     limits.maxMultibulkLength = config.maxMultibulkLength
     limits.maxInlineLength = config.maxInlineLength
     this.#socket.setTimeout(config.clientIdleTimeoutMs) // 0 turns the idle timeout off
+    this.#quietBelow = quietBelow(config.outputLimits)
   }
 
   /** Commands written upstream and not yet answered. */
@@ -1337,7 +1341,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#closed) return
     const buffered = this.#writer.pendingBytes
     // The common case, on every write: far below every limit, nothing to track.
-    if (buffered <= quietBelow(this.#ctx.config.outputLimits) && this.#softSince === 0 && this.#reportedBytes === 0) return
+    if (buffered <= this.#quietBelow && this.#softSince === 0 && this.#reportedBytes === 0) return
     const limit = this.#subscribed ? this.#ctx.config.outputLimits.pubsub : this.#ctx.config.outputLimits.normal
     let over: string | null = null
     if (limit.hard > 0 && buffered > limit.hard) over = 'hard'
