@@ -48,6 +48,18 @@ export class Metrics {
       }
     })
     gauge('respool_client_output_budget_bytes', 'The budget for reply bytes held for all clients (--maxmemory-clients; 0 = none)', () => server.memory.limit)
+    gauge('respool_pubsub_subscribers', 'Clients subscribed through the shared subscriber connection', () => server.pubsub?.stats.subscribers ?? 0)
+    new client.Gauge({ // eslint-disable-line no-new
+      name: 'respool_pubsub_upstream_subscriptions',
+      help: 'Channels and patterns the shared subscriber connection holds upstream (the union of the clients\')',
+      labelNames: ['kind'],
+      registers,
+      collect () {
+        const stats = server.pubsub?.stats
+        this.set({ kind: 'channel' }, stats?.channels ?? 0)
+        this.set({ kind: 'pattern' }, stats?.patterns ?? 0)
+      }
+    })
     gauge('respool_parked_watchers', 'Upstream connections watching the keys of parked blocking commands (one per database and kind of key in use)', () => server.parking?.stats.watchers ?? 0)
     new client.Gauge({ // eslint-disable-line no-new
       name: 'respool_parked_commands',
@@ -124,6 +136,7 @@ export class Metrics {
     counter('respool_commands_retried_total', 'Commands a replica refused (-READONLY, -MASTERDOWN) that were sent again to the new master', null, () => [['', s.upstreamRqRetried]])
     counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])
     counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.pool.counters.connectFailures]])
+    counter('respool_pubsub_reconnects_total', 'Times the shared subscriber connection was replaced and the union subscribed again', null, () => [['', server.pubsub?.reconnects ?? 0]])
     counter('respool_parked_total', 'Blocking commands that found nothing at once and waited inside respool', null, () => [['', server.parking?.parkedTotal ?? 0]])
     counter('respool_parked_woken_total', 'Parked blocking commands answered with data', null, () => [['', server.parking?.wokenTotal ?? 0]])
     counter('respool_parked_timeouts_total', 'Parked blocking commands that reached their own timeout', null, () => [['', server.parking?.timedOutTotal ?? 0]])

@@ -221,6 +221,12 @@ test('the shared connection killed in Redis: the union is subscribed again at on
     assert.equal(await commandOn(proxy.address.port, 'PUBLISH', 'sh6:y', 'after'), ':2\r\n')
     assert.equal(await fa.next(), '*3\r\n$7\r\nmessage\r\n$5\r\nsh6:y\r\n$5\r\nafter\r\n')
     assert.equal(await fb.next(), '*4\r\n$8\r\npmessage\r\n$5\r\nsh6:*\r\n$5\r\nsh6:y\r\n$5\r\nafter\r\n')
+    // The metrics say the same.
+    const metrics = await proxy.metrics.registry.metrics()
+    assert.match(metrics, /\nrespool_pubsub_subscribers 2\n/)
+    assert.match(metrics, /\nrespool_pubsub_upstream_subscriptions\{kind="channel"\} 2\n/)
+    assert.match(metrics, /\nrespool_pubsub_upstream_subscriptions\{kind="pattern"\} 1\n/)
+    assert.match(metrics, /\nrespool_pubsub_reconnects_total 1\n/)
     // Still in subscriber mode with their own counts.
     a.write(cmd('UNSUBSCRIBE', 'sh6:x'))
     assert.equal(await fa.next(), '*3\r\n$11\r\nunsubscribe\r\n$5\r\nsh6:x\r\n:1\r\n')
