@@ -127,9 +127,11 @@ export class Router {
         if (now === 0) now = performance.now()
         if (now - lane.lastProgress > LANE_STALL_MS) continue
       }
+      // A lane reading a large reply is busy too: a small command would wait behind all of it
+      // (a 64 MB reply takes a quarter of a second); better a new lane, or one still to open.
+      if (lane.streamingReply) continue
       if (flowing === null || lane.inflight < flowing.inflight) flowing = lane
-      // A lane reading a large reply is busy too: a small command would wait behind all of it.
-      if (lane.inflight >= LANE_BUSY_INFLIGHT || lane.streamingReply) continue
+      if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
       if (lane.db === db && lane.resp === resp) return lane
       firstFree ??= lane
     }

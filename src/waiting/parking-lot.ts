@@ -114,6 +114,8 @@ interface Arm {
   acquiring: PinAcquisition | null
   /** Sweeps its keys while it has no connection (see #poll). */
   pollTimer: NodeJS.Timeout | null
+  /** The poll's sweep, built once for a set of keys (rebuilding it is a copy of every key). */
+  sweepCache: { frame: Buffer, keys: number, version: number, left: number } | null
   /** Between asking for the watcher's pin and learning its connection's id. */
   starting: boolean
   /** Redis's id of the watcher connection (for CLIENT UNBLOCK). */
@@ -145,6 +147,10 @@ interface Watcher {
    * blocking wait on every key hundreds of times that (and a wait ends at each wake-up).
    */
   hotUntil: number
+  /** Bumped when a key joins the set to watch (a poll's cached sweep is then out of date). */
+  keysVersion: number
+  /** Keys that left the set to watch since (a cached sweep still asks about them). */
+  keysLeft: number
 }
 
 export interface ParkingStats {
@@ -286,6 +292,7 @@ export class ParkingLot {
         const bytes = Buffer.from(key, 'latin1')
         queue = { key, arg: Buffer.concat([Buffer.from(`$${bytes.length}\r\n`), bytes, CRLF]), waiters: new Denque(), parked: 0, live: 0 }
         watcher.queues.set(key, queue)
+        watcher.keysVersion++
       }
       queue.waiters.push(waiter)
       queue.live++
@@ -305,7 +312,10 @@ export class ParkingLot {
     const watcher = this.#watcher(waiter.db, waiter.family)
     for (const key of waiter.keys) {
       const queue = watcher.queues.get(key)
-      if (queue !== undefined) queue.parked += parked ? 1 : -1
+      if (queue === undefined) continue
+      queue.parked += parked ? 1 : -1
+      if (parked && queue.parked === 1) watcher.keysVersion++
+      else if (!parked && queue.parked === 0) watcher.keysLeft++
     }
     if (parked) this.#schedule(watcher)
   }
@@ -402,8 +412,8 @@ export class ParkingLot {
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
       const arms: Arm[] = []
-      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0 }
-      for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, pollTimer: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
+      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0, keysVersion: 0, keysLeft: 0 }
+      for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, pollTimer: null, sweepCache: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
       this.#watchers.set(id, watcher)
     }
     return watcher
@@ -460,6 +470,10 @@ export class ParkingLot {
     if (this.#closed) return
     const watcher = arm.watcher
     if (watcher.serving > 0 && arm.waitingOn === null) return // the wake-ups' end schedules again
+    if (arm.waitingOn === null && watcher.family !== 'stream' && watcher.queues.size >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
+      this.#poll(arm, HOT_POLL_MS) // hot: no need to look at every key now
+      return
+    }
     const queues = this.#wantedQueues(watcher, arm)
     if (arm.waitingOn !== null) {
       // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
@@ -519,14 +533,36 @@ export class ParkingLot {
       arm.pollTimer = null
       const watcher = arm.watcher
       if (arm.waitingOn === null && watcher.serving === 0 && !watcher.sweeping) {
-        const queues = this.#wantedQueues(watcher, arm)
-        // A stream's length says nothing about entries for its waiters: their own commands run.
-        if (queues.length > 0 && watcher.family === 'stream') this.#serveStreams(watcher, queues.map((q) => q.key), performance.now())
-        else if (queues.length > 0) this.#serve(watcher, [], new Map(), queues, performance.now(), true)
+        if (watcher.family === 'stream') {
+          // A stream's length says nothing about entries for its waiters: their own commands run.
+          const queues = this.#wantedQueues(watcher, arm)
+          if (queues.length > 0) this.#serveStreams(watcher, queues.map((q) => q.key), performance.now())
+        } else {
+          const sweep = this.#pollSweep(arm)
+          if (sweep !== null) this.#serve(watcher, [], new Map(), sweep, performance.now(), true)
+        }
       }
       this.#schedule(watcher)
     }, ms)
     arm.pollTimer.unref()
+  }
+
+  /**
+   * The sweep a poll sends: built again only when a key joined the set, or when a quarter of the
+   * keys it asks about have left (asking about a key nobody waits on any more only costs a
+   * lookup; its data, if any, finds no waiter).
+   */
+  #pollSweep (arm: Arm): Buffer | null {
+    const watcher = arm.watcher
+    const cache = arm.sweepCache
+    if (cache !== null && cache.version === watcher.keysVersion && (watcher.keysLeft - cache.left) * 4 < cache.keys) return cache.frame
+    const queues = this.#wantedQueues(watcher, arm)
+    if (queues.length === 0) {
+      arm.sweepCache = null
+      return null
+    }
+    arm.sweepCache = { frame: sweepFrame(queues.map((q) => q.arg), watcher.family), keys: queues.length, version: watcher.keysVersion, left: watcher.keysLeft }
+    return arm.sweepCache.frame
   }
 
   #acquireArm (arm: Arm): void {
@@ -638,7 +674,7 @@ export class ParkingLot {
    * A round that a sweep asked for (`fromSweep`) and that served nobody ends the rounds: the
    * watcher's own wait takes over, so keys someone else keeps emptying cannot loop forever.
    */
-  #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[], detectedAt: number, fromSweep: boolean, taken: Taken | null = null): void {
+  #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[] | Buffer, detectedAt: number, fromSweep: boolean, taken: Taken | null = null): void {
     const batch: Waiter[] = []
     let resp: 2 | 3 | null = null
     for (const [key, size] of sizes) {
@@ -655,13 +691,20 @@ export class ParkingLot {
         taken++
       }
     }
-    const sweepArgs = sweepQueues.filter((q) => q.parked > 0).map((q) => q.arg)
-    const sweeping = sweepArgs.length > 0 && !watcher.sweeping
+    let sweep: Buffer | null = null
+    if (!watcher.sweeping) {
+      if (Buffer.isBuffer(sweepQueues)) sweep = sweepQueues
+      else {
+        const sweepArgs = sweepQueues.filter((q) => q.parked > 0).map((q) => q.arg)
+        if (sweepArgs.length > 0) sweep = sweepFrame(sweepArgs, watcher.family)
+      }
+    }
+    const sweeping = sweep !== null
     if (batch.length === 0 && prefix.length === 0 && !sweeping) return
     if (sweeping) watcher.sweeping = true
     watcher.serving++
     const frames = [...prefix, ...batch.map((w) => w.cmd.frame)]
-    if (sweeping) frames.push(sweepFrame(sweepArgs, watcher.family))
+    if (sweep !== null) frames.push(sweep)
     runOnLane(this.#router, watcher.db, resp ?? 2, frames, (replies, err) => {
       watcher.serving--
       if (sweeping) watcher.sweeping = false
@@ -803,8 +846,10 @@ export class ParkingLot {
   #markWrongType (watcher: Watcher, key: string): void {
     if (watcher.wrongType.has(key)) return
     watcher.wrongType.add(key)
+    watcher.keysLeft++
     setTimeout(() => {
       watcher.wrongType.delete(key)
+      watcher.keysVersion++
       this.#schedule(watcher)
     }, WRONG_TYPE_RECHECK_MS).unref()
   }
