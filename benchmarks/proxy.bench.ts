@@ -6,7 +6,7 @@
  *   npm run bench                      # build, then node dist/benchmarks/proxy.bench.js
  *   QUICK=1 npm run bench              # a small run (≤ 2 minutes)
  *   SWEEP=1 npm run bench              # the full pool-size sweep (more rounds, more requests)
- *   SCENARIOS=a,d npm run bench        # only some scenarios (a b c d e w)
+ *   SCENARIOS=a,d npm run bench        # only some scenarios (a b c d e w n)
  *
  * Scenarios (see benchmarks/README.md):
  *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1
@@ -18,6 +18,9 @@
  *   w  waiters: 1,000 and 10,000 clients parked in BLPOP (respool --park-blocking yes), half of them
  *      woken by tokens pushed straight to Redis; wake latency, wrong timeouts, connections on Redis
  *      (lib/waiters.ts; also on its own: npm run bench:waiters)
+ *   n  neighbour latency: a small GET's latency while another client reads huge values, and PING/GET
+ *      latency while 3 clients stop reading (or read at 100 KB/s) with thousands of 512 KB GETs
+ *      pipelined; proxy RSS and Redis used_memory meanwhile (lib/neighbours.ts)
  *
  * Output: tables on stdout, progress on stderr, JSON + SVG + Markdown in benchmarks/results/.
  */
@@ -35,6 +38,7 @@ import {
 import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
 import { scenarioWaiters, waitersConfig } from './lib/waiters.js'
+import { neighboursConfig, scenarioNeighbours } from './lib/neighbours.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
 
@@ -82,7 +86,7 @@ const TW_MATCHED = env.TW_MATCHED !== '0' && !QUICK
 const TESTS = words('TESTS', ['set', 'get'])
 const DATA_SIZE = int('DATA_SIZE', 3)
 const KEYSPACE = int('KEYSPACE', 100000)
-const SCENARIOS = new Set(words('SCENARIOS', ['a', 'b', 'c', 'd', 'e', 'w']))
+const SCENARIOS = new Set(words('SCENARIOS', ['a', 'b', 'c', 'd', 'e', 'w', 'n']))
 const BENCH_TIMEOUT_MS = int('BENCH_TIMEOUT_MS', 120000)
 
 /** Scenario (a): CLIENTS × PIPELINE when either is set, else the three standard cases. */
@@ -118,6 +122,9 @@ const BIG_VALUE_MB = int('BIG_VALUE_MB', 256)
 
 /** Scenario (w): WAITERS, WAITERS_POOLS, WAITERS_ROUNDS, WAITERS_MODES, WAITERS_RATE, WAITERS_CHUNK, WAITERS_TIMEOUT, WAITERS_SEED. */
 const WAITERS_CONFIG = waitersConfig(env, QUICK)
+
+/** Scenario (n): NEIGH_ROUNDS, NEIGH_BIG_MB, NEIGH_SECONDS, NEIGH_STUCK_*, NEIGH_SLOW_KBPS, NEIGH_KILL_MB, NEIGH_PHASES (lib/neighbours.ts). */
+const NEIGH_CONFIG = neighboursConfig(env, QUICK, POOL_SIZE, TW_CONNECTIONS)
 
 /** At least MIN_PER_CLIENT requests per client, so 1000-client runs measure requests, not connection setup. */
 const MIN_PER_CLIENT = int('MIN_PER_CLIENT', 100)
@@ -958,7 +965,8 @@ async function main (): Promise<void> {
     QUICK, SWEEP: FULL_SWEEP, ROUNDS, REQUESTS, PIPELINED_FACTOR, POOL_SIZE, TW_CONNECTIONS, TW_MATCHED, TESTS, DATA_SIZE, KEYSPACE, SCENARIOS: [...SCENARIOS],
     A_COMBOS, SWEEP_CLIENTS, SWEEP_POOLS, SWEEP_PIPELINES, SWEEP_ROUNDS, SWEEP_REQUESTS, BIG_POOLS, BIG_CLIENTS, BIG_PIPELINES,
     PIN_POOLS, PIN_WORKERS, PIN_PRODUCERS, PIN_TX, PIN_RATE, PIN_SECONDS, PIN_ROUNDS, BRPOP_TIMEOUT, LAT_ROUNDS, LAT_REQUESTS, IDLE_CLIENTS, BIG_VALUE_MB,
-    WAITERS: WAITERS_CONFIG
+    WAITERS: WAITERS_CONFIG,
+    NEIGHBOURS: NEIGH_CONFIG
   }
   progress(`respool benchmark on ${meta.nproc} CPU(s) ${meta.cpuModel}, node ${meta.node}, load ${meta.loadAtStart}; scenarios ${[...SCENARIOS].join(',')}${QUICK ? ' (QUICK)' : ''}${FULL_SWEEP ? ' (full sweep)' : ''}`)
 
@@ -1016,6 +1024,15 @@ async function main (): Promise<void> {
         anomalies.push(...report.anomalies)
         schedule.push(...report.schedule)
         out.waiters = report.rows
+      }
+    }
+    if (SCENARIOS.has('n')) {
+      const report = await attempt('n', async () => await scenarioNeighbours(redis, admin, NEIGH_CONFIG))
+      if (report !== null) {
+        tables.push(...report.tables)
+        anomalies.push(...report.anomalies)
+        schedule.push(...report.schedule)
+        out.neighbours = report.rows
       }
     }
   } finally {
