@@ -189,6 +189,12 @@ export function dropServiceLinks (env: NodeJS.ProcessEnv = process.env): string[
 }
 
 export async function main (argv: string[] = process.argv): Promise<void> {
+  const args = hideBin(argv)
+  if (args[0] === 'bench') {
+    const { benchMain } = await import('./bench/cli.js')
+    await benchMain(args.slice(1))
+    return
+  }
   let server: ProxyServer
   try {
     const serviceLinks = dropServiceLinks()
