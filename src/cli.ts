@@ -68,7 +68,8 @@ function readConfigFile (path: string): Record<string, unknown> {
 export function buildParser (argv: string[]) {
   return yargs(argv)
     .scriptName('respool')
-    .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.')
+    .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.\n\n' +
+      '$0 bench [options]: measure pool sizes against your Redis and get a recommendation (respool bench --help)')
     .env('RESPOOL')
     // Precedence: flags, then RESPOOL_* environment variables, then the config file, then defaults.
     // Read with readFileSync, not require(): a reload (SIGHUP) must see the file as it is now.
