@@ -74,7 +74,8 @@ function readConfigFile (path: string): Record<string, unknown> {
 export function buildParser (argv: string[]) {
   return yargs(argv)
     .scriptName('respool')
-    .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.')
+    .usage('$0 [options]\n\nA Redis (RESP) proxy that multiplexes many client connections onto a small, bounded pool of upstream connections.\n\n' +
+      '$0 bench [options]: measure pool sizes against your Redis and get a recommendation (respool bench --help)')
     .env('RESPOOL')
     // Precedence: flags, then RESPOOL_* environment variables, then the config file, then defaults.
     // Read with readFileSync, not require(): a reload (SIGHUP) must see the file as it is now.
@@ -166,14 +167,31 @@ function yesNo (flag: string, value: unknown): boolean {
   throw new ConfigError(`${flag}: must be yes or no, got ${String(value)}`)
 }
 
+/**
+ * RESPOOL_* variables that set no flag are taken out of the environment (yargs would stop on
+ * them as "Unknown argument: poolsize", which does not say where it came from) and returned,
+ * each with the variable it was probably meant to be. respool warns and goes on: a variable
+ * left over in a deployment's environment must not keep the proxy from starting. Unknown flags
+ * and config-file keys still stop it: those are typed by whoever starts it.
+ */
+export function dropUnknownEnv (env: NodeJS.ProcessEnv = process.env): Array<{ name: string, meant: string | null }> {
+  const dropped: Array<{ name: string, meant: string | null }> = []
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('RESPOOL_')) continue
+    const flag = envToFlag(name)
+    if (Object.hasOwn(FLAGS, flag) || flag === 'config') continue
+    const squeezed = flag.replace(/-/g, '')
+    const meant = Object.keys(FLAGS).find((f) => f.replace(/-/g, '') === squeezed)
+    dropped.push({ name, meant: meant === undefined ? null : `RESPOOL_${meant.toUpperCase().replace(/-/g, '_')}` })
+    delete env[name]
+  }
+  return dropped
+}
+
 /** Parses flags, environment and config file into proxy options. */
 export async function loadOptions (argv: string[]): Promise<ProxyOptions> {
-  // yargs would report a misspelt RESPOOL_POOLSIZE as "Unknown argument: poolsize", which
-  // does not say where it came from.
-  // (yargs reads process.env itself, so this checks the same variables.)
-  const unknown = Object.keys(process.env).filter((name) => name.startsWith('RESPOOL_') && !Object.hasOwn(FLAGS, envToFlag(name)) && envToFlag(name) !== 'config')
-  if (unknown.length > 0) {
-    throw new ConfigError(`unknown environment variable${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: every RESPOOL_* variable sets the flag of the same name (RESPOOL_POOL_SIZE is --pool-size)`)
+  for (const { name, meant } of dropUnknownEnv()) {
+    process.stderr.write(`respool: warning: ignoring unknown environment variable ${name}${meant !== null ? ` (did you mean ${meant}?)` : ''}: every RESPOOL_* variable sets the flag of the same name (RESPOOL_POOL_SIZE is --pool-size)\n`)
   }
   return optionsFromArgs(await buildParser(hideBin(argv)).parseAsync())
 }
@@ -201,6 +219,12 @@ export function dropServiceLinks (env: NodeJS.ProcessEnv = process.env): string[
 }
 
 export async function main (argv: string[] = process.argv): Promise<void> {
+  const args = hideBin(argv)
+  if (args[0] === 'bench') {
+    const { benchMain } = await import('./bench/cli.js')
+    await benchMain(args.slice(1))
+    return
+  }
   let server: ProxyServer
   try {
     const serviceLinks = dropServiceLinks()

@@ -164,6 +164,7 @@ function statsText (server: ProxyServer): string {
     `client_output_bytes:${server.memory.recount().total}`,
     ...PIN_REASONS.map((r, i) => `pins_${r}_total:${s.pinsByReason[i]}`),
     `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
+    ...histogramLines('pin_wait_seconds', server.metrics.pinWait.snapshot()),
     `parked_total:${server.parking?.parkedTotal ?? 0}`,
     `parked_woken_total:${server.parking?.wokenTotal ?? 0}`,
     `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
@@ -173,4 +174,14 @@ function statsText (server: ProxyServer): string {
     `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
     ''
   ].join('\r\n')
+}
+
+/** A histogram as counter lines: cumulative `<name>_le_<bound>` per bucket, then `_count` and `_sum`. */
+function histogramLines (name: string, h: { bounds: number[], counts: number[], sum: number, count: number }): string[] {
+  let cumulative = 0
+  return [
+    ...h.bounds.map((bound, i) => `${name}_le_${bound}:${(cumulative += h.counts[i])}`),
+    `${name}_count:${h.count}`,
+    `${name}_sum:${h.sum}`
+  ]
 }

@@ -46,6 +46,15 @@ export class HotHistogram {
     this.#count++
   }
 
+  /** Upper bounds and per-bucket counts (not cumulative; the last count is above every bound), sum and count. */
+  snapshot (): { bounds: number[], counts: number[], sum: number, count: number } {
+    const counts = Array.from(this.#counts)
+    let inBuckets = 0
+    for (const n of counts) inBuckets += n
+    counts.push(this.#count - inBuckets)
+    return { bounds: [...this.#bounds], counts, sum: this.#sum, count: this.#count }
+  }
+
   reset (): void {
     this.#counts.fill(0)
     this.#sum = 0

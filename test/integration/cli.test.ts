@@ -57,7 +57,7 @@ test('--help documents every flag', { timeout: 10000 }, async () => {
   }
 })
 
-test('bad flags, environment variables and config files give one clear line and exit code 2', { timeout: 20000 }, async () => {
+test('bad flags and config files give one clear line and exit code 2', { timeout: 20000 }, async () => {
   const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
   const { tmpdir } = await import('node:os')
   const { join } = await import('node:path')
@@ -76,7 +76,6 @@ test('bad flags, environment variables and config files give one clear line and 
     { args: ['--Pool-Size', '3'], says: /^respool: unknown option Pool-Size \(a flag or a key in the --config file\)$/m },
     { args: ['--port', 'abc'], says: /^respool: port: must be an integer/m },
     { args: ['--log-level', 'loud'], says: /^respool: Invalid values:[\s\S]*log-level/m },
-    { args: [], env: { RESPOOL_POOLSIZE: '3' }, says: /^respool: unknown environment variable RESPOOL_POOLSIZE: every RESPOOL_\* variable sets the flag of the same name/m },
     { args: ['--config', misspelt], says: /^respool: unknown option poolsize \(a flag or a key in the --config file\)$/m },
     { args: ['--config', broken], says: new RegExp(`^respool: config file ${broken.replace(/[/.]/g, '\\$&')}: .*JSON`, 'm') },
     { args: ['--config', join(dir, 'missing.json')], says: /^respool: config file .*missing\.json: ENOENT/m }
@@ -90,6 +89,26 @@ test('bad flags, environment variables and config files give one clear line and 
     assert.match(r.stderr(), /Run 'respool --help' for the options\.\n$/, what)
     assert.ok(r.stderr().length < 600, `${what}: one short message, not the whole help`)
   }
+})
+
+test('an unknown RESPOOL_* environment variable is a warning on stderr, and respool starts with the rest', { timeout: 20000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const r = run(['--port', '0', '--upstream', redis.url], { RESPOOL_POOLSIZE: '3', RESPOOL_NO_SUCH_THING: '1', RESPOOL_MAX_PINS: '2' })
+  const port = await listeningPort(r)
+  assert.match(r.stderr(), /^respool: warning: ignoring unknown environment variable RESPOOL_POOLSIZE \(did you mean RESPOOL_POOL_SIZE\?\): every RESPOOL_\* variable sets the flag of the same name/m)
+  assert.match(r.stderr(), /^respool: warning: ignoring unknown environment variable RESPOOL_NO_SUCH_THING: /m)
+  assert.match(r.stdout(), /with at most 8 upstream connections/, 'the misspelt pool size is not applied')
+  const c = await RawClient.connect(port)
+  c.write(cmd('RESPOOL', 'POOLS'))
+  const frames = new FrameReader(c)
+  const [pools] = await frames.take(1, 5000)
+  assert.match(pools, /max_pins:2\r\n/, 'known RESPOOL_* variables still apply')
+  c.close()
+  const exited = once(r.child, 'exit')
+  r.child.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 0)
 })
 
 test('an unreachable upstream: respool starts, commands fail fast with a clear error, and it serves once Redis appears', { timeout: 30000 }, async (t) => {
