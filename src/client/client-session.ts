@@ -701,8 +701,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     const hub = this.#ctx.pubsub
     const family = commandFamily(cmd.name)
-    if (hub !== null && family !== 'shard') return this.#sharedPubsub(slot, cmd, kind, hub, family)
     const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
+    // A client that holds a pin (WATCH, say) and has nothing on the shared connection subscribes
+    // on its pin: the shared connection may need a pin of its own, and pins held by clients
+    // waiting for it could be all there are. Subscriptions stay where the client's first went.
+    const onPin = subscribed || (lease !== null && (this.#member === null || this.#member.count === 0))
+    if (hub !== null && family !== 'shard' && !onPin) return this.#sharedPubsub(slot, cmd, kind, hub, family)
     if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
     if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)

@@ -380,3 +380,22 @@ p.close()
   ])
   await noSubscribersLeft()
 })
+
+test('clients holding a pin (WATCH) subscribe on their pin: with every pin held that way, SUBSCRIBE still answers as Redis does', { timeout: 30000 }, async () => {
+  // Pool 4: 3 pins, all taken by clients in WATCH. Were their SUBSCRIBEs to wait for the shared
+  // connection, which needs a pin of its own, nobody would ever be answered.
+  const small = await startProxy({ upstream: redis.url, poolSize: 4 })
+  after(async () => { await small.destroy() })
+  const script = (i: number): Step[] => [
+    step(1, ['WATCH', `sh9:k${i}`]),
+    step(1, ['SUBSCRIBE', `sh9:c${i}`]),
+    { send: none, frames: 1, before: async (port) => { await commandOn(port, 'PUBLISH', `sh9:c${i}`, 'hello') } },
+    step(2, ['UNSUBSCRIBE', `sh9:c${i}`], ['PING'])
+  ]
+  const want = await runScript(redis.port, script(0))
+  const got = await Promise.all([0, 1, 2].map(async (i) => await runScript(small.address.port, script(i))))
+  got.forEach((frames, i) => {
+    const expected = want.map((f) => f.replaceAll('sh9:c0', `sh9:c${i}`))
+    assert.deepEqual(frames, expected, `client ${i}: direct ${showFrames(expected)}, through respool ${showFrames(frames)}`)
+  })
+})
