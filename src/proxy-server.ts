@@ -6,6 +6,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
 import { ParkingLot } from './waiting/parking-lot.js'
 import { ClientMemoryBudget } from './ops/client-memory.js'
+import { Identities } from './routing/identities.js'
 import { PubsubHub } from './pubsub/pubsub-hub.js'
 import { Router } from './routing/router.js'
 import { UpstreamPool, type ConnectionFactory, type PoolStats } from './upstream/upstream-pool.js'
@@ -68,6 +69,8 @@ export class ProxyServer {
   readonly parking: ParkingLot | null
   /** The budget for reply bytes held for all clients (--maxmemory-clients). */
   readonly memory: ClientMemoryBudget
+  /** Redis ACL users' connections (AUTH checked by Redis when respool authenticates nobody itself). */
+  readonly identities: Identities
   /** Channel and pattern subscriptions on a shared subscriber connection (null: pinned per client). */
   readonly pubsub: PubsubHub | null
   readonly metrics: Metrics
@@ -97,6 +100,7 @@ export class ProxyServer {
     this.pool = new UpstreamPool(this.config, this.log, this.topology, serverOptions.connectionFactory)
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
     this.memory = new ClientMemoryBudget(this.config.maxMemoryClients)
+    this.identities = new Identities(this.pool, this.log, () => ({ poolSize: this.config.poolSize, maxPins: this.config.maxPins }))
     this.#outputCheck = setInterval(() => {
       for (const holder of this.memory.holders()) (holder as ClientSession).checkOutput()
     }, 1000)
@@ -111,6 +115,7 @@ export class ProxyServer {
     this.#ctx = {
       config: this.config,
       memory: this.memory,
+      identities: this.identities,
       router: this.router,
       stats: this.stats,
       log: this.log,
@@ -285,6 +290,7 @@ export class ProxyServer {
     if (applied.includes('poolSize') || applied.includes('maxPins') || applied.includes('acquireTimeoutMs')) {
       this.pool.resize(this.config.poolSize, this.config.acquireTimeoutMs)
       this.router.resize(this.config.poolSize, this.config.maxPins)
+      this.identities.resize(this.config.poolSize, this.config.maxPins)
     }
     if (applied.includes('logLevel')) this.log.level = this.config.logLevel
     if (applied.includes('maxMemoryClients')) {
@@ -364,6 +370,7 @@ export class ProxyServer {
     this.parking?.close()
     this.pubsub?.close()
     this.topology.close()
+    await this.identities.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()

@@ -6,6 +6,8 @@ import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
 import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
 import { ReplyWindow } from './reply-window.js'
+import type { Identities } from '../routing/identities.js'
+import { UpstreamAuthError } from '../upstream/identity-pool.js'
 import type { OutputLimits } from './output-limits.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
@@ -72,6 +74,8 @@ export interface SessionContext {
   clients (): Iterable<ClientSession>
   /** One budget for the reply bytes held for all clients. */
   memory: ClientMemoryBudget
+  /** Redis ACL users' own routers (AUTH checked by Redis when respool authenticates nobody itself). */
+  identities: Identities
   onSessionClosed (session: ClientSession): void
 }
 
@@ -100,6 +104,7 @@ const W_BARRIER = 4 // replies in flight on another connection (order across con
 const W_PAUSED = 5 // RESPOOL PAUSE
 const W_PARKED = 6 // a blocking command waiting inside respool (later commands run after it, as in Redis)
 const W_OUTPUT = 7 // the client to read its replies (ReplyWindow)
+const W_AUTH = 8 // Redis to check an AUTH
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -111,6 +116,34 @@ const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
 /** Output below this is not reported to the memory budget (most clients never reach it). */
 const MEMORY_REPORT_MIN = 256 * 1024
+
+/**
+ * The user and password an AUTH or HELLO … AUTH carries (AUTH <password> is the default user),
+ * or null when it has none or is malformed (the local path answers those with Redis's errors).
+ */
+function upstreamCredentials (cmd: RespCommand, isAuth: boolean): { user: string, password: string, oneArgument: boolean } | null {
+  if (isAuth) {
+    if (cmd.argc === 2) return { user: 'default', password: cmd.argString(1), oneArgument: true }
+    if (cmd.argc === 3) return { user: cmd.argString(1), password: cmd.argString(2), oneArgument: false }
+    return null
+  }
+  for (let i = 2; i + 2 < cmd.argc; i++) {
+    if (cmd.keyword(i) === 'auth') return { user: cmd.argString(i + 1), password: cmd.argString(i + 2), oneArgument: false }
+  }
+  return null
+}
+
+/** HELLO without its AUTH option (Redis has checked the credentials already). */
+function withoutAuth (cmd: RespCommand): RespCommand {
+  const args = cmd.args()
+  for (let i = 2; i + 2 < args.length; i++) {
+    if (cmd.keyword(i) === 'auth') {
+      args.splice(i, 3)
+      break
+    }
+  }
+  return RespCommand.fromArgs(args)
+}
 
 /** Output at or below this needs no check at all: under every limit, and too little to report. */
 function quietBelow (limits: OutputLimits): number {
@@ -173,6 +206,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #streamedBytes = 0
   /** When the buffered output first went above the soft limit (0: it is not above). */
   #softSince = 0
+  /** Where this client's commands go: respool's own router, or its ACL user's (see Identities). */
+  #router: Router
+  /** The ACL user's router this client holds, if it authenticated as someone else than the upstream URL's user. */
+  #identity: Router | null = null
   /** What this client last reported to the memory budget. */
   #reportedBytes = 0
   /** Output at or below this needs no check (see quietBelow). */
@@ -194,6 +231,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.id = id
     this.#socket = socket
     this.#ctx = ctx
+    this.#router = ctx.router
     this.#quietBelow = quietBelow(ctx.config.outputLimits)
     this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
     this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
@@ -351,7 +389,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const conn = this.#target()
     if (conn === null) {
       // No lane yet: buffer this one as usual instead of waiting here.
-      this.#ctx.router.cancelWait(this)
+      this.#router.cancelWait(this)
       this.#wait = W_NONE
       return false
     }
@@ -602,13 +640,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#select(slot, cmd, inMulti)
       case Kind.AUTH:
       case Kind.HELLO:
-        if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#ctx.router.pickLane(this.state.db, this.state.resp) === null) {
+        if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#router.pickLane(this.state.db, this.state.resp) === null) {
           // HELLO reports the server's version: wait for the first connection to learn it.
           this.#wait = W_LANE
-          this.#ctx.router.waitForLane(this)
+          this.#router.waitForLane(this)
           return false
         }
         if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
+        if (!this.#ctx.authRequired) {
+          const credentials = upstreamCredentials(cmd, kind === Kind.AUTH)
+          if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
+        }
         this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
         // Redis's stricter size limits apply only until the client has authenticated.
         this.#framer.limits.unauthenticated = !this.state.authenticated
@@ -630,7 +672,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
     const timeoutMs = blockingTimeoutMs(cmd)
-    if (lease === null && timeoutMs !== null && this.#ctx.parking !== null) {
+    // An ACL user's commands run only on its own connections: it blocks on a pin of its own.
+    if (lease === null && timeoutMs !== null && this.#ctx.parking !== null && this.#identity === null) {
       const what = parkable(cmd)
       if (what !== null) return this.#park(slot, cmd, what, timeoutMs)
     }
@@ -706,7 +749,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     // on its pin: the shared connection may need a pin of its own, and pins held by clients
     // waiting for it could be all there are. Subscriptions stay where the client's first went.
     const onPin = subscribed || (lease !== null && (this.#member === null || this.#member.count === 0))
-    if (hub !== null && family !== 'shard' && !onPin) return this.#sharedPubsub(slot, cmd, kind, hub, family)
+    if (hub !== null && family !== 'shard' && !onPin && this.#identity === null) return this.#sharedPubsub(slot, cmd, kind, hub, family)
     if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
     if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
@@ -803,6 +846,72 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#conn = conn
     return true
+  }
+
+  /** The upstream URL's own user and password: its clients need no identity of their own. */
+  #isUrlUser (c: { user: string, password: string }): boolean {
+    const up = this.#ctx.config.upstream
+    return c.user === (up.username ?? 'default') && c.password === (up.password ?? '') && up.password !== undefined
+  }
+
+  /**
+   * AUTH (or HELLO … AUTH) as a Redis ACL user, checked by Redis: on +OK this client's commands
+   * run from now on as that user, on connections authenticated as that user (Identities); on an
+   * error, the client gets Redis's own line and stays who it was.
+   */
+  #authUpstream (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, c: { user: string, password: string, oneArgument: boolean }, lease: Lease | null): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER // earlier commands run as the user they were sent as (and a pin may go)
+      return false
+    }
+    if (lease !== null) {
+      // In a transaction, subscribed or in MONITOR on a pin: the user cannot change under it;
+      // the default user's rules apply, as respool answers them (documented).
+      this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+      this.#framer.limits.unauthenticated = !this.state.authenticated
+      return true
+    }
+    this.#pending.shift()
+    this.#wait = W_AUTH
+    this.#ctx.identities.attach(c.oneArgument ? null : c.user, c.password).then((router) => {
+      if (this.#closed) {
+        this.#ctx.identities.detach(router)
+        return
+      }
+      if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member) // RESP3 subscriptions made as the old user
+      this.#member = null
+      this.#dropIdentity()
+      if (c.user === (this.#ctx.config.upstream.username ?? 'default')) {
+        this.#ctx.identities.detach(router) // Redis said yes, and respool's connections are that user already
+      } else {
+        this.#identity = router
+        this.#router = router
+      }
+      const state = this.state
+      state.authenticated = true
+      state.user = c.user
+      this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+      this.#framer.limits.unauthenticated = false
+      this.#authDone()
+    }, (err: ProxyError) => {
+      if (this.#closed) return
+      this.#fill(slot, err instanceof UpstreamAuthError ? err.reply : toRespError(err))
+      this.#authDone()
+    })
+    return true
+  }
+
+  #authDone (): void {
+    if (this.#wait === W_AUTH) this.#wait = W_NONE
+    this.#pump()
+  }
+
+  /** Back to respool's own router (RESET, disconnect); the user's router is let go. */
+  #dropIdentity (): void {
+    if (this.#identity === null) return
+    this.#ctx.identities.detach(this.#identity)
+    this.#identity = null
+    this.#router = this.#ctx.router
   }
 
   #auth (cmd: RespCommand): Buffer {
@@ -924,6 +1033,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#endLease()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
+    this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
     this.#effects.reset()
     this.#framer.limits.unauthenticated = !this.state.authenticated
@@ -938,7 +1048,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   #sendAtOnce (slot: ReplySlot, frame: Buffer): boolean {
     this.#pending.shift()
-    this.#ctx.router.sendAtOnce(frame, (reply, err) => {
+    this.#router.sendAtOnce(frame, (reply, err) => {
       if (err !== null) this.#ctx.stats.countFailure(err.code)
       this.#fill(slot, reply ?? toRespError(err as ProxyError))
     })
@@ -991,7 +1101,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     else if (this.#inflight > 0) {
       if (this.#conn === null) throw new Error('session has inflight commands but no connection')
       conn = this.#conn
-      if (this.#ctx.router.isDraining(conn)) {
+      if (this.#router.isDraining(conn)) {
         // The lane is being given up: once this client's replies there are in, it moves on
         // (a client that keeps pipelining would otherwise keep it busy for ever).
         this.#wait = W_BARRIER
@@ -1005,10 +1115,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
       conn.whenUnlocked(this.#onUpstreamDrained)
       return null
     }
-    const lane = this.#ctx.router.pickLane(this.state.db, this.state.resp)
+    const lane = this.#router.pickLane(this.state.db, this.state.resp)
     if (lane === null) {
       this.#wait = W_LANE
-      this.#ctx.router.waitForLane(this)
+      this.#router.waitForLane(this)
     }
     return lane
   }
@@ -1043,12 +1153,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#pinRequestedFor = slot
     // Blocking commands hold a pin for their whole timeout; they may take all pins but one, so
     // transactions, WATCH and subscribers always find one soon.
-    const acquisition = this.#ctx.router.acquirePin(deadlineMs, classify(slot.command as RespCommand) === Kind.BLOCKING ? 'blocking' : 'short')
+    const acquisition = this.#router.acquirePin(deadlineMs, classify(slot.command as RespCommand) === Kind.BLOCKING ? 'blocking' : 'short')
     this.#acquiring = acquisition
     acquisition.promise.then((pin) => {
       this.#acquiring = null
       if (this.#closed) {
-        this.#ctx.router.releasePin(pin, 'clean')
+        this.#router.releasePin(pin, 'clean')
         return
       }
       this.#ctx.observe.pinWait((performance.now() - this.#pinRequestedAt) / 1000)
@@ -1077,7 +1187,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#lease = null
     this.#conn = null
     this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
-    this.#ctx.router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : lease.dirty ? 'scrub' : 'clean')
+    this.#router.releasePin(lease.pin, lease.pin.conn.inflight > 0 ? 'destroy' : lease.dirty ? 'scrub' : 'clean')
     if (this.#endWhenUnpinned) this.#endAfterReplies(false)
   }
 
@@ -1098,7 +1208,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       how = 'scrub' // MULTI or WATCH: RESET and handshake again before anyone else uses it
     }
     this.#ctx.observe.pinHeld((performance.now() - lease.pin.acquiredAt) / 1000)
-    this.#ctx.router.releasePin(lease.pin, how)
+    this.#router.releasePin(lease.pin, how)
   }
 
   /** The pinned connection failed. Commands on it already got errors. */
@@ -1107,7 +1217,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (lease === null) return
     this.#lease = null
     this.#conn = null
-    this.#ctx.router.releasePin(lease.pin, 'destroy')
+    this.#router.releasePin(lease.pin, 'destroy')
     if ((lease.reasons & (R_MULTI | R_WATCH | STREAMING)) !== 0 && !this.#closed) {
       // The transaction or subscription is gone with the connection. Running the client's next
       // commands elsewhere would silently break its atomicity or lose its messages, so the client
@@ -1485,7 +1595,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#closed) return
     this.#closed = true
     this.#socket.destroy()
-    if (this.#wait === W_LANE) this.#ctx.router.cancelWait(this)
+    if (this.#wait === W_LANE) this.#router.cancelWait(this)
     if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true
     this.#ctx.stats.upstreamRqCancelled += this.#inflight
@@ -1500,6 +1610,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#endLease()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
+    this.#dropIdentity()
     if (this.#waiter !== null) {
       this.#ctx.parking?.cancel(this.#waiter)
       this.#waiter = null

@@ -106,6 +106,8 @@ function poolsText (server: ProxyServer): string {
     `waiting_pins:${server.router.pinsWaiting}`,
     `waiting_connections:${pool.waiting}`,
     ...parkedLines(server),
+    `acl_users:${server.identities.users.length}`,
+    `acl_connections:${server.identities.connections}`,
     ...pubsubLines(server),
     `paused:${server.paused ? 1 : 0}`,
     `draining:${server.draining ? 1 : 0}`,

@@ -1,5 +1,5 @@
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
-import type { UpstreamPool } from '../upstream/upstream-pool.js'
+import type { ConnectionSource } from '../upstream/identity-pool.js'
 import { PinGate, type PinKind, type PinPermit } from './pin-gate.js'
 import type { ProxyError } from '../errors.js'
 import { ReplySlot, InternalSink } from './reply-slot.js'
@@ -43,7 +43,7 @@ export interface LaneWaiter {
  * eviction can have them.
  */
 export class Router {
-  readonly #pool: UpstreamPool
+  readonly #pool: ConnectionSource
   readonly #log: Logger
   readonly #laneIdleMs: number
   #lanes: UpstreamConnection[] = []
@@ -62,7 +62,7 @@ export class Router {
   pinsTotal = 0
   pinWaitTimeouts = 0
 
-  constructor (pool: UpstreamPool, log: Logger, options: { poolSize: number, maxPins: number, laneIdleMs?: number }) {
+  constructor (pool: ConnectionSource, log: Logger, options: { poolSize: number, maxPins: number, laneIdleMs?: number }) {
     this.#pool = pool
     this.#log = log
     this.#poolSize = options.poolSize

@@ -1,0 +1,63 @@
+import { ProxyError } from '../errors.js'
+import type { UpstreamConnection } from './upstream-connection.js'
+
+/** Where a router gets its connections: the pool itself, or a view of it as one ACL user. */
+export interface ConnectionSource {
+  acquire (priority?: 0 | 1): Promise<UpstreamConnection>
+  release (conn: UpstreamConnection): void
+  destroy (conn: UpstreamConnection): void
+}
+
+/** Redis refused the user's credentials; the error is Redis's own line, for the client. */
+export class UpstreamAuthError extends ProxyError {
+  override readonly code = 'RESPOOL_ERR_UPSTREAM_AUTH'
+  constructor (readonly reply: Buffer) {
+    super(reply.toString('latin1', 1, reply.length - 2))
+  }
+}
+
+/**
+ * The pool's connections as one Redis ACL user: each one lent out has answered `AUTH <user>
+ * <password>` with +OK first, and goes back to the pool only after a scrub (RESET, which
+ * returns it to the default user, then the handshake with the upstream URL's credentials).
+ * Every connection still comes from, and counts against, the one pool (--pool-size).
+ */
+export class IdentityPool implements ConnectionSource {
+  /** `user` null: the one-argument AUTH <password> (the default user, with Redis's own errors for it). */
+  constructor (private readonly pool: ConnectionSource, readonly user: string | null, private readonly password: string) {}
+
+  async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
+    const conn = await this.pool.acquire(priority)
+    try {
+      await authenticate(conn, this.user, this.password)
+    } catch (err) {
+      this.pool.destroy(conn)
+      throw err
+    }
+    return conn
+  }
+
+  release (conn: UpstreamConnection): void {
+    if (!conn.isReady) {
+      this.pool.destroy(conn)
+      return
+    }
+    conn.scrub().then(() => { this.pool.release(conn) }, () => { this.pool.destroy(conn) })
+  }
+
+  destroy (conn: UpstreamConnection): void {
+    this.pool.destroy(conn)
+  }
+}
+
+/** AUTH on `conn`; resolves on +OK, rejects with Redis's error (UpstreamAuthError) otherwise. */
+export async function authenticate (conn: UpstreamConnection, user: string | null, password: string): Promise<void> {
+  const args = user === null ? ['AUTH', Buffer.from(password, 'latin1')] : ['AUTH', Buffer.from(user, 'latin1'), Buffer.from(password, 'latin1')]
+  await new Promise<void>((resolve, reject) => {
+    conn.sendInternal(args, (frame, err) => {
+      if (err !== null) reject(err)
+      else if (frame !== null && frame.toString('latin1') === '+OK\r\n') resolve()
+      else reject(new UpstreamAuthError(frame ?? Buffer.from('-ERR no reply to AUTH\r\n')))
+    })
+  })
+}

@@ -1,0 +1,129 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { startRedis, type RedisServer } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { commandOn } from '../helpers/resp-frames.js'
+import { runScript, step, showFrames } from '../helpers/script.js'
+import { runScript as runProgram } from '../helpers/run-program.js'
+import { waitFor } from '../helpers/wait.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+/**
+ * Redis ACL users through respool (which authenticates nobody itself): AUTH is checked by Redis,
+ * and the client's commands then run as that user, with Redis's own answers, on connections of
+ * that user's that all count against --pool-size.
+ */
+
+const POOL = 4
+const SECRET = 'bobs-s3cret-pw'
+let direct: RedisServer
+let upstream: RedisServer
+let proxy: ProxyServer
+
+async function addUsers (port: number): Promise<void> {
+  // bob may touch keys x* and every channel; carol only GET/SET on c* and ACL WHOAMI.
+  assert.equal(await commandOn(port, 'ACL', 'SETUSER', 'bob', 'on', `>${SECRET}`, '+@all', '~x*', '&*'), '+OK\r\n')
+  assert.equal(await commandOn(port, 'ACL', 'SETUSER', 'carol', 'on', '>carol-pw', '+get', '+set', '+acl|whoami', '+ping', '~c*'), '+OK\r\n')
+}
+
+before(async () => {
+  direct = await startRedis()
+  upstream = await startRedis()
+  await addUsers(direct.port)
+  await addUsers(upstream.port)
+  proxy = await startProxy({ upstream: upstream.url, poolSize: POOL })
+})
+
+after(async () => {
+  await proxy?.destroy()
+  await upstream?.stop()
+  await direct?.stop()
+})
+
+test('AUTH as an ACL user, its permissions, ACL WHOAMI, a wrong password, RESET back to default: the same bytes as Redis', { timeout: 30000 }, async () => {
+  const steps = [
+    step(1, ['ACL', 'WHOAMI']),
+    step(1, ['AUTH', 'bob', 'wrong']),
+    step(1, ['AUTH', 'nobody', 'x']),
+    step(1, ['AUTH', 'only-a-password']),
+    step(1, ['AUTH', 'bob', SECRET]),
+    step(5, ['ACL', 'WHOAMI'], ['SET', 'x1', 'v'], ['GET', 'x1'], ['SET', 'y1', 'v'], ['GET', 'y1']),
+    step(1, ['HELLO', '3', 'AUTH', 'carol', 'carol-pw', 'SETNAME', 'c']),
+    step(4, ['ACL', 'WHOAMI'], ['SET', 'c1', 'v'], ['SET', 'x2', 'v'], ['DEL', 'c1']),
+    step(1, ['RESET']),
+    step(2, ['ACL', 'WHOAMI'], ['SET', 'y2', 'v'])
+  ]
+  const mask = (frames: string[]): string[] => frames.map((f) => f.replace(/(\$2\r\nid\r\n:)\d+/, '$1<id>').replace(/(\$7\r\nversion\r\n\$\d+\r\n)[^\r]+/, '$1<v>'))
+  const want = mask(await runScript(direct.port, steps))
+  const got = mask(await runScript(proxy.address.port, steps))
+  assert.deepEqual(got, want, `direct ${showFrames(want)}, through respool ${showFrames(got)}`)
+  await waitFor(() => proxy.identities.users.length === 0, 'no ACL user kept once its clients left')
+})
+
+test('50 ioredis clients as bob share that user\'s connections: every one is bob, Redis sees at most --pool-size connections, and the password shows nowhere', { timeout: 30000 }, async () => {
+  const clients = Array.from({ length: 50 }, () => new Redis({ port: proxy.address.port, username: 'bob', password: SECRET, maxRetriesPerRequest: 0, lazyConnect: true }))
+  after(() => { for (const c of clients) c.disconnect() })
+  await Promise.all(clients.map(async (c) => { await c.connect() }))
+  let maxConnections = 0
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      const info = await commandOn(upstream.port, 'INFO', 'clients')
+      maxConnections = Math.max(maxConnections, Number(/connected_clients:(\d+)/.exec(info)?.[1]) - 1) // less the sampler's own
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  })()
+  await Promise.all(clients.map(async (c, i) => {
+    for (let k = 0; k < 20; k++) assert.equal(await c.set(`x:${i}:${k}`, String(k)), 'OK')
+    assert.equal(await c.call('ACL', 'WHOAMI'), 'bob')
+    await assert.rejects(c.set(`y:${i}`, '1'), /NOPERM/)
+  }))
+  sampling = false
+  await sampler
+  assert.ok(maxConnections <= POOL, `Redis saw ${maxConnections} connections from respool`)
+  assert.equal(await commandOn(upstream.port, 'GET', 'x:49:19'), '$2\r\n19\r\n')
+  assert.deepEqual(proxy.identities.users, ['bob'])
+  const shown = [
+    await commandOn(proxy.address.port, 'RESPOOL', 'POOLS'),
+    await commandOn(proxy.address.port, 'RESPOOL', 'STATS'),
+    await commandOn(proxy.address.port, 'RESPOOL', 'CLIENTS'),
+    await commandOn(proxy.address.port, 'CLIENT', 'LIST'),
+    await proxy.metrics.registry.metrics()
+  ].join('\n')
+  assert.ok(!shown.includes(SECRET), 'the password appears in respool\'s output')
+  assert.match(shown, /acl_users:1\r\n/)
+  for (const c of clients) c.disconnect()
+  await waitFor(() => proxy.identities.users.length === 0 && proxy.identities.connections === 0, 'bob\'s connections back in the pool, his password forgotten')
+})
+
+test('redis-py and redis-rb log in as an ACL user through respool', { timeout: 30000 }, async () => {
+  const py = await runProgram('/usr/bin/python3', ['-', String(proxy.address.port)], `
+import sys, redis
+r = redis.Redis(host='127.0.0.1', port=int(sys.argv[1]), username='bob', password='${SECRET}', decode_responses=True)
+print(r.acl_whoami())
+print(r.set('x:py', 'v'))
+try:
+    r.set('y:py', 'v')
+except redis.exceptions.NoPermissionError as e:
+    print('NOPERM')
+try:
+    redis.Redis(host='127.0.0.1', port=int(sys.argv[1]), username='bob', password='wrong').ping()
+except redis.exceptions.ResponseError as e:
+    print(str(e).split(' ')[0])
+`)
+  assert.deepEqual(py, ['bob', 'True', 'NOPERM', 'WRONGPASS'])
+  const rb = await runProgram('ruby', ['-', String(proxy.address.port)], `
+require 'redis'
+r = Redis.new(host: '127.0.0.1', port: Integer(ARGV[0]), username: 'bob', password: '${SECRET}')
+puts r.call('ACL', 'WHOAMI')
+puts r.set('x:rb', 'v')
+begin
+  r.set('y:rb', 'v')
+rescue Redis::CommandError => e
+  puts e.message.split(' ').first
+end
+`)
+  assert.deepEqual(rb, ['bob', 'OK', 'NOPERM'])
+  assert.equal(await commandOn(upstream.port, 'EXISTS', 'x:py', 'x:rb', 'y:py', 'y:rb'), ':2\r\n')
+})
