@@ -968,13 +968,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
         return this.#forward(slot, E_TRACKING_ON, 0)
       }
       case 'unblock':
-        return this.#unblockClient(slot, cmd)
-      case 'kill': {
-        const { reply, self } = this.#killClients(cmd)
-        this.#local(slot, reply)
-        if (self) this.#endAfterReplies(true) // after this reply, as Redis does
-        return true
-      }
+      case 'kill':
+        if (this.#identity !== null && !slot.permitted) return this.#checkPermission(slot, cmd)
+        if (sub === 'unblock') return this.#unblockClient(slot, cmd)
+        return this.#killAndAnswer(slot, cmd)
       case 'no-evict':
       case 'no-touch':
         return this.#local(slot, toRespError(new CommandRefusedError(`CLIENT ${sub.toUpperCase()} would act on shared upstream connections and is not supported through respool`)))
@@ -989,6 +986,36 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * of its own is ended by Redis (CLIENT UNBLOCK with that connection's Redis id, which only
    * respool knows), whose answer is the reply.
    */
+  #killAndAnswer (slot: ReplySlot, cmd: RespCommand): boolean {
+    const { reply, self } = this.#killClients(cmd)
+    this.#local(slot, reply)
+    if (self) this.#endAfterReplies(true) // after this reply, as Redis does
+    return true
+  }
+
+  /**
+   * An ACL user's CLIENT KILL / UNBLOCK needs that user's permission, as on Redis: the same
+   * subcommand is asked of Redis, as that user, about a client id that cannot exist (Redis
+   * checks permissions first). -NOPERM is the answer; otherwise respool acts on its clients.
+   */
+  #checkPermission (slot: ReplySlot, cmd: RespCommand): boolean {
+    this.#pending.shift()
+    this.#wait = W_AUTH
+    const probe = cmd.keyword(1) === 'kill' ? ['CLIENT', 'KILL', 'ID', '18446744073709551615'] : ['CLIENT', 'UNBLOCK', '18446744073709551615']
+    this.#router.sendAtOnce(encodeCommand(probe), (reply, err) => {
+      if (this.#closed) return
+      if (this.#wait === W_AUTH) this.#wait = W_NONE
+      if (err !== null || reply === null) this.#fill(slot, toRespError(err as ProxyError))
+      else if (reply.toString('latin1', 0, 7) === '-NOPERM') this.#fill(slot, reply)
+      else {
+        slot.permitted = true
+        this.#pending.unshift(slot)
+      }
+      this.#pump()
+    })
+    return true
+  }
+
   #unblockClient (slot: ReplySlot, cmd: RespCommand): boolean {
     const parsed = parseUnblock(cmd)
     if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)

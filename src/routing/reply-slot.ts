@@ -72,6 +72,8 @@ export class ReplySlot {
   lead: Buffer | null = null
   /** Sent again after a replica refused it (once at most). */
   retried = false
+  /** Redis said this client's ACL user may run it (CLIENT KILL/UNBLOCK acted on by respool). */
+  permitted = false
 
   constructor (
     readonly sink: ReplySink,

@@ -51,6 +51,8 @@ test('AUTH as an ACL user, its permissions, ACL WHOAMI, a wrong password, RESET 
     step(5, ['ACL', 'WHOAMI'], ['SET', 'x1', 'v'], ['GET', 'x1'], ['SET', 'y1', 'v'], ['GET', 'y1']),
     step(1, ['HELLO', '3', 'AUTH', 'carol', 'carol-pw', 'SETNAME', 'c']),
     step(4, ['ACL', 'WHOAMI'], ['SET', 'c1', 'v'], ['SET', 'x2', 'v'], ['DEL', 'c1']),
+    // carol may not kill or unblock clients: Redis's own refusal, not respool's say-so.
+    step(2, ['CLIENT', 'KILL', 'ID', '1'], ['CLIENT', 'UNBLOCK', '1']),
     step(1, ['RESET']),
     step(2, ['ACL', 'WHOAMI'], ['SET', 'y2', 'v'])
   ]
