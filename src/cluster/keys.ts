@@ -16,7 +16,13 @@ export function keySlot (key: Buffer): number {
 export function keyIndexes (cmd: RespCommand): number[] | null {
   const name = cmd.name
   if (!commands.exists(name)) return null
-  const args = cmd.args().slice(1)
+  // The table reads keywords (STORE, STREAMS, KEYS …) only from string arguments; values can be
+  // large, so only short arguments are turned into text.
+  const args: Array<string | Buffer> = []
+  for (let i = 1; i < cmd.argc; i++) {
+    const arg = cmd.arg(i)
+    args.push(arg.length <= 32 ? arg.toString('latin1') : arg)
+  }
   try {
     return commands.getKeyIndexes(name, args).map((i) => i + 1)
   } catch {
