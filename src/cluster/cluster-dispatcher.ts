@@ -175,7 +175,12 @@ class Request implements ReplySink {
   onReply (_slot: ReplySlot, frame: Buffer): void {
     if (frame[0] === MINUS) {
       const redirect = /^-(MOVED|ASK) (\d+) (\S*):(\d+)\r\n/.exec(frame.toString('latin1', 0, Math.min(frame.length, 300)))
-      if (redirect !== null && ++this.#redirects <= MAX_REDIRECTS) {
+      if (redirect !== null && ++this.#redirects > MAX_REDIRECTS) {
+        // A redirect loop (a cluster being resharded in circles): the client gets an error, never the redirect.
+        this.done(errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command; last: ${redirect[0].trim().slice(1)}`))
+        return
+      }
+      if (redirect !== null) {
         const topology = this.dispatcher.topology
         const node = topology.node(redirect[3] === '' ? (topology.nodeFor(Number(redirect[2]))?.host ?? '127.0.0.1') : redirect[3], Number(redirect[4]))
         this.dispatcher.redirects++
