@@ -8,7 +8,7 @@ import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
 import { ConfigError } from '../../src/errors.js'
-import type { ProxyServer } from '../../src/proxy-server.js'
+import { ProxyServer as ProxyServerClass, type ProxyServer } from '../../src/proxy-server.js'
 
 // One 3-master cluster (no replicas) and one standalone Redis to compare replies with.
 let cluster: RedisCluster
@@ -178,4 +178,44 @@ test('a pool smaller than one connection per master plus one is refused at start
     assert.match(err.message, /pool-size: 3 is too small for a cluster of 3 masters.*--pool-size 4 at least/)
     return true
   })
+})
+
+test('commands whose keys depend on their arguments are routed by those keys', async () => {
+  const client = await RawClient.connect(proxy.address.port)
+  const reader = new FrameReader(client)
+  const ask = async (...args: string[]): Promise<string> => {
+    client.write(cmd(...args))
+    return await reader.next()
+  }
+  assert.equal(await ask('RPUSH', '{s}list', '3', '1', '2'), ':3\r\n')
+  assert.equal(await ask('SORT', '{s}list', 'STORE', '{s}sorted'), ':3\r\n')
+  assert.equal(await ask('SORT', '{s}list', 'STORE', 'elsewhere'), '-CROSSSLOT Keys in request don\'t hash to the same slot\r\n')
+  assert.equal(await ask('EVAL', 'return redis.call("GET", KEYS[1])', '1', '{s}x'), '$-1\r\n')
+  assert.equal(await ask('EVAL', 'return #KEYS', '2', 'a', 'b'), '-CROSSSLOT Keys in request don\'t hash to the same slot\r\n')
+  assert.equal(await ask('EVAL', 'return 7', '0'), ':7\r\n')
+  assert.equal(await ask('XADD', '{s}st', '1-1', 'f', 'v'), '$3\r\n1-1\r\n')
+  assert.equal(await ask('XREAD', 'COUNT', '1', 'STREAMS', '{s}st', '0'), '*1\r\n*2\r\n$5\r\n{s}st\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n')
+  client.socket.destroy()
+})
+
+test('RESP3 clients get RESP3 replies from every node, merged replies included', async () => {
+  const k = keysEverywhere(6, 'resp3')
+  const commands = [
+    cmd('HELLO', '3', 'SETNAME', 'x'),
+    cmd('MSET', ...k.flatMap((key) => [key, key])),
+    cmd('HSET', k[0] + ':h', 'f', 'v'),
+    cmd('HGETALL', k[0] + ':h'),
+    cmd('MGET', k[0], 'missing', k[5]),
+    cmd('GET', 'missing'),
+    cmd('EXISTS', ...k)
+  ]
+  const { viaProxy, direct } = await bothWays(commands)
+  assert.deepEqual(viaProxy.slice(1), direct.slice(1)) // HELLO itself names the server it came from
+  assert.equal(viaProxy[4], `*3\r\n$${k[0].length}\r\n${k[0]}\r\n_\r\n$${k[5].length}\r\n${k[5]}\r\n`)
+})
+
+test('cluster options: --cluster cannot be combined with --sentinel or a database other than 0', () => {
+  assert.throws(() => new ProxyServerClass({ cluster: ['127.0.0.1:7000'], sentinels: ['127.0.0.1:26379'], sentinelMaster: 'm' }), /--cluster and --sentinel/)
+  assert.throws(() => new ProxyServerClass({ cluster: ['127.0.0.1:7000'], upstream: 'redis://127.0.0.1:6379/2' }), /only database 0/)
+  assert.throws(() => new ProxyServerClass({ cluster: ['nonsense:port'] }), /cluster: expected host:port/)
 })
