@@ -37,6 +37,11 @@ export interface ProxyConfig {
   upstream: UpstreamAddress
   /** Sentinel mode: the sentinels to ask where the master is (empty: --upstream is the Redis). */
   sentinels: HostPort[]
+  /**
+   * Cluster mode: seed nodes of a Redis Cluster (empty: not a cluster). --upstream's host and
+   * port are then unused; its credentials and scheme (rediss:// = TLS) apply to every node.
+   */
+  cluster: HostPort[]
   /** The master's name in Sentinel (`sentinel monitor <name> …`); required with sentinels. */
   sentinelMaster?: string
   /** Credentials for the sentinels themselves (their requirepass/ACL), separate from the data credentials. */
@@ -127,6 +132,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   port: 6380,
   upstream: 'redis://127.0.0.1:6379',
   sentinels: [],
+  cluster: [],
   sentinelTls: false,
   poolSize: 8,
   minIdle: 0,
@@ -153,7 +159,9 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   denyCommands: ['sync', 'psync', 'replconf', 'shutdown', 'debug', 'failover']
 }
 
-export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'outputLimits' | 'maxMemoryClients' | 'sentinels'>> & {
+export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'outputLimits' | 'maxMemoryClients' | 'sentinels' | 'cluster'>> & {
+  /** Cluster seed nodes as "host:port" strings (each may hold several, comma-separated) or addresses. */
+  cluster?: Array<string | HostPort>
   upstream?: string | UpstreamAddress
   /** Redis's syntax: `normal 512mb 128mb 60 pubsub 32mb 8mb 60`, or the limits themselves. */
   outputLimits?: string | OutputLimits
@@ -227,7 +235,7 @@ export function describeUpstream (up: UpstreamAddress): string {
 }
 
 /** "host:port" (port 26379 when left out; "[::1]:26379" for IPv6); several may be comma-separated. */
-export function parseSentinels (entries: Array<string | HostPort>): HostPort[] {
+export function parseSentinels (entries: Array<string | HostPort>, what = 'sentinel', defaultPort = 26379): HostPort[] {
   const out: HostPort[] = []
   for (const entry of entries) {
     if (typeof entry !== 'string') {
@@ -236,8 +244,8 @@ export function parseSentinels (entries: Array<string | HostPort>): HostPort[] {
     }
     for (const text of entry.split(',').map((t) => t.trim()).filter((t) => t !== '')) {
       const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(text)
-      const port = Number(m?.[3] ?? 26379)
-      if (m === null || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`sentinel: expected host:port, got '${text}'`)
+      const port = Number(m?.[3] ?? defaultPort)
+      if (m === null || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${what}: expected host:port, got '${text}'`)
       out.push({ host: m[1] ?? m[2], port })
     }
   }
@@ -246,7 +254,7 @@ export function parseSentinels (entries: Array<string | HostPort>): HostPort[] {
 
 /** Fills defaults and checks every value; throws ConfigError naming the bad option. */
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
-  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, sentinels: sentinelOption, sentinelPasswordFile, ...rest } = stripUndefined(options)
+  const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, sentinels: sentinelOption, cluster: clusterOption, sentinelPasswordFile, ...rest } = stripUndefined(options)
   const merged = { ...DEFAULTS, ...rest }
   const upstream: UpstreamAddress = { ...(typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
   if (upstreamPasswordFile !== undefined) upstream.password = readSecret(upstreamPasswordFile, 'upstream-password-file')
@@ -261,6 +269,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
     password: password === '' ? undefined : password,
     users: parseUsers(userOption),
     sentinels: parseSentinels(sentinelOption ?? []),
+    cluster: parseSentinels(clusterOption ?? [], 'cluster', 6379),
     sentinelPassword: sentinelPasswordFile !== undefined ? readSecret(sentinelPasswordFile, 'sentinel-password-file') : merged.sentinelPassword,
     denyCommands: merged.denyCommands.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''),
     maxPins: merged.maxPins ?? Math.max(1, (merged.poolSize ?? DEFAULTS.poolSize) - 1),
@@ -271,6 +280,11 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   if (config.sentinels.length > 0 && (config.sentinelMaster === undefined || config.sentinelMaster === '')) throw new ConfigError('sentinel-master: the master\'s name is required with --sentinel')
   if (config.sentinels.length === 0 && config.sentinelMaster !== undefined) throw new ConfigError('sentinel: --sentinel-master needs at least one --sentinel host:port')
   if (config.sentinels.length > 0 && config.upstream.path !== undefined) throw new ConfigError('upstream: a unix:// upstream cannot be used with --sentinel')
+  if (config.cluster.length > 0) {
+    if (config.sentinels.length > 0) throw new ConfigError('cluster: --cluster and --sentinel cannot be used together')
+    if (config.upstream.path !== undefined) throw new ConfigError('upstream: a unix:// upstream cannot be used with --cluster')
+    if (config.upstream.db !== 0) throw new ConfigError(`upstream: a Redis Cluster has only database 0, got /${config.upstream.db}`)
+  }
   if (typeof config.sentinelTls !== 'boolean') throw new ConfigError(`sentinel-tls: must be yes or no, got ${String(config.sentinelTls)}`)
   intOption(config, 'port', 0, 65535)
   // One connection must stay for shared traffic while another is pinned (a transaction, a

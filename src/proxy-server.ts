@@ -23,6 +23,11 @@ import { startHttpEndpoints } from './ops/http-endpoints.js'
 import { PIN_REASONS } from './ops/proxy-stats.js'
 import type http from 'node:http'
 import type { Credentials } from './commands/local-commands.js'
+import { ClusterTopology } from './cluster/cluster-topology.js'
+import { ClusterLanes } from './cluster/cluster-lanes.js'
+import { ClusterDispatcher } from './cluster/cluster-dispatcher.js'
+import { ConfigError } from './errors.js'
+import { fetchServerInfo, type ServerInfo } from './upstream/server-info.js'
 
 export interface ProxyServerOptions {
   logger?: Logger
@@ -74,6 +79,9 @@ export class ProxyServer {
   /** Channel and pattern subscriptions on a shared subscriber connection (null: pinned per client). */
   readonly pubsub: PubsubHub | null
   readonly metrics: Metrics
+  /** Cluster mode (--cluster): the slot map, one lane per master, and the routing (null otherwise). */
+  readonly cluster: ClusterDispatcher | null
+  #clusterInfo: ServerInfo | null = null
   readonly #server: net.Server
   #httpServer: http.Server | null = null
   #paused = false
@@ -97,7 +105,9 @@ export class ProxyServer {
     this.config = validateConfig(options as ProxyOptions)
     this.log = serverOptions.logger ?? silentLogger()
     this.topology = createTopology(this.config, this.log)
-    this.pool = new UpstreamPool(this.config, this.log, this.topology, serverOptions.connectionFactory)
+    // In cluster mode the single-upstream pool is never used: it must not open anything itself.
+    this.pool = new UpstreamPool(this.config.cluster.length > 0 ? { ...this.config, minIdle: 0 } : this.config, this.log, this.topology, serverOptions.connectionFactory)
+    this.cluster = this.config.cluster.length > 0 ? createCluster(this.config, this.log) : null
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
     this.memory = new ClientMemoryBudget(this.config.maxMemoryClients)
     this.identities = new Identities(this.pool, this.log, () => ({ poolSize: this.config.poolSize, maxPins: this.config.maxPins }))
@@ -107,8 +117,8 @@ export class ProxyServer {
     this.#outputCheck.unref()
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
-    this.parking = this.config.parkBlocking ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
-    this.pubsub = this.config.sharedPubsub
+    this.parking = this.config.parkBlocking && this.cluster === null ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
+    this.pubsub = this.config.sharedPubsub && this.cluster === null
       ? new PubsubHub(this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
       : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
@@ -122,8 +132,9 @@ export class ProxyServer {
       credentials: credentialsFrom(this.config),
       authRequired: this.config.password !== undefined || this.config.users.size > 0,
       denied: new Set(this.config.denyCommands),
-      serverInfo: () => this.pool.serverInfo,
-      serverInfoKnown: () => this.pool.serverInfoKnown,
+      serverInfo: () => this.cluster !== null ? (this.#clusterInfo ?? this.pool.serverInfo) : this.pool.serverInfo,
+      serverInfoKnown: () => this.cluster !== null || this.pool.serverInfoKnown,
+      cluster: this.cluster,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
       clients: () => this.#sessions,
       observe: {
@@ -154,6 +165,7 @@ export class ProxyServer {
     // Sentinel mode: ask the sentinels first. Sentinels that are down do not stop respool; a
     // configuration that cannot work (the sentinels refuse its credentials) does (ConfigError).
     await this.topology.start()
+    if (this.cluster !== null) await this.#startCluster(this.cluster)
     this.#server.listen({ host: this.config.host, port: this.config.port })
     await once(this.#server, 'listening')
     if (this.config.unixSocket !== undefined) {
@@ -168,8 +180,9 @@ export class ProxyServer {
     // Learn the upstream (version for HELLO, reachability for /readyz) before the first client asks.
     this.#warmUp()
     const address = this.address
-    this.log.info({ listen: `${address.address}:${address.port}`, upstream: this.topology.describe(), poolSize: this.config.poolSize },
-      `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${this.topology.describe()} with at most ${this.config.poolSize} upstream connections`)
+    const upstream = this.cluster?.topology.describe() ?? this.topology.describe()
+    this.log.info({ listen: `${address.address}:${address.port}`, upstream, poolSize: this.config.poolSize },
+      `respool listening on ${this.config.tlsCert !== undefined ? 'tls://' : ''}${formatHostPort(address.address, address.port)}${this.config.unixSocket !== undefined ? ` and ${this.config.unixSocket}` : ''}, forwarding to ${upstream} with at most ${this.config.poolSize} upstream connections`)
     if (this.#protected && !/^(127\.|::1$|localhost$)/.test(this.config.host)) {
       this.log.warn({ host: this.config.host }, 'protected mode: no client authentication is configured (--password/--user), so only loopback and unix-socket clients are served; others get -DENIED (--protected-mode no serves them)')
     }
@@ -222,6 +235,10 @@ export class ProxyServer {
   /** Ready when not draining, a master is verified and it answered the last connection attempt. */
   readiness (): { ready: boolean, reason: string } {
     if (this.draining) return { ready: false, reason: 'draining' }
+    if (this.cluster !== null) {
+      const problem = this.cluster.topology.problem
+      return problem === null ? { ready: true, reason: 'ready' } : { ready: false, reason: `no cluster slot map: ${problem}` }
+    }
     const problem = this.topology.problem
     if (problem !== null) return { ready: false, reason: `no verified master: ${problem}` }
     const err = this.pool.lastError
@@ -316,7 +333,30 @@ export class ProxyServer {
     }
   }
 
+  /**
+   * Cluster mode: the first slot map, and the check that the pool can hold one lane per master
+   * plus the connection the slot-map fetch uses. No node answering does not stop respool (it
+   * keeps asking); a pool that cannot work does (ConfigError).
+   */
+  async #startCluster (cluster: ClusterDispatcher): Promise<void> {
+    const ok = await cluster.topology.start()
+    const masters = cluster.topology.masters.size
+    if (ok && this.config.poolSize < masters + 1) {
+      throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master plus one for slot-map fetches: --pool-size ${masters + 1} at least`)
+    }
+    const node = cluster.topology.anyMaster()
+    if (node === null) return
+    try {
+      const info = await fetchServerInfo(await cluster.lanes.open(node))
+      // The client is talking to one ordinary Redis.
+      this.#clusterInfo = { ...info, mode: 'standalone' }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cluster node not reachable yet')
+    }
+  }
+
   #warmUp (): void {
+    if (this.cluster !== null) return
     if (this.pool.stats.size > 0 || this.#closing !== null) return
     this.pool.acquire(1).then((conn) => { this.pool.release(conn) }, (err: Error) => {
       this.log.warn({ err: err.message }, 'upstream not reachable yet; commands wait up to --acquire-timeout and get an error while it stays down')
@@ -371,6 +411,8 @@ export class ProxyServer {
     this.pubsub?.close()
     this.topology.close()
     await this.identities.close()
+    this.cluster?.topology.close()
+    this.cluster?.lanes.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()
@@ -430,6 +472,12 @@ function credentialsFrom (config: ProxyConfig): Credentials {
 
 function formatHostPort (host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+function createCluster (config: ProxyConfig, log: Logger): ClusterDispatcher {
+  const topology = new ClusterTopology({ seeds: config.cluster, data: { ...config.upstream, db: 0 }, connectTimeoutMs: config.connectTimeoutMs }, log)
+  const lanes = new ClusterLanes(topology, log, { poolSize: config.poolSize, connectTimeoutMs: config.connectTimeoutMs, commandTimeoutMs: config.commandTimeoutMs })
+  return new ClusterDispatcher(topology, lanes)
 }
 
 /** The configured Redis, or the master a set of sentinels names. */

@@ -30,6 +30,7 @@ import type { ProxyStats } from '../ops/proxy-stats.js'
 import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
+import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
@@ -62,6 +63,8 @@ export interface SessionContext {
   parking: ParkingLot | null
   /** Where channel and pattern subscriptions live without a connection each (null: they pin one). */
   pubsub: PubsubHub | null
+  /** Cluster mode (--cluster): commands go to the master of their keys' slot (null: one upstream). */
+  cluster?: ClusterDispatcher | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -226,6 +229,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   readonly #effects: SessionEffects
   /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
   #member: HubMember | null = null
+  /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
+  #clusterBarrier = false
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -378,7 +383,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #startStream (head: RespCommand): boolean {
-    if (this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated || this.#ctx.paused()) return false
+    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated || this.#ctx.paused()) return false
     // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
     if (head.name === 'xread' || head.name === 'xreadgroup') return false
     const kind = classify(head)
@@ -569,6 +574,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #dispatchKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
+    if (this.#ctx.cluster != null) {
+      const handled = this.#clusterKind(slot, cmd, kind, this.#ctx.cluster)
+      if (handled !== null) return handled
+    }
     const inMulti = lease !== null && (lease.reasons & R_MULTI) !== 0
     switch (kind) {
       case Kind.SHARED:
@@ -647,7 +656,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
           return false
         }
         if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-        if (!this.#ctx.authRequired) {
+        // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
+        if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
           const credentials = upstreamCredentials(cmd, kind === Kind.AUTH)
           if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
         }
@@ -668,6 +678,73 @@ export class ClientSession implements ReplySink, LaneWaiter {
       default:
         return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' would change a shared connection and is not supported through respool`)))
     }
+  }
+
+  /**
+   * Cluster mode: what respool answers itself, refuses, or routes by slot. Null for the commands
+   * that are handled as in standalone mode because they never reach Redis there either (AUTH,
+   * HELLO, RESET, QUIT, CLIENT ID/SETNAME/LIST/REPLY/KILL …, the refused classes).
+   */
+  #clusterKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
+    const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
+    switch (kind) {
+      case Kind.SHARED:
+        return this.#clusterForward(slot, cmd, cluster)
+      case Kind.SELECT:
+        if (cmd.argc !== 2) return this.#local(slot, local.wrongArity('select'))
+        if (parseRedisInt(cmd.argString(1)) === null) return this.#local(slot, errorReply('ERR value is not an integer or out of range'))
+        return this.#local(slot, parseRedisInt(cmd.argString(1)) === 0 ? OK : errorReply('ERR SELECT is not allowed in cluster mode'))
+      case Kind.READONLY:
+      case Kind.READWRITE:
+        return this.#local(slot, CLUSTER_DISABLED)
+      case Kind.MULTI:
+        return refuse('MULTI/EXEC transactions are')
+      case Kind.WATCH:
+        return refuse('WATCH is')
+      case Kind.EXEC:
+      case Kind.DISCARD:
+        if (cmd.argc !== 1) return this.#local(slot, local.wrongArity(cmd.name))
+        return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
+      case Kind.UNWATCH:
+        return this.#local(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
+      case Kind.BLOCKING:
+        return refuse(`blocking commands (${cmd.name.toUpperCase()}) are`)
+      case Kind.SUBSCRIBE:
+      case Kind.UNSUBSCRIBE:
+        return refuse(`${cmd.name.toUpperCase()} is`)
+      case Kind.MONITOR:
+        return refuse('MONITOR is')
+      case Kind.CLIENT:
+        if (LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1)) && cmd.keyword(1) !== 'tracking') return null
+        return refuse(`CLIENT ${cmd.keyword(1).toUpperCase()} is`)
+      default:
+        return null
+    }
+  }
+
+  /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
+  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
+    if (this.#clusterBarrier) {
+      if (this.#inflight > 0) {
+        // A command ahead was redirected and is on its way again: this one must not overtake it.
+        this.#wait = W_BARRIER
+        return false
+      }
+      this.#clusterBarrier = false
+    }
+    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, reply) }, () => { this.#clusterBarrier = true })
+    if (now !== null) return this.#local(slot, now)
+    this.#pending.shift()
+    this.#inflight++
+    return true
+  }
+
+  #clusterReply (slot: ReplySlot, reply: Buffer): void {
+    this.#inflight--
+    this.#window.observe(reply.length)
+    this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
+    this.#fill(slot, reply)
+    this.#afterReply()
   }
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
