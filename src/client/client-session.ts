@@ -1190,6 +1190,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (effect !== 0) this.#effects.onSend(slot, conn, lease)
     this.#inflight++
     this.#conn = conn
+    if (lease === null && this.#window.large) {
+      // This client's replies are large: the lane is busy for everyone else until it is answered.
+      conn.heavyInflight++
+      slot.heavy = true
+    }
     conn.send((slot.command as RespCommand).frame, slot)
     return true
   }

@@ -18,6 +18,11 @@ export class ReplyWindow {
   /** Estimated reply size in bytes; 0 until a reply has been seen. */
   #estimate = 0
 
+  /** This client's replies are large (a megabyte or more): other clients should not queue behind them. */
+  get large (): boolean {
+    return this.#estimate >= 1024 * 1024
+  }
+
   /** A whole reply of `bytes` reached this client. */
   observe (bytes: number): void {
     if (bytes > this.#estimate) this.#estimate = bytes

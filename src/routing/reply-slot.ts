@@ -74,6 +74,8 @@ export class ReplySlot {
   retried = false
   /** Redis said this client's ACL user may run it (CLIENT KILL/UNBLOCK acted on by respool). */
   permitted = false
+  /** Its client's replies are large: its lane counts as busy until it leaves (heavyInflight). */
+  heavy = false
 
   constructor (
     readonly sink: ReplySink,

@@ -129,7 +129,7 @@ export class Router {
       }
       // A lane reading a large reply is busy too: a small command would wait behind all of it
       // (a 64 MB reply takes a quarter of a second); better a new lane, or one still to open.
-      if (lane.streamingReply) continue
+      if (lane.streamingReply || lane.heavyInflight > 0) continue
       if (flowing === null || lane.inflight < flowing.inflight) flowing = lane
       if (lane.inflight >= LANE_BUSY_INFLIGHT) continue
       if (lane.db === db && lane.resp === resp) return lane

@@ -198,6 +198,9 @@ export class UpstreamConnection {
   }
 
   /** Commands written and not yet answered. */
+  /** Commands in flight from clients whose replies are large (their lane counts as busy). */
+  heavyInflight = 0
+
   /** A large reply is arriving in pieces: commands sent now would wait behind all of it. */
   get streamingReply (): boolean {
     return this.#streamSlot !== null
@@ -261,6 +264,7 @@ export class UpstreamConnection {
   /** Completes the head slot with `frame` (used by a tunnel that collected a multi-frame reply). */
   completeHead (frame: Buffer): void {
     const slot = this.#inflight.shift()
+    if (slot?.heavy === true) this.heavyInflight--
     if (slot === undefined) return
     if (!slot.cancelled) slot.sink.onReply(slot, frame)
     if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
@@ -342,6 +346,7 @@ export class UpstreamConnection {
     this.#socket.destroy()
     const failed = this.#inflight.toArray()
     this.#inflight.clear()
+    this.heavyInflight = 0
     for (const slot of failed) slot.sink.onFailure(slot, err)
     const waiters = [...this.#drainWaiters, ...this.#unlockWaiters]
     this.#drainWaiters = []
@@ -417,6 +422,7 @@ export class UpstreamConnection {
       return
     }
     const slot = this.#inflight.shift()
+    if (slot?.heavy === true) this.heavyInflight--
     if (slot === undefined) {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
       return
@@ -458,6 +464,7 @@ export class UpstreamConnection {
     if (done) {
       this.#streamSlot = null
       this.#inflight.shift() // popped before the sink runs, as for any reply
+      if (slot.heavy) this.heavyInflight--
     }
     if (!slot.cancelled) slot.sink.onReplyPart(slot, piece, done, this)
     if (!done) return
