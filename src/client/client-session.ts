@@ -120,6 +120,11 @@ const STREAM_HIGH_WATER = 4 * 1024 * 1024
 /** Output below this is not reported to the memory budget (most clients never reach it). */
 const MEMORY_REPORT_MIN = 256 * 1024
 
+/** The client is inside MULTI (on its pin). */
+function isInMulti (lease: Lease | null): boolean {
+  return lease !== null && (lease.reasons & R_MULTI) !== 0
+}
+
 /**
  * The user and password an AUTH or HELLO … AUTH carries (AUTH <password> is the default user),
  * or null when it has none or is malformed (the local path answers those with Redis's errors).
@@ -578,106 +583,136 @@ export class ClientSession implements ReplySink, LaneWaiter {
       const handled = this.#clusterKind(slot, cmd, kind, this.#ctx.cluster)
       if (handled !== null) return handled
     }
-    const inMulti = lease !== null && (lease.reasons & R_MULTI) !== 0
-    switch (kind) {
-      case Kind.SHARED:
-        if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd.frame)
-        if (cmd.name === 'script' && cmd.keyword(1) === 'debug' && cmd.argc === 3) {
-          // The Lua debugger takes over the connection's next commands: on a shared lane they
-          // would be other clients' commands. No connection is ever in debug mode, so NO is
-          // answered as Redis answers it outside a pipeline.
-          if (cmd.keyword(2) === 'no') return this.#local(slot, OK)
-          return this.#local(slot, toRespError(new CommandRefusedError('SCRIPT DEBUG would turn a shared connection into a debugger session and is not supported through respool; debug against Redis directly')))
-        }
-        // Counts of subscribers: respool's shared subscriber connection stands for many clients.
-        if (this.#ctx.pubsub !== null && !inMulti && ((cmd.name === 'publish' && cmd.argc === 3) || (cmd.name === 'pubsub' && cmd.keyword(1) === 'numsub'))) {
-          return this.#forward(slot, E_PUBSUB_COUNT, 0)
-        }
-        return this.#forward(slot, 0, 0)
-      case Kind.READONLY:
-      case Kind.READWRITE:
-        return this.#forward(slot, 0, 0)
-      case Kind.BLOCKING:
-        return this.#blocking(slot, cmd, lease)
-      case Kind.MULTI:
-        // MULTI with arguments is refused by Redis (arity) and opens nothing.
-        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-        if (lease === null) {
-          // A whole transaction already here goes to a shared lane in one piece; only a
-          // transaction still being typed needs a connection of its own.
-          const end = this.#bufferedTransactionEnd()
-          return end > 0 ? this.#sendTransaction(end) : this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-        }
-        if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
-        return this.#forward(slot, E_MULTI, 0)
-      case Kind.EXEC:
-      case Kind.DISCARD:
-        if (cmd.argc !== 1) {
-          // Redis refuses them (arity). A refused EXEC still ends the transaction and every
-          // WATCH (EXECABORT); a refused DISCARD leaves the transaction open.
-          return this.#forward(slot, kind === Kind.EXEC && lease !== null ? E_DISCARD : 0, 0)
-        }
-        if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-        if (kind === Kind.EXEC && this.#effects.txnAborted) {
-          // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
-          slot.command = DISCARD_COMMAND
-          return this.#forward(slot, E_EXEC_ABORTED, 0)
-        }
-        if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
-        // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
-        // next command waits for it (it must run in the database EXEC left).
-        if (this.#effects.decidesDb(slot)) this.#wait = W_BARRIER
-        return true
-      case Kind.WATCH:
-        if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
-        if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
-        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-        return this.#forward(slot, E_WATCH, 0)
-      case Kind.UNWATCH:
-        if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-        if (inMulti) return this.#forward(slot, 0, 0) // queued; EXEC unwatches anyway
-        if (lease === null) return this.#local(slot, OK)
-        return this.#forward(slot, E_UNWATCH, 0)
-      case Kind.SUBSCRIBE:
-      case Kind.UNSUBSCRIBE:
-        return this.#pubsub(slot, cmd, kind, lease)
-      case Kind.MONITOR:
-        if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError('MONITOR inside MULTI is not supported')))
-        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-        return this.#forward(slot, E_MONITOR, 0)
-      case Kind.SELECT:
-        return this.#select(slot, cmd, inMulti)
-      case Kind.AUTH:
-      case Kind.HELLO:
-        if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#router.pickLane(this.state.db, this.state.resp) === null) {
-          // HELLO reports the server's version: wait for the first connection to learn it.
-          this.#wait = W_LANE
-          this.#router.waitForLane(this)
-          return false
-        }
-        if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-        // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
-        if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
-          const credentials = upstreamCredentials(cmd, kind === Kind.AUTH)
-          if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
-        }
-        this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-        // Redis's stricter size limits apply only until the client has authenticated.
-        this.#framer.limits.unauthenticated = !this.state.authenticated
-        return true
-      case Kind.CLIENT:
-        return this.#client(slot, cmd, lease)
-      case Kind.RESET:
-        return this.#reset(slot)
-      case Kind.QUIT:
-        this.#local(slot, OK)
-        this.#endAfterReplies(true)
-        return true
-      case Kind.DENIED:
-        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused: replication commands cannot be proxied`)))
-      default:
-        return this.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' would change a shared connection and is not supported through respool`)))
+    return ClientSession.#byKind[kind](this, slot, cmd, lease)
+  }
+
+  /**
+   * What each kind of command does, at a glance (indexed by Kind; the handlers follow). Static,
+   * so ten thousand idle clients share one table.
+   */
+  static readonly #byKind: ReadonlyArray<(s: ClientSession, slot: ReplySlot, cmd: RespCommand, lease: Lease | null) => boolean> = (() => {
+    const table: Array<(s: ClientSession, slot: ReplySlot, cmd: RespCommand, lease: Lease | null) => boolean> = []
+    const forward = (s: ClientSession, slot: ReplySlot): boolean => s.#forward(slot, 0, 0)
+    table[Kind.SHARED] = (s, slot, cmd, lease) => s.#shared(slot, cmd, lease)
+    table[Kind.READONLY] = forward
+    table[Kind.READWRITE] = forward
+    table[Kind.BLOCKING] = (s, slot, cmd, lease) => s.#blocking(slot, cmd, lease)
+    table[Kind.MULTI] = (s, slot, cmd, lease) => s.#multi(slot, cmd, lease)
+    table[Kind.EXEC] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.EXEC, lease)
+    table[Kind.DISCARD] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.DISCARD, lease)
+    table[Kind.WATCH] = (s, slot, cmd, lease) => s.#watch(slot, cmd, lease)
+    table[Kind.UNWATCH] = (s, slot, cmd, lease) => s.#unwatch(slot, cmd, lease)
+    table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.SUBSCRIBE, lease)
+    table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.UNSUBSCRIBE, lease)
+    table[Kind.MONITOR] = (s, slot, _cmd, lease) => s.#monitor(slot, lease)
+    table[Kind.SELECT] = (s, slot, cmd, lease) => s.#select(slot, cmd, isInMulti(lease))
+    table[Kind.AUTH] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.AUTH, lease)
+    table[Kind.HELLO] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.HELLO, lease)
+    table[Kind.CLIENT] = (s, slot, cmd, lease) => s.#client(slot, cmd, lease)
+    table[Kind.RESET] = (s, slot) => s.#reset(slot)
+    table[Kind.QUIT] = (s, slot) => {
+      s.#local(slot, OK)
+      s.#endAfterReplies(true)
+      return true
     }
+    table[Kind.DENIED] = (s, slot, cmd) => s.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' is refused: replication commands cannot be proxied`)))
+    table[Kind.STATEFUL] = (s, slot, cmd) => s.#local(slot, toRespError(new CommandRefusedError(`'${cmd.name.toUpperCase()}' would change a shared connection and is not supported through respool`)))
+    for (const kind of Object.values(Kind)) if (table[kind] === undefined) throw new Error(`no handler for command kind ${kind}`)
+    return table
+  })()
+
+  #shared (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (!inMulti && isScriptKill(cmd)) return this.#sendAtOnce(slot, cmd.frame)
+    if (cmd.name === 'script' && cmd.keyword(1) === 'debug' && cmd.argc === 3) {
+      // The Lua debugger takes over the connection's next commands: on a shared lane they
+      // would be other clients' commands. No connection is ever in debug mode, so NO is
+      // answered as Redis answers it outside a pipeline.
+      if (cmd.keyword(2) === 'no') return this.#local(slot, OK)
+      return this.#local(slot, toRespError(new CommandRefusedError('SCRIPT DEBUG would turn a shared connection into a debugger session and is not supported through respool; debug against Redis directly')))
+    }
+    // Counts of subscribers: respool's shared subscriber connection stands for many clients.
+    if (this.#ctx.pubsub !== null && !inMulti && ((cmd.name === 'publish' && cmd.argc === 3) || (cmd.name === 'pubsub' && cmd.keyword(1) === 'numsub'))) {
+      return this.#forward(slot, E_PUBSUB_COUNT, 0)
+    }
+    return this.#forward(slot, 0, 0)
+  }
+
+  #multi (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    // MULTI with arguments is refused by Redis (arity) and opens nothing.
+    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
+    if (lease === null) {
+      // A whole transaction already here goes to a shared lane in one piece; only a
+      // transaction still being typed needs a connection of its own.
+      const end = this.#bufferedTransactionEnd()
+      return end > 0 ? this.#sendTransaction(end) : this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+    }
+    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
+    return this.#forward(slot, E_MULTI, 0)
+  }
+
+  #execOrDiscard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (cmd.argc !== 1) {
+      // Redis refuses them (arity). A refused EXEC still ends the transaction and every
+      // WATCH (EXECABORT); a refused DISCARD leaves the transaction open.
+      return this.#forward(slot, kind === Kind.EXEC && lease !== null ? E_DISCARD : 0, 0)
+    }
+    if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
+    if (kind === Kind.EXEC && this.#effects.txnAborted) {
+      // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
+      slot.command = DISCARD_COMMAND
+      return this.#forward(slot, E_EXEC_ABORTED, 0)
+    }
+    if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
+    // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
+    // next command waits for it (it must run in the database EXEC left).
+    if (this.#effects.decidesDb(slot)) this.#wait = W_BARRIER
+    return true
+  }
+
+  #watch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
+    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
+    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+    return this.#forward(slot, E_WATCH, 0)
+  }
+
+  #unwatch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
+    if (inMulti) return this.#forward(slot, 0, 0) // queued; EXEC unwatches anyway
+    if (lease === null) return this.#local(slot, OK)
+    return this.#forward(slot, E_UNWATCH, 0)
+  }
+
+  #monitor (slot: ReplySlot, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError('MONITOR inside MULTI is not supported')))
+    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
+    return this.#forward(slot, E_MONITOR, 0)
+  }
+
+  #authOrHello (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
+    const inMulti = isInMulti(lease)
+    if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#router.pickLane(this.state.db, this.state.resp) === null) {
+      // HELLO reports the server's version: wait for the first connection to learn it.
+      this.#wait = W_LANE
+      this.#router.waitForLane(this)
+      return false
+    }
+    if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
+    // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
+    if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
+      const credentials = upstreamCredentials(cmd, kind === Kind.AUTH)
+      if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
+    }
+    this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+    // Redis's stricter size limits apply only until the client has authenticated.
+    this.#framer.limits.unauthenticated = !this.state.authenticated
+    return true
   }
 
   /**
