@@ -35,7 +35,7 @@ export class Identities {
       pool.release(conn)
       identity = this.#identities.get(key) // another session may have made it meanwhile
       if (identity === undefined) {
-        identity = { router: new Router(pool, this.log, this.sizes()), pool, sessions: 0 }
+        identity = { router: new Router(pool, this.log, { ...this.sizes(), keepLanes: 0 }), pool, sessions: 0 }
         this.#identities.set(key, identity)
       }
     }

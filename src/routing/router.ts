@@ -62,7 +62,11 @@ export class Router {
   pinsTotal = 0
   pinWaitTimeouts = 0
 
-  constructor (pool: ConnectionSource, log: Logger, options: { poolSize: number, maxPins: number, laneIdleMs?: number }) {
+  /** Lanes the idle sweep leaves open (respool's own router keeps one warm; an ACL user's keeps none). */
+  readonly #keepLanes: number
+
+  constructor (pool: ConnectionSource, log: Logger, options: { poolSize: number, maxPins: number, laneIdleMs?: number, keepLanes?: number }) {
+    this.#keepLanes = options.keepLanes ?? 1
     this.#pool = pool
     this.#log = log
     this.#poolSize = options.poolSize
@@ -332,11 +336,11 @@ export class Router {
     else this.#pool.destroy(conn)
   }
 
-  /** Returns lanes that have been idle for laneIdleMs to the pool (keeping one). */
+  /** Returns lanes that have been idle for laneIdleMs to the pool (keeping #keepLanes). */
   #sweep = (): void => {
     const now = performance.now()
     for (const lane of [...this.#lanes]) {
-      if (this.#lanes.length <= 1) break
+      if (this.#lanes.length <= this.#keepLanes) break
       const since = this.#idleSince.get(lane)
       if (lane.inflight === 0 && since !== undefined && now - since >= this.#laneIdleMs) this.#removeLane(lane, true)
     }

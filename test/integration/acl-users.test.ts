@@ -63,7 +63,7 @@ test('AUTH as an ACL user, its permissions, ACL WHOAMI, a wrong password, RESET 
   await waitFor(() => proxy.identities.users.length === 0, 'no ACL user kept once its clients left')
 })
 
-test('50 ioredis clients as bob share that user\'s connections: every one is bob, Redis sees at most --pool-size connections, and the password shows nowhere', { timeout: 30000 }, async () => {
+test('50 ioredis clients as bob share that user\'s connections: every one is bob, Redis sees at most --pool-size connections, and the password shows nowhere', { timeout: 45000 }, async () => {
   const clients = Array.from({ length: 50 }, () => new Redis({ port: proxy.address.port, username: 'bob', password: SECRET, maxRetriesPerRequest: 0, lazyConnect: true }))
   after(() => { for (const c of clients) c.disconnect() })
   await Promise.all(clients.map(async (c) => { await c.connect() }))
@@ -95,6 +95,10 @@ test('50 ioredis clients as bob share that user\'s connections: every one is bob
   ].join('\n')
   assert.ok(!shown.includes(SECRET), 'the password appears in respool\'s output')
   assert.match(shown, /acl_users:1\r\n/)
+  // Idle, still connected: bob's connections go back to the pool all the same (after the lanes'
+  // idle time), and his next command opens one again.
+  await waitFor(() => proxy.identities.connections === 0, 'bob\'s idle connections back in the pool', 15000)
+  assert.equal(await clients[0].call('ACL', 'WHOAMI'), 'bob')
   for (const c of clients) c.disconnect()
   await waitFor(() => proxy.identities.users.length === 0 && proxy.identities.connections === 0, 'bob\'s connections back in the pool, his password forgotten')
 })
