@@ -98,19 +98,27 @@ function sentinelEntry (entry: unknown): SentinelEndpoint[] {
 }
 
 /**
- * A subscription to +switch-master on one sentinel, kept open: it reconnects a second after it
+ * The sentinel events followed: the switch itself, and the moment the failover leader tells the
+ * chosen replica to become master (`+failover-state-send-slaveof-noone`). From then on the old
+ * master may still accept writes, but they are no longer replicated: a write sent there in the
+ * second before +switch-master would be lost (or, for a job queue, its job taken twice).
+ */
+export const SUBSCRIBED_EVENTS = ['+switch-master', '+failover-state-send-slaveof-noone']
+
+/**
+ * A subscription to the SUBSCRIBED_EVENTS on one sentinel, kept open: it reconnects a second after it
  * is lost. Each message's payload (`<name> <old-ip> <old-port> <new-ip> <new-port>`) is passed on.
  */
 export class SwitchMasterSubscription {
   readonly endpoint: SentinelEndpoint
   readonly #access: SentinelAccess
-  readonly #onMessage: (payload: string, from: SentinelEndpoint) => void
+  readonly #onMessage: (payload: string, from: SentinelEndpoint, event: string) => void
   readonly #log: Logger
   #conn: UpstreamConnection | null = null
   #timer: NodeJS.Timeout | null = null
   #closed = false
 
-  constructor (endpoint: SentinelEndpoint, access: SentinelAccess, log: Logger, onMessage: (payload: string, from: SentinelEndpoint) => void) {
+  constructor (endpoint: SentinelEndpoint, access: SentinelAccess, log: Logger, onMessage: (payload: string, from: SentinelEndpoint, event: string) => void) {
     this.endpoint = endpoint
     this.#access = access
     this.#log = log
@@ -127,7 +135,7 @@ export class SwitchMasterSubscription {
       this.#conn = conn
       const parser = new RedisParser({
         returnReply: (reply: unknown) => {
-          if (Array.isArray(reply) && reply[0] === 'message' && reply[1] === '+switch-master') this.#onMessage(String(reply[2]), this.endpoint)
+          if (Array.isArray(reply) && reply[0] === 'message' && SUBSCRIBED_EVENTS.includes(String(reply[1]))) this.#onMessage(String(reply[2]), this.endpoint, String(reply[1]))
         },
         returnError: () => {},
         returnBuffers: false
@@ -140,7 +148,7 @@ export class SwitchMasterSubscription {
         this.#conn = null
         this.#retry()
       }
-      conn.sendRaw(Buffer.from('*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n'))
+      conn.sendRaw(Buffer.from(`*${SUBSCRIBED_EVENTS.length + 1}\r\n$9\r\nSUBSCRIBE\r\n${SUBSCRIBED_EVENTS.map((e) => `$${e.length}\r\n${e}\r\n`).join('')}`))
     }, (err: Error) => {
       this.#log.debug({ sentinel: hostPort(this.endpoint.host, this.endpoint.port), err: err.message }, 'sentinel subscription failed; retrying')
       this.#retry()

@@ -18,6 +18,8 @@ export interface SentinelTopologyOptions {
 const RETRY_MS = 250
 /** With a healthy master, the sentinels are asked this often (a missed +switch-master, new sentinels). */
 const REFRESH_MS = 5000
+/** Longest a master being failed over from is avoided while +switch-master does not come. */
+const FAILOVER_HOLD_MS = 30_000
 
 /**
  * Follows the master of a Sentinel-managed Redis (the procedure of Redis's sentinel client
@@ -46,6 +48,8 @@ export class SentinelTopology implements Topology {
   #problem: string | null = 'no master discovered yet'
   /** The master is known but the last attempt to reach it failed: keep asking the sentinels. */
   #unreachable = false
+  /** The master a failover is leaving (see #onFailoverStart), until the switch or a deadline. */
+  #leaving: { host: string, port: number, until: number } | null = null
   #round: Promise<void> | null = null
   #again = false
   #timer: NodeJS.Timeout | null = null
@@ -206,6 +210,10 @@ export class SentinelTopology implements Topology {
     }
     const current = this.#master
     if (current !== null && current.address.host === named.host && current.address.port === named.port && !this.#unreachable) return
+    if (this.#isLeaving(named)) {
+      this.#problem = `a failover away from ${hostPort(named.host, named.port)} is in progress; waiting for +switch-master`
+      return
+    }
     const verdict = await this.#verify(named)
     if (this.#closing.signal.aborted) return
     const same = current !== null && current.address.host === named.host && current.address.port === named.port
@@ -267,14 +275,50 @@ export class SentinelTopology implements Topology {
     for (const listener of this.#listeners) listener(previous, null, reason)
   }
 
-  #onSwitchMaster = (payload: string, from: SentinelEndpoint): void => {
+  #onSwitchMaster = (payload: string, from: SentinelEndpoint, event = '+switch-master'): void => {
+    if (event === '+failover-state-send-slaveof-noone') {
+      this.#onFailoverStart(payload, from)
+      return
+    }
     const [name, , , host, port] = payload.split(' ')
     if (name !== this.#options.masterName) return
+    this.#leaving = null
     const current = this.#master
     this.#log.info({ sentinel: hostPort(from.host, from.port), payload }, '+switch-master')
     if (current !== null && current.address.host === host && current.address.port === Number(port)) return
     this.#invalidate(`+switch-master from sentinel ${hostPort(from.host, from.port)}: ${payload}`)
     this.#rediscover()
+  }
+
+  /**
+   * A replica of our master is being promoted (`slave <ip:port> <ip> <port> @ <name> <master-ip>
+   * <master-port>`). The old master is left now, before +switch-master: its connections close, and
+   * it is not taken again (though it still says ROLE master) until the switch or FAILOVER_HOLD_MS.
+   * Commands wait for the new master meanwhile, as during any switch.
+   */
+  #onFailoverStart (payload: string, from: SentinelEndpoint): void {
+    const words = payload.split(' ')
+    const at = words.indexOf('@')
+    if (at === -1 || words[at + 1] !== this.#options.masterName) return
+    const host = words[at + 2]
+    const port = Number(words[at + 3])
+    this.#leaving = { host, port, until: performance.now() + FAILOVER_HOLD_MS }
+    this.#log.info({ sentinel: hostPort(from.host, from.port), payload }, '+failover-state-send-slaveof-noone')
+    const current = this.#master
+    if (current !== null && current.address.host === host && current.address.port === port) {
+      this.#invalidate(`a replica of ${hostPort(host, port)} is being promoted (sentinel ${hostPort(from.host, from.port)})`)
+    }
+  }
+
+  /** The master being failed over from: not taken again until the switch is announced. */
+  #isLeaving (node: SentinelEndpoint): boolean {
+    const leaving = this.#leaving
+    if (leaving === null) return false
+    if (performance.now() > leaving.until) {
+      this.#leaving = null
+      return false
+    }
+    return leaving.host === node.host && leaving.port === node.port
   }
 
   #learnSentinels (found: SentinelEndpoint[]): void {
