@@ -8,7 +8,7 @@ import { OK, errorReply, integer, simpleString, command as encodeCommand } from 
 import { ReplyWindow } from './reply-window.js'
 import type { Identities } from '../routing/identities.js'
 import { UpstreamAuthError } from '../upstream/identity-pool.js'
-import type { OutputLimits } from './output-limits.js'
+import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
@@ -117,8 +117,6 @@ const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
-/** Output below this is not reported to the memory budget (most clients never reach it). */
-const MEMORY_REPORT_MIN = 256 * 1024
 
 /** The client is inside MULTI (on its pin). */
 function isInMulti (lease: Lease | null): boolean {
@@ -153,14 +151,6 @@ function withoutAuth (cmd: RespCommand): RespCommand {
   return RespCommand.fromArgs(args)
 }
 
-/** Output at or below this needs no check at all: under every limit, and too little to report. */
-function quietBelow (limits: OutputLimits): number {
-  return Math.min(MEMORY_REPORT_MIN, positiveOr(limits.normal.hard), positiveOr(limits.normal.soft), positiveOr(limits.pubsub.hard), positiveOr(limits.pubsub.soft))
-}
-
-function positiveOr (limit: number): number {
-  return limit > 0 ? limit : Infinity
-}
 
 const PUSH = 0x3e
 const MINUS = 0x2d
@@ -212,16 +202,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
   readonly #window = new ReplyWindow()
   /** Bytes of the reply being streamed to the client now. */
   #streamedBytes = 0
-  /** When the buffered output first went above the soft limit (0: it is not above). */
-  #softSince = 0
   /** Where this client's commands go: respool's own router, or its ACL user's (see Identities). */
   #router: Router
   /** The ACL user's router this client holds, if it authenticated as someone else than the upstream URL's user. */
   #identity: Router | null = null
-  /** What this client last reported to the memory budget. */
-  #reportedBytes = 0
-  /** Output at or below this needs no check (see quietBelow). */
-  #quietBelow = MEMORY_REPORT_MIN
+  /** This client's output against its limits and the budget for all clients. */
+  readonly #guard: OutputGuard
   /** The upstream connection this client's large command is being written to, piece by piece. */
   #streamConn: UpstreamConnection | null = null
   #streamSlot: ReplySlot | null = null
@@ -242,7 +228,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#socket = socket
     this.#ctx = ctx
     this.#router = ctx.router
-    this.#quietBelow = quietBelow(ctx.config.outputLimits)
+    this.#guard = new OutputGuard(this, ctx.memory, ctx.config.outputLimits)
     this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
     this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
@@ -284,7 +270,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     limits.maxMultibulkLength = config.maxMultibulkLength
     limits.maxInlineLength = config.maxInlineLength
     this.#socket.setTimeout(config.clientIdleTimeoutMs) // 0 turns the idle timeout off
-    this.#quietBelow = quietBelow(config.outputLimits)
+    this.#guard.setLimits(config.outputLimits)
   }
 
   /** Commands written upstream and not yet answered. */
@@ -1598,37 +1584,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
   checkOutput (): void {
     if (this.#closed) return
     const buffered = this.#writer.pendingBytes
-    // The common case, on every write: far below every limit, nothing to track.
-    if (buffered <= this.#quietBelow && this.#softSince === 0 && this.#reportedBytes === 0) return
-    const limit = this.#subscribed ? this.#ctx.config.outputLimits.pubsub : this.#ctx.config.outputLimits.normal
-    let over: string | null = null
-    if (limit.hard > 0 && buffered > limit.hard) over = 'hard'
-    else if (limit.soft > 0 && buffered > limit.soft) {
-      const now = performance.now()
-      if (this.#softSince === 0) this.#softSince = now
-      else if (now - this.#softSince > limit.softSeconds * 1000) over = 'soft'
-    } else {
-      this.#softSince = 0
-    }
-    if (over !== null) {
-      this.#ctx.stats.downstreamCxOutputLimit++
-      this.#ctx.log.warn({ client: this.id, buffered, limit: over, class: this.#subscribed ? 'pubsub' : 'normal' }, 'client output buffer limit reached; disconnecting')
-      this.destroy()
-      return
-    }
-    if (buffered > MEMORY_REPORT_MIN || this.#reportedBytes > 0) this.#reportMemory(buffered)
+    const over = this.#guard.check(buffered)
+    if (over === null) return
+    this.#ctx.stats.downstreamCxOutputLimit++
+    this.#ctx.log.warn({ client: this.id, buffered, limit: over, class: this.subscribed ? 'pubsub' : 'normal' }, 'client output buffer limit reached; disconnecting')
+    this.destroy()
   }
 
   /** Subscribed clients get the pub/sub output limits. */
-  get #subscribed (): boolean {
+  get subscribed (): boolean {
     const view = this.view()
     return ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) !== 0 || view.sub + view.psub + view.ssub > 0
-  }
-
-  /** What this client holds now goes into the budget for all clients (small amounts are not reported). */
-  #reportMemory (buffered: number): void {
-    this.#reportedBytes = buffered
-    this.#ctx.memory.report(this, buffered)
   }
 
   /** Bytes held for this client: reply data not yet taken by its socket, and replies held for order. */
@@ -1665,7 +1631,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #onDrain = (): void => {
     this.#resume(PAUSE_OUTPUT)
-    if (this.#reportedBytes > 0) this.#reportMemory(this.#writer.pendingBytes)
+    this.#guard.report(this.#writer.pendingBytes)
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()
     this.#endStreamPause()
   }
