@@ -249,7 +249,7 @@ export function elements (frame: Buffer): Buffer[] | null {
 }
 
 /** The value of a bulk string ($n), or null. */
-function bulk (frame: Buffer | undefined): Buffer | null {
+export function bulk (frame: Buffer | undefined): Buffer | null {
   if (frame === undefined || frame[0] !== 0x24 || frame[1] === 0x2d) return null
   const start = frame.indexOf(10) + 1
   return frame.subarray(start, frame.length - 2)

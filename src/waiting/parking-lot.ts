@@ -1,8 +1,9 @@
 import Denque from 'denque'
 import { runOnLane } from './lane-transaction.js'
-import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, SWEEP_SCRIPT, type End, type Family, type Parkable } from './parkable.js'
+import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, type End, type Family, type Parkable } from './parkable.js'
+import { BLPOP_HEAD, BRPOP_HEAD, BZPOPMIN_HEAD, XREAD_HEAD, ZERO_ARG, bulkText, bulkValue, evalFrame, isNullReply, sweepFrame, withStreamIds } from './watch-frames.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
-import { RespCommand } from '../protocol/resp-command.js'
+import type { RespCommand } from '../protocol/resp-command.js'
 import { timeoutReply } from '../commands/blocking.js'
 import { toRespError, type ProxyError } from '../errors.js'
 import { syncLaneState } from '../routing/lane-state.js'
@@ -675,22 +676,7 @@ export class ParkingLot {
    * watcher's own wait takes over, so keys someone else keeps emptying cannot loop forever.
    */
   #serve (watcher: Watcher, prefix: Buffer[], sizes: Map<string, number>, sweepQueues: KeyQueue[] | Buffer, detectedAt: number, fromSweep: boolean, taken: Taken | null = null): void {
-    const batch: Waiter[] = []
-    let resp: 2 | 3 | null = null
-    for (const [key, size] of sizes) {
-      const queue = watcher.queues.get(key)
-      if (queue === undefined) continue
-      let taken = 0
-      for (let i = 0; i < queue.waiters.length && taken < Math.min(size, SERVE_PER_KEY) && batch.length < SERVE_BATCH; i++) {
-        const waiter = queue.waiters.peekAt(i) as Waiter
-        if (waiter.state !== 'parked') continue
-        if (resp === null) resp = waiter.resp
-        else if (waiter.resp !== resp) break // one protocol per transaction; the rest keep their turn
-        this.#setParked(waiter, false)
-        batch.push(waiter)
-        taken++
-      }
-    }
+    const { batch, resp } = this.#pickBatch(watcher, sizes)
     let sweep: Buffer | null = null
     if (!watcher.sweeping) {
       if (Buffer.isBuffer(sweepQueues)) sweep = sweepQueues
@@ -709,7 +695,7 @@ export class ParkingLot {
       watcher.serving--
       if (sweeping) watcher.sweeping = false
       if (err !== null || replies === null) {
-        for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
+        for (const waiter of batch) this.#finish(waiter, toRespError(err as ProxyError))
         // Whether the transaction ran is unknown: if it did not, the element the watcher took
         // is not back in Redis, and retrying could push it twice: say so, loudly.
         if (taken !== null) this.#log.error({ key: taken.key.toString('latin1'), element: taken.element.toString('latin1', 0, 200), err: err?.message }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
@@ -748,12 +734,42 @@ export class ParkingLot {
     this.#log.error({ key, element: taken.element.toString('latin1', 0, 200), err: error.toString('latin1', 1, error.length - 2) }, 'an element taken to wake parked clients could not be put back, and no waiter could take it: it is lost')
   }
 
+  /**
+   * The waiters a wake-up transaction serves: for each key in `sizes`, up to that many of its
+   * longest-parked waiters (at most SERVE_PER_KEY), at most SERVE_BATCH in all, in one protocol
+   * (a key whose next waiter speaks the other one stops there: the rest keep their turn). Also
+   * what is left of each key's size for a next round, and the key each waiter was picked for.
+   */
+  #pickBatch (watcher: Watcher, sizes: Map<string, number>): { batch: Waiter[], keys: string[], left: Map<string, number>, resp: 2 | 3 | null } {
+    const batch: Waiter[] = []
+    const keys: string[] = []
+    const left = new Map<string, number>()
+    let resp: 2 | 3 | null = null
+    for (const [key, size] of sizes) {
+      const queue = watcher.queues.get(key)
+      if (queue === undefined) continue
+      let taken = 0
+      for (let i = 0; i < queue.waiters.length && taken < Math.min(size, SERVE_PER_KEY) && batch.length < SERVE_BATCH; i++) {
+        const waiter = queue.waiters.peekAt(i) as Waiter
+        if (waiter.state !== 'parked') continue
+        if (resp === null) resp = waiter.resp
+        else if (waiter.resp !== resp) break
+        this.#setParked(waiter, false)
+        batch.push(waiter)
+        keys.push(key)
+        taken++
+      }
+      if (size - taken > 0) left.set(key, size - taken)
+    }
+    return { batch, keys, left, resp }
+  }
+
   /** A served waiter's reply: its element (or error), or nothing (it parks again). */
   #served (waiter: Waiter, reply: Buffer, detectedAt: number): boolean {
     if (isNullReply(reply)) {
       if (waiter.cancelled || waiter.timedOut) {
         if (waiter.timedOut) this.timedOutTotal++
-        this.#endServing(waiter, timeoutReply(waiter.resp))
+        this.#finish(waiter, timeoutReply(waiter.resp))
       } else {
         this.#setParked(waiter, true)
       }
@@ -765,7 +781,7 @@ export class ParkingLot {
     }
     this.wokenTotal++
     this.#observeWake((performance.now() - detectedAt) / 1000)
-    this.#endServing(waiter, reply)
+    this.#finish(waiter, reply)
     return true
   }
 
@@ -798,28 +814,7 @@ export class ParkingLot {
    * again). Rounds end when nothing is left, or a round served nobody.
    */
   #serveFound (watcher: Watcher, sizes: Map<string, number>, detectedAt: number): void {
-    const batch: Waiter[] = []
-    const batchKeys: string[] = []
-    const left = new Map<string, number>()
-    let resp: 2 | 3 | null = null
-    for (const [key, size] of sizes) {
-      const queue = watcher.queues.get(key)
-      if (queue === undefined) continue
-      let taken = 0
-      let full = batch.length >= SERVE_BATCH
-      for (let i = 0; i < queue.waiters.length && !full && taken < Math.min(size, SERVE_PER_KEY); i++) {
-        const waiter = queue.waiters.peekAt(i) as Waiter
-        if (waiter.state !== 'parked') continue
-        if (resp === null) resp = waiter.resp
-        else if (waiter.resp !== resp) break // one protocol per transaction; the rest keep their turn
-        this.#setParked(waiter, false)
-        batch.push(waiter)
-        batchKeys.push(key)
-        taken++
-        full = batch.length >= SERVE_BATCH
-      }
-      if (size - taken > 0) left.set(key, size - taken)
-    }
+    const { batch, keys: batchKeys, left, resp } = this.#pickBatch(watcher, sizes)
     if (batch.length === 0) {
       this.#schedule(watcher)
       return
@@ -828,7 +823,7 @@ export class ParkingLot {
     runOnLane(this.#router, watcher.db, resp ?? 2, batch.map((w) => w.cmd.frame), (replies, err) => {
       watcher.serving--
       if (err !== null || replies === null) {
-        for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
+        for (const waiter of batch) this.#finish(waiter, toRespError(err as ProxyError))
         this.#schedule(watcher)
         return
       }
@@ -886,7 +881,7 @@ export class ParkingLot {
       const frames = [...batch.map((w) => w.cmd.frame), evalFrame(LAST_IDS_SCRIPT, keys)]
       runOnLane(this.#router, watcher.db, resp, frames, (replies, err) => {
         if (err !== null || replies === null) {
-          for (const waiter of batch) this.#endServing(waiter, toRespError(err as ProxyError))
+          for (const waiter of batch) this.#finish(waiter, toRespError(err as ProxyError))
           return
         }
         const lastIds = (elements(replies[replies.length - 1]) ?? []).map(bulkText)
@@ -902,10 +897,6 @@ export class ParkingLot {
         this.#schedule(watcher)
       })
     }
-  }
-
-  #endServing (waiter: Waiter, reply: Buffer): void {
-    this.#finish(waiter, reply)
   }
 }
 
@@ -923,47 +914,3 @@ function headEnd (queue: KeyQueue): End | null {
   return null
 }
 
-const BLPOP_HEAD = Buffer.from('$5\r\nBLPOP\r\n')
-const BRPOP_HEAD = Buffer.from('$5\r\nBRPOP\r\n')
-const BZPOPMIN_HEAD = Buffer.from('$8\r\nBZPOPMIN\r\n')
-const ZERO_ARG = Buffer.from('$1\r\n0\r\n')
-const XREAD_HEAD = Buffer.from('$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n')
-
-const SWEEP_HEAD = Buffer.from(`$4\r\nEVAL\r\n$${Buffer.byteLength(SWEEP_SCRIPT)}\r\n${SWEEP_SCRIPT}\r\n`)
-const SWEEP_ARGV: Record<Family, Buffer> = {
-  list: Buffer.from('$4\r\nlist\r\n$4\r\nLLEN\r\n'),
-  zset: Buffer.from('$4\r\nzset\r\n$5\r\nZCARD\r\n'),
-  stream: Buffer.from('$6\r\nstream\r\n$4\r\nXLEN\r\n')
-}
-
-/** EVAL SWEEP_SCRIPT over keys already encoded as bulk strings (no per-key work but a copy). */
-function sweepFrame (keyArgs: Buffer[], family: Family): Buffer {
-  const n = String(keyArgs.length)
-  return Buffer.concat([Buffer.from(`*${keyArgs.length + 5}\r\n`), SWEEP_HEAD, Buffer.from(`$${n.length}\r\n${n}\r\n`), ...keyArgs, SWEEP_ARGV[family]])
-}
-
-function evalFrame (script: string, keys: string[], args: string[] = []): Buffer {
-  return encodeCommand(['EVAL', script, String(keys.length), ...keys.map((k) => Buffer.from(k, 'latin1')), ...args])
-}
-
-/** The same stream command with its ids replaced (`$` pinned down to the id it meant). */
-function withStreamIds (cmd: RespCommand, ids: string[]): RespCommand {
-  const args = cmd.args()
-  const first = args.length - ids.length
-  ids.forEach((id, i) => { args[first + i] = Buffer.from(id, 'latin1') })
-  return RespCommand.fromArgs(args)
-}
-
-/** `*-1`, `$-1` (RESP2) or `_` (RESP3): the command took nothing. */
-function isNullReply (reply: Buffer): boolean {
-  return reply[0] === 0x5f || ((reply[0] === 0x2a || reply[0] === 0x24) && reply[1] === 0x2d)
-}
-
-function bulkValue (frame: Buffer | undefined): Buffer {
-  if (frame === undefined || frame[0] !== 0x24) return Buffer.alloc(0)
-  return frame.subarray(frame.indexOf(10) + 1, frame.length - 2)
-}
-
-function bulkText (frame: Buffer | undefined): string {
-  return bulkValue(frame).toString('latin1')
-}
