@@ -1,12 +1,13 @@
 import { test, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { startBoundedRedis, type BoundedRedis } from '../helpers/bounded-redis.js'
+import { sidekiqCommand } from '../helpers/sidekiq.js'
 import { startProxy } from '../helpers/proxy.js'
 import { waitFor } from '../helpers/wait.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
@@ -416,12 +417,6 @@ require 'json'
 jids = Sidekiq::Client.push_bulk('class' => 'CountingJob', 'args' => (1..Integer(ARGV[0])).map { |i| [i] })
 puts JSON.generate(jids)
 `
-
-function sidekiqCommand (): [string, string[]] {
-  const which = spawnSync('which', ['sidekiq'], { encoding: 'utf8' })
-  if (which.status === 0 && which.stdout.trim() !== '') return [which.stdout.trim(), []]
-  return ['ruby', ['-S', 'sidekiq']]
-}
 
 test('Sidekiq 6.4 with 100 threads over a pool of 4: 100 fetchers parked in BRPOP, 300 jobs each run exactly once', { timeout: 40000 }, async (t) => {
   const r = await rig(t)

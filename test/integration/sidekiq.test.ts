@@ -1,13 +1,13 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { startBoundedRedis, type BoundedRedis } from '../helpers/bounded-redis.js'
-import { runProgram } from '../helpers/run-program.js'
+import { enqueueJobs, sidekiqCommand, until } from '../helpers/sidekiq.js'
 import { startProxy } from '../helpers/proxy.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -71,33 +71,6 @@ class CountingJob
 end
 `
 
-// Enqueues jobs FROM..TO with Sidekiq's own client (through respool) and prints their jids.
-const ENQUEUE = `
-require 'sidekiq'
-require 'json'
-from, to = Integer(ARGV[0]), Integer(ARGV[1])
-jids = Sidekiq::Client.push_bulk('class' => 'CountingJob', 'args' => (from..to).map { |i| [i] })
-puts JSON.generate(jids)
-`
-
-/** How to run the sidekiq executable: on PATH, or through `ruby -S`. */
-function sidekiqCommand (): [string, string[]] {
-  const which = spawnSync('which', ['sidekiq'], { encoding: 'utf8' })
-  if (which.status === 0 && which.stdout.trim() !== '') return [which.stdout.trim(), []]
-  return ['ruby', ['-S', 'sidekiq']]
-}
-
-/** Polls until `cond` holds or the deadline passes; `fail` is checked each round to stop early. */
-async function until (cond: () => Promise<boolean> | boolean, what: string, timeoutMs: number, fail?: () => string | null): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    const reason = fail?.()
-    if (reason != null) throw new Error(`${what}: ${reason}`)
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await delay(25)
-  }
-}
-
 async function blockedClients (): Promise<number> {
   const info = await admin.info('clients')
   return Number(/blocked_clients:(\d+)/.exec(info)?.[1] ?? 0)
@@ -109,12 +82,7 @@ function waitingFetchers (): number {
 }
 
 async function enqueue (env: NodeJS.ProcessEnv, from: number, to: number): Promise<string[]> {
-  const r = await runProgram('ruby', ['-', String(from), String(to)], { cwd: workDir, env, input: ENQUEUE, timeoutMs: 20000 })
-  const stdout = r.stdout.toString()
-  assert.equal(r.code, 0, `enqueue exited ${String(r.code ?? r.signal)}: ${stdout} ${r.stderr}`)
-  const jids = JSON.parse(stdout.trim()) as string[]
-  assert.equal(jids.length, to - from + 1)
-  return jids
+  return await enqueueJobs(workDir, env, from, to)
 }
 
 test(`Sidekiq 6.4 with ${CONCURRENCY} threads through respool --pool-size ${POOL_SIZE}: every job runs exactly once, heartbeats keep working, Redis sees at most ${POOL_SIZE} connections`, { timeout: 120000 }, async () => {
