@@ -26,18 +26,19 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdirSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs'
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
+import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
+import { loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
   RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, rotated, memoryKiB, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote, startRedis, startRespool,
+  installCleanup, logProblems, median, rotated, memoryKiB, progress, redisBenchmark, revisionNote, startRedis, startRespool,
   startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
 } from './lib/harness.js'
 import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
 import { scenarioWaiters, waitersConfig } from './lib/waiters.js'
+import { machineMeta } from './lib/standalone.js'
 import { neighboursConfig, scenarioNeighbours } from './lib/neighbours.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
@@ -939,18 +940,13 @@ function chart (a: ARow[] | null, sweep: SweepCell[] | null, big: BigRow[] | nul
 // Main
 
 function machine (): Record<string, string | number> {
-  const cpuinfo = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8') } catch { return '' } })()
   return {
-    nproc: availableParallelism(),
-    cpuModel: /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? 'unknown',
-    node: respoolNodeVersion(),
+    ...machineMeta(),
     kernel: release(),
     memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
     redisServer: commandOutput('redis-server', ['--version']),
     redisBenchmark: commandOutput('redis-benchmark', ['--version']),
-    nutcracker: hasCommand('nutcracker') ? commandOutput('nutcracker', ['--version']).split('\n')[0].replace(/^This is /, '') : 'not installed',
-    loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
-    ...revision()
+    nutcracker: hasCommand('nutcracker') ? commandOutput('nutcracker', ['--version']).split('\n')[0].replace(/^This is /, '') : 'not installed'
   }
 }
 
