@@ -18,7 +18,7 @@ import type { ProxyServer } from '../../src/proxy-server.js'
 
 const POOL_SIZE = 5
 const CONCURRENCY = 10
-const FIRST_WAVE = 300
+const FIRST_WAVE = 600 // about 3 s of work: still running when a slow failover switches
 const SECOND_WAVE = 50
 /** Jobs run before the failover is triggered. */
 const FAILOVER_AFTER = 30
