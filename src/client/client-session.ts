@@ -123,33 +123,6 @@ function isInMulti (lease: Lease | null): boolean {
   return lease !== null && (lease.reasons & R_MULTI) !== 0
 }
 
-/**
- * The user and password an AUTH or HELLO … AUTH carries (AUTH <password> is the default user),
- * or null when it has none or is malformed (the local path answers those with Redis's errors).
- */
-function upstreamCredentials (cmd: RespCommand, isAuth: boolean): { user: string, password: string, oneArgument: boolean } | null {
-  if (isAuth) {
-    if (cmd.argc === 2) return { user: 'default', password: cmd.argString(1), oneArgument: true }
-    if (cmd.argc === 3) return { user: cmd.argString(1), password: cmd.argString(2), oneArgument: false }
-    return null
-  }
-  for (let i = 2; i + 2 < cmd.argc; i++) {
-    if (cmd.keyword(i) === 'auth') return { user: cmd.argString(i + 1), password: cmd.argString(i + 2), oneArgument: false }
-  }
-  return null
-}
-
-/** HELLO without its AUTH option (Redis has checked the credentials already). */
-function withoutAuth (cmd: RespCommand): RespCommand {
-  const args = cmd.args()
-  for (let i = 2; i + 2 < args.length; i++) {
-    if (cmd.keyword(i) === 'auth') {
-      args.splice(i, 3)
-      break
-    }
-  }
-  return RespCommand.fromArgs(args)
-}
 
 
 const PUSH = 0x3e
@@ -692,7 +665,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
     // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
     if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
-      const credentials = upstreamCredentials(cmd, kind === Kind.AUTH)
+      const credentials = local.upstreamCredentials(cmd, kind === Kind.AUTH)
       if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
     }
     this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
@@ -988,7 +961,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       const state = this.state
       state.authenticated = true
       state.user = c.user
-      this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
+      this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, local.withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
       this.#framer.limits.unauthenticated = false
       this.#authDone()
     }, (err: ProxyError) => {

@@ -1,5 +1,5 @@
 import { encodeValue, errorReply, integer, nullReply, OK, verbatim } from '../protocol/resp-encode.js'
-import type { RespCommand } from '../protocol/resp-command.js'
+import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInteger } from '../protocol/redis-integer.js'
 import type { SessionState } from '../client/session-state.js'
 import type { ServerInfo } from '../upstream/server-info.js'
@@ -187,4 +187,32 @@ export function hello (state: SessionState, cmd: RespCommand, creds: Credentials
       ['modules', []]
     ]
   }, resp)
+}
+
+/**
+ * The user and password an AUTH or HELLO … AUTH carries (AUTH <password> is the default user),
+ * or null when it has none or is malformed (the local path answers those with Redis's errors).
+ */
+export function upstreamCredentials (cmd: RespCommand, isAuth: boolean): { user: string, password: string, oneArgument: boolean } | null {
+  if (isAuth) {
+    if (cmd.argc === 2) return { user: 'default', password: cmd.argString(1), oneArgument: true }
+    if (cmd.argc === 3) return { user: cmd.argString(1), password: cmd.argString(2), oneArgument: false }
+    return null
+  }
+  for (let i = 2; i + 2 < cmd.argc; i++) {
+    if (cmd.keyword(i) === 'auth') return { user: cmd.argString(i + 1), password: cmd.argString(i + 2), oneArgument: false }
+  }
+  return null
+}
+
+/** HELLO without its AUTH option (Redis has checked the credentials already). */
+export function withoutAuth (cmd: RespCommand): RespCommand {
+  const args = cmd.args()
+  for (let i = 2; i + 2 < args.length; i++) {
+    if (cmd.keyword(i) === 'auth') {
+      args.splice(i, 3)
+      break
+    }
+  }
+  return RespCommand.fromArgs(args)
 }
