@@ -77,7 +77,7 @@ test(`Sidekiq 6.4 (${CONCURRENCY} threads) through respool across SENTINEL FAILO
   // Sentinel announces +switch-master about a second after it promoted the replica. A job fetched
   // from the old master in between would run twice, and one completed there would leave no
   // writes: respool leaves the old master at +failover-state-send-slaveof-noone.
-  timeout: 60000
+  timeout: 90000
 }, async (t) => {
   await writeFile(path.join(workDir, 'worker.rb'), WORKER)
   const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: `redis://127.0.0.1:${proxy.address.port}/0` }
@@ -136,7 +136,7 @@ test(`Sidekiq 6.4 (${CONCURRENCY} threads) through respool across SENTINEL FAILO
       for (const [, at, jid] of log.matchAll(new RegExp(`^(\\S+) .*jid=(\\w+) (?:elapsed=\\S+ )?INFO: ${outcome}$`, 'gm'))) m.set(jid, [...(m.get(jid) ?? []), Date.parse(at)])
       return m
     }
-    await until(async () => jids.every((jid) => runsOf('done').has(jid)) && await (await admin()).zcard('retry') === 0, `all ${total} jobs to run`, 10000, died).catch(() => {})
+    await until(async () => jids.every((jid) => runsOf('done').has(jid)) && await (await admin()).zcard('retry') === 0, `all ${total} jobs to run`, 30000, died).catch(() => {})
 
     // Stop Sidekiq the way a deployment does; it waits for its fetchers (≤ 2 s BRPOPs).
     sidekiq.kill('SIGTERM')
