@@ -130,6 +130,8 @@ function parkedLines (server: ProxyServer): string[] {
   return [
     `parked:${stats.parked}`,
     `parked_watchers:${stats.watchers}`,
+    `parked_tracking:${parking.tracking.state}`,
+    `parked_tracked_keys:${parking.tracking.watched}`,
     ...[...parking.parkedByCommand].map(([name, n]) => `parked_${name}:${n}`)
   ]
 }

@@ -60,7 +60,8 @@ export class Metrics {
         this.set({ kind: 'pattern' }, stats?.patterns ?? 0)
       }
     })
-    gauge('respool_parked_watchers', 'Upstream connections watching the keys of parked blocking commands (one per database and kind of key in use)', () => server.parking?.stats.watchers ?? 0)
+    gauge('respool_parked_watchers', 'Upstream connections watching the keys of parked blocking commands (one per database and kind of key in use, or one tracking connection for many keys)', () => server.parking?.stats.watchers ?? 0)
+    gauge('respool_parked_tracked_keys', 'Keys of parked commands watched through CLIENT TRACKING (used from 256 keys of one database and kind on)', () => server.parking?.tracking.watched ?? 0)
     new client.Gauge({ // eslint-disable-line no-new
       name: 'respool_parked_commands',
       help: 'Blocking commands waiting inside respool without a connection, by command',
@@ -140,6 +141,8 @@ export class Metrics {
     counter('respool_parked_total', 'Blocking commands that found nothing at once and waited inside respool', null, () => [['', server.parking?.parkedTotal ?? 0]])
     counter('respool_parked_woken_total', 'Parked blocking commands answered with data', null, () => [['', server.parking?.wokenTotal ?? 0]])
     counter('respool_parked_timeouts_total', 'Parked blocking commands that reached their own timeout', null, () => [['', server.parking?.timedOutTotal ?? 0]])
+    counter('respool_parked_tracking_invalidations_total', 'Invalidation messages the key tracker received (a watched key changed)', null, () => [['', server.parking?.tracking.invalidations ?? 0]])
+    counter('respool_parked_elements_lost_total', 'Elements a blocking watcher took to learn that a key had data and that may not be back in Redis: the put-back was refused (reason="refused") or the connection died with the outcome unknown (reason="connection_lost"); each is logged with its value', 'reason', () => [['refused', server.parking?.lostTotal ?? 0], ['connection_lost', server.parking?.unknownTotal ?? 0]])
     counter('respool_parked_put_back_total', 'Elements taken for a parked client that had left, put back where they came from', null, () => [['', server.parking?.putBackTotal ?? 0]])
     client.collectDefaultMetrics({ register: this.registry, prefix: 'respool_process_' })
   }

@@ -1,5 +1,6 @@
 import Denque from 'denque'
 import { runOnLane } from './lane-transaction.js'
+import { KeyTracker } from './key-tracker.js'
 import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, type End, type Family, type Parkable } from './parkable.js'
 import { BLPOP_HEAD, BRPOP_HEAD, BZPOPMIN_HEAD, XREAD_HEAD, ZERO_ARG, bulkText, bulkValue, evalFrame, isNullReply, sweepFrame, withStreamIds } from './watch-frames.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
@@ -78,6 +79,17 @@ const POLL_MS = 50
 const HOT_MS = 100
 const HOT_POLL_MS = 1
 const HOT_MIN_KEYS = 256
+/**
+ * From this many watched keys on, a watcher's lists or sorted sets are watched with CLIENT
+ * TRACKING (KeyTracker) instead of blocking pops. A blocking pop takes the element the moment
+ * it is pushed, exactly when Redis would hand it to a blocked client, so until then the lot
+ * behaves as Redis does even to a command right behind the push (an LPOP, a SET NX). But each
+ * new wait costs Redis work for every key it names, which at thousands of keys makes wake-ups
+ * slow; the tracker costs one message and one read per change, and leaves the element in its
+ * list until the waiter's own command takes it (a moment later, as if the waiter had been
+ * behind that other command).
+ */
+const TRACK_MIN_KEYS = 256
 /** How long a key that turned into another kind stays out of the watcher's wait. */
 const WRONG_TYPE_RECHECK_MS = 100
 
@@ -152,6 +164,16 @@ interface Watcher {
   keysVersion: number
   /** Keys that left the set to watch since (a cached sweep still asks about them). */
   keysLeft: number
+  /** Tracked keys found with data (and how much), to be served once no wake-up is on its way. */
+  found: Map<string, number>
+  /** When the oldest of `found` was learned of. */
+  foundAt: number
+  /** Tracked keys whose waiters a wake-up is serving now. */
+  servingKeys: Set<string>
+  /** Keys with a parked waiter. */
+  wantedKeys: number
+  /** Its keys are watched by the tracker (see TRACK_MIN_KEYS). */
+  tracked: boolean
 }
 
 export interface ParkingStats {
@@ -172,6 +194,8 @@ export class ParkingLot {
   readonly #log: Logger
   readonly #watchers = new Map<string, Watcher>()
   readonly #observeWake: (seconds: number) => void
+  /** Lists and sorted sets are watched through CLIENT TRACKING where the upstream allows it. */
+  readonly #tracker: KeyTracker
   /** Parked waiters (being served included) by command name. */
   readonly parkedByCommand = new Map<string, number>()
   #parked = 0
@@ -184,16 +208,29 @@ export class ParkingLot {
   putBackTotal = 0
   /** Elements the watcher took that could be neither put back nor handed to a waiter. */
   lostTotal = 0
+  /** Elements the watcher took whose put-back died with its connection, outcome unknown. */
+  unknownTotal = 0
 
   constructor (router: Router, log: Logger, observeWake: (seconds: number) => void = () => {}) {
     this.#router = router
     this.#log = log
     this.#observeWake = observeWake
+    this.#tracker = new KeyTracker(router, log, {
+      found: (db, family, key, size, at) => { this.#onFound(db, family, key, size, at) },
+      unavailable: () => { for (const watcher of this.#watchers.values()) this.#schedule(watcher) }
+    })
+  }
+
+  /** The key tracker's figures (reads, invalidations) and state. */
+  get tracking (): { state: string, watched: number, reads: number, invalidations: number } {
+    const t = this.#tracker
+    return { state: t.state, watched: t.watched, reads: t.readsTotal, invalidations: t.invalidationsTotal }
   }
 
   get stats (): ParkingStats {
     let watchers = 0
     for (const w of this.#watchers.values()) for (const arm of w.arms) if (arm.pin !== null) watchers++
+    watchers += this.#tracker.connections
     return { parked: this.#parked, trying: this.#trying, putBacksInFlight: this.#putBacksInFlight, parkedTotal: this.parkedTotal, wokenTotal: this.wokenTotal, timedOutTotal: this.timedOutTotal, putBackTotal: this.putBackTotal, watchers }
   }
 
@@ -267,6 +304,7 @@ export class ParkingLot {
   /** Every parked client gets `err`; watchers are given back. */
   close (): void {
     this.#closed = true
+    this.#tracker.close()
     for (const watcher of this.#watchers.values()) {
       for (const queue of watcher.queues.values()) {
         for (const waiter of queue.waiters.toArray()) {
@@ -315,8 +353,13 @@ export class ParkingLot {
       const queue = watcher.queues.get(key)
       if (queue === undefined) continue
       queue.parked += parked ? 1 : -1
-      if (parked && queue.parked === 1) watcher.keysVersion++
-      else if (!parked && queue.parked === 0) watcher.keysLeft++
+      if (parked && queue.parked === 1) {
+        watcher.keysVersion++
+        this.#keyWanted(watcher, queue, true)
+      } else if (!parked && queue.parked === 0) {
+        watcher.keysLeft++
+        this.#keyWanted(watcher, queue, false)
+      }
     }
     if (parked) this.#schedule(watcher)
   }
@@ -413,7 +456,7 @@ export class ParkingLot {
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
       const arms: Arm[] = []
-      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0, keysVersion: 0, keysLeft: 0 }
+      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0, keysVersion: 0, keysLeft: 0, found: new Map(), foundAt: 0, servingKeys: new Set(), wantedKeys: 0, tracked: false }
       for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, pollTimer: null, sweepCache: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
       this.#watchers.set(id, watcher)
     }
@@ -426,7 +469,63 @@ export class ParkingLot {
     watcher.scheduled = true
     setImmediate(() => {
       watcher.scheduled = false
+      if (this.#tracked(watcher)) this.#serveTracked(watcher)
       for (const arm of watcher.arms) this.#rearm(arm)
+    })
+  }
+
+  /** Watched through the tracker now (many keys, and the upstream allows tracking). */
+  #tracked (watcher: Watcher): boolean {
+    return watcher.tracked && this.#tracker.state !== 'unavailable'
+  }
+
+  /**
+   * A key joined or left the set to watch. From TRACK_MIN_KEYS keys on, lists and sorted sets
+   * are watched by the tracker rather than by blocking pops; below half that, by blocking pops
+   * again (see TRACK_MIN_KEYS for why not always).
+   */
+  #keyWanted (watcher: Watcher, queue: KeyQueue, wanted: boolean): void {
+    watcher.wantedKeys += wanted ? 1 : -1
+    if (watcher.tracked) {
+      if (wanted) this.#tracker.watch(watcher.db, watcher.family as 'list' | 'zset', queue.key, queue.arg)
+      else this.#tracker.unwatch(watcher.db, watcher.family, queue.key)
+    }
+    if (watcher.family === 'stream' || this.#tracker.state === 'unavailable') return
+    if (!watcher.tracked && watcher.wantedKeys >= TRACK_MIN_KEYS) {
+      watcher.tracked = true
+      for (const q of watcher.queues.values()) if (q.parked > 0) this.#tracker.watch(watcher.db, watcher.family as 'list' | 'zset', q.key, q.arg)
+      this.#schedule(watcher)
+    } else if (watcher.tracked && watcher.wantedKeys <= TRACK_MIN_KEYS / 2) {
+      watcher.tracked = false
+      for (const q of watcher.queues.values()) this.#tracker.unwatch(watcher.db, watcher.family, q.key)
+      this.#schedule(watcher)
+    }
+  }
+
+  /** The tracker read a watched key: with data, its waiters are served (one wake-up at a time). */
+  #onFound (db: number, family: Family, key: string, size: number, at: number): void {
+    const watcher = this.#watchers.get(`${db}:${family}`)
+    if (watcher === undefined || !watcher.tracked || size <= 0 || (watcher.queues.get(key)?.parked ?? 0) === 0) return
+    if (watcher.found.size === 0) watcher.foundAt = at
+    watcher.found.set(key, size)
+    this.#schedule(watcher)
+  }
+
+  /**
+   * Serves what the tracker found: keys with no wake-up on their way now, the others when theirs
+   * ends (one chain of rounds per key at a time keeps its waiters served longest-waiting first).
+   */
+  #serveTracked (watcher: Watcher): void {
+    const sizes = new Map<string, number>()
+    for (const [key, size] of watcher.found) {
+      if (watcher.servingKeys.has(key)) continue
+      sizes.set(key, size)
+      watcher.found.delete(key)
+      watcher.servingKeys.add(key)
+    }
+    if (sizes.size === 0) return
+    this.#serveFound(watcher, sizes, watcher.foundAt, () => {
+      for (const key of sizes.keys()) watcher.servingKeys.delete(key)
     })
   }
 
@@ -470,12 +569,14 @@ export class ParkingLot {
   #rearm (arm: Arm): void {
     if (this.#closed) return
     const watcher = arm.watcher
+    const tracked = this.#tracked(watcher)
     if (watcher.serving > 0 && arm.waitingOn === null) return // the wake-ups' end schedules again
-    if (arm.waitingOn === null && watcher.family !== 'stream' && watcher.queues.size >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
+    if (!tracked && arm.waitingOn === null && watcher.family !== 'stream' && watcher.queues.size >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
       this.#poll(arm, HOT_POLL_MS) // hot: no need to look at every key now
       return
     }
-    const queues = this.#wantedQueues(watcher, arm)
+    // While the tracker watches the keys, the arm waits on none: a wait is ended, a pin given back.
+    const queues = tracked ? [] : this.#wantedQueues(watcher, arm)
     if (arm.waitingOn !== null) {
       // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
       // reply re-arms.
@@ -496,7 +597,7 @@ export class ParkingLot {
       return
     }
     if (queues.length === 0) {
-      if (arm.pin !== null && (watcher.queues.size === 0 || watcher.arms.length > 1)) {
+      if (arm.pin !== null && (watcher.queues.size === 0 || watcher.arms.length > 1 || tracked)) {
         this.#router.releasePin(arm.pin, 'clean')
         arm.pin = null
         arm.redisId = null
@@ -521,7 +622,7 @@ export class ParkingLot {
   #watcherPins (): number {
     let n = 0
     for (const w of this.#watchers.values()) for (const arm of w.arms) if (arm.pin !== null || arm.starting) n++
-    return n
+    return n + this.#tracker.connections
   }
 
   /**
@@ -698,6 +799,7 @@ export class ParkingLot {
         for (const waiter of batch) this.#finish(waiter, toRespError(err as ProxyError))
         // Whether the transaction ran is unknown: if it did not, the element the watcher took
         // is not back in Redis, and retrying could push it twice: say so, loudly.
+        if (taken !== null) this.unknownTotal++
         if (taken !== null) this.#log.error({ key: taken.key.toString('latin1'), element: taken.element.toString('latin1', 0, 200), err: err?.message }, 'waking parked clients failed; the element taken to wake them may not be back in Redis')
         this.#schedule(watcher)
         return
@@ -813,9 +915,10 @@ export class ParkingLot {
    * for the next (a key's element taken by someone else meanwhile only makes its waiter park
    * again). Rounds end when nothing is left, or a round served nobody.
    */
-  #serveFound (watcher: Watcher, sizes: Map<string, number>, detectedAt: number): void {
+  #serveFound (watcher: Watcher, sizes: Map<string, number>, detectedAt: number, done: (() => void) | null = null): void {
     const { batch, keys: batchKeys, left, resp } = this.#pickBatch(watcher, sizes)
     if (batch.length === 0) {
+      done?.()
       this.#schedule(watcher)
       return
     }
@@ -824,6 +927,7 @@ export class ParkingLot {
       watcher.serving--
       if (err !== null || replies === null) {
         for (const waiter of batch) this.#finish(waiter, toRespError(err as ProxyError))
+        done?.()
         this.#schedule(watcher)
         return
       }
@@ -833,8 +937,11 @@ export class ParkingLot {
         else left.delete(batchKeys[i]) // got nothing: that key is empty now
       })
       for (const [key] of left) if ((watcher.queues.get(key)?.parked ?? 0) === 0) left.delete(key)
-      if (served > 0 && left.size > 0) this.#serveFound(watcher, left, detectedAt)
-      else this.#schedule(watcher)
+      if (served > 0 && left.size > 0) this.#serveFound(watcher, left, detectedAt, done)
+      else {
+        done?.()
+        this.#schedule(watcher)
+      }
     })
   }
 

@@ -1,4 +1,4 @@
-import { test, before, after } from 'node:test'
+import { test, before, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import { startRedis, type RedisServer } from '../helpers/redis-server.js'
@@ -56,11 +56,24 @@ function bulks (reply: string): string[] {
   return reply.split('\r\n').filter((_, i) => i > 0 && i % 2 === 0).filter((v) => v !== '')
 }
 
-test('chaos with upstream kills: parked waiters never get an element twice, and none disappears without a word', { timeout: 90000 }, async (t) => {
-  const seed = Number(process.env.RESPOOL_PARK_SEED ?? 0x6b111)
+/**
+ * With `idle` more waiters parked on keys nobody pushes to, the keys are many enough to be
+ * watched through CLIENT TRACKING rather than blocking pops (the lot switches at 256).
+ */
+async function chaos (t: TestContext, seed: number, idle: number): Promise<void> {
   t.diagnostic(`seed ${seed} (RESPOOL_PARK_SEED)`)
   const rnd = prng(seed)
   const KEYS = ['kill:a', 'kill:b', 'kill:c']
+  const idlers: RawClient[] = []
+  t.after(() => { for (const c of idlers) c.close() })
+  for (let i = 0; i < idle; i++) {
+    const c = await RawClient.connect(proxy.address.port)
+    c.write(cmd('BLPOP', `idle:${i}`, '0'))
+    idlers.push(c)
+  }
+  await waitFor(() => proxy.parking?.stats.parked === idle, `${idle} idle waiters parked`)
+  assert.equal(proxy.parking?.tracking.watched ?? 0, idle >= 256 ? idle : 0, 'watched by the tracker only when the keys are many')
+  logLines.length = 0
   const delivered: string[] = []
   const pushed: string[] = []
   let errorReplies = 0
@@ -97,7 +110,7 @@ test('chaos with upstream kills: parked waiters never get an element twice, and 
   }
   const workers = Array.from({ length: 12 }, async (_, w) => { await worker(w) })
   const driver = await RawClient.connect(upstream.port)
-  after(() => { driver.close() })
+  t.after(() => { driver.close() })
   const driverFrames = new FrameReader(driver)
   driver.write(cmd('CLIENT', 'ID'))
   const driverId = /^:(\d+)/.exec(await driverFrames.next())?.[1]
@@ -119,10 +132,11 @@ test('chaos with upstream kills: parked waiters never get an element twice, and 
   }
   stop = true
   await Promise.all(workers)
-  await waitFor(() => proxy.parking?.stats.parked === 0 && proxy.parking.stats.trying === 0 && proxy.parking.stats.putBacksInFlight === 0,
+  await waitFor(() => proxy.parking?.stats.parked === idle && proxy.parking.stats.trying === 0 && proxy.parking.stats.putBacksInFlight === 0,
     'no waiter parked or being tried, and elements taken for clients that left are back', 20000)
 
   const inRedis: string[] = []
+  for (const c of idlers) c.close()
   for (const key of bulks(await on(upstream.port, 'KEYS', 'kill:*'))) inRedis.push(...bulks(await on(upstream.port, 'LRANGE', key, '0', '-1')))
   // A BLMOVE's element sits in its destination and was also delivered: one element, in one
   // place. Anything else found twice was handed out twice.
@@ -149,4 +163,16 @@ test('chaos with upstream kills: parked waiters never get an element twice, and 
   assert.ok(kills >= 20, `the chaos was real: ${kills} kills`)
   assert.ok(unexplained.length <= errorReplies,
     `seed ${seed}: ${unexplained.length} elements vanished with neither a log line nor an error to a waiter: ${unexplained.slice(0, 10).join(' ')}`)
+  // The tracker takes nothing to learn that a key has data: only a waiter's own pop, whose
+  // reply died with its connection, can be missing, and that waiter was told.
+  if (idle >= 256) assert.equal(missing.length - unexplained.length, 0, 'nothing taken by a watcher to be logged as lost')
+  await on(upstream.port, 'DEL', ...KEYS, ...Array.from({ length: 12 }, (_, w) => `kill:dst:${w}`))
+}
+
+test('chaos with upstream kills, keys watched by blocking pops: parked waiters never get an element twice, and none disappears without a word', { timeout: 90000 }, async (t) => {
+  await chaos(t, Number(process.env.RESPOOL_PARK_SEED ?? 0x6b111), 0)
+})
+
+test('chaos with upstream kills, 300 keys watched through CLIENT TRACKING: the same, and no element is ever taken to be put back', { timeout: 90000 }, async (t) => {
+  await chaos(t, Number(process.env.RESPOOL_PARK_SEED ?? 0x7c222), 300)
 })

@@ -51,7 +51,7 @@ test('200 semaphore waiters over a pool of 8: every pushed token wakes its waite
   const list = await on(proxy.address.port, 'CLIENT', 'LIST')
   assert.equal(list.match(/ flags=b .* cmd=blpop /g)?.length, N, 'CLIENT LIST: every parked client flags=b cmd=blpop')
   const pools = await on(proxy.address.port, 'RESPOOL', 'POOLS')
-  assert.match(pools, new RegExp(`\r\nparked:${N}\r\nparked_watchers:1\r\nparked_blpop:${N}\r\n`))
+  assert.match(pools, new RegExp(`\r\nparked:${N}\r\nparked_watchers:1\r\nparked_tracking:idle\r\nparked_tracked_keys:0\r\nparked_blpop:${N}\r\n`))
   const metrics = await proxy.metrics.registry.metrics()
   assert.match(metrics, new RegExp(`\nrespool_parked_commands\\{command="blpop"\\} ${N}\n`))
   const rnd = prng(0x5e3a)
