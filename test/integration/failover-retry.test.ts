@@ -1,0 +1,192 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import { startRedis } from '../helpers/redis-server.js'
+import { startProxy } from '../helpers/proxy.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader, commandOn } from '../helpers/resp-frames.js'
+import { startCheckedBystanders } from '../helpers/checked-bystanders.js'
+import { waitFor } from '../helpers/wait.js'
+import { UpstreamConnection } from '../../src/upstream/upstream-connection.js'
+import { ReplySlot, type ReplySink } from '../../src/routing/reply-slot.js'
+import type { ProxyServer } from '../../src/proxy-server.js'
+
+const retried = async (proxy: ProxyServer): Promise<number> => Number(/commands_retried_total:(\d+)/.exec(await commandOn(proxy.address.port, 'RESPOOL', 'STATS'))?.[1])
+
+/** A client's pipeline of n INCRs of its own counter and a GET of it: the replies are known exactly. */
+function counterPipeline (key: string, from: number, n: number): { command: Buffer, reply: string } {
+  const commands: Buffer[] = []
+  let reply = ''
+  for (let i = 1; i <= n; i++) {
+    commands.push(cmd('INCR', key))
+    reply += `:${from + i}\r\n`
+  }
+  commands.push(cmd('GET', key))
+  reply += `$${String(from + n).length}\r\n${from + n}\r\n`
+  return { command: Buffer.concat(commands), reply }
+}
+
+test('an upstream connection closing with commands still in respool gives them back to be sent again; those written fail', { timeout: 10000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const conn = await UpstreamConnection.connect({ id: 1, address: { host: '127.0.0.1', port: redis.port, db: 0, tls: false }, connectTimeoutMs: 2000, commandTimeoutMs: 2000 })
+  const events: string[] = []
+  const sink = (name: string): ReplySink => ({
+    onReply: (_s, frame) => { events.push(`${name} reply ${frame.toString('latin1').trim()}`) },
+    onReplyPart: () => {},
+    onFailure: (_s, err) => { events.push(`${name} failed: ${err.message}`) },
+    retryElsewhere: (_s, _c, refusal) => { events.push(`${name} back${refusal === null ? ' (never written)' : ''}`); return true }
+  })
+  conn.send(cmd('INCR', 'n'), new ReplySlot(sink('a'), null))
+  // The turn ends: a's bytes are handed to the socket (its reply cannot be read yet).
+  await new Promise((resolve) => setImmediate(resolve))
+  conn.send(cmd('INCR', 'n'), new ReplySlot(sink('b'), null))
+  conn.send(cmd('INCR', 'n'), new ReplySlot(sink('c'), null))
+  conn.destroy()
+  assert.deepEqual(events, ['a failed: upstream connection closed by respool', 'b back (never written)', 'c back (never written)'])
+  // Redis ran a (it was written), and never saw b and c.
+  const direct = new Redis({ port: redis.port, host: '127.0.0.1' })
+  after(() => { direct.disconnect() })
+  await waitFor(async () => await direct.get('n') === '1', 'a ran')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal(await direct.get('n'), '1')
+})
+
+test('a switch while pipelined commands are still in respool: they are sent again on the new connection, in each client\'s order, with no error', { timeout: 30000 }, async (t) => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 4, reconnectMaxMs: 50 })
+  after(async () => { await proxy.destroy() })
+  const bystanders = await startCheckedBystanders(proxy.address.port, { count: 3, pipeline: 30 })
+  after(async () => { await bystanders.stop() })
+  // The fault: a command is handed to an idle upstream connection, and before the turn's bytes
+  // leave respool, the topology hears that the node is no longer the master (as a
+  // +switch-master or a -READONLY read in the same turn would tell it). Every connection closes;
+  // nothing written is in flight, so every command on them is one Redis never saw.
+  const send = UpstreamConnection.prototype.send
+  let chances = 0
+  let switches = 0
+  let armed = false
+  const open = new Set<UpstreamConnection>()
+  const idleElsewhere = (conn: UpstreamConnection): boolean => [...open].every((c) => c === conn || !c.isReady || c.inflight === 0)
+  UpstreamConnection.prototype.send = function (this: UpstreamConnection, frame: Buffer, slot: ReplySlot) {
+    send.call(this, frame, slot)
+    open.add(this)
+    if (armed && slot.command !== null && this.inflight === 1 && idleElsewhere(this) && switches < 20 && ++chances % 2 === 0) {
+      switches++
+      queueMicrotask(() => { proxy.topology.report('readonly', proxy.topology.epoch, 'test: the switch arrives in the same turn') })
+    }
+  }
+  after(() => { UpstreamConnection.prototype.send = send })
+
+  const clients = await Promise.all(Array.from({ length: 4 }, async () => await RawClient.connect(proxy.address.port)))
+  after(() => { for (const c of clients) c.close() })
+  const readers = clients.map((c) => new FrameReader(c))
+  const retriedBefore = await retried(proxy)
+  armed = true
+  const counts = new Array<number>(clients.length).fill(0)
+  for (let round = 0; round < 30; round++) {
+    await Promise.all(clients.map(async (c, who) => {
+      const p = counterPipeline(`retry:${who}`, counts[who], 40)
+      c.write(p.command)
+      const got = (await readers[who].take(41, 10000)).join('')
+      assert.equal(got, p.reply, `client ${who} round ${round}`)
+      counts[who] += 40
+    }))
+  }
+  armed = false
+  await bystanders.moreRounds(1)
+  assert.deepEqual(await bystanders.stop(), [])
+  const resent = await retried(proxy) - retriedBefore
+  t.diagnostic(`${switches} switches with commands still in respool; ${resent} commands sent again; 0 errors over ${clients.length} pipelining clients and 3 bystanders`)
+  assert.ok(switches >= 5, `switches: ${switches}`)
+  assert.ok(resent > 0, 'commands were sent again')
+  assert.equal(proxy.topology.failovers, switches)
+})
+
+test('a fixed upstream demoted (FAILOVER) and promoted back: refused writes and the reads behind them are sent again, clients see no error', { timeout: 30000 }, async (t) => {
+  const a = await startRedis()
+  after(async () => { await a.stop() })
+  const b = await startRedis(['--replicaof', '127.0.0.1', String(a.port)])
+  after(async () => { await b.stop() })
+  const directA = new Redis({ port: a.port, host: '127.0.0.1' })
+  after(() => { directA.disconnect() })
+  const directB = new Redis({ port: b.port, host: '127.0.0.1' })
+  after(() => { directB.disconnect() })
+  await waitFor(async () => /master_link_status:up/.test(await directB.info('replication')), 'b replicates a')
+  const proxy = await startProxy({ upstream: a.url, poolSize: 4, acquireTimeoutMs: 8000, reconnectMaxMs: 50 })
+  after(async () => { await proxy.destroy() })
+  const bystanders = await startCheckedBystanders(proxy.address.port, { count: 4, pipeline: 40, pauseMs: 0 })
+  after(async () => { await bystanders.stop() })
+  await bystanders.moreRounds(3)
+  const retriedBefore = await retried(proxy)
+
+  // Redis's own coordinated switch: a pauses writes, b catches up and takes over, a turns into
+  // its replica. Writes paused on a are then refused there (-READONLY).
+  await directA.call('FAILOVER', 'TO', '127.0.0.1', String(b.port))
+  await waitFor(async () => /^role:slave/m.test(await directA.info('replication')), 'a is a replica', 10000)
+  await waitFor(() => proxy.topology.failovers === 1, 'respool saw that a is no longer the master')
+  const refusedRounds = bystanders.rounds
+  // respool is refused by ROLE for a while: its clients' commands wait.
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  await waitFor(async () => /master_link_status:up/.test(await directA.info('replication')), 'a replicates b', 10000)
+  await directB.call('FAILOVER', 'TO', '127.0.0.1', String(a.port))
+  await waitFor(async () => /^role:master/m.test(await directA.info('replication')), 'a is the master again', 10000)
+  await bystanders.moreRounds(3, 20000)
+  assert.deepEqual(await bystanders.stop(), [])
+  const resent = await retried(proxy) - retriedBefore
+  t.diagnostic(`demoted and promoted back: ${resent} commands sent again, 0 errors over 4 pipelining bystanders (${refusedRounds} rounds before the switch)`)
+  assert.ok(resent > 0, 'some commands were refused and sent again')
+  assert.equal(proxy.topology.failovers, 1)
+})
+
+test('-LOADING: a restarted upstream loading its dataset slowly; commands sent meanwhile succeed once it is loaded', { timeout: 60000 }, async (t) => {
+  // Loading 30,000 keys at 50 µs each takes about 1.5 s; Redis answers clients (-LOADING) every 1 KB loaded.
+  const redis = await startRedis(['--key-load-delay', '50', '--loading-process-events-interval-bytes', '1024', '--dbfilename', 'dump.rdb'])
+  after(async () => { await redis.stop() })
+  const direct = new Redis({ port: redis.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50 })
+  direct.on('error', () => {})
+  after(() => { direct.disconnect() })
+  for (let i = 0; i < 30; i++) {
+    const args: string[] = []
+    for (let j = 0; j < 1000; j++) args.push(`fill:${i}:${j}`, 'x')
+    await direct.mset(...args)
+  }
+  await direct.set('known', 'value\r\n\x00')
+  await direct.save()
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 4, reconnectMaxMs: 50 })
+  after(async () => { await proxy.destroy() })
+  assert.equal(await commandOn(proxy.address.port, 'GET', 'known'), '$8\r\nvalue\r\n\x00\r\n')
+  const retriedBefore = await retried(proxy)
+
+  await redis.restart()
+  const probe = await RawClient.connect(redis.port)
+  after(() => { probe.close() })
+  probe.write(cmd('GET', 'known'))
+  assert.match((await new FrameReader(probe).next()), /^-LOADING /, 'the restarted Redis is loading')
+  const loadingFrom = performance.now()
+
+  // Clients that send while Redis loads: pipelines with exact replies.
+  const clients = await Promise.all(Array.from({ length: 3 }, async () => await RawClient.connect(proxy.address.port)))
+  after(() => { for (const c of clients) c.close() })
+  const wants = clients.map((c, who) => {
+    const p = counterPipeline(`loading:${who}`, 0, 20)
+    c.write(Buffer.concat([p.command, cmd('GET', 'known'), cmd('PING')]))
+    return p.reply + '$8\r\nvalue\r\n\x00\r\n+PONG\r\n'
+  })
+  const replies = await Promise.all(clients.map(async (c, who) => {
+    const got = (await new FrameReader(c).take(23, 15000)).join('')
+    return { who, got, at: performance.now() }
+  }))
+  const loaded = await direct.info('persistence')
+  assert.match(loaded, /loading:0/)
+  for (const r of replies) assert.equal(r.got, wants[r.who], `client ${r.who}`)
+  const bystanders = await startCheckedBystanders(proxy.address.port, { count: 2, pipeline: 24 })
+  after(async () => { await bystanders.stop() })
+  await bystanders.moreRounds(2, 15000)
+  assert.deepEqual(await bystanders.stop(), [])
+  const resent = await retried(proxy) - retriedBefore
+  const waited = Math.round(Math.max(...replies.map((r) => r.at)) - loadingFrom)
+  t.diagnostic(`loading: clients' replies complete ${waited} ms after Redis was seen loading; ${resent} commands sent again; no -LOADING reached a client`)
+  assert.ok(resent > 0, 'commands were refused with -LOADING and sent again')
+})
