@@ -375,6 +375,17 @@ export class UpstreamConnection {
     timer.unref()
   }
 
+  /** Where the socket leads (address:port, or the unix socket path): the node, as far as respool can tell. */
+  get peer (): string {
+    const socket = this.#socket
+    return socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : this.#address.path ?? ''
+  }
+
+  /** Another connection to the same node heard it is a replica: this one can be retired gently too. */
+  markReplica (): void {
+    this.#replicaSeen = true
+  }
+
   /** Takes the slots whose commands never left respool off the FIFO, and drops their bytes. */
   #takeBackUnwritten (): ReplySlot[] {
     const handedOut = this.#queued - this.#writer.heldBytes

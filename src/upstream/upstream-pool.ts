@@ -247,7 +247,12 @@ export class UpstreamPool {
       if (conn.epoch === this.#topology.epoch) {
         for (const old of this.#all) if (!old.isReady) this.#all.delete(old)
         this.#all.add(conn)
-        conn.onSignal = (c, signal) => { this.#topology.report(signal, c.epoch, `connection ${c.id}: ${signal === 'lost' ? 'closed by the server' : 'a replica\'s error reply'}`) }
+        conn.onSignal = (c, signal) => {
+          // The node is a replica: every connection to it runs no more writes, so each may
+          // finish reading the replies due on it when the topology moves on (retire).
+          if (signal === 'readonly') for (const other of this.#all) if (other.epoch === c.epoch && other.peer === c.peer) other.markReplica()
+          this.#topology.report(signal, c.epoch, `connection ${c.id}: ${signal === 'lost' ? 'closed by the server' : 'a replica\'s error reply'}`)
+        }
         this.#topology.confirmed(conn.epoch)
         return conn
       }

@@ -105,9 +105,11 @@ test('a switch while pipelined commands are still in respool: they are sent agai
 })
 
 test('a fixed upstream demoted (FAILOVER) and promoted back: refused writes and the reads behind them are sent again, clients see no error', { timeout: 30000 }, async (t) => {
-  const a = await startRedis()
+  // Without the diskless-sync delay (5 s by default), a replica is in sync within a second.
+  const sync = ['--repl-diskless-sync-delay', '0']
+  const a = await startRedis(sync)
   after(async () => { await a.stop() })
-  const b = await startRedis(['--replicaof', '127.0.0.1', String(a.port)])
+  const b = await startRedis(['--replicaof', '127.0.0.1', String(a.port), ...sync])
   after(async () => { await b.stop() })
   const directA = new Redis({ port: a.port, host: '127.0.0.1' })
   after(() => { directA.disconnect() })
