@@ -1475,29 +1475,39 @@ export class ClientSession implements ReplySink, LaneWaiter {
       slot.sentIn === this.state.db * 4 + this.state.resp
   }
 
+  /** Holds a command to send again, among the held ones in send order (its place on the connection). */
   #hold (slot: ReplySlot): void {
     slot.retries++
+    slot.heavy = false // its connection no longer counts it (counted again when sent)
     this.#inflight--
-    ;(this.#held ??= []).push(slot)
+    const held = this.#held ??= []
+    let at = held.length
+    while (at > 0 && held[at - 1].writeEnd > slot.writeEnd) at--
+    held.splice(at, 0, slot)
     if (this.#inflight === 0) this.#requeueSoon()
   }
 
   /**
-   * A reply to a later command of this client while earlier ones are held. A refusal: that one
-   * did not run either, the held ones can still go first. A command that changes nothing (GET,
-   * PING …) is sent again after them too, so the order holds. Anything else ran (or may have):
-   * the held commands cannot go after it, so they get their refusals now. Returns true if the
-   * reply was taken (the command is held too).
+   * A reply to another command of this client on the same connection while some are held. A
+   * refusal: that one did not run either. A command that ran after a held one: if it changes
+   * nothing (GET, PING …), it is sent again too, after the held one, so the order holds;
+   * anything else that ran (or may have) means the held commands sent before it cannot be sent
+   * again after it: they get their refusals now. Held commands sent after it (those that never
+   * left respool) are not concerned. Returns true if the reply was taken (the command is held).
    */
   #laterReply (slot: ReplySlot, frame: Buffer): boolean {
     if (frame[0] === MINUS && isRefusal(frame)) return false
+    const held = this.#held as ReplySlot[]
+    if (held[0].writeEnd > slot.writeEnd) return false // nothing held was sent before it
     if (slot.retryable && !slot.streamed && runsAgainHarmlessly(slot.command) && this.#mayRetry(slot)) {
       this.#hold(slot)
       return true
     }
-    const held = this.#held as ReplySlot[]
-    this.#held = null
-    for (const h of held) this.#fill(h, h.refusal ?? NOT_SENT)
+    let before = 0
+    while (before < held.length && held[before].writeEnd < slot.writeEnd) before++
+    const refused = held.splice(0, before)
+    if (held.length === 0) this.#held = null
+    for (const h of refused) this.#fill(h, h.refusal ?? NOT_SENT)
     return false
   }
 
