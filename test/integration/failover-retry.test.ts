@@ -192,3 +192,42 @@ test('-LOADING: a restarted upstream loading its dataset slowly; commands sent m
   t.diagnostic(`loading: clients' replies complete ${waited} ms after Redis was seen loading; ${resent} commands sent again; no -LOADING reached a client`)
   assert.ok(resent > 0, 'commands were refused with -LOADING and sent again')
 })
+
+test('a command that ran on a demoted master behind a refused one: the refused one before it gets its refusal, those after it are sent again', { timeout: 30000 }, async () => {
+  const sync = ['--repl-diskless-sync-delay', '0']
+  const a = await startRedis(sync)
+  after(async () => { await a.stop() })
+  const b = await startRedis(['--replicaof', '127.0.0.1', String(a.port), ...sync])
+  after(async () => { await b.stop() })
+  const directA = new Redis({ port: a.port, host: '127.0.0.1' })
+  after(() => { directA.disconnect() })
+  const directB = new Redis({ port: b.port, host: '127.0.0.1' })
+  after(() => { directB.disconnect() })
+  await waitFor(async () => /master_link_status:up/.test(await directB.info('replication')), 'b replicates a')
+  const proxy = await startProxy({ upstream: a.url, poolSize: 4, acquireTimeoutMs: 8000, reconnectMaxMs: 50 })
+  after(async () => { await proxy.destroy() })
+  const client = await RawClient.connect(proxy.address.port)
+  after(() => { client.close() })
+  const reader = new FrameReader(client)
+  client.write(cmd('PING'))
+  assert.equal(await reader.next(), '+PONG\r\n')
+
+  // Writes wait on a; the client's pipeline is there when a becomes b's replica.
+  await directA.call('CLIENT', 'PAUSE', '10000', 'WRITE')
+  client.write(Buffer.concat([cmd('SET', 'first', '1'), cmd('PUBLISH', 'somewhere', 'x'), cmd('SET', 'second', '2'), cmd('GET', 'second')]))
+  await waitFor(async () => ((await directA.client('LIST')) as string).split('\n').some((l) => / name=respool /.test(l) && !/ qbuf=0 /.test(l)), 'the pipeline waits on a')
+  await directB.call('REPLICAOF', 'NO', 'ONE')
+  await directA.call('REPLICAOF', '127.0.0.1', String(b.port))
+  await directA.call('CLIENT', 'UNPAUSE')
+  // On the replica: SET refused, PUBLISH runs, SET refused, GET runs. The first SET cannot go
+  // after the PUBLISH that ran: it gets its refusal. The second SET and the GET behind it wait
+  // for a master, and run there in order.
+  await waitFor(() => proxy.topology.failovers === 1, 'respool saw that a is a replica')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await directA.call('REPLICAOF', 'NO', 'ONE')
+  await directB.call('REPLICAOF', '127.0.0.1', String(a.port))
+  assert.deepEqual(await reader.take(4, 10000), ['-READONLY You can\'t write against a read only replica.\r\n', ':0\r\n', '+OK\r\n', '$1\r\n2\r\n'])
+  assert.equal(await directA.get('first'), null)
+  assert.equal(await directA.get('second'), '2')
+  assert.deepEqual(await reader.framesBeforeSentinel(), [])
+})
