@@ -251,6 +251,12 @@ export class UpstreamConnection {
 
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
+    if (this.#state === 'retiring') {
+      // Nothing more goes to a node that is no longer the master (see retire).
+      const err = this.#closeError as ProxyError
+      queueMicrotask(() => { slot.sink.onFailure(slot, err) })
+      return
+    }
     if (this.#alonePause) this.endAlonePause()
     if (this.#inflight.push(slot) === 1) this.#startTimer()
     slot.writeEnd = this.#queued += frame.length
