@@ -1,7 +1,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
-import { startRedis } from '../helpers/redis-server.js'
+import { startRedis, freePort } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader, commandOn } from '../helpers/resp-frames.js'
@@ -230,4 +230,36 @@ test('a command that ran on a demoted master behind a refused one: the refused o
   assert.equal(await directA.get('first'), null)
   assert.equal(await directA.get('second'), '2')
   assert.deepEqual(await reader.framesBeforeSentinel(), [])
+})
+
+test('-MASTERDOWN: a read a replica cut off from its master refuses (replica-serve-stale-data no) is sent again once a master is back', { timeout: 30000 }, async () => {
+  const a = await startRedis()
+  after(async () => { await a.stop() })
+  const direct = new Redis({ port: a.port, host: '127.0.0.1' })
+  after(() => { direct.disconnect() })
+  const proxy = await startProxy({ upstream: a.url, poolSize: 4, acquireTimeoutMs: 8000, reconnectMaxMs: 50 })
+  after(async () => { await proxy.destroy() })
+  const bystanders = await startCheckedBystanders(proxy.address.port, { count: 2, pipeline: 20 })
+  after(async () => { await bystanders.stop() })
+  const client = await RawClient.connect(proxy.address.port)
+  after(() => { client.close() })
+  const reader = new FrameReader(client)
+  client.write(cmd('SET', 'stale', 'before'))
+  assert.equal(await reader.next(), '+OK\r\n')
+
+  // The client's pipeline waits on a while a turns into the replica of a master that is down.
+  await direct.call('CLIENT', 'PAUSE', '10000', 'WRITE')
+  client.write(Buffer.concat([cmd('SET', 'stale', 'after'), cmd('GET', 'stale'), cmd('STRLEN', 'stale')]))
+  await waitFor(async () => ((await direct.client('LIST')) as string).split('\n').some((l) => / name=respool /.test(l) && !/ qbuf=0 /.test(l)), 'the pipeline waits on a')
+  const nobody = await freePort()
+  await direct.config('SET', 'replica-serve-stale-data', 'no')
+  await direct.call('REPLICAOF', '127.0.0.1', String(nobody))
+  await direct.call('CLIENT', 'UNPAUSE')
+  // SET: -READONLY; GET and STRLEN: -MASTERDOWN. All three wait, then run on the master.
+  await waitFor(() => proxy.topology.failovers === 1, 'respool saw that a is a replica')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await direct.call('REPLICAOF', 'NO', 'ONE')
+  assert.deepEqual(await reader.take(3, 10000), ['+OK\r\n', '$5\r\nafter\r\n', ':5\r\n'])
+  await bystanders.moreRounds(2, 15000)
+  assert.deepEqual(await bystanders.stop(), [])
 })
