@@ -11,7 +11,7 @@ import { createLogger } from './ops/logger.js'
 const FLAGS: Record<string, Options> = {
   'host': { type: 'string', default: DEFAULTS.host, describe: 'Address to listen on for clients' },
   'port': { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' },
-  'upstream': { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n' },
+  'upstream': { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n; or Sentinel mode: redis+sentinel://[user:pass@]host:port[,host:port…]/master[/db]' },
   'sentinel': { type: 'string', array: true, describe: 'Sentinel mode: a sentinel to ask where the master is, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials, database and scheme still apply to the master)' },
   'cluster': { type: 'string', array: true, describe: 'Cluster mode: a seed node of a Redis Cluster, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials and scheme still apply to every node). Needs --pool-size of at least the number of masters + 1' },
   'sentinel-master': { type: 'string', describe: 'Sentinel mode: the master\'s name (sentinel monitor <name> …)' },

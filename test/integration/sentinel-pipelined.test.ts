@@ -44,7 +44,8 @@ function startPipeliner (port: number, who: number): { replies: Array<{ n: numbe
 }
 
 test('pipelined writes from several clients across SENTINEL FAILOVER: every command gets one reply, errors only for commands in flight, nothing runs twice or out of order', { timeout: 90000 }, async (t) => {
-  const proxy = await startProxy({ sentinels: setup.sentinelAddresses, sentinelMaster: setup.name, poolSize: 6 })
+  // Sentinel mode given as one URL.
+  const proxy = await startProxy({ upstream: `redis+sentinel://${setup.sentinelAddresses.join(',')}/${setup.name}`, poolSize: 6 })
   after(async () => { await proxy.destroy() })
   await waitFor(() => proxy.topology.master !== null, 'a verified master')
   const stat = async (name: string): Promise<number> => Number(new RegExp(`${name}:(\\d+)`).exec(await commandOn(proxy.address.port, 'RESPOOL', 'STATS'))?.[1])
@@ -94,5 +95,8 @@ test('pipelined writes from several clients across SENTINEL FAILOVER: every comm
     const present = new Set(list)
     lostAcknowledged += p.replies.filter((r) => r.reply.startsWith(':') && !present.has(r.n)).length
   }
+  // Not asserted: Sentinel promotes a replica without waiting for it to catch up, so writes the
+  // old master acknowledged just before may be missing (seen here whether or not respool is in
+  // between); respool's part is to send nothing to the old master once the promotion starts.
   t.diagnostic(`acknowledged writes missing on the final master: ${lostAcknowledged}`)
 })
