@@ -64,6 +64,11 @@ export interface ProxyConfig {
   connectTimeoutMs: number
   /** No reply for this long on a busy upstream connection drops it and fails its commands; 0 = never. */
   commandTimeoutMs: number
+  /**
+   * A shared-lane command Redis did not run (-READONLY, -MASTERDOWN, -LOADING, or never written)
+   * is sent again while it is younger than this; 0 = never sent again.
+   */
+  retryBudgetMs: number
   /** An idle upstream connection is closed after this long (down to minIdle). */
   upstreamIdleTimeoutMs: number
   /** Backoff between failed upstream connection attempts: first and largest delay. */
@@ -137,6 +142,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   poolSize: 8,
   minIdle: 0,
   acquireTimeoutMs: 2000,
+  retryBudgetMs: 10_000,
   connectTimeoutMs: 2000,
   commandTimeoutMs: 10000,
   upstreamIdleTimeoutMs: 30000,
@@ -356,6 +362,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'acquireTimeoutMs', 1, 3600_000)
   intOption(config, 'connectTimeoutMs', 1, 3600_000)
   intOption(config, 'commandTimeoutMs', 0, 86400_000)
+  intOption(config, 'retryBudgetMs', 0, 3600_000)
   intOption(config, 'upstreamIdleTimeoutMs', 100, 86400_000)
   intOption(config, 'reconnectBaseMs', 1, 60_000)
   intOption(config, 'reconnectMaxMs', config.reconnectBaseMs, 600_000)

@@ -20,7 +20,7 @@ import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import { RETRY_BUDGET_MS, RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
+import { RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
 import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
@@ -1460,7 +1460,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * command is held, and once this client's other commands in flight are answered, it goes back
    * to the head of the pending queue (after the topology has moved on: the connection's signal
    * runs in an earlier microtask; after a pause for -LOADING and -MASTERDOWN). Within a budget:
-   * RETRY_MAX_ATTEMPTS sends and RETRY_BUDGET_MS from its arrival; past it, the refusal is the
+   * RETRY_MAX_ATTEMPTS sends and --retry-budget ms from its arrival; past it, the refusal is the
    * reply. Not inside a transaction or on a pin (the command must be this client's own, alone).
    */
   retryElsewhere (slot: ReplySlot, conn: object, refusal: Buffer | null): boolean {
@@ -1471,7 +1471,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #mayRetry (slot: ReplySlot): boolean {
-    return slot.retries < RETRY_MAX_ATTEMPTS && performance.now() - slot.acceptedAt < RETRY_BUDGET_MS &&
+    return slot.retries < RETRY_MAX_ATTEMPTS && performance.now() - slot.acceptedAt < this.#ctx.config.retryBudgetMs &&
       slot.sentIn === this.state.db * 4 + this.state.resp
   }
 

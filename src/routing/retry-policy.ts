@@ -16,9 +16,7 @@ const REFUSALS = ['-READONLY ', '-MASTERDOWN ', '-LOADING '].map((p) => Buffer.f
 /** The refusal Redis gives while it loads its dataset: wait a little, then try again. */
 const LOADING = REFUSALS[2]
 
-/** Longest a command keeps being sent again, from its first refusal. */
-export const RETRY_BUDGET_MS = 10_000
-/** Most times a command is sent again. */
+/** Most times a command is sent again (the time budget is --retry-budget). */
 export const RETRY_MAX_ATTEMPTS = 50
 /** First pause before a -LOADING or -MASTERDOWN refusal is tried again; it doubles each time. */
 const BACKOFF_FIRST_MS = 25

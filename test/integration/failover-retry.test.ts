@@ -1,7 +1,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
-import { startRedis, freePort } from '../helpers/redis-server.js'
+import { startRedis, freePort, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader, commandOn } from '../helpers/resp-frames.js'
@@ -142,11 +142,14 @@ test('a fixed upstream demoted (FAILOVER) and promoted back: refused writes and 
   assert.equal(proxy.topology.failovers, 1)
 })
 
-test('-LOADING: a restarted upstream loading its dataset slowly; commands sent meanwhile succeed once it is loaded', { timeout: 60000 }, async (t) => {
-  // Loading 30,000 keys at 50 µs each takes about 1.5 s; Redis answers clients (-LOADING) every 1 KB loaded.
+/**
+ * A Redis with 30,000 keys saved, which loads them slowly when restarted: 50 µs a key (about
+ * 1.5 s, longer on a busy machine), answering clients (-LOADING) every 1 KB loaded.
+ */
+async function slowLoadingRedis (): Promise<{ redis: RedisServer, direct: Redis, restartLoading: () => Promise<void> }> {
   const redis = await startRedis(['--key-load-delay', '50', '--loading-process-events-interval-bytes', '1024', '--dbfilename', 'dump.rdb'])
   after(async () => { await redis.stop() })
-  const direct = new Redis({ port: redis.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 50 })
+  const direct = new Redis({ port: redis.port, host: '127.0.0.1', retryStrategy: () => 50 })
   direct.on('error', () => {})
   after(() => { direct.disconnect() })
   for (let i = 0; i < 30; i++) {
@@ -156,16 +159,29 @@ test('-LOADING: a restarted upstream loading its dataset slowly; commands sent m
   }
   await direct.set('known', 'value\r\n\x00')
   await direct.save()
-  const proxy = await startProxy({ upstream: redis.url, poolSize: 4, reconnectMaxMs: 50 })
+  return {
+    redis,
+    direct,
+    async restartLoading () {
+      await redis.restart()
+      const probe = await RawClient.connect(redis.port)
+      probe.write(cmd('GET', 'known'))
+      const reply = await new FrameReader(probe).next()
+      probe.close()
+      assert.match(reply, /^-LOADING /, 'the restarted Redis is loading')
+    }
+  }
+}
+
+test('-LOADING: a restarted upstream loading its dataset slowly; commands sent meanwhile succeed once it is loaded', { timeout: 60000 }, async (t) => {
+  const { redis, direct, restartLoading } = await slowLoadingRedis()
+  // The loading may take longer than the default --retry-budget (10 s) on a busy machine.
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 4, reconnectMaxMs: 50, retryBudgetMs: 60000 })
   after(async () => { await proxy.destroy() })
   assert.equal(await commandOn(proxy.address.port, 'GET', 'known'), '$8\r\nvalue\r\n\x00\r\n')
   const retriedBefore = await retried(proxy)
 
-  await redis.restart()
-  const probe = await RawClient.connect(redis.port)
-  after(() => { probe.close() })
-  probe.write(cmd('GET', 'known'))
-  assert.match((await new FrameReader(probe).next()), /^-LOADING /, 'the restarted Redis is loading')
+  await restartLoading()
   const loadingFrom = performance.now()
 
   // Clients that send while Redis loads: pipelines with exact replies.
@@ -181,7 +197,7 @@ test('-LOADING: a restarted upstream loading its dataset slowly; commands sent m
     return { who, got, at: performance.now() }
   }))
   const loaded = await direct.info('persistence')
-  assert.match(loaded, /loading:0/)
+  assert.match(loaded, /^loading:0/m)
   for (const r of replies) assert.equal(r.got, wants[r.who], `client ${r.who}`)
   const bystanders = await startCheckedBystanders(proxy.address.port, { count: 2, pipeline: 24 })
   after(async () => { await bystanders.stop() })
@@ -262,4 +278,25 @@ test('-MASTERDOWN: a read a replica cut off from its master refuses (replica-ser
   assert.deepEqual(await reader.take(3, 10000), ['+OK\r\n', '$5\r\nafter\r\n', ':5\r\n'])
   await bystanders.moreRounds(2, 15000)
   assert.deepEqual(await bystanders.stop(), [])
+})
+
+test('-LOADING past --retry-budget: the client gets Redis\'s refusal as is', { timeout: 60000 }, async () => {
+  const { redis, direct, restartLoading } = await slowLoadingRedis()
+  const proxy = await startProxy({ upstream: redis.url, poolSize: 4, reconnectMaxMs: 50, retryBudgetMs: 300 })
+  after(async () => { await proxy.destroy() })
+  assert.equal(await commandOn(proxy.address.port, 'GET', 'known'), '$8\r\nvalue\r\n\x00\r\n')
+  await restartLoading()
+  const client = await RawClient.connect(proxy.address.port)
+  after(() => { client.close() })
+  const sentAt = performance.now()
+  client.write(Buffer.concat([cmd('GET', 'known'), cmd('INCR', 'budget')]))
+  const replies = await new FrameReader(client).take(2, 10000)
+  const waited = performance.now() - sentAt
+  assert.deepEqual(replies, ['-LOADING Redis is loading the dataset in memory\r\n', '-LOADING Redis is loading the dataset in memory\r\n'])
+  assert.ok(waited >= 300, `the refusal came after the budget (${Math.round(waited)} ms)`)
+  assert.match(await direct.info('persistence'), /^loading:1/m, 'Redis was still loading')
+  // Once loaded, the same commands run (INCR did not run before: 1).
+  await waitFor(async () => /^loading:0/m.test(await direct.info('persistence')), 'loaded', 30000)
+  client.write(Buffer.concat([cmd('GET', 'known'), cmd('INCR', 'budget')]))
+  assert.deepEqual(await new FrameReader(client).take(2, 10000), ['$8\r\nvalue\r\n\x00\r\n', ':1\r\n'])
 })
