@@ -365,7 +365,8 @@ export class UpstreamConnection {
    * connection closes now and what is in flight fails with `err`.
    */
   retire (err: ProxyError): void {
-    if (this.#state !== 'ready' || !this.#replicaSeen) {
+    // (A large command half written cannot be completed gently: it goes with the connection.)
+    if (this.#state !== 'ready' || !this.#replicaSeen || this.#writeLockedBy !== null) {
       this.destroy(err)
       return
     }
