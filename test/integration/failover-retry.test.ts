@@ -265,17 +265,19 @@ test('-MASTERDOWN: a read a replica cut off from its master refuses (replica-ser
 
   // The client's pipeline waits on a while a turns into the replica of a master that is down.
   await direct.call('CLIENT', 'PAUSE', '10000', 'WRITE')
-  client.write(Buffer.concat([cmd('SET', 'stale', 'after'), cmd('GET', 'stale'), cmd('STRLEN', 'stale')]))
+  client.write(Buffer.concat([cmd('SET', 'stale', 'after'), cmd('GET', 'stale'), cmd('STRLEN', 'stale'), cmd('EVAL', "return redis.call('INCR', KEYS[1])", '1', 'by-script')]))
   await waitFor(async () => ((await direct.client('LIST')) as string).split('\n').some((l) => / name=respool /.test(l) && !/ qbuf=0 /.test(l)), 'the pipeline waits on a')
   const nobody = await freePort()
   await direct.config('SET', 'replica-serve-stale-data', 'no')
   await direct.call('REPLICAOF', '127.0.0.1', String(nobody))
   await direct.call('CLIENT', 'UNPAUSE')
-  // SET: -READONLY; GET and STRLEN: -MASTERDOWN. All three wait, then run on the master.
+  // SET: -READONLY; GET and STRLEN: -MASTERDOWN; the script's INCR: -READONLY (… script: …).
+  // All four wait, then run on the master.
   await waitFor(() => proxy.topology.failovers === 1, 'respool saw that a is a replica')
   await new Promise((resolve) => setTimeout(resolve, 300))
   await direct.call('REPLICAOF', 'NO', 'ONE')
-  assert.deepEqual(await reader.take(3, 10000), ['+OK\r\n', '$5\r\nafter\r\n', ':5\r\n'])
+  assert.deepEqual(await reader.take(4, 10000), ['+OK\r\n', '$5\r\nafter\r\n', ':5\r\n', ':1\r\n'])
+  assert.equal(await direct.get('by-script'), '1')
   await bystanders.moreRounds(2, 15000)
   assert.deepEqual(await bystanders.stop(), [])
 })
