@@ -64,6 +64,11 @@ export interface ProxyConfig {
   connectTimeoutMs: number
   /** No reply for this long on a busy upstream connection drops it and fails its commands; 0 = never. */
   commandTimeoutMs: number
+  /**
+   * A shared-lane command Redis did not run (-READONLY, -MASTERDOWN, -LOADING, or never written)
+   * is sent again while it is younger than this; 0 = never sent again.
+   */
+  retryBudgetMs: number
   /** An idle upstream connection is closed after this long (down to minIdle). */
   upstreamIdleTimeoutMs: number
   /** Backoff between failed upstream connection attempts: first and largest delay. */
@@ -137,6 +142,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   poolSize: 8,
   minIdle: 0,
   acquireTimeoutMs: 2000,
+  retryBudgetMs: 10_000,
   connectTimeoutMs: 2000,
   commandTimeoutMs: 10000,
   upstreamIdleTimeoutMs: 30000,
@@ -216,6 +222,57 @@ export function parseUpstreamUrl (url: string): UpstreamAddress {
   return { host, port, tls: protocol === 'rediss:', username, password, db }
 }
 
+/** Sentinel mode given as one URL (see parseSentinelUrl). */
+export interface SentinelUrl {
+  upstream: UpstreamAddress
+  sentinels: HostPort[]
+  master: string
+  sentinelUsername?: string
+  sentinelPassword?: string
+}
+
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/(?:([^@/?#]*)@)?([^/?#]+)(?:\/([^/?#]*)(?:\/([^/?#]*))?)?\/?(?:\?([^#]*))?$/i
+
+/**
+ * `redis+sentinel://[user:pass@]host1[:port1][,host2[:port2]…]/master[/db][?sentinel_username=…&sentinel_password=…]`
+ * (`rediss+sentinel://` for TLS to the master and the sentinels). The form of redis-sentinel-url,
+ * RedisVL, LangChain and Prefect: sentinels with port 26379 when left out, the master's name, the
+ * database; the credentials are the data credentials, the sentinels' own go in the query. Null
+ * for any other URL.
+ */
+export function parseSentinelUrl (url: string): SentinelUrl | null {
+  if (!/^rediss?\+sentinel:/i.test(url)) return null
+  const m = SENTINEL_URL.exec(url)
+  if (m === null) throw new ConfigError(`upstream: expected redis+sentinel://[user:pass@]host:port[,host:port…]/master[/db], got ${redactUrl(url)}`)
+  const [, scheme, credentials, hosts, master, dbText, query] = m
+  const decode = (text: string): string => {
+    try {
+      return decodeURIComponent(text)
+    } catch {
+      throw new ConfigError(`upstream: bad percent-encoding in ${redactUrl(url)}`)
+    }
+  }
+  if (master === undefined || master === '') throw new ConfigError(`upstream: the master's name is missing in ${redactUrl(url)} (…/mymaster)`)
+  // Host and port are unused: the sentinels name the master.
+  const upstream: UpstreamAddress = { host: '127.0.0.1', port: 6379, tls: scheme.toLowerCase() === 'rediss', db: parseDb(dbText === undefined || dbText === '' ? '0' : dbText) }
+  if (credentials !== undefined && credentials !== '') {
+    const colon = credentials.indexOf(':')
+    // As in redis://: a name alone is the password.
+    if (colon === -1) upstream.password = decode(credentials)
+    else {
+      if (colon > 0) upstream.username = decode(credentials.slice(0, colon))
+      upstream.password = decode(credentials.slice(colon + 1))
+    }
+  }
+  const out: SentinelUrl = { upstream, sentinels: parseSentinels([decode(hosts)], 'upstream'), master: decode(master) }
+  for (const [key, value] of new URLSearchParams(query ?? '')) {
+    if (key === 'sentinel_username') out.sentinelUsername = value
+    else if (key === 'sentinel_password') out.sentinelPassword = value
+    else throw new ConfigError(`upstream: unknown option '${key}' in ${redactUrl(url)} (sentinel_username and sentinel_password are understood)`)
+  }
+  return out
+}
+
 function parseDb (text: string): number {
   const db = Number(text)
   if (!Number.isInteger(db) || db < 0) throw new ConfigError(`upstream: database must be a non-negative integer, got '${text}'`)
@@ -256,7 +313,16 @@ export function parseSentinels (entries: Array<string | HostPort>, what = 'senti
 export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   const { upstreamPassword, upstreamPasswordFile, passwordFile, upstreamTlsCa, upstreamTlsServername, upstreamTlsInsecure, users: userOption, outputLimits: limitsOption, maxOutputBufferBytes, maxMemoryClients: budgetOption, sentinels: sentinelOption, cluster: clusterOption, sentinelPasswordFile, ...rest } = stripUndefined(options)
   const merged = { ...DEFAULTS, ...rest }
-  const upstream: UpstreamAddress = { ...(typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
+  const sentinelUrl = typeof merged.upstream === 'string' ? parseSentinelUrl(merged.upstream) : null
+  if (sentinelUrl !== null) {
+    if (sentinelOption !== undefined && sentinelOption.length > 0) throw new ConfigError('upstream: a redis+sentinel:// URL names the sentinels; --sentinel cannot be given too')
+    if (merged.sentinelMaster !== undefined && merged.sentinelMaster !== sentinelUrl.master) throw new ConfigError(`sentinel-master: '${merged.sentinelMaster}' differs from the master named in the redis+sentinel:// URL ('${sentinelUrl.master}')`)
+    merged.sentinelMaster = sentinelUrl.master
+    merged.sentinelUsername ??= sentinelUrl.sentinelUsername
+    merged.sentinelPassword ??= sentinelUrl.sentinelPassword
+    if (sentinelUrl.upstream.tls) merged.sentinelTls = true
+  }
+  const upstream: UpstreamAddress = { ...(sentinelUrl !== null ? sentinelUrl.upstream : typeof merged.upstream === 'string' ? parseUpstreamUrl(merged.upstream) : merged.upstream) }
   if (upstreamPasswordFile !== undefined) upstream.password = readSecret(upstreamPasswordFile, 'upstream-password-file')
   if (upstreamPassword !== undefined) upstream.password = upstreamPassword
   if (upstreamTlsCa !== undefined) upstream.tlsCa = upstreamTlsCa
@@ -268,7 +334,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
     upstream,
     password: password === '' ? undefined : password,
     users: parseUsers(userOption),
-    sentinels: parseSentinels(sentinelOption ?? []),
+    sentinels: sentinelUrl !== null ? sentinelUrl.sentinels : parseSentinels(sentinelOption ?? []),
     cluster: parseSentinels(clusterOption ?? [], 'cluster', 6379),
     sentinelPassword: sentinelPasswordFile !== undefined ? readSecret(sentinelPasswordFile, 'sentinel-password-file') : merged.sentinelPassword,
     denyCommands: merged.denyCommands.map((c) => c.trim().toLowerCase()).filter((c) => c !== ''),
@@ -296,6 +362,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'acquireTimeoutMs', 1, 3600_000)
   intOption(config, 'connectTimeoutMs', 1, 3600_000)
   intOption(config, 'commandTimeoutMs', 0, 86400_000)
+  intOption(config, 'retryBudgetMs', 0, 3600_000)
   intOption(config, 'upstreamIdleTimeoutMs', 100, 86400_000)
   intOption(config, 'reconnectBaseMs', 1, 60_000)
   intOption(config, 'reconnectMaxMs', config.reconnectBaseMs, 600_000)

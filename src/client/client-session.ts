@@ -20,6 +20,7 @@ import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
+import { RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
 import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
@@ -94,6 +95,8 @@ function isScriptKill (cmd: RespCommand): boolean {
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
 const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
+/** A command held to be sent again that cannot be after all, and has no refusal of Redis to show. */
+const NOT_SENT = toRespError(new UpstreamClosedError('the upstream connection closed before the command was sent; it did not run'))
 
 // What the pump is waiting for before it can send the next command.
 const ZERO = integer(0)
@@ -108,6 +111,7 @@ const W_PAUSED = 5 // RESPOOL PAUSE
 const W_PARKED = 6 // a blocking command waiting inside respool (later commands run after it, as in Redis)
 const W_OUTPUT = 7 // the client to read its replies (ReplyWindow)
 const W_AUTH = 8 // Redis to check an AUTH
+const W_RETRY = 9 // a pause before commands Redis refused (-LOADING, -MASTERDOWN) are sent again
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -195,6 +199,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #member: HubMember | null = null
   /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
   #clusterBarrier = false
+  /**
+   * Commands Redis did not run (refused, or never written before their connection closed), in
+   * send order, held until this client's other commands in flight are answered; then they go
+   * back to the head of the pending queue. Nothing else of this client is sent meanwhile.
+   */
+  #held: ReplySlot[] | null = null
+  #requeueQueued = false
+  #retryTimer: NodeJS.Timeout | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -347,7 +359,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #startStream (head: RespCommand): boolean {
-    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || !this.state.authenticated || this.#ctx.paused()) return false
+    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || this.#held !== null || !this.state.authenticated || this.#ctx.paused()) return false
     // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
     if (head.name === 'xread' || head.name === 'xreadgroup') return false
     const kind = classify(head)
@@ -424,6 +436,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   /** Sends pending commands upstream, in order, as far as routing allows. */
   #pump (): void {
+    if (this.#held !== null) return // commands to send again first, once the others are answered
     const pending = this.#pending
     if (pending.length > 0 && this.#ctx.paused() && this.#wait === W_NONE && !this.#isAdmin(pending.peekFront() as ReplySlot)) {
       this.#wait = W_PAUSED
@@ -594,6 +607,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#ctx.pubsub !== null && !inMulti && ((cmd.name === 'publish' && cmd.argc === 3) || (cmd.name === 'pubsub' && cmd.keyword(1) === 'numsub'))) {
       return this.#forward(slot, E_PUBSUB_COUNT, 0)
     }
+    // On a shared lane, a command Redis did not run may be sent again (retryElsewhere), in the
+    // database and protocol it was first sent in.
+    slot.retryable = lease === null
+    slot.sentIn = this.state.db * 4 + this.state.resp
     return this.#forward(slot, 0, 0)
   }
 
@@ -1204,9 +1221,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
     else if (this.#inflight > 0) {
       if (this.#conn === null) throw new Error('session has inflight commands but no connection')
       conn = this.#conn
-      if (this.#router.isDraining(conn)) {
-        // The lane is being given up: once this client's replies there are in, it moves on
-        // (a client that keeps pipelining would otherwise keep it busy for ever).
+      if (this.#router.isDraining(conn) || !conn.isReady) {
+        // The lane is being given up (for a pin, or it reaches a master no more): once this
+        // client's replies there are in, it moves on (a client that keeps pipelining would
+        // otherwise keep it busy for ever).
         this.#wait = W_BARRIER
         return null
       }
@@ -1357,6 +1375,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   // ---- replies ---------------------------------------------------------------------------
 
   onReply (slot: ReplySlot, frame: Buffer): void {
+    if (this.#held !== null && this.#laterReply(slot, frame)) return
     this.#inflight--
     this.#window.observe(frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
@@ -1370,6 +1389,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #afterReply (): void {
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()
     if (this.#inflight > 0) return
+    if (this.#held !== null) {
+      this.#requeueSoon()
+      return
+    }
     this.#maybeReleaseLease()
     if (this.#wait === W_BARRIER) this.#wait = W_NONE
     if (this.#pending.length > 0 && this.#wait === W_NONE) this.#pump()
@@ -1432,22 +1455,96 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   /**
-   * A replica refused a shared command: Redis did not run it, so it goes back to the head of
-   * the pending queue and is sent again once the topology has closed the connections to the old
-   * master (its signal runs first, in an earlier microtask). Only when it is the client's one
-   * command in flight (nothing of this client ran after it, so sending it again keeps the
-   * client's order), on a shared lane, with no effect on the client's state, and once.
+   * Redis did not run a shared-lane command of this client: it refused it (-READONLY,
+   * -MASTERDOWN, -LOADING), or its bytes never left respool before its connection closed. The
+   * command is held, and once this client's other commands in flight are answered, it goes back
+   * to the head of the pending queue (after the topology has moved on: the connection's signal
+   * runs in an earlier microtask; after a pause for -LOADING and -MASTERDOWN). Within a budget:
+   * RETRY_MAX_ATTEMPTS sends and --retry-budget ms from its arrival; past it, the refusal is the
+   * reply. Not inside a transaction or on a pin (the command must be this client's own, alone).
    */
-  retryElsewhere (slot: ReplySlot, conn: object): boolean {
-    if (this.#closed || slot.retried || this.#lease !== null || this.#inflight !== 1 || this.#conn !== conn ||
-      slot.effect !== 0 || slot.streamed || slot.command === null || classify(slot.command) !== Kind.SHARED) return false
-    slot.retried = true
-    this.#inflight--
-    this.#conn = null
-    this.#pending.unshift(slot)
-    this.#ctx.stats.upstreamRqRetried++
-    queueMicrotask(() => { this.#afterReply() })
+  retryElsewhere (slot: ReplySlot, conn: object, refusal: Buffer | null): boolean {
+    if (this.#closed || !slot.retryable || slot.streamed || this.#lease !== null || this.#conn !== conn || !this.#mayRetry(slot)) return false
+    if (refusal !== null) slot.refusal = refusal
+    this.#hold(slot)
     return true
+  }
+
+  #mayRetry (slot: ReplySlot): boolean {
+    return slot.retries < RETRY_MAX_ATTEMPTS && performance.now() - slot.acceptedAt < this.#ctx.config.retryBudgetMs &&
+      slot.sentIn === this.state.db * 4 + this.state.resp
+  }
+
+  /** Holds a command to send again, among the held ones in send order (its place on the connection). */
+  #hold (slot: ReplySlot): void {
+    slot.retries++
+    slot.heavy = false // its connection no longer counts it (counted again when sent)
+    this.#inflight--
+    const held = this.#held ??= []
+    let at = held.length
+    while (at > 0 && held[at - 1].writeEnd > slot.writeEnd) at--
+    held.splice(at, 0, slot)
+    if (this.#inflight === 0) this.#requeueSoon()
+  }
+
+  /**
+   * A reply to another command of this client on the same connection while some are held. A
+   * refusal: that one did not run either. A command that ran after a held one: if it changes
+   * nothing (GET, PING …), it is sent again too, after the held one, so the order holds;
+   * anything else that ran (or may have) means the held commands sent before it cannot be sent
+   * again after it: they get their refusals now. Held commands sent after it (those that never
+   * left respool) are not concerned. Returns true if the reply was taken (the command is held).
+   */
+  #laterReply (slot: ReplySlot, frame: Buffer): boolean {
+    if (frame[0] === MINUS && isRefusal(frame)) return false
+    const held = this.#held as ReplySlot[]
+    if (held[0].writeEnd > slot.writeEnd) return false // nothing held was sent before it
+    if (slot.retryable && !slot.streamed && runsAgainHarmlessly(slot.command) && this.#mayRetry(slot)) {
+      this.#hold(slot)
+      return true
+    }
+    let before = 0
+    while (before < held.length && held[before].writeEnd < slot.writeEnd) before++
+    const refused = held.splice(0, before)
+    if (held.length === 0) this.#held = null
+    for (const h of refused) this.#fill(h, h.refusal ?? NOT_SENT)
+    return false
+  }
+
+  #requeueSoon (): void {
+    if (this.#requeueQueued) return
+    this.#requeueQueued = true
+    queueMicrotask(this.#requeue)
+  }
+
+  /** The held commands go back to the head of the pending queue, in order, and are sent again. */
+  #requeue = (): void => {
+    this.#requeueQueued = false
+    const held = this.#held
+    if (held === null || this.#inflight > 0 || this.#closed) return
+    this.#held = null
+    this.#ctx.stats.upstreamRqRetried += held.length
+    let pause = 0
+    for (let i = held.length - 1; i >= 0; i--) {
+      const slot = held[i]
+      this.#pending.unshift(slot)
+      pause = Math.max(pause, backoffMs(slot.refusal, slot.retries))
+    }
+    // What the session waited for concerned the connection it has left; the pump looks again.
+    if (this.#wait === W_BARRIER || this.#wait === W_DRAIN || this.#wait === W_OUTPUT) this.#wait = W_NONE
+    if (this.#wait !== W_NONE) return
+    if (pause === 0) {
+      this.#pump()
+      return
+    }
+    this.#wait = W_RETRY
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null
+      if (this.#wait !== W_RETRY) return
+      this.#wait = W_NONE
+      this.#pump()
+    }, pause)
+    this.#retryTimer.unref()
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
@@ -1678,6 +1775,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#closed) return
     this.#closed = true
     this.#socket.destroy()
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
+    this.#held = null
     if (this.#wait === W_LANE) this.#router.cancelWait(this)
     if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true

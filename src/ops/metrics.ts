@@ -134,7 +134,7 @@ export class Metrics {
     ])
     counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
     counter('respool_upstream_failovers_total', 'Times respool closed its connections to a master that was no longer one (Sentinel failovers followed, -READONLY, ROLE replica)', null, () => [['', server.topology.failovers]])
-    counter('respool_commands_retried_total', 'Commands a replica refused (-READONLY, -MASTERDOWN) that were sent again to the new master', null, () => [['', s.upstreamRqRetried]])
+    counter('respool_commands_retried_total', 'Shared-lane commands Redis did not run (refused with -READONLY, -MASTERDOWN or -LOADING, or never written before their connection closed) that were sent again', null, () => [['', s.upstreamRqRetried]])
     counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.pool.counters.connects]])
     counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.pool.counters.connectFailures]])
     counter('respool_pubsub_reconnects_total', 'Times the shared subscriber connection was replaced and the union subscribed again', null, () => [['', server.pubsub?.reconnects ?? 0]])

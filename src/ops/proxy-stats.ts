@@ -31,7 +31,7 @@ export class ProxyStats {
   readonly downstreamRqByClass = new Array<number>(COMMAND_CLASSES.length).fill(0)
   /** Commands answered with an error because their upstream failed or never came, by error code. */
   readonly upstreamRqFailedByCode = new Map<string, number>()
-  /** Commands a replica refused (-READONLY, -MASTERDOWN) that were sent again to the master. */
+  /** Commands Redis did not run (-READONLY, -MASTERDOWN, -LOADING, or never written before their connection closed) that were sent again. */
   upstreamRqRetried = 0
   /** Commands whose client left before the reply; the reply was read and dropped. */
   upstreamRqCancelled = 0

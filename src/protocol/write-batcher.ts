@@ -62,6 +62,18 @@ export class TickWriter implements Flushable {
     return this.#bytes + this.#socket.writableLength
   }
 
+  /** Bytes accepted and not yet handed to the socket (they can still be taken back). */
+  get heldBytes (): number {
+    return this.#bytes
+  }
+
+  /** Drops what was not handed to the socket yet (its connection is going away; see takeBack). */
+  discardHeld (): void {
+    this.#first = null
+    this.#more.length = 0
+    this.#bytes = 0
+  }
+
   write (data: Buffer): void {
     if (data.length >= JOIN_LIMIT) {
       this.flush()

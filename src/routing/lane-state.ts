@@ -23,5 +23,7 @@ export function syncLaneState (conn: UpstreamConnection, db: number, resp: 2 | 3
 
 function checkSwitch (conn: UpstreamConnection, frame: Buffer | null, err: ProxyError | null, what: string): void {
   if (err === null && frame !== null && frame[0] !== MINUS) return
-  conn.destroy(new UpstreamClosedError(`${what} on upstream connection failed: ${frame?.toString('latin1', 0, Math.min(frame.length, 120)).trim() ?? err?.message}`))
+  // No reply: the connection is closing already, or is being left (and was not written to).
+  if (err !== null) return
+  conn.destroy(new UpstreamClosedError(`${what} on upstream connection failed: ${frame?.toString('latin1', 0, Math.min(frame.length, 120)).trim() ?? 'no reply'}`))
 }

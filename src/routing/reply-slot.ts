@@ -28,11 +28,12 @@ export interface ReplySink {
   /** The command's outcome is unknown or it never ran; the sink must answer with an error. */
   onFailure (slot: ReplySlot, err: ProxyError): void
   /**
-   * A replica refused the command (-READONLY, -MASTERDOWN): Redis did not run it. Returns true
-   * if the sink takes it back to send again once the master is found (the reply is then not
-   * delivered); false to have the refusal delivered as Redis sent it.
+   * Redis provably did not run the command: it refused it (`refusal`: -READONLY, -MASTERDOWN,
+   * -LOADING), or its bytes never left respool before the connection closed (`refusal` null).
+   * Returns true if the sink takes it back to send again (the refusal is then not delivered);
+   * false to have the refusal delivered as Redis sent it (or the failure, when never written).
    */
-  retryElsewhere? (slot: ReplySlot, conn: object): boolean
+  retryElsewhere? (slot: ReplySlot, conn: object, refusal: Buffer | null): boolean
 }
 
 /**
@@ -70,8 +71,16 @@ export class ReplySlot {
   pieces: Buffer[] | null = null
   /** The first bytes of a streamed reply (effects look at the reply's type). */
   lead: Buffer | null = null
-  /** Sent again after a replica refused it (once at most). */
-  retried = false
+  /** Times it was sent again (a refusal, or never written before its connection closed). */
+  retries = 0
+  /** A plain shared-lane command its client may have sent again (set by the client's session). */
+  retryable = false
+  /** The client's database and protocol when it was sent (db * 4 + resp): a retry needs the same. */
+  sentIn = 0
+  /** The refusal Redis gave it last (forwarded if it is not sent again after all). */
+  refusal: Buffer | null = null
+  /** Where its bytes end in its connection's output (to tell what never left respool). */
+  writeEnd = 0
   /** Redis said this client's ACL user may run it (CLIENT KILL/UNBLOCK acted on by respool). */
   permitted = false
   /** Its client's replies are large: its lane counts as busy until it leaves (heavyInflight). */

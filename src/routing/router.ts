@@ -334,6 +334,9 @@ export class Router {
     this.#draining.delete(conn)
     if (healthy) this.#pool.release(conn)
     else this.#pool.destroy(conn)
+    // Sessions may be waiting for a lane while this one was leaving (a retiring lane still
+    // counted against the bound): its room is free now.
+    if (this.#waiters.size > 0 && !this.#closed) this.#grow()
   }
 
   /** Returns lanes that have been idle for laneIdleMs to the pool (keeping #keepLanes). */

@@ -8,8 +8,9 @@ import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamRepli
 import { command as encodeCommand } from '../protocol/resp-encode.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import type { UpstreamAddress } from '../config.js'
+import { isRefusal } from '../routing/retry-policy.js'
 
-export type UpstreamState = 'connecting' | 'handshaking' | 'ready' | 'closed'
+export type UpstreamState = 'connecting' | 'handshaking' | 'ready' | 'retiring' | 'closed'
 
 export interface UpstreamConnectionOptions {
   id: number
@@ -32,6 +33,8 @@ const MINUS = 0x2d // '-'
 const REPLICA_ERRORS = [Buffer.from('-READONLY '), Buffer.from('-MASTERDOWN ')]
 /** Stands for a reply taken back by its client to be sent again (never delivered). */
 const RETRIED = Buffer.alloc(0)
+/** Longest a retiring connection waits for the replies still due on it. */
+const RETIRE_GRACE_MS = 1000
 
 /**
  * One socket to Redis. Commands are written as the client sent them; their slots wait in an
@@ -42,7 +45,8 @@ const RETRIED = Buffer.alloc(0)
  * - A reply with no slot waiting means the stream is out of step: the connection is dropped,
  *   never resynchronised by guessing.
  * - When the connection fails, every inflight slot fails; nothing is replayed (RESP commands are
- *   not idempotent).
+ *   not idempotent), except commands whose bytes never left respool: their clients may send
+ *   them again elsewhere (retryElsewhere), since Redis never saw them.
  * - A late reply cannot be skipped in a FIFO protocol, so the command timeout closes the connection.
  */
 export class UpstreamConnection {
@@ -124,6 +128,10 @@ export class UpstreamConnection {
   #writeLockedBy: object | null = null
   #closeWhenOnlyPartialLeft = false
   #unlockWaiters: Array<() => void> = []
+  /** Bytes ever given to the writer; each slot records where its command ends (writeEnd). */
+  #queued = 0
+  /** The node said on this connection that it is a replica: what is in flight here cannot write. */
+  #replicaSeen = false
 
   private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
     this.id = options.id
@@ -243,8 +251,15 @@ export class UpstreamConnection {
 
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
+    if (this.#state === 'retiring') {
+      // Nothing more goes to a node that is no longer the master (see retire).
+      const err = this.#closeError as ProxyError
+      queueMicrotask(() => { slot.sink.onFailure(slot, err) })
+      return
+    }
     if (this.#alonePause) this.endAlonePause()
     if (this.#inflight.push(slot) === 1) this.#startTimer()
+    slot.writeEnd = this.#queued += frame.length
     this.#writer.write(frame)
   }
 
@@ -253,6 +268,7 @@ export class UpstreamConnection {
    * no slot is queued for it.
    */
   sendRaw (frame: Buffer): void {
+    this.#queued += frame.length
     this.#writer.write(frame)
   }
 
@@ -287,7 +303,10 @@ export class UpstreamConnection {
   streamPiece (piece: Buffer, done: boolean): void {
     // Writing a large command is progress: the command timer waits for its reply only once it is sent.
     this.#lastProgress = performance.now()
-    if (this.#state !== 'closed') this.#writer.write(piece)
+    if (this.#state !== 'closed') {
+      this.#queued += piece.length
+      this.#writer.write(piece)
+    }
     if (!done) return
     this.#writeLockedBy = null
     const waiters = this.#unlockWaiters
@@ -337,17 +356,78 @@ export class UpstreamConnection {
     else this.#drainWaiters.push(fn)
   }
 
+  /**
+   * Leaves this connection: nothing more is written to it. Commands whose bytes are still in
+   * respool are taken back (their clients send them again elsewhere). If the node said on this
+   * very connection that it is a replica, the replies still due are read first (a replica runs
+   * no write, so each says what happened: a refusal to send again, or a read's answer), for at
+   * most RETIRE_GRACE_MS; otherwise (the node may still be a master that accepts writes) the
+   * connection closes now and what is in flight fails with `err`.
+   */
+  retire (err: ProxyError): void {
+    // (A large command half written cannot be completed gently: it goes with the connection.)
+    if (this.#state !== 'ready' || !this.#replicaSeen || this.#writeLockedBy !== null) {
+      this.destroy(err)
+      return
+    }
+    this.#setState('retiring')
+    this.#closeError = err
+    this.#returnUnwritten(this.#takeBackUnwritten(), err)
+    if ((this.#state as UpstreamState) === 'closed') return // an owner's failure closed it
+    if (this.#inflight.length === 0) {
+      this.destroy(err)
+      return
+    }
+    const timer = setTimeout(() => { this.destroy(err) }, Math.min(RETIRE_GRACE_MS, this.#commandTimeoutMs > 0 ? this.#commandTimeoutMs : RETIRE_GRACE_MS))
+    timer.unref()
+  }
+
+  /** Where the socket leads (address:port, or the unix socket path): the node, as far as respool can tell. */
+  get peer (): string {
+    const socket = this.#socket
+    return socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : this.#address.path ?? ''
+  }
+
+  /** Another connection to the same node heard it is a replica: this one can be retired gently too. */
+  markReplica (): void {
+    this.#replicaSeen = true
+  }
+
+  /** Takes the slots whose commands never left respool off the FIFO, and drops their bytes. */
+  #takeBackUnwritten (): ReplySlot[] {
+    const handedOut = this.#queued - this.#writer.heldBytes
+    const unwritten: ReplySlot[] = []
+    while (this.#inflight.length > 0 && (this.#inflight.peekBack() as ReplySlot).writeEnd > handedOut) {
+      const slot = this.#inflight.pop() as ReplySlot
+      if (slot.heavy) this.heavyInflight--
+      unwritten.push(slot)
+    }
+    this.#writer.discardHeld()
+    this.#queued = handedOut
+    return unwritten.reverse()
+  }
+
+  /** Unwritten commands go back to their owners, in order (a failure if they cannot send them again). */
+  #returnUnwritten (unwritten: ReplySlot[], err: ProxyError): void {
+    for (const slot of unwritten) {
+      if (slot.cancelled) continue
+      if (slot.sink.retryElsewhere?.(slot, this, null) !== true) slot.sink.onFailure(slot, err)
+    }
+  }
+
   /** Closes the connection now; every inflight command fails with `err`. Idempotent. */
   destroy (err: ProxyError = new UpstreamClosedError('upstream connection closed by respool')): void {
     if (this.#state === 'closed') return
     this.#setState('closed')
     this.#closeError = err
     this.#stopTimer()
+    const unwritten = this.#takeBackUnwritten()
     this.#socket.destroy()
     const failed = this.#inflight.toArray()
     this.#inflight.clear()
     this.heavyInflight = 0
     for (const slot of failed) slot.sink.onFailure(slot, err)
+    this.#returnUnwritten(unwritten, err)
     const waiters = [...this.#drainWaiters, ...this.#unlockWaiters]
     this.#drainWaiters = []
     this.#unlockWaiters = []
@@ -427,17 +507,23 @@ export class UpstreamConnection {
       this.destroy(new UpstreamClosedError('unexpected reply from upstream; connection dropped'))
       return
     }
-    // A replica's refusal: the topology hears of it once the replies already read have been
-    // handed out (writes leave only at the end of the turn, after this). Redis did not run the
-    // command, so its client may take it back to send again to the new master.
-    if (frame[0] === MINUS && isReplicaError(frame)) {
-      queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
-      if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this) === true) frame = RETRIED
+    // A refusal (-READONLY, -MASTERDOWN, -LOADING): Redis did not run the command, so its
+    // client may take it back to send again. A replica's refusal also tells the topology, once
+    // the replies already read have been handed out (writes leave only at the end of the turn).
+    if (frame[0] === MINUS && isRefusal(frame)) {
+      if (isReplicaError(frame)) {
+        this.#replicaSeen = true
+        queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
+      }
+      if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this, frame) === true) frame = RETRIED
     }
     if (!slot.cancelled && frame !== RETRIED) slot.sink.onReply(slot, frame)
     // Only an abandoned large command's own reply is left to come: close now.
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
-    else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+    else if (this.#inflight.length === 0) {
+      if (this.#state === 'ready') this.onIdle?.(this)
+      else if (this.#state === 'retiring') this.destroy(this.#closeError ?? undefined) // the last reply due is in
+    }
   }
 
   /**

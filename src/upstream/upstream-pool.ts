@@ -93,9 +93,12 @@ export class UpstreamPool {
   }
 
   /**
-   * A new epoch: every connection of an older one is closed now (its commands in flight fail;
-   * nothing more is written to it). Holders see their connection close as on any failure: lanes
-   * go, pinned clients in a transaction or subscription are disconnected, watchers re-arm.
+   * A new epoch: nothing more is written to any connection of an older one, and each is closed
+   * (see UpstreamConnection.retire): commands that never left respool go back to their clients to
+   * be sent again; commands in flight fail, except on a connection where the node itself said it
+   * is a replica, whose replies are read first. Holders see their connection close as on any
+   * failure: lanes go, pinned clients in a transaction or subscription are disconnected,
+   * watchers re-arm.
    */
   #onTopologyChange (reason: string | null): void {
     const epoch = this.#topology.epoch
@@ -107,7 +110,7 @@ export class UpstreamPool {
     for (const conn of [...this.#all]) {
       if (conn.epoch === epoch) continue
       this.#all.delete(conn)
-      conn.destroy(new UpstreamClosedError(`the master changed (${reason}); connection to the old master closed, the command may or may not have run`))
+      conn.retire(new UpstreamClosedError(`the master changed (${reason}); connection to the old master closed, the command may or may not have run`))
     }
   }
 
@@ -244,7 +247,12 @@ export class UpstreamPool {
       if (conn.epoch === this.#topology.epoch) {
         for (const old of this.#all) if (!old.isReady) this.#all.delete(old)
         this.#all.add(conn)
-        conn.onSignal = (c, signal) => { this.#topology.report(signal, c.epoch, `connection ${c.id}: ${signal === 'lost' ? 'closed by the server' : 'a replica\'s error reply'}`) }
+        conn.onSignal = (c, signal) => {
+          // The node is a replica: every connection to it runs no more writes, so each may
+          // finish reading the replies due on it when the topology moves on (retire).
+          if (signal === 'readonly') for (const other of this.#all) if (other.epoch === c.epoch && other.peer === c.peer) other.markReplica()
+          this.#topology.report(signal, c.epoch, `connection ${c.id}: ${signal === 'lost' ? 'closed by the server' : 'a replica\'s error reply'}`)
+        }
         this.#topology.confirmed(conn.epoch)
         return conn
       }
