@@ -235,6 +235,29 @@ export class ParkingLot {
   }
 
   /**
+   * Blocking waits that are on their way or in Redis, when every arm with keys to watch waits on
+   * exactly those keys; null while one is about to change its wait. With Redis's
+   * `blocked_clients` equal to this, a push is seen the moment Redis runs it (tests use this to
+   * push only then).
+   */
+  settledWaits (): number | null {
+    let n = 0
+    for (const watcher of this.#watchers.values()) {
+      if (watcher.serving > 0 || watcher.scheduled || watcher.sweeping) return null
+      for (const arm of watcher.arms) {
+        const queues = this.#tracked(watcher) ? [] : this.#wantedQueues(watcher, arm)
+        if (queues.length === 0) {
+          if (arm.waitingOn !== null) return null
+          continue
+        }
+        if (arm.waitingOn !== this.#waitFrame(arm, queues).signature) return null
+        n++
+      }
+    }
+    return n
+  }
+
+  /**
    * Tries `cmd` at once; if it gets nothing, parks it until one of its keys has data or its
    * timeout (`timeoutMs`, 0 = forever, counted from now) passes. The client's reply comes
    * through `client.onParkedReply`, exactly once, unless it is cancelled first.

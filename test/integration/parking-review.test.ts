@@ -74,6 +74,16 @@ async function runMulti (port: number, dataPort: number, p: ProxyServer | null, 
     }
     const pusher = await RawClient.connect(dataPort)
     const pf = new FrameReader(pusher)
+    if (p !== null) {
+      // Push only once the watchers' blocking waits are in Redis, as the direct clients' are:
+      // Redis then hands the element over at the push, as it does to a blocked client.
+      await waitFor(async () => {
+        const waits = p.parking?.settledWaits() ?? null
+        if (waits === null || waits === 0) return false
+        pusher.write(cmd('INFO', 'clients'))
+        return new RegExp(`\r\nblocked_clients:${waits}\r\n`).test(await pf.next())
+      }, 'the watchers blocked in Redis on the parked keys')
+    }
     pusher.write(Buffer.concat(m.pushes.map((push) => cmd(...push))))
     const out = [...await pf.take(m.pushes.length)]
     for (const f of fs) out.push(await f.next(3000).catch((err: Error) => `(${err.message})`))
