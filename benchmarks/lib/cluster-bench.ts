@@ -78,6 +78,21 @@ async function startCluster (): Promise<TestCluster> {
   }
 }
 
+/** Waits until every node reports cluster_state:ok and the same slot map covering all 16384 slots (redis-cli refuses to reshard before). */
+async function settled (cluster: TestCluster): Promise<void> {
+  for (let i = 0; ; i++) {
+    const views = await Promise.all(cluster.nodes.map(async (n) => {
+      const ok = /cluster_state:ok/.test(String(await n.admin.call('CLUSTER', 'INFO')))
+      const ranges = await n.admin.call('CLUSTER', 'SLOTS') as Array<[number, number, [string, number]]>
+      const covered = ranges.reduce((a, [start, end]) => a + Number(end) - Number(start) + 1, 0)
+      return ok && covered === 16384 ? ranges.map(([start, end, m]) => `${start}-${end}:${m[1]}`).sort().join(',') : null
+    }))
+    if (views.every((v) => v !== null && v === views[0])) return
+    if (i > 400) throw new Error('the cluster\'s nodes do not agree on the slot map')
+    await delay(50)
+  }
+}
+
 async function run (cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null, out: string }> {
   const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
   let out = ''
@@ -260,6 +275,7 @@ async function reshardUnderLoad (target: Target, cfg: ClusterBenchConfig, respoo
   await delay(1000)
   load.mark('before')
   await delay(2000)
+  await settled(cluster)
   const [a, b] = cluster.nodes
   const [from, to] = (reshards++ % 2 === 0) ? [a, b] : [b, a]
   load.mark('during')
@@ -268,7 +284,7 @@ async function reshardUnderLoad (target: Target, cfg: ClusterBenchConfig, respoo
     '--cluster-slots', String(cfg.reshardSlots), '--cluster-yes', '--cluster-pipeline', '100'], 120_000)
   const tookMs = performance.now() - t0
   load.mark('after')
-  await delay(2000)
+  await Promise.all([delay(2000), settled(cluster)])
   const segments = await load.stop()
   if (r.code !== 0) throw new Error(`redis-cli --cluster reshard failed: ${r.out.slice(-500)}`)
   progress(`resharding ${cfg.reshardSlots} slots under load, ${target}: ${Math.round(tookMs)} ms; ${segments.map((s) => `${s.name} p99 ${ms(s.p99Us).toFixed(2)} ms, ${sumErrors(s.errors)} errors`).join('; ')}`)

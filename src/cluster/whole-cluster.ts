@@ -72,6 +72,7 @@ export class WholeCluster {
       case 'info':
         return this.#info(cmd, resp, done, onRedirect)
       case 'script':
+        if (cmd.argc < 2) return undefined // Redis's arity error, from any master
         switch (cmd.keyword(1)) {
           case 'load':
             return go('all_succeeded', (reply) => {
@@ -87,6 +88,7 @@ export class WholeCluster {
             return errorReply(`ERR respool: 'SCRIPT ${cmd.keyword(1).toUpperCase()}' is not supported in cluster mode`)
         }
       case 'function':
+        if (cmd.argc < 2) return undefined
         switch (cmd.keyword(1)) {
           case 'load':
           case 'delete':

@@ -228,6 +228,7 @@ test('SCRIPT LOAD/EXISTS/FLUSH reach every master and EVALSHA works on keys of e
     const twinPartial = await twin.both('SCRIPT', 'EXISTS', partial, plainSha)
     assert.equal(twinPartial[0], '*2\r\n:0\r\n:1\r\n')
     await twin.same('SCRIPT', 'EXISTS')
+    await twin.same('SCRIPT')
     await twin.same('SCRIPT', 'LOAD')
     await twin.same('SCRIPT', 'LOAD', 'return +')
     assert.equal(await twin.same('SCRIPT', 'FLUSH', 'ASYNC'), '+OK\r\n')
@@ -282,6 +283,7 @@ test('FUNCTION LOAD/DELETE/FLUSH/RESTORE reach every master; FCALL works on keys
     assert.equal(await twin.same('FUNCTION', 'DELETE', 'ks'), '+OK\r\n')
     for (const node of cluster.nodes) assert.deepEqual(await node.client.call('FUNCTION', 'LIST'), [])
     await twin.same('FUNCTION', 'DELETE', 'ks')
+    await twin.same('FUNCTION')
     await twin.same('FCALL', 'ksset', '1', 'fn:0', 'v')
     // RESTORE of the dump taken through respool brings the library back on every master.
     const payload = bulkElements(`*1\r\n${dump}`)[0]
