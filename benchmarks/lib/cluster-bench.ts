@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import {
-  WORKERS_DIR, median, progress, redisBenchmark, rotated, startRedis, startRespool, stopChild, track, type Server
+  WORKERS_DIR, median, parseCsv, progress, redisBenchmark, rotated, startRedis, startRespool, stopChild, track, type Server
 } from './harness.js'
 import type { Table } from './table.js'
 
@@ -257,13 +257,15 @@ function loadConfig (target: Target, cfg: ClusterBenchConfig, depth: number, res
 
 /** redis-benchmark --cluster against the cluster itself. */
 async function redisBenchmarkCluster (port: number, a: { clients: number, pipeline: number, requests: number, tests: string[], keyspace: number }): Promise<Awaited<ReturnType<typeof redisBenchmark>>> {
-  const { parseCsv } = await import('./harness.js')
   const t0 = performance.now()
   const r = await run('redis-benchmark', ['--cluster', '-h', '127.0.0.1', '-p', String(port), '-c', String(a.clients), '-P', String(a.pipeline), '-n', String(a.requests),
     '-r', String(a.keyspace), '-d', '3', '-t', a.tests.join(','), '--csv'], 120_000)
   const { lines, notes } = parseCsv(r.out)
   return { lines, notes: notes.filter((n) => !/^Cluster has|^Master \d|^\d+ slots|^$/.test(n)), wallMs: performance.now() - t0, cpu: null, timedOut: false, exitCode: r.code }
 }
+
+/** Reshardings so far: the direction alternates, so the slot map swings back and forth. */
+let reshardRuns = 0
 
 /**
  * The load at -P 1 for a while, then `redis-cli --cluster reshard` of `reshardSlots` slots (and
@@ -277,7 +279,7 @@ async function reshardUnderLoad (target: Target, cfg: ClusterBenchConfig, respoo
   await delay(2000)
   await settled(cluster)
   const [a, b] = cluster.nodes
-  const [from, to] = (reshards++ % 2 === 0) ? [a, b] : [b, a]
+  const [from, to] = (reshardRuns++ % 2 === 0) ? [a, b] : [b, a]
   load.mark('during')
   const t0 = performance.now()
   const r = await run('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', from.id, '--cluster-to', to.id,
@@ -290,7 +292,6 @@ async function reshardUnderLoad (target: Target, cfg: ClusterBenchConfig, respoo
   progress(`resharding ${cfg.reshardSlots} slots under load, ${target}: ${Math.round(tookMs)} ms; ${segments.map((s) => `${s.name} p99 ${ms(s.p99Us).toFixed(2)} ms, ${sumErrors(s.errors)} errors`).join('; ')}`)
   return { target, round, tookMs, segments }
 }
-let reshards = 0
 
 function tables (cfg: ClusterBenchConfig, rows: RunRow[], runs: ClusterBenchReport['reshards']): Table[] {
   const out: Table[] = []
