@@ -190,17 +190,25 @@ async function underLoadUntilPromoted (slot: number, replica: ClusterNodeHandle,
   return { errors, knownAt }
 }
 
-test('CLUSTER FAILOVER on a replica under load: no client sees an error, writes go on on the new master', { timeout: 60_000 }, async () => {
+test('CLUSTER FAILOVER on a replica under load: no client sees an error, writes go on on the new master, EVALSHA of a script loaded before works there', { timeout: 60_000 }, async () => {
   await reader.flushall()
   const [master] = await cluster.masters()
   const replica = await cluster.replicaOf(master)
   const slot = (await firstSlotOf(master))
+  // A script loaded through respool before the failover (Redis 7 does not replicate SCRIPT LOAD).
+  const sha = String(await reader.script('LOAD', 'return redis.call("INCR", KEYS[1])'))
   const { errors } = await underLoadUntilPromoted(slot, replica, async () => {
     assert.equal(await replica.client.call('CLUSTER', 'FAILOVER'), 'OK')
   })
   assert.deepEqual(errors, [])
   await cluster.settled()
   assert.ok((await cluster.masters()).includes(replica))
+  // EVALSHA for a key of the promoted replica works: respool loads the script there on NOSCRIPT.
+  let key = 'sha:0'
+  for (let i = 1; (await cluster.ownerOf(calculateSlot(key))) !== replica; i++) key = `sha:${i}`
+  assert.deepEqual(await replica.client.call('SCRIPT', 'EXISTS', sha), [0], 'the new master never saw the script')
+  assert.equal(await reader.evalsha(sha, 1, key), 1)
+  assert.equal(await reader.evalsha(sha, 1, key), 2)
 })
 
 async function firstSlotOf (master: ClusterNodeHandle): Promise<number> {
