@@ -7,6 +7,8 @@ import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ClusterLanes } from './cluster-lanes.js'
 import type { ClusterNode, ClusterTopology } from './cluster-topology.js'
 import { commandSlot, keyIndexes, keySlot } from './keys.js'
+import { clusterDisabledInInfo } from './info-reply.js'
+import { WholeCluster } from './whole-cluster.js'
 
 /** Redis's own wording (a cluster node's reply to keys of several slots). */
 export const CROSSSLOT = errorReply('CROSSSLOT Keys in request don\'t hash to the same slot')
@@ -24,10 +26,10 @@ const MINUS = 0x2d
 
 /**
  * Keyless commands whose answer on one node would be silently wrong for the whole cluster
- * (Redis 7 marks them request_policy all_shards/all_nodes): refused rather than answered for a
- * third of the data. INFO and PING, also all_shards, are answered by one master.
+ * (Redis 7 marks them request_policy all_shards/all_nodes) and that whole-cluster.ts does not
+ * answer for every master: refused rather than answered for a third of the data.
  */
-const WHOLE_CLUSTER = new Set(['dbsize', 'keys', 'scan', 'randomkey', 'flushall', 'flushdb', 'script', 'function', 'wait', 'waitaof'])
+const WHOLE_CLUSTER = new Set(['wait', 'waitaof'])
 
 /** Multi-key commands split by slot and merged into the reply one Redis would give. */
 type Merge = 'mget' | 'mset' | 'sum'
@@ -49,12 +51,19 @@ export type ClusterDone = (reply: Buffer) => void
 export class ClusterDispatcher {
   readonly topology: ClusterTopology
   readonly lanes: ClusterLanes
+  readonly whole: WholeCluster
   redirects = 0
   retries = 0
 
   constructor (topology: ClusterTopology, lanes: ClusterLanes) {
     this.topology = topology
     this.lanes = lanes
+    this.whole = new WholeCluster(topology, (frame, slot, resp, done, onRedirect) => { this.send(frame, slot, resp, done, onRedirect) })
+  }
+
+  /** Sends one command to the master of `slot` (-1: any master), with redirects and retries handled. */
+  send (frame: Buffer, slot: number, resp: 2 | 3, done: ClusterDone, onRedirect: () => void): void {
+    new Request(this, frame, slot, resp, done, onRedirect).go()
   }
 
   /**
@@ -70,6 +79,8 @@ export class ClusterDispatcher {
     if (WHOLE_CLUSTER.has(name)) {
       return toRespError(new CommandRefusedError(`'${name.toUpperCase()}' would need every cluster node and is not supported in cluster mode`))
     }
+    const whole = this.whole.run(cmd, resp, done, onRedirect)
+    if (whole !== undefined) return whole
     const slot = commandSlot(cmd)
     if (slot === -2) {
       const merge = SPLIT.get(name)
@@ -77,7 +88,7 @@ export class ClusterDispatcher {
       this.#split(cmd, merge, resp, done, onRedirect)
       return null
     }
-    const finish: ClusterDone = name === 'info' ? (reply) => { done(clusterDisabledInInfo(reply)) } : done
+    const finish: ClusterDone = name === 'info' ? (reply) => { done(clusterDisabledInInfo(reply)) } : this.whole.scripts.around(cmd, slot ?? -1, resp, done, onRedirect)
     new Request(this, cmd.frame, slot ?? -1, resp, finish, onRedirect).go()
     return null
   }
@@ -225,15 +236,6 @@ function clusterCommand (cmd: RespCommand): Buffer {
     return integer(keySlot(cmd.arg(2)))
   }
   return CLUSTER_DISABLED
-}
-
-/** INFO from a cluster node says cluster_enabled:1; the client is talking to one ordinary Redis. */
-function clusterDisabledInInfo (reply: Buffer): Buffer {
-  const at = reply.indexOf('cluster_enabled:1')
-  if (at === -1) return reply
-  const out = Buffer.from(reply)
-  out[at + 'cluster_enabled:'.length] = 0x30 // '0': same length, so the frame's length prefix stays right
-  return out
 }
 
 /**
