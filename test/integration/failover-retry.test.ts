@@ -115,7 +115,8 @@ test('a fixed upstream demoted (FAILOVER) and promoted back: refused writes and 
   after(() => { directA.disconnect() })
   const directB = new Redis({ port: b.port, host: '127.0.0.1' })
   after(() => { directB.disconnect() })
-  await waitFor(async () => /master_link_status:up/.test(await directB.info('replication')), 'b replicates a')
+  // FAILOVER needs the master's own view of its replica to be online (it lags the replica's).
+  await waitFor(async () => /state=online/.test(await directA.info('replication')), 'a sees b online')
   const proxy = await startProxy({ upstream: a.url, poolSize: 4, acquireTimeoutMs: 8000, reconnectMaxMs: 50 })
   after(async () => { await proxy.destroy() })
   const bystanders = await startCheckedBystanders(proxy.address.port, { count: 4, pipeline: 40, pauseMs: 0 })
@@ -131,7 +132,7 @@ test('a fixed upstream demoted (FAILOVER) and promoted back: refused writes and 
   const refusedRounds = bystanders.rounds
   // respool is refused by ROLE for a while: its clients' commands wait.
   await new Promise((resolve) => setTimeout(resolve, 500))
-  await waitFor(async () => /master_link_status:up/.test(await directA.info('replication')), 'a replicates b', 10000)
+  await waitFor(async () => /master_link_status:up/.test(await directA.info('replication')) && /state=online/.test(await directB.info('replication')), 'a replicates b, and b sees it online', 10000)
   await directB.call('FAILOVER', 'TO', '127.0.0.1', String(a.port))
   await waitFor(async () => /^role:master/m.test(await directA.info('replication')), 'a is the master again', 10000)
   await bystanders.moreRounds(3, 20000)
@@ -219,7 +220,8 @@ test('a command that ran on a demoted master behind a refused one: the refused o
   after(() => { directA.disconnect() })
   const directB = new Redis({ port: b.port, host: '127.0.0.1' })
   after(() => { directB.disconnect() })
-  await waitFor(async () => /master_link_status:up/.test(await directB.info('replication')), 'b replicates a')
+  // FAILOVER needs the master's own view of its replica to be online (it lags the replica's).
+  await waitFor(async () => /state=online/.test(await directA.info('replication')), 'a sees b online')
   const proxy = await startProxy({ upstream: a.url, poolSize: 4, acquireTimeoutMs: 8000, reconnectMaxMs: 50 })
   after(async () => { await proxy.destroy() })
   const client = await RawClient.connect(proxy.address.port)
