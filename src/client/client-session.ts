@@ -31,6 +31,8 @@ import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
+import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_SHARED } from '../cluster/cluster-client.js'
+import type { ClusterPins } from '../cluster/cluster-pins.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
@@ -65,6 +67,8 @@ export interface SessionContext {
   pubsub: PubsubHub | null
   /** Cluster mode (--cluster): commands go to the master of their keys' slot (null: one upstream). */
   cluster?: ClusterDispatcher | null
+  /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
+  clusterPins?: ClusterPins | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -195,6 +199,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #member: HubMember | null = null
   /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
   #clusterBarrier = false
+  /** Cluster mode: this client's transaction and blocking commands (made on first use). */
+  #clusterClient: ClusterClient | null = null
+  /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
+  #clusterRoute = ROUTE_SHARED
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -681,8 +689,19 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   #clusterKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
     const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
+    const pins = this.#ctx.clusterPins
+    if (pins != null) {
+      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs)
+      const route = client.route(cmd, kind)
+      if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
+    }
     switch (kind) {
       case Kind.SHARED:
+        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null) {
+          // The subscriber connection is on the master PUBLISH goes to: count respool's subscribers.
+          const hub = this.#ctx.pubsub
+          return this.#clusterForward(slot, cmd, cluster, (reply) => hub.adjustPublish(cmd.arg(1), reply))
+        }
         return this.#clusterForward(slot, cmd, cluster)
       case Kind.SELECT:
         if (cmd.argc !== 2) return this.#local(slot, local.wrongArity('select'))
@@ -702,9 +721,13 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.UNWATCH:
         return this.#local(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
       case Kind.BLOCKING:
-        return refuse(`blocking commands (${cmd.name.toUpperCase()}) are`)
+        if (cmd.name === 'wait' || cmd.name === 'waitaof') return refuse(`${cmd.name.toUpperCase()} is`)
+        return this.#clusterForward(slot, cmd, cluster) // a timeout Redis refuses: its error
       case Kind.SUBSCRIBE:
       case Kind.UNSUBSCRIBE:
+        // Channels and patterns: the shared subscriber connection (on one master; a cluster
+        // broadcasts PUBLISH to every node).
+        if (this.#ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
         return refuse(`${cmd.name.toUpperCase()} is`)
       case Kind.MONITOR:
         return refuse('MONITOR is')
@@ -716,8 +739,44 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
   }
 
+  /** Cluster mode: what a transaction or a blocking command needs of this session. */
+  readonly #clusterHost = ((session: ClientSession) => ({
+    get resp (): 2 | 3 { return session.state.resp },
+    lost: (): void => {
+      // The transaction or WATCH is gone with its connection: the client is closed, as a
+      // direct connection would be (its next commands must not run outside the transaction).
+      session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
+      session.#endAfterReplies(true)
+    }
+  }))(this)
+
+  /**
+   * Cluster mode: a transaction's command or a blocking command (ClusterClient). A command that
+   * runs on another connection than the client's commands in flight waits for their replies
+   * (Redis orders per connection only); a blocking command waits for all of them, and the
+   * commands after it wait for it.
+   */
+  #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
+    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route !== this.#clusterRoute)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const now = client.run(cmd, kind, (reply) => { this.#clusterReply(slot, reply) })
+    if (now !== null) return this.#local(slot, now)
+    if (route !== ROUTE_NONE) this.#clusterRoute = route
+    this.#pending.shift()
+    this.#inflight++
+    return true
+  }
+
   /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
-  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
+  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher, adjust?: (reply: Buffer) => Buffer): boolean {
+    if (this.#inflight > 0 && this.#clusterRoute !== ROUTE_SHARED) {
+      // The client's commands in flight are on its pinned connection: this one must not overtake them.
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterRoute = ROUTE_SHARED
     if (this.#clusterBarrier) {
       if (this.#inflight > 0) {
         // A command ahead was redirected and is on its way again: this one must not overtake it.
@@ -726,7 +785,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       }
       this.#clusterBarrier = false
     }
-    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, reply) }, () => { this.#clusterBarrier = true })
+    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, adjust !== undefined ? adjust(reply) : reply) }, () => { this.#clusterBarrier = true })
     if (now !== null) return this.#local(slot, now)
     this.#pending.shift()
     this.#inflight++
@@ -1130,6 +1189,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return false
     }
     this.#endLease()
+    this.#clusterClient?.reset()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
@@ -1692,6 +1752,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamConn = null
     }
     this.#endLease()
+    this.#clusterClient?.close()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity()
     if (this.#waiter !== null) {

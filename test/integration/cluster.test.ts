@@ -172,10 +172,10 @@ test('slots moved by hand (MOVED) and half-moved (ASK) under load: no client see
   assert.ok((proxy.cluster?.redirects ?? 0) > 0, 'respool followed redirects')
 })
 
-test('a pool smaller than one connection per master plus one is refused at start', async () => {
+test('a pool smaller than one connection per master, one for slot-map fetches and one pin is refused at start', async () => {
   await assert.rejects(startProxy({ cluster: [`127.0.0.1:${cluster.nodes[1].port}`], poolSize: 3 }), (err: Error) => {
     assert.ok(err instanceof ConfigError)
-    assert.match(err.message, /pool-size: 3 is too small for a cluster of 3 masters.*--pool-size 4 at least/)
+    assert.match(err.message, /pool-size: 3 is too small for a cluster of 3 masters.*--pool-size 5 at least/)
     return true
   })
 })
