@@ -7,6 +7,7 @@ import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
+import { setTimeout as delay } from 'node:timers/promises'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 // Transactions, blocking commands and pub/sub through respool in cluster mode: one 3-master
@@ -192,4 +193,132 @@ test('a slot that moves during a transaction: the client gets an error and EXECA
   for (const c of [cmd('WATCH', '{mv}d'), cmd('MULTI'), cmd('INCR', '{mv}d'), cmd('EXEC')]) replies.push(await step(c))
   assert.deepEqual(replies, ['+OK\r\n', '+OK\r\n', '+QUEUED\r\n', '*1\r\n:3\r\n'])
   client.socket.destroy()
+})
+
+/** Waits until `node` shows a respool connection blocked in `command` (CLIENT LIST). */
+async function blockedOn (node: ClusterNodeHandle, command: string, want = true): Promise<void> {
+  const deadline = Date.now() + 5000
+  for (;;) {
+    const list = String(await node.client.call('CLIENT', 'LIST'))
+    const found = list.split('\n').some((line) => line.includes('name=respool') && line.includes(`cmd=${command}`) && / flags=\S*b/.test(line))
+    if (found === want) return
+    if (Date.now() > deadline) throw new Error(`no respool connection ${want ? '' : 'no longer '}blocked in ${command} on ${node.port}:\n${list}`)
+    await delay(10)
+  }
+}
+
+test('blocking commands on one slot: timeouts byte for byte as one Redis, hand-off by another client, CROSSSLOT across slots', async () => {
+  const timeouts = [
+    cmd('BLPOP', '{b}none', '0.05'), cmd('BRPOP', '{b}none', '{b}none2', '0.05'), cmd('BZPOPMIN', '{b}z', '0.05'),
+    cmd('BLMOVE', '{b}none', '{b}dst', 'LEFT', 'RIGHT', '0.05'), cmd('XREAD', 'BLOCK', '50', 'STREAMS', '{b}s', '$'),
+    cmd('BLPOP', '{b}none', 'notanumber'), cmd('BLPOP', '{b}none', '-1'), cmd('BLMPOP', '0.05', '1', '{b}none', 'LEFT'),
+    cmd('HELLO', '3'), cmd('BLPOP', '{b}none', '0.05')
+  ]
+  const [viaProxy, direct] = await Promise.all([typed(proxy.address.port, timeouts), typed(standalone.port, timeouts)])
+  assert.deepEqual(viaProxy.slice(0, 8), direct.slice(0, 8))
+  assert.equal(viaProxy[9], direct[9])
+  const [cross] = await typed(proxy.address.port, [cmd('BLPOP', 'one-slot', 'another-slot', '0')])
+  assert.equal(cross, '-CROSSSLOT Keys in request don\'t hash to the same slot\r\n')
+
+  // Hand-off: a waiter on the key's owner gets what another client pushes through respool.
+  const owner = await cluster.ownerOf(calculateSlot('{b}list'))
+  const waiter = await RawClient.connect(proxy.address.port)
+  const pusher = new Redis({ port: proxy.address.port, host: '127.0.0.1' })
+  try {
+    const reader = new FrameReader(waiter)
+    waiter.write(cmd('BLPOP', '{b}list', '0'))
+    await blockedOn(owner, 'blpop')
+    await pusher.lpush('{b}list', 'x')
+    assert.equal(await reader.next(5000), '*2\r\n$7\r\n{b}list\r\n$1\r\nx\r\n')
+    // Commands pipelined behind a blocking command run after it, as in Redis.
+    waiter.write(Buffer.concat([cmd('BZPOPMIN', '{b}zz', '0'), cmd('ZCARD', '{b}zz'), cmd('XREAD', 'BLOCK', '0', 'STREAMS', '{b}st', '$')]))
+    await blockedOn(owner, 'bzpopmin')
+    await pusher.zadd('{b}zz', 5, 'm', 7, 'n')
+    assert.equal(await reader.next(5000), '*3\r\n$5\r\n{b}zz\r\n$1\r\nm\r\n$1\r\n5\r\n')
+    assert.equal(await reader.next(5000), ':1\r\n')
+    await blockedOn(owner, 'xread')
+    const id = await pusher.xadd('{b}st', '*', 'f', 'v')
+    assert.equal(await reader.next(5000), `*1\r\n*2\r\n$5\r\n{b}st\r\n*1\r\n*2\r\n$${String(id).length}\r\n${String(id)}\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n`)
+  } finally {
+    waiter.socket.destroy()
+    pusher.disconnect()
+  }
+})
+
+test('a client that leaves while blocked takes nothing: the element pushed later stays in the list', async () => {
+  const owner = await cluster.ownerOf(calculateSlot('{gone}q'))
+  const waiter = await RawClient.connect(proxy.address.port)
+  waiter.write(cmd('BLPOP', '{gone}q', '0'))
+  await blockedOn(owner, 'blpop')
+  waiter.socket.destroy()
+  await blockedOn(owner, 'blpop', false)
+  await owner.client.lpush('{gone}q', 'kept')
+  assert.equal(await owner.client.llen('{gone}q'), 1)
+})
+
+test('a slot that moves while a client waits in BLPOP: the client gets the element pushed on the new owner, never a redirect', async () => {
+  const slot = calculateSlot('{mbq}')
+  const from = await cluster.ownerOf(slot)
+  const to = cluster.nodes.find((n) => n !== from) as ClusterNodeHandle
+  const waiter = await RawClient.connect(proxy.address.port)
+  const reader = new FrameReader(waiter)
+  waiter.write(cmd('BLPOP', '{mbq}q', '0'))
+  await blockedOn(from, 'blpop')
+  await moveSlot(cluster, slot, to)
+  // The old owner unblocks the waiter (-MOVED, nothing popped) within a second; respool waits again on the new owner.
+  await blockedOn(to, 'blpop')
+  await to.client.lpush('{mbq}q', 'after-move')
+  assert.equal(await reader.next(5000), '*2\r\n$6\r\n{mbq}q\r\n$10\r\nafter-move\r\n')
+  // With a timeout, the rest of it applies on the new owner.
+  await moveSlot(cluster, slot, from)
+  const started = Date.now()
+  waiter.write(cmd('BLPOP', '{mbq}q', '1'))
+  assert.equal(await reader.next(5000), '*-1\r\n')
+  assert.ok(Date.now() - started < 2500, `the timeout was not shortened: ${Date.now() - started} ms`)
+  waiter.socket.destroy()
+})
+
+test('SUBSCRIBE and PSUBSCRIBE hear PUBLISH on every node through one shared connection; PUBLISH counts like one Redis', async () => {
+  const subscriber = await RawClient.connect(proxy.address.port)
+  const psubscriber = await RawClient.connect(proxy.address.port)
+  const direct = [await RawClient.connect(standalone.port), await RawClient.connect(standalone.port)]
+  const subReader = new FrameReader(subscriber)
+  const psubReader = new FrameReader(psubscriber)
+  try {
+    for (const [client, reader] of [[subscriber, subReader], [direct[0], new FrameReader(direct[0])]] as const) {
+      client.write(cmd('SUBSCRIBE', 'news'))
+      assert.equal(await reader.next(5000), '*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n')
+    }
+    for (const [client, reader] of [[psubscriber, psubReader], [direct[1], new FrameReader(direct[1])]] as const) {
+      client.write(cmd('PSUBSCRIBE', 'ne*'))
+      assert.equal(await reader.next(5000), '*3\r\n$10\r\npsubscribe\r\n$3\r\nne*\r\n:1\r\n')
+    }
+    // PUBLISH through respool answers what the standalone Redis answers for the same subscribers.
+    const [viaProxy] = await typed(proxy.address.port, [cmd('PUBLISH', 'news', 'hello')])
+    const [viaRedis] = await typed(standalone.port, [cmd('PUBLISH', 'news', 'hello')])
+    assert.equal(viaProxy, viaRedis)
+    assert.equal(await subReader.next(5000), '*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n')
+    assert.equal(await psubReader.next(5000), '*4\r\n$8\r\npmessage\r\n$3\r\nne*\r\n$4\r\nnews\r\n$5\r\nhello\r\n')
+    // Published directly on each node: heard through respool.
+    for (const node of cluster.nodes) {
+      await node.client.publish('news', `from-${node.port}`)
+      assert.equal(await subReader.next(5000), `*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$${`from-${node.port}`.length}\r\nfrom-${node.port}\r\n`)
+      assert.equal(await psubReader.next(5000), `*4\r\n$8\r\npmessage\r\n$3\r\nne*\r\n$4\r\nnews\r\n$${`from-${node.port}`.length}\r\nfrom-${node.port}\r\n`)
+    }
+    // The shared connection is killed on its node: respool subscribes again, the clients stay subscribed.
+    for (const node of cluster.nodes) await node.client.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+    const deadline = Date.now() + 5000
+    let heard = ''
+    while (heard === '' && Date.now() < deadline) {
+      await cluster.nodes[2].client.publish('news', 'again')
+      heard = await subReader.next(200).catch(() => '')
+    }
+    assert.equal(heard, '*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nagain\r\n')
+    // Sharded pub/sub and MONITOR stay refused in cluster mode.
+    const [ssub, monitor] = await typed(proxy.address.port, [cmd('SSUBSCRIBE', 'news'), cmd('MONITOR')])
+    assert.match(ssub, /^-ERR respool: SSUBSCRIBE is not supported in cluster mode/)
+    assert.match(monitor, /^-ERR respool: MONITOR is not supported in cluster mode/)
+  } finally {
+    for (const c of [subscriber, psubscriber, ...direct]) c.socket.destroy()
+  }
 })
