@@ -322,3 +322,42 @@ test('SUBSCRIBE and PSUBSCRIBE hear PUBLISH on every node through one shared con
     for (const c of [subscriber, psubscriber, ...direct]) c.socket.destroy()
   }
 })
+
+test('200 clients mixing GET, MULTI and BLPOP: respool\'s connections on all nodes together stay within --pool-size', async () => {
+  const masters = cluster.nodes.length
+  const share = POOL_SIZE - (masters - 1) // every other master keeps its shared lane
+  const counts = { most: 0, mostPerNode: 0, samples: 0 }
+  let sampling = true
+  const sampler = (async () => {
+    while (sampling) {
+      const perNode = await Promise.all(cluster.nodes.map(async (node) => String(await node.client.call('CLIENT', 'LIST')).split('\n').filter((line) => line.includes(' name=respool ')).length))
+      counts.most = Math.max(counts.most, perNode.reduce((a, b) => a + b, 0))
+      counts.mostPerNode = Math.max(counts.mostPerNode, ...perNode)
+      counts.samples++
+      await delay(5)
+    }
+  })()
+  const clients = Array.from({ length: 200 }, () => new Redis({ port: proxy.address.port, host: '127.0.0.1', maxRetriesPerRequest: 0 }))
+  try {
+    await Promise.all(clients.map(async (c, i) => {
+      const key = `{load${i}}`
+      for (let n = 0; n < 3; n++) {
+        assert.equal(await c.get(`${key}:missing`), null)
+        const [[err, value]] = await c.multi().incr(`${key}:n`).exec() as Array<[Error | null, unknown]>
+        assert.equal(err, null)
+        assert.equal(value, n + 1)
+        await c.lpush(`${key}:l`, `v${n}`)
+        assert.deepEqual(await c.blpop(`${key}:l`, 5), [`${key}:l`, `v${n}`])
+      }
+      if (i % 10 === 0) assert.equal(await c.blpop(`${key}:empty`, 0.05), null)
+    }))
+  } finally {
+    sampling = false
+    await sampler
+    for (const c of clients) c.disconnect()
+  }
+  assert.ok(counts.samples > 5, `only ${counts.samples} samples`)
+  assert.ok(counts.most <= POOL_SIZE, `respool had ${counts.most} connections open on the nodes together; the bound is ${POOL_SIZE}`)
+  assert.ok(counts.mostPerNode <= share, `one node saw ${counts.mostPerNode} respool connections; its share is ${share}`)
+  assert.ok(counts.most > masters, `pins were used (${counts.most} connections at most)`)
+})
