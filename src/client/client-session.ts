@@ -33,6 +33,7 @@ import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_SHARED } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
+import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
@@ -201,6 +202,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #clusterBarrier = false
   /** Cluster mode: this client's transaction and blocking commands (made on first use). */
   #clusterClient: ClusterClient | null = null
+  /** Cluster mode: this client's shard channels (SSUBSCRIBE), on pins to their slots' masters. */
+  #clusterShards: ClusterShardSubscriptions | null = null
   /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
   #clusterRoute = ROUTE_SHARED
 
@@ -293,13 +296,13 @@ export class ClientSession implements ReplySink, LaneWaiter {
       multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
       sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
       psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
-      ssub: this.#effects.subs.count('shard')
+      ssub: this.#effects.subs.count('shard') + (this.#clusterShards?.count ?? 0)
     }
   }
 
   /** Subscribed to a channel or pattern through the shared fan-out. */
   get sharedSubscribed (): boolean {
-    return this.#member !== null && this.#member.count > 0
+    return (this.#member !== null && this.#member.count > 0) || (this.#clusterShards !== null && this.#clusterShards.count > 0)
   }
 
   /** The protocol and out-of-band path the shared fan-out delivers through. */
@@ -727,6 +730,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.UNSUBSCRIBE:
         // Channels and patterns: the shared subscriber connection (on one master; a cluster
         // broadcasts PUBLISH to every node).
+        if (commandFamily(cmd.name) === 'shard' && pins != null) return this.#clusterShard(slot, cmd, kind, cluster, pins)
         if (this.#ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
         return refuse(`${cmd.name.toUpperCase()} is`)
       case Kind.MONITOR:
@@ -766,6 +770,26 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (route !== ROUTE_NONE) this.#clusterRoute = route
     this.#pending.shift()
     this.#inflight++
+    return true
+  }
+
+  /**
+   * Cluster mode: SSUBSCRIBE/SUNSUBSCRIBE on pins to the masters of the channels' slots. Like
+   * the shared fan-out, it waits for the client's earlier replies (messages must not overtake
+   * them); SSUBSCRIBE completes when Redis confirmed it, SUNSUBSCRIBE is answered at once.
+   */
+  #clusterShard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher, pins: ClusterPins): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient, this.#ctx.config.acquireTimeoutMs)
+    if (kind === Kind.UNSUBSCRIBE) return this.#local(slot, shards.unsubscribe(cmd))
+    const now = shards.subscribe(cmd, (reply) => { this.#clusterReply(slot, reply) })
+    if (now !== null) return this.#local(slot, now)
+    this.#pending.shift()
+    this.#inflight++
+    this.#wait = W_BARRIER
     return true
   }
 
@@ -1190,6 +1214,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#endLease()
     this.#clusterClient?.reset()
+    this.#clusterShards?.reset()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
@@ -1753,6 +1778,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#endLease()
     this.#clusterClient?.close()
+    this.#clusterShards?.close()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity()
     if (this.#waiter !== null) {

@@ -314,9 +314,8 @@ test('SUBSCRIBE and PSUBSCRIBE hear PUBLISH on every node through one shared con
       heard = await subReader.next(200).catch(() => '')
     }
     assert.equal(heard, '*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nagain\r\n')
-    // Sharded pub/sub and MONITOR stay refused in cluster mode.
-    const [ssub, monitor] = await typed(proxy.address.port, [cmd('SSUBSCRIBE', 'news'), cmd('MONITOR')])
-    assert.match(ssub, /^-ERR respool: SSUBSCRIBE is not supported in cluster mode/)
+    // MONITOR stays refused in cluster mode.
+    const [monitor] = await typed(proxy.address.port, [cmd('MONITOR')])
     assert.match(monitor, /^-ERR respool: MONITOR is not supported in cluster mode/)
   } finally {
     for (const c of [subscriber, psubscriber, ...direct]) c.socket.destroy()
@@ -360,4 +359,74 @@ test('200 clients mixing GET, MULTI and BLPOP: respool\'s connections on all nod
   assert.ok(counts.most <= POOL_SIZE, `respool had ${counts.most} connections open on the nodes together; the bound is ${POOL_SIZE}`)
   assert.ok(counts.mostPerNode <= share, `one node saw ${counts.mostPerNode} respool connections; its share is ${share}`)
   assert.ok(counts.most > masters, `pins were used (${counts.most} connections at most)`)
+})
+
+test('SSUBSCRIBE and SPUBLISH answer byte for byte as one Redis, and a shard subscription survives its slot moving', async () => {
+  // One transcript, through respool and against the standalone Redis (which speaks sharded pub/sub too).
+  const transcript = async (port: number): Promise<string[]> => {
+    const sub = await RawClient.connect(port)
+    const pub = await RawClient.connect(port)
+    const subReader = new FrameReader(sub)
+    const pubReader = new FrameReader(pub)
+    const out: string[] = []
+    try {
+      const step = async (c: Buffer, replies = 1): Promise<void> => { sub.write(c); out.push(...await subReader.take(replies, 5000)) }
+      const publish = async (channel: string, message: string, heard: number): Promise<void> => {
+        pub.write(cmd('SPUBLISH', channel, message))
+        out.push(await pubReader.next(5000))
+        if (heard > 0) out.push(...await subReader.take(heard, 5000))
+      }
+      await step(cmd('SSUBSCRIBE', '{s}a', '{s}b'), 2)
+      await step(cmd('SSUBSCRIBE', '{s}a'))
+      await publish('{s}a', 'one', 1)
+      await publish('{s}c', 'nobody', 0)
+      await step(cmd('GET', 'x'))
+      await step(cmd('PING'))
+      await step(cmd('SUNSUBSCRIBE', '{s}zz'))
+      await step(cmd('SUNSUBSCRIBE', '{s}a'))
+      await publish('{s}a', 'gone', 0)
+      await publish('{s}b', 'two', 1)
+      await step(cmd('SUNSUBSCRIBE'))
+      await step(cmd('SUNSUBSCRIBE'))
+      await step(cmd('GET', '{s}x'))
+      return out
+    } finally {
+      sub.socket.destroy()
+      pub.socket.destroy()
+    }
+  }
+  const [viaProxy, direct] = await Promise.all([transcript(proxy.address.port), transcript(standalone.port)])
+  assert.deepEqual(viaProxy, direct)
+  const [cross] = await typed(proxy.address.port, [cmd('SSUBSCRIBE', 'one-slot', 'another-slot')])
+  assert.equal(cross, '-CROSSSLOT Keys in request don\'t hash to the same slot\r\n')
+
+  // The slot moves: the old owner ends the subscription (sunsubscribe); the client never sees
+  // it and keeps getting the channel's messages, now from the new owner.
+  const slot = calculateSlot('{ms}')
+  const from = await cluster.ownerOf(slot)
+  const to = cluster.nodes.find((n) => n !== from) as ClusterNodeHandle
+  const sub = await RawClient.connect(proxy.address.port)
+  const reader = new FrameReader(sub)
+  try {
+    sub.write(Buffer.concat([cmd('HELLO', '3'), cmd('SSUBSCRIBE', '{ms}ch')]))
+    await reader.next(5000)
+    assert.equal(await reader.next(5000), '>3\r\n$10\r\nssubscribe\r\n$6\r\n{ms}ch\r\n:1\r\n')
+    await from.client.call('SPUBLISH', '{ms}ch', 'before')
+    assert.equal(await reader.next(5000), '>3\r\n$8\r\nsmessage\r\n$6\r\n{ms}ch\r\n$6\r\nbefore\r\n')
+    await moveSlot(cluster, slot, to)
+    const deadline = Date.now() + 5000
+    let heard = ''
+    while (heard === '' && Date.now() < deadline) {
+      await to.client.call('SPUBLISH', '{ms}ch', 'after')
+      heard = await reader.next(100).catch(() => '')
+    }
+    assert.equal(heard, '>3\r\n$8\r\nsmessage\r\n$6\r\n{ms}ch\r\n$5\r\nafter\r\n')
+    // Still one subscription, and SPUBLISH through respool reaches it.
+    sub.write(cmd('SUNSUBSCRIBE', '{ms}ch'))
+    let next = await reader.next(5000)
+    while (next.includes('after')) next = await reader.next(5000) // messages published while looking
+    assert.equal(next, '>3\r\n$12\r\nsunsubscribe\r\n$6\r\n{ms}ch\r\n:0\r\n')
+  } finally {
+    sub.socket.destroy()
+  }
 })
