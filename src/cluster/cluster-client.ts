@@ -346,7 +346,9 @@ export class ClusterClient {
           const redirect = parseRedirect(reply, topology)
           if (redirect === null || ++redirects > MAX_REDIRECTS || handle.released) {
             handle.confirm()
-            done(inMulti ? this.#queuedReply(reply, txn) : reply)
+            if (inMulti) done(this.#queuedReply(reply, txn))
+            else if (redirect !== null) done(this.#watchFailed(txn, redirect))
+            else done(reply)
             return
           }
           // Nothing ran: end what was opened there, and start again on the node named.
@@ -355,7 +357,9 @@ export class ClusterClient {
           if (redirect.kind === 'MOVED') topology.moved(redirect.slot, redirect.node)
           handle.asking = redirect.kind === 'ASK'
           to = redirect.kind === 'ASK' ? redirect.node : null
-          attempt()
+          // Nodes that still disagree about the slot (a move settling) are given a moment.
+          if (redirects <= 2) attempt()
+          else setTimeout(attempt, Math.min(200, 20 * redirects)).unref()
         }))
       }, (err: ProxyError) => {
         // No connection: the transaction cannot go on (what was queued behind gets the error
@@ -372,6 +376,15 @@ export class ClusterClient {
       })
     }
     attempt()
+  }
+
+  /**
+   * A WATCH redirected too often (nodes disagreeing about its slot): it watches nothing and
+   * says so, and the transaction that follows it aborts (EXECABORT), as after a failed WATCH.
+   */
+  #watchFailed (txn: number, redirect: Redirect): Buffer {
+    this.#abort(txn)
+    return errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command; last: ${redirect.kind} ${redirect.slot} ${redirect.node.key}`)
   }
 
   /** Sends the command that ends the transaction or the WATCH; the pin goes back once it is answered. */

@@ -68,6 +68,24 @@ async function keyOn (node: ClusterNodeHandle, prefix: string, not = false): Pro
   throw new Error('no such key')
 }
 
+/**
+ * Moves a slot and waits until every node names the new owner (moving a slot back and forth
+ * quickly can leave nodes disagreeing for a moment, redirecting to each other).
+ */
+async function moveSettled (slot: number, to: ClusterNodeHandle): Promise<void> {
+  await moveSlot(cluster, slot, to)
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const owners = await Promise.all(cluster.nodes.map(async (node) => {
+      const ranges = await node.client.call('CLUSTER', 'SLOTS') as Array<[number, number, [string, number]]>
+      return ranges.find(([start, end]) => slot >= start && slot <= end)?.[2][1]
+    }))
+    if (owners.every((port) => port === to.port)) return
+    if (Date.now() > deadline) throw new Error(`the nodes do not agree on slot ${slot}: ${owners.join(', ')}`)
+    await delay(20)
+  }
+}
+
 function noRedirects (replies: string[]): void {
   assert.ok(!replies.some((r) => /^-(MOVED|ASK)/.test(r)), `a redirect reached the client: ${replies.join(' | ')}`)
 }
@@ -165,7 +183,7 @@ test('a slot that moves during a transaction: the client gets an error and EXECA
   const step = async (c: Buffer): Promise<string> => { client.write(c); return await reader.next(5000) }
   const replies: string[] = []
   replies.push(await step(cmd('MULTI')), await step(cmd('SET', '{mv}a', '1')))
-  await moveSlot(cluster, slot, to)
+  await moveSettled(slot, to)
   replies.push(await step(cmd('SET', '{mv}b', '1')), await step(cmd('EXEC')))
   noRedirects(replies)
   assert.deepEqual(replies.slice(0, 2), ['+OK\r\n', '+QUEUED\r\n'])
@@ -175,20 +193,20 @@ test('a slot that moves during a transaction: the client gets an error and EXECA
   // Moved after everything was queued: EXEC on the old owner is refused, the client gets EXECABORT.
   replies.length = 0
   replies.push(await step(cmd('MULTI')), await step(cmd('SET', '{mv}c', '1')))
-  await moveSlot(cluster, slot, from)
+  await moveSettled(slot, from)
   replies.push(await step(cmd('EXEC')))
   noRedirects(replies)
   assert.deepEqual(replies, ['+OK\r\n', '+QUEUED\r\n', '-EXECABORT Transaction discarded because of previous errors.\r\n'])
 
   // respool's map is stale now (the slot moved back behind its back): the first keyed command
   // is redirected before anything ran, so the transaction simply goes to the new owner.
-  await moveSlot(cluster, slot, to)
+  await moveSettled(slot, to)
   replies.length = 0
   for (const c of [cmd('MULTI'), cmd('PING'), cmd('SET', '{mv}d', '1'), cmd('INCR', '{mv}d'), cmd('EXEC')]) replies.push(await step(c))
   assert.deepEqual(replies, ['+OK\r\n', '+QUEUED\r\n', '+QUEUED\r\n', '+QUEUED\r\n', '*3\r\n+PONG\r\n+OK\r\n:2\r\n'])
   assert.equal(await to.client.get('{mv}d'), '2')
   // Same for WATCH on a stale map.
-  await moveSlot(cluster, slot, from)
+  await moveSettled(slot, from)
   replies.length = 0
   for (const c of [cmd('WATCH', '{mv}d'), cmd('MULTI'), cmd('INCR', '{mv}d'), cmd('EXEC')]) replies.push(await step(c))
   assert.deepEqual(replies, ['+OK\r\n', '+OK\r\n', '+QUEUED\r\n', '*1\r\n:3\r\n'])
@@ -264,13 +282,13 @@ test('a slot that moves while a client waits in BLPOP: the client gets the eleme
   const reader = new FrameReader(waiter)
   waiter.write(cmd('BLPOP', '{mbq}q', '0'))
   await blockedOn(from, 'blpop')
-  await moveSlot(cluster, slot, to)
+  await moveSettled(slot, to)
   // The old owner unblocks the waiter (-MOVED, nothing popped) within a second; respool waits again on the new owner.
   await blockedOn(to, 'blpop')
   await to.client.lpush('{mbq}q', 'after-move')
   assert.equal(await reader.next(5000), '*2\r\n$6\r\n{mbq}q\r\n$10\r\nafter-move\r\n')
   // With a timeout, the rest of it applies on the new owner.
-  await moveSlot(cluster, slot, from)
+  await moveSettled(slot, from)
   const started = Date.now()
   waiter.write(cmd('BLPOP', '{mbq}q', '1'))
   assert.equal(await reader.next(5000), '*-1\r\n')
@@ -413,7 +431,7 @@ test('SSUBSCRIBE and SPUBLISH answer byte for byte as one Redis, and a shard sub
     assert.equal(await reader.next(5000), '>3\r\n$10\r\nssubscribe\r\n$6\r\n{ms}ch\r\n:1\r\n')
     await from.client.call('SPUBLISH', '{ms}ch', 'before')
     assert.equal(await reader.next(5000), '>3\r\n$8\r\nsmessage\r\n$6\r\n{ms}ch\r\n$6\r\nbefore\r\n')
-    await moveSlot(cluster, slot, to)
+    await moveSettled(slot, to)
     const deadline = Date.now() + 5000
     let heard = ''
     while (heard === '' && Date.now() < deadline) {
