@@ -7,6 +7,7 @@ import { startRedis, type RedisServer } from '../helpers/redis-server.js'
 import { startProxy } from '../helpers/proxy.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
+import { runScript } from '../helpers/run-program.js'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
@@ -447,4 +448,71 @@ test('SSUBSCRIBE and SPUBLISH answer byte for byte as one Redis, and a shard sub
   } finally {
     sub.socket.destroy()
   }
+})
+
+test('a half-moved slot (ASK): a transaction and a blocking command on a key the old owner no longer has go to the importing node', async () => {
+  const slot = calculateSlot('{ask}')
+  const from = await cluster.ownerOf(slot)
+  const to = cluster.nodes.find((n) => n !== from) as ClusterNodeHandle
+  const client = await RawClient.connect(proxy.address.port)
+  const waiter = await RawClient.connect(proxy.address.port)
+  const reader = new FrameReader(client)
+  const waiterReader = new FrameReader(waiter)
+  const step = async (c: Buffer): Promise<string> => { client.write(c); return await reader.next(5000) }
+  try {
+    await from.client.set('{ask}old', 'here')
+    await moveSlot(cluster, slot, to, async () => {
+      // MIGRATING on the old owner, IMPORTING on the new one; {ask}new exists on neither: -ASK.
+      const replies: string[] = []
+      for (const c of [cmd('MULTI'), cmd('SET', '{ask}new', '1'), cmd('INCR', '{ask}new'), cmd('EXEC')]) replies.push(await step(c))
+      assert.deepEqual(replies, ['+OK\r\n', '+QUEUED\r\n', '+QUEUED\r\n', '*2\r\n+OK\r\n:2\r\n'])
+      assert.equal(await to.client.call('ASKING').then(async () => await to.client.get('{ask}new')), '2')
+      waiter.write(cmd('BLPOP', '{ask}q', '0'))
+      await blockedOn(to, 'blpop')
+    })
+    await to.client.lpush('{ask}q', 'x')
+    assert.equal(await waiterReader.next(5000), '*2\r\n$6\r\n{ask}q\r\n$1\r\nx\r\n')
+    assert.equal(await step(cmd('GET', '{ask}old')), '$4\r\nhere\r\n')
+  } finally {
+    client.socket.destroy()
+    waiter.socket.destroy()
+  }
+})
+
+test('redis-py (non-cluster client) through respool in cluster mode: WATCH transactions under contention, BLPOP, pub/sub', async () => {
+  const script = `
+import redis, threading, sys
+port = int(sys.argv[1])
+r = redis.Redis(port=port)
+r.set('{py}n', 0)
+def work():
+    c = redis.Redis(port=port)
+    for _ in range(20):
+        with c.pipeline() as p:
+            while True:
+                try:
+                    p.watch('{py}n')
+                    v = int(p.get('{py}n'))
+                    p.multi()
+                    p.set('{py}n', v + 1)
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(int(r.get('{py}n')))
+r.rpush('{py}q', 'job')
+print(r.blpop('{py}q', timeout=1))
+print(r.blpop('{py}q', timeout=0.1))
+p = r.pubsub()
+p.subscribe('py-news')
+p.get_message(timeout=1)
+r.publish('py-news', 'hi')
+m = p.get_message(timeout=2)
+print(m['channel'], m['data'])
+`
+  const lines = await runScript('/usr/bin/python3', ['-', String(proxy.address.port)], script, 30_000)
+  assert.deepEqual(lines, ['80', "(b'{py}q', b'job')", 'None', "b'py-news' b'hi'"])
 })
