@@ -31,7 +31,7 @@ import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
-import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_SHARED } from '../cluster/cluster-client.js'
+import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
 import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
 import {
@@ -761,13 +761,13 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * commands after it wait for it.
    */
   #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
-    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route !== this.#clusterRoute)) {
+    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route === ROUTE_OPEN || route !== this.#clusterRoute)) {
       this.#wait = W_BARRIER
       return false
     }
     const now = client.run(cmd, kind, (reply) => { this.#clusterReply(slot, reply) })
     if (now !== null) return this.#local(slot, now)
-    if (route !== ROUTE_NONE) this.#clusterRoute = route
+    if (route !== ROUTE_NONE) this.#clusterRoute = route === ROUTE_OPEN ? ROUTE_PIN : route
     this.#pending.shift()
     this.#inflight++
     return true

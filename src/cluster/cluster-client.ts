@@ -17,6 +17,7 @@ export const ROUTE_NONE = 0 // answered by respool, or only checked upstream (ru
 export const ROUTE_SHARED = 1 // the masters' shared lanes (the dispatcher)
 export const ROUTE_PIN = 2 // the client's pinned connection (its transaction)
 export const ROUTE_BLOCK = 3 // a blocking command: nothing of the client's runs beside it
+export const ROUTE_OPEN = 4 // pins a new connection: everything of the client's before it is answered first
 
 const CROSSSLOT = errorReply('CROSSSLOT Keys in request don\'t hash to the same slot')
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
@@ -126,7 +127,8 @@ export class ClusterClient {
       if (kind === Kind.EXEC || kind === Kind.DISCARD) return pinned ? ROUTE_PIN : ROUTE_SHARED
       const slot = commandSlot(cmd) ?? -1
       if (slot === -2 || (slot >= 0 && this.#slot >= 0 && slot !== this.#slot)) return ROUTE_NONE
-      return slot >= 0 || pinned ? ROUTE_PIN : ROUTE_NONE
+      if (pinned) return ROUTE_PIN
+      return slot >= 0 ? ROUTE_OPEN : ROUTE_NONE
     }
     switch (kind) {
       case Kind.MULTI:
@@ -136,7 +138,8 @@ export class ClusterClient {
       case Kind.WATCH: {
         if (cmd.argc < 2) return ROUTE_NONE
         const slot = commandSlot(cmd) ?? -1
-        return slot === -2 || (this.#slot >= 0 && slot !== this.#slot) ? ROUTE_NONE : ROUTE_PIN
+        if (slot === -2 || (this.#slot >= 0 && slot !== this.#slot)) return ROUTE_NONE
+        return pinned ? ROUTE_PIN : ROUTE_OPEN
       }
       case Kind.UNWATCH:
         return cmd.argc === 1 && this.#watching ? ROUTE_PIN : ROUTE_NONE

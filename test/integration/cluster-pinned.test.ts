@@ -516,3 +516,11 @@ print(m['channel'], m['data'])
   const lines = await runScript('/usr/bin/python3', ['-', String(proxy.address.port)], script, 30_000)
   assert.deepEqual(lines, ['80', "(b'{py}q', b'job')", 'None', "b'py-news' b'hi'"])
 })
+
+test('transactions pipelined back to back on one slot run in the client\'s order (each on its own pin)', async () => {
+  const commands: Buffer[] = []
+  for (let i = 0; i < 40; i++) commands.push(cmd('MULTI'), cmd('INCR', '{order}n'), cmd('EXEC'), cmd('MULTI'), cmd('GET', '{order}n'), cmd('SET', `{order}k${i}`, 'x'), cmd('EXEC'))
+  commands.push(cmd('DEL', '{order}n'))
+  const [viaProxy, direct] = await Promise.all([pipelined(proxy.address.port, commands), pipelined(standalone.port, commands)])
+  assert.deepEqual(viaProxy, direct)
+})
