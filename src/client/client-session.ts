@@ -761,6 +761,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * commands after it wait for it.
    */
   #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
+    if (kind === Kind.MULTI && cmd.argc === 1 && !client.inMulti) {
+      const end = this.#bufferedTransactionEnd()
+      if (end > 0 && (this.#pending.peekAt(end) as ReplySlot).command?.name === 'exec') {
+        const cmds: RespCommand[] = []
+        for (let i = 0; i <= end; i++) cmds.push((this.#pending.peekAt(i) as ReplySlot).command as RespCommand)
+        const txSlot = client.wholeSlot(cmds)
+        if (txSlot !== null) return this.#clusterWhole(end, cmds, txSlot, client)
+      }
+    }
     if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route === ROUTE_OPEN || route !== this.#clusterRoute)) {
       this.#wait = W_BARRIER
       return false
@@ -790,6 +799,31 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#pending.shift()
     this.#inflight++
     this.#wait = W_BARRIER
+    return true
+  }
+
+  /**
+   * Cluster mode: a transaction that arrived whole goes in one write to the shared lane of its
+   * slot's master (as in standalone mode, no pin), or again, whole, to another node if its
+   * commands were redirected (nothing of it ran then).
+   */
+  #clusterWhole (end: number, cmds: RespCommand[], txSlot: number, client: ClusterClient): boolean {
+    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterBarrier = false
+    this.#clusterRoute = ROUTE_SHARED
+    const slots: ReplySlot[] = []
+    for (let i = 0; i <= end; i++) {
+      const slot = this.#pending.shift() as ReplySlot
+      if (i > 0) this.#firstLook(slot, cmds[i], classify(cmds[i]))
+      slots.push(slot)
+      this.#inflight++
+    }
+    client.runWhole(cmds.map((c) => c.frame), txSlot, (replies) => {
+      replies.forEach((reply, i) => { this.#clusterReply(slots[i], reply) })
+    }, () => { this.#clusterBarrier = true })
     return true
   }
 

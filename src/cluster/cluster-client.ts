@@ -186,6 +186,75 @@ export class ClusterClient {
     }
   }
 
+  /**
+   * A transaction that arrived whole (MULTI … EXEC, as pipelining clients send it) can run in
+   * one write on the shared lane of its slot's master, with no pin: the slot (-1 for keyless
+   * commands only), or null when it cannot (keys of several slots, commands that cannot be
+   * queued, a pin already held): then it runs command by command, with their errors.
+   */
+  wholeSlot (cmds: RespCommand[]): number | null {
+    if (this.#multi || this.#handle !== null || this.#blocked !== null) return null
+    let slot = -1
+    for (let i = 1; i < cmds.length - 1; i++) {
+      const cmd = cmds[i]
+      if (NOT_IN_TRANSACTION.has(cmd.name)) return null
+      const s = commandSlot(cmd) ?? -1
+      if (s === -2 || (s >= 0 && slot >= 0 && s !== slot)) return null
+      if (s >= 0) slot = s
+    }
+    return slot
+  }
+
+  /**
+   * Runs a whole transaction (frames of MULTI … EXEC) on the shared lane of `slot`'s master, in
+   * one write: nothing of anyone else's comes between its parts. If the node redirects its
+   * commands (respool's map was stale, or the slot is half-moved), nothing of it ran (EXEC is
+   * refused): it is sent again, whole, to the node named. `done` gets one reply per frame.
+   */
+  runWhole (frames: Buffer[], slot: number, done: (replies: Buffer[]) => void, onRetry: () => void): void {
+    const topology = this.#topology
+    const lanes = this.#dispatcher.lanes
+    let redirects = 0
+    let asking: ClusterNode | null = null
+    const attempt = (): void => {
+      const node = asking ?? (slot >= 0 ? topology.nodeFor(slot) : topology.anyMaster())
+      if (node === null) {
+        void topology.refresh('slot not served')
+        done(frames.map(() => errorReply('CLUSTERDOWN Hash slot not served')))
+        return
+      }
+      const write = (conn: UpstreamConnection): void => {
+        syncLaneState(conn, 0, this.#host.resp)
+        if (asking !== null) conn.send(ASKING, dropSlot())
+        const replies: Buffer[] = new Array<Buffer>(frames.length)
+        let left = frames.length
+        frames.forEach((frame, i) => {
+          conn.send(frame, replySlot((reply) => {
+            replies[i] = reply
+            if (--left === 0) settle(replies)
+          }))
+        })
+      }
+      const ready = lanes.ready(node)
+      if (ready !== null) write(ready)
+      else lanes.open(node).then(write, (err: ProxyError) => { done(frames.map(() => toRespError(err))) })
+    }
+    const settle = (replies: Buffer[]): void => {
+      let redirect: Redirect | null = null
+      for (let i = 1; i < replies.length - 1 && redirect === null; i++) redirect = parseRedirect(replies[i], topology)
+      if (redirect === null || ++redirects > MAX_REDIRECTS) {
+        done(redirect === null ? replies : replies.map((r) => parseRedirect(r, topology) !== null ? errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command`) : r))
+        return
+      }
+      onRetry()
+      if (redirect.kind === 'MOVED') topology.moved(redirect.slot, redirect.node)
+      asking = redirect.kind === 'ASK' ? redirect.node : null
+      if (redirects <= 2) attempt()
+      else setTimeout(attempt, Math.min(200, 20 * redirects)).unref()
+    }
+    attempt()
+  }
+
   /** RESET, or the client left: the transaction is dropped and the pin given back (or closed if busy). */
   reset (): void {
     this.#blocked?.cancel()

@@ -70,18 +70,21 @@ async function keyOn (node: ClusterNodeHandle, prefix: string, not = false): Pro
 }
 
 /**
- * Moves a slot and waits until every node names the new owner (moving a slot back and forth
- * quickly can leave nodes disagreeing for a moment, redirecting to each other).
+ * Moves a slot and waits until every node names the new owner, five times in a row (moving a
+ * slot back and forth quickly can leave nodes disagreeing for a moment, redirecting to each
+ * other, until their config epochs settle).
  */
 async function moveSettled (slot: number, to: ClusterNodeHandle): Promise<void> {
   await moveSlot(cluster, slot, to)
   const deadline = Date.now() + 10_000
+  let agreed = 0
   for (;;) {
     const owners = await Promise.all(cluster.nodes.map(async (node) => {
       const ranges = await node.client.call('CLUSTER', 'SLOTS') as Array<[number, number, [string, number]]>
       return ranges.find(([start, end]) => slot >= start && slot <= end)?.[2][1]
     }))
-    if (owners.every((port) => port === to.port)) return
+    agreed = owners.every((port) => port === to.port) ? agreed + 1 : 0
+    if (agreed >= 5) return
     if (Date.now() > deadline) throw new Error(`the nodes do not agree on slot ${slot}: ${owners.join(', ')}`)
     await delay(20)
   }
@@ -211,6 +214,11 @@ test('a slot that moves during a transaction: the client gets an error and EXECA
   replies.length = 0
   for (const c of [cmd('WATCH', '{mv}d'), cmd('MULTI'), cmd('INCR', '{mv}d'), cmd('EXEC')]) replies.push(await step(c))
   assert.deepEqual(replies, ['+OK\r\n', '+OK\r\n', '+QUEUED\r\n', '*1\r\n:3\r\n'])
+  // A transaction arriving whole (one pipeline, no pin) on a stale map: redirected before
+  // anything ran, it is sent again, whole, to the new owner.
+  await moveSettled(slot, to)
+  client.write(Buffer.concat([cmd('MULTI'), cmd('INCR', '{mv}d'), cmd('INCR', '{mv}d'), cmd('EXEC'), cmd('GET', '{mv}d')]))
+  assert.deepEqual(await reader.take(5, 5000), ['+OK\r\n', '+QUEUED\r\n', '+QUEUED\r\n', '*2\r\n:4\r\n:5\r\n', '$1\r\n5\r\n'])
   client.socket.destroy()
 })
 
