@@ -369,6 +369,8 @@ test('200 clients mixing GET, MULTI and BLPOP: respool\'s connections on all nod
       const key = `{load${i}}`
       for (let n = 0; n < 3; n++) {
         assert.equal(await c.get(`${key}:missing`), null)
+        // A quarter WATCH first (a pin of their own); the others' MULTI … EXEC arrives whole (a shared lane).
+        if (i % 4 === 0) await c.watch(`${key}:n`)
         const [[err, value]] = await c.multi().incr(`${key}:n`).exec() as Array<[Error | null, unknown]>
         assert.equal(err, null)
         assert.equal(value, n + 1)
