@@ -285,7 +285,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   view (): local.ClientView {
     const reasons = this.pinReasons
     const shared = this.#member
-    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
+    const cluster = this.#clusterClient?.flags ?? null
+    const flags = cluster ?? ((reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N')
     return {
       id: this.id,
       addr: this.remoteAddress,
@@ -293,7 +294,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       ageSeconds: Math.floor((Date.now() - this.connectedAt) / 1000),
       state: this.state,
       flags,
-      multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
+      multi: (reasons & R_MULTI) !== 0 || cluster === 'x' ? 0 : -1,
       sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
       psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
       ssub: this.#effects.subs.count('shard') + (this.#clusterShards?.count ?? 0)
@@ -856,6 +857,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     this.#fill(slot, reply)
     this.#afterReply()
+    // Shutting down: a transaction or blocking command of this client has just ended.
+    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#clusterClient?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
   }
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
@@ -1209,7 +1212,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)
     let target: ClientSession | null = null
     for (const session of this.#ctx.clients()) if (session.id === parsed.id) target = session
-    const how = target?.unblock(parsed.mode) ?? ZERO
+    const targetCluster = target !== null ? target.#clusterClient : null
+    const viaCluster = targetCluster?.unblock(parsed.mode, (reply) => { this.#clusterReply(slot, reply) })
+    if (viaCluster === null) {
+      // Asked of the node the command is blocked on; the answer comes back in this slot.
+      this.#pending.shift()
+      this.#inflight++
+      return true
+    }
+    const how = viaCluster ?? target?.unblock(parsed.mode) ?? ZERO
     if (Buffer.isBuffer(how)) return this.#local(slot, how)
     return this.#sendAtOnce(slot, encodeCommand(['CLIENT', 'UNBLOCK', how.redisId, parsed.mode.toUpperCase()]))
   }
@@ -1788,7 +1799,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#clusterClient?.pinned ?? false)) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 

@@ -2,6 +2,7 @@ import { CommandRefusedError, toRespError, type ProxyError } from '../errors.js'
 import { Kind, type CommandKind } from '../commands/command-table.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
 import { wrongArity } from '../commands/local-commands.js'
+import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import type { RespCommand } from '../protocol/resp-command.js'
 import { command as encodeCommand, errorReply, OK } from '../protocol/resp-encode.js'
 import { InternalSink, ReplySlot } from '../routing/reply-slot.js'
@@ -22,6 +23,8 @@ export const ROUTE_OPEN = 4 // pins a new connection: everything of the client's
 const CROSSSLOT = errorReply('CROSSSLOT Keys in request don\'t hash to the same slot')
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
 const EMPTY_ARRAY = Buffer.from('*0\r\n')
+const ZERO = Buffer.from(':0\r\n')
+const ONE = Buffer.from(':1\r\n')
 const QUEUED = '+QUEUED\r\n'
 const MULTI = encodeCommand(['MULTI'])
 const DISCARD = encodeCommand(['DISCARD'])
@@ -515,6 +518,27 @@ export class ClusterClient {
 
   // ---- blocking commands (used by Blocked) ---------------------------------------------------
 
+  /**
+   * CLIENT UNBLOCK of this client's blocking command: `:1`/`:0` now, or null when Redis must be
+   * asked (the command waits on a node: `CLIENT UNBLOCK <its connection's id>` goes to that node,
+   * whose answer is `done`'s; the blocked command then gets Redis's own reply, so an element
+   * Redis handed it at that moment is not lost).
+   */
+  unblock (mode: UnblockMode, done: ClusterReply): Buffer | null {
+    const blocked = this.#blocked
+    if (blocked === null) return ZERO
+    const onNode = blocked.unblock(mode === 'error' ? UNBLOCKED_ERROR : timeoutReply(this.#host.resp))
+    if (onNode === null) return ONE
+    const send = (conn: UpstreamConnection): void => {
+      conn.send(encodeCommand(['CLIENT', 'UNBLOCK', onNode.redisId, mode.toUpperCase()]), replySlot(done))
+    }
+    const lanes = this.#dispatcher.lanes
+    const ready = lanes.ready(onNode.node)
+    if (ready !== null) send(ready)
+    else lanes.open(onNode.node).then(send, (err: ProxyError) => { done(toRespError(err)) })
+    return null
+  }
+
   get pins (): ClusterPins {
     return this.#pins
   }
@@ -743,6 +767,23 @@ class Blocked {
     this.#over = true
     this.#client.finished(this)
     this.#done(reply)
+  }
+
+  /**
+   * CLIENT UNBLOCK: a command not on a node yet (waiting for a pin, or between a redirect and
+   * the next node) ends now with `reply` (null returned); one blocked on a node names that node
+   * and its connection's Redis id, for Redis to unblock it.
+   */
+  unblock (reply: Buffer): { node: ClusterNode, redisId: string } | null {
+    const pin = this.#pin
+    if (pin !== null && pin.conn.redisId !== null) return { node: pin.node, redisId: pin.conn.redisId }
+    if (!this.#over) {
+      this.#acquiring?.cancel(new CommandRefusedError('unblocked'))
+      this.#acquiring = null
+      if (pin !== null) this.#release?.('destroy')
+      this.#finish(reply)
+    }
+    return null
   }
 
   /** The client left or reset: a command still blocked must not pop anything for nobody. */

@@ -534,3 +534,52 @@ test('transactions pipelined back to back on one slot run in the client\'s order
   const [viaProxy, direct] = await Promise.all([pipelined(proxy.address.port, commands), pipelined(standalone.port, commands)])
   assert.deepEqual(viaProxy, direct)
 })
+
+test('CLIENT UNBLOCK and CLIENT LIST know cluster clients that are blocked or inside MULTI', async () => {
+  const owner = await cluster.ownerOf(calculateSlot('{u}q'))
+  const waiter = await RawClient.connect(proxy.address.port)
+  const other = await RawClient.connect(proxy.address.port)
+  const waiterReader = new FrameReader(waiter)
+  const otherReader = new FrameReader(other)
+  const ask = async (...args: string[]): Promise<string> => { other.write(cmd(...args)); return await otherReader.next(5000) }
+  try {
+    waiter.write(cmd('CLIENT', 'ID'))
+    const id = /^:(\d+)\r\n$/.exec(await waiterReader.next(5000))?.[1] as string
+    for (const [mode, reply] of [['TIMEOUT', '*-1\r\n'], ['ERROR', '-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n']]) {
+      waiter.write(cmd('BLPOP', '{u}q', '0'))
+      await blockedOn(owner, 'blpop')
+      assert.match(await ask('CLIENT', 'LIST', 'ID', id), / flags=b /)
+      assert.equal(await ask('CLIENT', 'UNBLOCK', id, mode), ':1\r\n')
+      assert.equal(await waiterReader.next(5000), reply)
+    }
+    assert.equal(await ask('CLIENT', 'UNBLOCK', id), ':0\r\n')
+    waiter.write(Buffer.concat([cmd('MULTI'), cmd('SET', '{u}k', '1')]))
+    assert.deepEqual(await waiterReader.take(2, 5000), ['+OK\r\n', '+QUEUED\r\n'])
+    assert.match(await ask('CLIENT', 'LIST', 'ID', id), / flags=x /)
+    waiter.write(cmd('DISCARD'))
+    assert.equal(await waiterReader.next(5000), '+OK\r\n')
+    assert.match(await ask('CLIENT', 'LIST', 'ID', id), / flags=N /)
+  } finally {
+    waiter.socket.destroy()
+    other.socket.destroy()
+  }
+})
+
+test('shutdown lets a cluster transaction in progress finish, then closes its client', async () => {
+  const own = await startProxy({ cluster: [`127.0.0.1:${cluster.nodes[1].port}`], poolSize: 5, shutdownGraceMs: 5000 })
+  const client = await RawClient.connect(own.address.port)
+  const reader = new FrameReader(client)
+  try {
+    client.write(Buffer.concat([cmd('WATCH', '{sd}k'), cmd('MULTI'), cmd('SET', '{sd}k', 'done')]))
+    assert.deepEqual(await reader.take(3, 5000), ['+OK\r\n', '+OK\r\n', '+QUEUED\r\n'])
+    const closing = own.close()
+    await delay(50)
+    client.write(cmd('EXEC'))
+    assert.equal(await reader.next(5000), '*1\r\n+OK\r\n')
+    await closing
+    assert.equal(await (await cluster.ownerOf(calculateSlot('{sd}k'))).client.get('{sd}k'), 'done')
+  } finally {
+    client.socket.destroy()
+    await own.destroy()
+  }
+})
