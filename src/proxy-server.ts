@@ -27,7 +27,7 @@ import { ClusterTopology } from './cluster/cluster-topology.js'
 import { ClusterLanes } from './cluster/cluster-lanes.js'
 import { ClusterDispatcher } from './cluster/cluster-dispatcher.js'
 import { ClusterPins } from './cluster/cluster-pins.js'
-import { clusterHubPins } from './cluster/cluster-pubsub.js'
+import { clusterHub, type ClusterHub } from './cluster/cluster-pubsub.js'
 import { ConfigError } from './errors.js'
 import { fetchServerInfo, type ServerInfo } from './upstream/server-info.js'
 
@@ -123,8 +123,9 @@ export class ProxyServer {
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
     this.parking = this.config.parkBlocking && this.cluster === null ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
+    const hubPins: ClusterHub | null = this.config.sharedPubsub && this.cluster !== null && this.clusterPins !== null ? clusterHub(this.clusterPins, this.cluster) : null
     this.pubsub = this.config.sharedPubsub
-      ? new PubsubHub(this.cluster !== null && this.clusterPins !== null ? clusterHubPins(this.clusterPins, this.cluster.topology) : this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
+      ? new PubsubHub(hubPins ?? this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
       : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
@@ -141,6 +142,7 @@ export class ProxyServer {
       serverInfoKnown: () => this.cluster !== null || this.pool.serverInfoKnown,
       cluster: this.cluster,
       clusterPins: this.clusterPins,
+      clusterHub: hubPins,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
       clients: () => this.#sessions,
       observe: {

@@ -34,6 +34,7 @@ import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dis
 import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
 import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
+import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
@@ -70,6 +71,8 @@ export interface SessionContext {
   cluster?: ClusterDispatcher | null
   /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
   clusterPins?: ClusterPins | null
+  /** Cluster mode: the shared subscriber connection's master, where PUBLISH goes. */
+  clusterHub?: ClusterHub | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -701,10 +704,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     switch (kind) {
       case Kind.SHARED:
-        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null) {
-          // The subscriber connection is on the master PUBLISH goes to: count respool's subscribers.
-          const hub = this.#ctx.pubsub
-          return this.#clusterForward(slot, cmd, cluster, (reply) => hub.adjustPublish(cmd.arg(1), reply))
+        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null && this.#ctx.clusterHub != null) {
+          return this.#clusterPublish(slot, cmd, this.#ctx.pubsub, this.#ctx.clusterHub)
         }
         return this.#clusterForward(slot, cmd, cluster)
       case Kind.SELECT:
@@ -828,8 +829,22 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return true
   }
 
+  /** Cluster mode: PUBLISH on the master of the subscriber connection, counting respool's subscribers. */
+  #clusterPublish (slot: ReplySlot, cmd: RespCommand, hub: PubsubHub, via: ClusterHub): boolean {
+    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterBarrier = false
+    this.#clusterRoute = ROUTE_SHARED
+    this.#pending.shift()
+    this.#inflight++
+    via.publish(cmd.frame, this.state.resp, (reply) => { this.#clusterReply(slot, hub.adjustPublish(cmd.arg(1), reply)) })
+    return true
+  }
+
   /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
-  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher, adjust?: (reply: Buffer) => Buffer): boolean {
+  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
     if (this.#inflight > 0 && this.#clusterRoute !== ROUTE_SHARED) {
       // The client's commands in flight are on its pinned connection: this one must not overtake them.
       this.#wait = W_BARRIER
@@ -844,7 +859,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       }
       this.#clusterBarrier = false
     }
-    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, adjust !== undefined ? adjust(reply) : reply) }, () => { this.#clusterBarrier = true })
+    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, reply) }, () => { this.#clusterBarrier = true })
     if (now !== null) return this.#local(slot, now)
     this.#pending.shift()
     this.#inflight++

@@ -583,3 +583,31 @@ test('shutdown lets a cluster transaction in progress finish, then closes its cl
     await own.destroy()
   }
 })
+
+test('the master holding the shared subscriber connection dies: respool subscribes again on another master', async () => {
+  const own = await startRedisCluster(3)
+  const ownProxy = await startProxy({ cluster: own.nodes.map((n) => `127.0.0.1:${n.port}`), poolSize: 6 })
+  const sub = await RawClient.connect(ownProxy.address.port)
+  const reader = new FrameReader(sub)
+  try {
+    sub.write(cmd('SUBSCRIBE', 'alarm'))
+    assert.equal(await reader.next(5000), '*3\r\n$9\r\nsubscribe\r\n$5\r\nalarm\r\n:1\r\n')
+    const lists = await Promise.all(own.nodes.map(async (n) => String(await n.client.call('CLIENT', 'LIST'))))
+    const holder = own.nodes[lists.findIndex((list) => / name=respool .* sub=1 /.test(list))]
+    assert.ok(holder !== undefined, 'one master holds the subscriber connection')
+    holder.client.disconnect()
+    await holder.server.kill()
+    const survivor = own.nodes.find((n) => n !== holder) as ClusterNodeHandle
+    const deadline = Date.now() + 10_000
+    let heard = ''
+    while (heard === '' && Date.now() < deadline) {
+      await survivor.client.publish('alarm', 'still here')
+      heard = await reader.next(200).catch(() => '')
+    }
+    assert.equal(heard, '*3\r\n$7\r\nmessage\r\n$5\r\nalarm\r\n$10\r\nstill here\r\n')
+  } finally {
+    sub.socket.destroy()
+    await ownProxy.destroy()
+    await own.stop()
+  }
+})
