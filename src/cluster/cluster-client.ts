@@ -165,6 +165,8 @@ export class ClusterClient {
         const handle = this.#handle
         if (handle === null) return OK
         handle.send((conn) => {
+          // The client may have switched protocols since WATCH (HELLO); inside MULTI it cannot.
+          syncLaneState(conn, 0, this.#host.resp)
           if (handle.asking) conn.send(ASKING, dropSlot())
           conn.send(cmd.frame, replySlot(done))
         })
@@ -384,6 +386,7 @@ export class ClusterClient {
     const handle = this.#handle
     if (handle !== null) {
       handle.send((conn) => {
+        syncLaneState(conn, 0, this.#host.resp)
         if (handle.asking) conn.send(ASKING, dropSlot())
         conn.send(cmd.frame, replySlot(done))
       })

@@ -611,3 +611,18 @@ test('the master holding the shared subscriber connection dies: respool subscrib
     await own.stop()
   }
 })
+
+test('redis-cli typing a transaction and a WATCH through respool in cluster mode prints what it prints against one Redis', async () => {
+  const input = 'SET {cli}n 10\nWATCH {cli}n\nHELLO 3\nMULTI\nINCR {cli}n\nHGETALL {cli}h\nEXEC\nMULTI\nSET {cli}a 1\nSET other 1\nEXEC\nDEL {cli}n {cli}a\n'
+  const run = async (port: number): Promise<string> => {
+    const { runProgram } = await import('../helpers/run-program.js')
+    const r = await runProgram('redis-cli', ['-p', String(port)], { input, timeoutMs: 10_000 })
+    return r.stdout.toString().replace(/^id \d+$/m, 'id N') // HELLO: respool's client id is its own
+  }
+  const [viaProxy, direct] = await Promise.all([run(proxy.address.port), run(standalone.port)])
+  // Only the cross-slot transaction differs: a cluster refuses it (CROSSSLOT, then EXECABORT).
+  // (So {cli}a is never set, and the last DEL deletes one key, not two.)
+  const expected = direct.replace(/OK\nQUEUED\nQUEUED\nOK\nOK\n2\n$/, 'OK\nQUEUED\nCROSSSLOT Keys in request don\'t hash to the same slot\n\nEXECABORT Transaction discarded because of previous errors.\n\n1\n')
+  assert.notEqual(expected, direct, `the standalone transcript changed:\n${direct}`)
+  assert.equal(viaProxy, expected)
+})
