@@ -18,9 +18,9 @@ export interface ClusterHub extends HubPins {
  * The shared subscriber connection of cluster mode. A cluster delivers PUBLISH to every node
  * (the cluster bus broadcasts it), so one subscriber connection on any master hears every
  * channel and pattern whichever node a publisher writes to: the hub of standalone mode works
- * as it is, with its connection pinned on a master. When that connection is lost or cannot be
- * opened (its node failed), the hub takes one on another master and subscribes the union
- * again; the slot map is fetched again meanwhile.
+ * as it is, with its connection pinned on a master. When that connection is lost, the hub
+ * takes another and subscribes the union again, on the same master if it can be reached, else
+ * on another (its node failed); the slot map is fetched again meanwhile.
  *
  * PUBLISH through respool goes to the master holding the subscriber connection, so that the
  * count in its reply includes that connection once, which the hub replaces with respool's own
@@ -56,10 +56,10 @@ export function clusterHub (pins: ClusterPins, dispatcher: ClusterDispatcher): C
     releasePin (pin, how) {
       const node = (pin as ClusterPin).node
       if (held === node) held = null
-      if (how === 'destroy') {
-        avoid = node.key
-        void topology.refresh('subscriber connection lost')
-      }
+      // Lost: the same master is tried first (a killed connection, a restart), since a node the
+      // hub has not listened on may still deliver a message the old one already did (the
+      // cluster bus is asynchronous); only a master that cannot be reached is left for another.
+      if (how === 'destroy') void topology.refresh('subscriber connection lost')
       pins.release(pin as ClusterPin, how)
     },
     publish (frame, resp, done) {
