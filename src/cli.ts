@@ -13,7 +13,7 @@ const FLAGS: Record<string, Options> = {
   'port': { type: 'number', default: DEFAULTS.port, describe: 'Port to listen on (0 picks a free port and prints it)' },
   'upstream': { type: 'string', default: DEFAULTS.upstream, describe: 'Redis to forward to: redis://[user:pass@]host:port[/db], rediss://… or unix:///path?db=n; or Sentinel mode: redis+sentinel://[user:pass@]host:port[,host:port…]/master[/db]' },
   'sentinel': { type: 'string', array: true, describe: 'Sentinel mode: a sentinel to ask where the master is, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials, database and scheme still apply to the master)' },
-  'cluster': { type: 'string', array: true, describe: 'Cluster mode: a seed node of a Redis Cluster, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials and scheme still apply to every node). Needs --pool-size of at least the number of masters + 1' },
+  'cluster': { type: 'string', array: true, describe: 'Cluster mode: a seed node of a Redis Cluster, host:port (repeatable, or comma-separated); --upstream\'s host and port are then unused (its credentials and scheme still apply to every node). Needs --pool-size of at least the number of masters + 2' },
   'sentinel-master': { type: 'string', describe: 'Sentinel mode: the master\'s name (sentinel monitor <name> …)' },
   'sentinel-user': { type: 'string', describe: 'User for AUTH on the sentinels (separate from the data credentials)' },
   'sentinel-password': { type: 'string', describe: 'Password for AUTH on the sentinels (separate from the data credentials)' },

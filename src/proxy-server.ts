@@ -26,6 +26,8 @@ import type { Credentials } from './commands/local-commands.js'
 import { ClusterTopology } from './cluster/cluster-topology.js'
 import { ClusterLanes } from './cluster/cluster-lanes.js'
 import { ClusterDispatcher } from './cluster/cluster-dispatcher.js'
+import { ClusterPins } from './cluster/cluster-pins.js'
+import { clusterHub, type ClusterHub } from './cluster/cluster-pubsub.js'
 import { ConfigError } from './errors.js'
 import { fetchServerInfo, type ServerInfo } from './upstream/server-info.js'
 
@@ -81,6 +83,8 @@ export class ProxyServer {
   readonly metrics: Metrics
   /** Cluster mode (--cluster): the slot map, one lane per master, and the routing (null otherwise). */
   readonly cluster: ClusterDispatcher | null
+  /** Cluster mode: pinned connections (transactions, blocking commands, the subscriber connection). */
+  readonly clusterPins: ClusterPins | null
   #clusterInfo: ServerInfo | null = null
   readonly #server: net.Server
   #httpServer: http.Server | null = null
@@ -108,6 +112,7 @@ export class ProxyServer {
     // In cluster mode the single-upstream pool is never used: it must not open anything itself.
     this.pool = new UpstreamPool(this.config.cluster.length > 0 ? { ...this.config, minIdle: 0 } : this.config, this.log, this.topology, serverOptions.connectionFactory)
     this.cluster = this.config.cluster.length > 0 ? createCluster(this.config, this.log) : null
+    this.clusterPins = this.cluster !== null ? createClusterPins(this.config, this.log, this.cluster) : null
     this.router = new Router(this.pool, this.log, { poolSize: this.config.poolSize, maxPins: this.config.maxPins })
     this.memory = new ClientMemoryBudget(this.config.maxMemoryClients)
     this.identities = new Identities(this.pool, this.log, () => ({ poolSize: this.config.poolSize, maxPins: this.config.maxPins }))
@@ -118,8 +123,9 @@ export class ProxyServer {
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
     this.parking = this.config.parkBlocking && this.cluster === null ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
-    this.pubsub = this.config.sharedPubsub && this.cluster === null
-      ? new PubsubHub(this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
+    const hubPins: ClusterHub | null = this.config.sharedPubsub && this.cluster !== null && this.clusterPins !== null ? clusterHub(this.clusterPins, this.cluster) : null
+    this.pubsub = this.config.sharedPubsub
+      ? new PubsubHub(hubPins ?? this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
       : null
     const { commandLatency, pinWait, pinHeld } = this.metrics
     this.#ctx = {
@@ -135,6 +141,8 @@ export class ProxyServer {
       serverInfo: () => this.cluster !== null ? (this.#clusterInfo ?? this.pool.serverInfo) : this.pool.serverInfo,
       serverInfoKnown: () => this.cluster !== null || this.pool.serverInfoKnown,
       cluster: this.cluster,
+      clusterPins: this.clusterPins,
+      clusterHub: hubPins,
       clientViews: () => [...this.#sessions].map((s) => s.view()),
       clients: () => this.#sessions,
       observe: {
@@ -341,8 +349,8 @@ export class ProxyServer {
   async #startCluster (cluster: ClusterDispatcher): Promise<void> {
     const ok = await cluster.topology.start()
     const masters = cluster.topology.masters.size
-    if (ok && this.config.poolSize < masters + 1) {
-      throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master plus one for slot-map fetches: --pool-size ${masters + 1} at least`)
+    if (ok && this.config.poolSize < masters + 2) {
+      throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers): --pool-size ${masters + 2} at least`)
     }
     const node = cluster.topology.anyMaster()
     if (node === null) return
@@ -413,6 +421,7 @@ export class ProxyServer {
     await this.identities.close()
     this.cluster?.topology.close()
     this.cluster?.lanes.close()
+    this.clusterPins?.close()
     await this.router.close()
     await this.pool.close()
     await this.#closeHttp()
@@ -478,6 +487,18 @@ function createCluster (config: ProxyConfig, log: Logger): ClusterDispatcher {
   const topology = new ClusterTopology({ seeds: config.cluster, data: { ...config.upstream, db: 0 }, connectTimeoutMs: config.connectTimeoutMs }, log)
   const lanes = new ClusterLanes(topology, log, { poolSize: config.poolSize, connectTimeoutMs: config.connectTimeoutMs, commandTimeoutMs: config.commandTimeoutMs })
   return new ClusterDispatcher(topology, lanes)
+}
+
+/** Pins get what one lane per master and the slot-map fetch leave of --pool-size. */
+function createClusterPins (config: ProxyConfig, log: Logger, cluster: ClusterDispatcher): ClusterPins {
+  const pins = new ClusterPins(log, { poolSize: config.poolSize, connectTimeoutMs: config.connectTimeoutMs, commandTimeoutMs: config.commandTimeoutMs })
+  const { topology, lanes } = cluster
+  lanes.countWith(() => pins.open)
+  topology.onChange((masters) => {
+    pins.setMasters(masters.size, () => lanes.size)
+    pins.retire(masters)
+  })
+  return pins
 }
 
 /** The configured Redis, or the master a set of sentinels names. */

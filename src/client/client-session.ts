@@ -32,6 +32,10 @@ import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
+import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
+import type { ClusterPins } from '../cluster/cluster-pins.js'
+import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
+import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
@@ -66,6 +70,10 @@ export interface SessionContext {
   pubsub: PubsubHub | null
   /** Cluster mode (--cluster): commands go to the master of their keys' slot (null: one upstream). */
   cluster?: ClusterDispatcher | null
+  /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
+  clusterPins?: ClusterPins | null
+  /** Cluster mode: the shared subscriber connection's master, where PUBLISH goes. */
+  clusterHub?: ClusterHub | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
   paused (): boolean
   waitForResume (session: ClientSession): void
@@ -207,6 +215,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #held: ReplySlot[] | null = null
   #requeueQueued = false
   #retryTimer: NodeJS.Timeout | null = null
+  /** Cluster mode: this client's transaction and blocking commands (made on first use). */
+  #clusterClient: ClusterClient | null = null
+  /** Cluster mode: this client's shard channels (SSUBSCRIBE), on pins to their slots' masters. */
+  #clusterShards: ClusterShardSubscriptions | null = null
+  /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
+  #clusterRoute = ROUTE_SHARED
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -286,7 +300,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   view (): local.ClientView {
     const reasons = this.pinReasons
     const shared = this.#member
-    const flags = (reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N'
+    const cluster = this.#clusterClient?.flags ?? null
+    const flags = cluster ?? ((reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N')
     return {
       id: this.id,
       addr: this.remoteAddress,
@@ -294,16 +309,16 @@ export class ClientSession implements ReplySink, LaneWaiter {
       ageSeconds: Math.floor((Date.now() - this.connectedAt) / 1000),
       state: this.state,
       flags,
-      multi: (reasons & R_MULTI) !== 0 ? 0 : -1,
+      multi: (reasons & R_MULTI) !== 0 || cluster === 'x' ? 0 : -1,
       sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
       psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
-      ssub: this.#effects.subs.count('shard')
+      ssub: this.#effects.subs.count('shard') + (this.#clusterShards?.count ?? 0)
     }
   }
 
   /** Subscribed to a channel or pattern through the shared fan-out. */
   get sharedSubscribed (): boolean {
-    return this.#member !== null && this.#member.count > 0
+    return (this.#member !== null && this.#member.count > 0) || (this.#clusterShards !== null && this.#clusterShards.count > 0)
   }
 
   /** The protocol and out-of-band path the shared fan-out delivers through. */
@@ -698,8 +713,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   #clusterKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
     const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
+    const pins = this.#ctx.clusterPins
+    if (pins != null) {
+      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs)
+      const route = client.route(cmd, kind)
+      if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
+    }
     switch (kind) {
       case Kind.SHARED:
+        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null && this.#ctx.clusterHub != null) {
+          return this.#clusterPublish(slot, cmd, this.#ctx.pubsub, this.#ctx.clusterHub)
+        }
         return this.#clusterForward(slot, cmd, cluster)
       case Kind.SELECT:
         if (cmd.argc !== 2) return this.#local(slot, local.wrongArity('select'))
@@ -719,9 +743,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
       case Kind.UNWATCH:
         return this.#local(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
       case Kind.BLOCKING:
-        return refuse(`blocking commands (${cmd.name.toUpperCase()}) are`)
+        if (cmd.name === 'wait' || cmd.name === 'waitaof') return refuse(`${cmd.name.toUpperCase()} is`)
+        return this.#clusterForward(slot, cmd, cluster) // a timeout Redis refuses: its error
       case Kind.SUBSCRIBE:
       case Kind.UNSUBSCRIBE:
+        // Channels and patterns: the shared subscriber connection (on one master; a cluster
+        // broadcasts PUBLISH to every node).
+        if (commandFamily(cmd.name) === 'shard' && pins != null) return this.#clusterShard(slot, cmd, kind, cluster, pins)
+        if (this.#ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
         return refuse(`${cmd.name.toUpperCase()} is`)
       case Kind.MONITOR:
         return refuse('MONITOR is')
@@ -733,8 +762,112 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
   }
 
+  /** Cluster mode: what a transaction or a blocking command needs of this session. */
+  readonly #clusterHost = ((session: ClientSession) => ({
+    get resp (): 2 | 3 { return session.state.resp },
+    lost: (): void => {
+      // The transaction or WATCH is gone with its connection: the client is closed, as a
+      // direct connection would be (its next commands must not run outside the transaction).
+      session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
+      session.#endAfterReplies(true)
+    }
+  }))(this)
+
+  /**
+   * Cluster mode: a transaction's command or a blocking command (ClusterClient). A command that
+   * runs on another connection than the client's commands in flight waits for their replies
+   * (Redis orders per connection only); a blocking command waits for all of them, and the
+   * commands after it wait for it.
+   */
+  #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
+    if (kind === Kind.MULTI && cmd.argc === 1 && !client.inMulti) {
+      const end = this.#bufferedTransactionEnd()
+      if (end > 0 && (this.#pending.peekAt(end) as ReplySlot).command?.name === 'exec') {
+        const cmds: RespCommand[] = []
+        for (let i = 0; i <= end; i++) cmds.push((this.#pending.peekAt(i) as ReplySlot).command as RespCommand)
+        const txSlot = client.wholeSlot(cmds)
+        if (txSlot !== null) return this.#clusterWhole(end, cmds, txSlot, client)
+      }
+    }
+    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route === ROUTE_OPEN || route !== this.#clusterRoute)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const now = client.run(cmd, kind, (reply) => { this.#clusterReply(slot, reply) })
+    if (now !== null) return this.#local(slot, now)
+    if (route !== ROUTE_NONE) this.#clusterRoute = route === ROUTE_OPEN ? ROUTE_PIN : route
+    this.#pending.shift()
+    this.#inflight++
+    return true
+  }
+
+  /**
+   * Cluster mode: SSUBSCRIBE/SUNSUBSCRIBE on pins to the masters of the channels' slots. Like
+   * the shared fan-out, it waits for the client's earlier replies (messages must not overtake
+   * them); SSUBSCRIBE completes when Redis confirmed it, SUNSUBSCRIBE is answered at once.
+   */
+  #clusterShard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher, pins: ClusterPins): boolean {
+    if (this.#inflight > 0) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient, this.#ctx.config.acquireTimeoutMs)
+    if (kind === Kind.UNSUBSCRIBE) return this.#local(slot, shards.unsubscribe(cmd))
+    const now = shards.subscribe(cmd, (reply) => { this.#clusterReply(slot, reply) })
+    if (now !== null) return this.#local(slot, now)
+    this.#pending.shift()
+    this.#inflight++
+    this.#wait = W_BARRIER
+    return true
+  }
+
+  /**
+   * Cluster mode: a transaction that arrived whole goes in one write to the shared lane of its
+   * slot's master (as in standalone mode, no pin), or again, whole, to another node if its
+   * commands were redirected (nothing of it ran then).
+   */
+  #clusterWhole (end: number, cmds: RespCommand[], txSlot: number, client: ClusterClient): boolean {
+    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterBarrier = false
+    this.#clusterRoute = ROUTE_SHARED
+    const slots: ReplySlot[] = []
+    for (let i = 0; i <= end; i++) {
+      const slot = this.#pending.shift() as ReplySlot
+      if (i > 0) this.#firstLook(slot, cmds[i], classify(cmds[i]))
+      slots.push(slot)
+      this.#inflight++
+    }
+    client.runWhole(cmds.map((c) => c.frame), txSlot, (replies) => {
+      replies.forEach((reply, i) => { this.#clusterReply(slots[i], reply) })
+    }, () => { this.#clusterBarrier = true })
+    return true
+  }
+
+  /** Cluster mode: PUBLISH on the master of the subscriber connection, counting respool's subscribers. */
+  #clusterPublish (slot: ReplySlot, cmd: RespCommand, hub: PubsubHub, via: ClusterHub): boolean {
+    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterBarrier = false
+    this.#clusterRoute = ROUTE_SHARED
+    this.#pending.shift()
+    this.#inflight++
+    via.publish(cmd.frame, this.state.resp, (reply) => { this.#clusterReply(slot, hub.adjustPublish(cmd.arg(1), reply)) })
+    return true
+  }
+
   /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
   #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
+    if (this.#inflight > 0 && this.#clusterRoute !== ROUTE_SHARED) {
+      // The client's commands in flight are on its pinned connection: this one must not overtake them.
+      this.#wait = W_BARRIER
+      return false
+    }
+    this.#clusterRoute = ROUTE_SHARED
     if (this.#clusterBarrier) {
       if (this.#inflight > 0) {
         // A command ahead was redirected and is on its way again: this one must not overtake it.
@@ -756,6 +889,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     this.#fill(slot, reply)
     this.#afterReply()
+    // Shutting down: a transaction or blocking command of this client has just ended.
+    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#clusterClient?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
   }
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
@@ -1109,7 +1244,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)
     let target: ClientSession | null = null
     for (const session of this.#ctx.clients()) if (session.id === parsed.id) target = session
-    const how = target?.unblock(parsed.mode) ?? ZERO
+    const targetCluster = target !== null ? target.#clusterClient : null
+    const viaCluster = targetCluster?.unblock(parsed.mode, (reply) => { this.#clusterReply(slot, reply) })
+    if (viaCluster === null) {
+      // Asked of the node the command is blocked on; the answer comes back in this slot.
+      this.#pending.shift()
+      this.#inflight++
+      return true
+    }
+    const how = viaCluster ?? target?.unblock(parsed.mode) ?? ZERO
     if (Buffer.isBuffer(how)) return this.#local(slot, how)
     return this.#sendAtOnce(slot, encodeCommand(['CLIENT', 'UNBLOCK', how.redisId, parsed.mode.toUpperCase()]))
   }
@@ -1147,6 +1290,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return false
     }
     this.#endLease()
+    this.#clusterClient?.reset()
+    this.#clusterShards?.reset()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
@@ -1766,7 +1911,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#clusterClient?.pinned ?? false)) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -1791,6 +1936,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#streamConn = null
     }
     this.#endLease()
+    this.#clusterClient?.close()
+    this.#clusterShards?.close()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity()
     if (this.#waiter !== null) {

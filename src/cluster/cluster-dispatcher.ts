@@ -198,7 +198,9 @@ class Request implements ReplySink {
         this.onRedirect()
         if (redirect[1] === 'MOVED') topology.moved(Number(redirect[2]), node)
         else this.#asking = node
-        this.go()
+        // Nodes that still disagree about a slot just moved redirect to each other for a moment: back off.
+        if (this.#redirects <= 2) this.go()
+        else setTimeout(() => { this.go() }, Math.min(200, 20 * this.#redirects)).unref()
         return
       }
       if (startsWith(frame, '-TRYAGAIN') || startsWith(frame, '-LOADING') || startsWith(frame, '-CLUSTERDOWN')) {

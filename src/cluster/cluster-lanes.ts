@@ -23,6 +23,8 @@ export class ClusterLanes {
   readonly #options: { poolSize: number, connectTimeoutMs: number, commandTimeoutMs: number }
   #nextId = 1
   #closed = false
+  /** Other connections counted against the same bound (pinned connections). */
+  #others: () => number = () => 0
   connects = 0
 
   constructor (topology: ClusterTopology, log: Logger, options: { poolSize: number, connectTimeoutMs: number, commandTimeoutMs: number }) {
@@ -30,6 +32,11 @@ export class ClusterLanes {
     this.#log = log
     this.#options = options
     topology.onChange((masters) => { this.#retire(masters) })
+  }
+
+  /** Counts other connections (pins) against --pool-size with the lanes. */
+  countWith (others: () => number): void {
+    this.#others = others
   }
 
   /** Lanes open or opening. */
@@ -54,8 +61,8 @@ export class ClusterLanes {
     }
     if (lane?.opening != null) return lane.opening
     // One connection stays free for the slot-map fetch.
-    if (this.#lanes.size + 1 >= this.#options.poolSize) this.#retire(new Set(this.#topology.masters.keys()))
-    if (this.#lanes.size + 1 >= this.#options.poolSize) {
+    if (this.#lanes.size + this.#others() + 1 >= this.#options.poolSize) this.#retire(new Set(this.#topology.masters.keys()))
+    if (this.#lanes.size + this.#others() + 1 >= this.#options.poolSize) {
       return Promise.reject(new PoolTimeoutError(`pool exhausted: ${this.#lanes.size} cluster nodes already have a connection and --pool-size is ${this.#options.poolSize} (one is kept for the slot-map fetch)`))
     }
     const fresh: Lane = { conn: null, opening: null }

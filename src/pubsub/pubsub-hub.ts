@@ -5,6 +5,9 @@ import { ShuttingDownError, toRespError, type ProxyError } from '../errors.js'
 import { globMatch } from './glob.js'
 import { confirmation, messageTopic, withHead } from './fanout-frames.js'
 import type { Router, Pin, PinAcquisition } from '../routing/router.js'
+
+/** Where the shared connection comes from: respool's router, or the pins of cluster mode. */
+export type HubPins = Pick<Router, 'acquirePin' | 'releasePin'>
 import type { Logger } from '../ops/logger.js'
 
 /**
@@ -110,7 +113,7 @@ export interface HubStats {
 const RETRY_MS = 250
 
 export class PubsubHub {
-  readonly #router: Router
+  readonly #router: HubPins
   readonly #log: Logger
   readonly #options: HubOptions
   readonly #topics: Record<HubFamily, Map<string, Topic>> = { channel: new Map(), pattern: new Map() }
@@ -122,7 +125,7 @@ export class PubsubHub {
   #closed = false
   reconnects = 0
 
-  constructor (router: Router, log: Logger, options: HubOptions) {
+  constructor (router: HubPins, log: Logger, options: HubOptions) {
     this.#router = router
     this.#log = log
     this.#options = options

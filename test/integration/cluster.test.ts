@@ -99,8 +99,12 @@ test('other multi-key commands across slots, SELECT, INFO and CLUSTER answer as 
   assert.equal(await ask('CLUSTER', 'NODES'), '-ERR This instance has cluster support disabled\r\n')
   assert.equal(await ask('CLUSTER', 'KEYSLOT', 'foo'), ':12182\r\n')
   assert.equal(await ask('PING'), '+PONG\r\n')
-  assert.match(await ask('MULTI'), /^-ERR respool: MULTI\/EXEC transactions are not supported in cluster mode/)
-  assert.match(await ask('BLPOP', 'q', '1'), /^-ERR respool: blocking commands \(BLPOP\) are not supported in cluster mode/)
+  // Transactions and blocking commands work (cluster-pinned.test.ts); MONITOR and WAIT stay refused.
+  assert.equal(await ask('MULTI'), '+OK\r\n')
+  assert.equal(await ask('DISCARD'), '+OK\r\n')
+  assert.equal(await ask('BLPOP', 'q', '0.01'), '*-1\r\n')
+  assert.match(await ask('MONITOR'), /^-ERR respool: MONITOR is not supported in cluster mode/)
+  assert.match(await ask('WAIT', '0', '0'), /^-ERR respool: WAIT is not supported in cluster mode/)
   assert.match(await ask('DBSIZE'), /^:\d+\r\n$/) // summed over the masters (cluster-keyspace.test.ts)
   client.socket.destroy()
 })
@@ -172,10 +176,10 @@ test('slots moved by hand (MOVED) and half-moved (ASK) under load: no client see
   assert.ok((proxy.cluster?.redirects ?? 0) > 0, 'respool followed redirects')
 })
 
-test('a pool smaller than one connection per master plus one is refused at start', async () => {
+test('a pool smaller than one connection per master, one for slot-map fetches and one pin is refused at start', async () => {
   await assert.rejects(startProxy({ cluster: [`127.0.0.1:${cluster.nodes[1].port}`], poolSize: 3 }), (err: Error) => {
     assert.ok(err instanceof ConfigError)
-    assert.match(err.message, /pool-size: 3 is too small for a cluster of 3 masters.*--pool-size 4 at least/)
+    assert.match(err.message, /pool-size: 3 is too small for a cluster of 3 masters.*--pool-size 5 at least/)
     return true
   })
 })
