@@ -301,7 +301,8 @@ class ConnectionSampler {
 
 /**
  * Until every waiter is parked: direct, blocked_clients reaches the waiters; respool, one of its
- * connections is blocked in BLPOP on every waiter's key (argv-mem = BLPOP + keys + "0").
+ * connections is blocked in BLPOP on every waiter's key (argv-mem = BLPOP + keys + "0"), or, with
+ * many keys, its RESPOOL POOLS shows them all parked and read by its tracking connection.
  */
 async function waitParked (admin: RedisAdmin, target: Server, connected: number[], deadlineMs: number): Promise<{ ok: boolean, blocked: number }> {
   const wantArgv = 'BLPOP'.length + 1 + connected.reduce((sum, i) => sum + KEY_PREFIX.length + String(i).length, 0)
@@ -322,9 +323,28 @@ async function waitParked (admin: RedisAdmin, target: Server, connected: number[
         const argv = /\bargv-mem=(\d+)/.exec(line)
         if (argv !== null && Number(argv[1]) === wantArgv) ok = true
       }
+      if (!ok) ok = await trackedAll(target.port, connected.length)
     }
     if (ok || performance.now() > deadlineMs) return { ok, blocked }
     await delay(20)
+  }
+}
+
+/** respool watches all `n` waiters' keys through CLIENT TRACKING (RESPOOL POOLS). */
+async function trackedAll (port: number, n: number): Promise<boolean> {
+  const socket = net.connect({ port, host: '127.0.0.1' })
+  socket.on('error', () => {})
+  try {
+    await once(socket, 'connect')
+    socket.write('*2\r\n$7\r\nRESPOOL\r\n$5\r\nPOOLS\r\n')
+    let text = ''
+    while (!/\r\nparked_tracked_keys:\d+\r\n/.test(text)) text += String((await once(socket, 'data'))[0])
+    const field = (name: string): number => Number(new RegExp(`\\r\\n${name}:(\\d+)\\r\\n`).exec(text)?.[1] ?? -1)
+    return field('parked') >= n && field('parked_tracked_keys') >= n && /\r\nparked_tracking:ready\r\n/.test(text)
+  } catch {
+    return false
+  } finally {
+    socket.destroy()
   }
 }
 
@@ -598,7 +618,7 @@ function tablesOf (rows: WaitRow[], cfg: WaitersConfig): Table[] {
         notes: tables.length > 0 ? ['columns as under the first (w) table'] : [
           'wake latency = time the waiter read its reply − time the token\'s chunk was written to Redis (one monotonic clock, two processes); p50/p99/max, woken/s and "parked in" are medians over rounds, counts are sums over rounds',
           'tokens over = first token written → last; woken/s = waiters woken ÷ (first token written → last woken waiter\'s reply): the rate of the tokens when the wake-ups keep up, lower when they do not',
-          'parked in = first BLPOP sent → every waiter seen parked (direct: INFO blocked_clients; respool: its watcher blocked in BLPOP on every key, from CLIENT LIST)',
+          'parked in = first BLPOP sent → every waiter seen parked (direct: INFO blocked_clients; respool: its watcher blocked in BLPOP on every key, from CLIENT LIST, or, from 256 keys on, every key read by its tracking connection, from RESPOOL POOLS)',
           `wrong timeouts = nil although the token was pushed before the waiter's ${cfg.timeoutSec} s timeout (must be 0); no reply = nothing by the timeout + 3 s; wrong replies = errors, closed connections, another waiter's element, or an early nil for an unpushed waiter`,
           'tokens left = keys still in Redis after the waiters left (a token nobody took)',
           'Redis connections = most connections Redis had during the wait and the wake-ups (INFO clients), minus the benchmark\'s admin and pusher connections; Redis blocked clients = blocked connections on Redis once all were parked (direct: INFO blocked_clients; respool: connections with flag b in the same CLIENT LIST, i.e. its watchers)',

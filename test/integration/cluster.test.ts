@@ -127,6 +127,37 @@ test('ioredis in non-cluster mode works through respool: pipelines across nodes 
   }
 })
 
+test('a pipeline over every node while one node is paused: replies in the client\'s order, byte for byte; another client\'s commands on the other nodes are not held', async () => {
+  const keys = keysEverywhere(90, 'slow')
+  const sets = keys.map((k, i) => cmd('SET', k, `v${i}`))
+  await bothWays(sets)
+  const paused = await cluster.ownerOf(calculateSlot(keys[0]))
+  const onOtherNodes: string[] = []
+  for (const k of keys) if ((await cluster.ownerOf(calculateSlot(k))).port !== paused.port) onOtherNodes.push(k)
+  assert.ok(onOtherNodes.length > 10 && onOtherNodes.length < keys.length, 'keys on the paused node and on others')
+  const pipeline = keys.flatMap((k) => [cmd('GET', k), cmd('INCR', `${k}:n`), cmd('STRLEN', k)])
+  // The paused node answers nothing for a second (CLIENT PAUSE returns at once, so it is in
+  // effect before the pipeline is sent).
+  assert.equal(String(await paused.client.call('CLIENT', 'PAUSE', '1000', 'ALL')), 'OK')
+  let bystanderDoneAt = 0
+  let pipelineDoneAt = 0
+  const bystander = (async () => {
+    const c = await RawClient.connect(proxy.address.port)
+    try {
+      c.write(Buffer.concat(onOtherNodes.slice(0, 10).map((k) => cmd('GET', k))))
+      const got = await new FrameReader(c).take(10, 10_000)
+      bystanderDoneAt = performance.now()
+      assert.deepEqual(got, onOtherNodes.slice(0, 10).map((k) => { const v = `v${keys.indexOf(k)}`; return `$${v.length}\r\n${v}\r\n` }))
+    } finally {
+      c.socket.destroy()
+    }
+  })()
+  const both = bothWays(pipeline).then((r) => { pipelineDoneAt = performance.now(); return r })
+  const [{ viaProxy, direct }] = await Promise.all([both, bystander])
+  assert.deepEqual(viaProxy, direct)
+  assert.ok(bystanderDoneAt > 0 && bystanderDoneAt < pipelineDoneAt, 'the bystander on other nodes was answered while the paused node held the pipeline')
+})
+
 test('slots moved by hand (MOVED) and half-moved (ASK) under load: no client sees an error or a redirect', async () => {
   const hot = Array.from({ length: 6 }, (_, i) => `{hot${i}}`)
   const clients = Array.from({ length: 4 }, () => new Redis({ port: proxy.address.port, host: '127.0.0.1', maxRetriesPerRequest: 0 }))
