@@ -12,6 +12,7 @@ import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
+import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
 import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
@@ -222,7 +223,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#framer = new RequestFramer(limits)
     this.#writer = new TickWriter(socket, () => { this.#pause(PAUSE_OUTPUT) })
     socket.setNoDelay(true)
-    socket.on('data', this.#onData)
+    // Reads go to the shared read buffer when Node.js allows it (the framer then copies what it keeps).
+    if (adoptReadBuffer(socket, this.#onData)) this.#framer.transient = true
+    else socket.on('data', this.#onData)
     socket.on('drain', this.#onDrain)
     socket.on('error', () => { this.destroy() })
     socket.on('close', () => { this.destroy() })

@@ -1,4 +1,5 @@
 import { ProtocolError } from '../errors.js'
+import { copyOf } from './socket-reader.js'
 
 /**
  * Incremental boundary scanner for what Redis sends back: every RESP2 and RESP3 type.
@@ -10,7 +11,8 @@ import { ProtocolError } from '../errors.js'
  *
  * Each byte is looked at once. Aggregates are tracked as a stack of "children still expected";
  * bulk payloads are skipped by length. A reply inside one chunk is a zero-copy view; a reply that
- * spans chunks is joined once.
+ * spans chunks is joined once. In `transient` mode (chunks read into a reused buffer) everything
+ * handed on or kept is a copy instead.
  */
 
 /** A top-level reply is complete: `frame` is its exact bytes. */
@@ -57,6 +59,8 @@ TYPE_TABLE['%'.charCodeAt(0)] = KIND_MAP
 TYPE_TABLE['|'.charCodeAt(0)] = KIND_ATTR
 
 export class ReplyFramer {
+  /** Chunks are reused once push returns: frames, pieces and kept parts are copied out of them. */
+  readonly #transient: boolean
   #state = ST_TYPE
   #kind = 0
   #num = 0
@@ -69,6 +73,10 @@ export class ReplyFramer {
   #partsLength = 0
   /** The reply in progress is being handed on in pieces. */
   #streaming = false
+
+  constructor (options: { transient?: boolean } = {}) {
+    this.#transient = options.transient === true
+  }
 
   /** Bytes held for a reply in progress. */
   get bufferedBytes (): number {
@@ -192,11 +200,13 @@ export class ReplyFramer {
         if (open > 0) continue
         if (this.#streaming) {
           this.#streaming = false
-          ;(onPart as OnReplyPart)(chunk.subarray(start, pos), true)
+          ;(onPart as OnReplyPart)(this.#transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
         } else if (this.#partsLength === 0) {
           // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
-          onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
+          if (this.#transient) onReply(copyOf(chunk, start, pos))
+          else onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
         } else {
+          // (Joining copies: the last part may be a view even of a transient chunk.)
           this.#parts.push(chunk.subarray(start, pos))
           const frame = Buffer.concat(this.#parts, this.#partsLength + pos - start)
           this.#parts = []
@@ -213,7 +223,7 @@ export class ReplyFramer {
       throw err
     }
     if (start >= n) return
-    const rest = start === 0 ? chunk : chunk.subarray(start)
+    const rest = this.#transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
       (onPart as OnReplyPart)(rest, false)
       return

@@ -1,6 +1,7 @@
 import { ProtocolError } from '../errors.js'
 import { RespCommand } from './resp-command.js'
 import { splitInlineArgs } from './inline-args.js'
+import { copyOf } from './socket-reader.js'
 
 /**
  * Incremental framer for what clients send: RESP multibulk commands and inline commands.
@@ -12,7 +13,8 @@ import { splitInlineArgs } from './inline-args.js'
  *
  * Each byte is looked at once: headers are parsed digit by digit as they arrive, payloads are
  * skipped by length. A command inside one chunk is a zero-copy view of that chunk; a command that
- * spans chunks is joined once, so a 100 MB argument costs O(size).
+ * spans chunks is joined once, so a 100 MB argument costs O(size). In `transient` mode (chunks
+ * read into a reused buffer) every command, piece and kept part is a copy instead.
  */
 
 export interface RequestLimits {
@@ -87,6 +89,8 @@ const ST_STUCK = 9 // a NUL before the line's end: Redis never finds the end of 
 
 export class RequestFramer {
   limits: RequestLimits
+  /** Chunks are reused once push returns: commands, pieces and kept parts are copied out of them. */
+  transient = false
 
   #state = ST_START
   #num = 0
@@ -232,7 +236,7 @@ export class RequestFramer {
               this.#state = ST_ARG_TYPE
               break
             }
-            if (this.#streaming) (stream as CommandStream).part(chunk.subarray(start, pos), true)
+            if (this.#streaming) (stream as CommandStream).part(this.transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
             else onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
             this.#reset()
             start = pos
@@ -273,7 +277,7 @@ export class RequestFramer {
       throw err
     }
     if (start >= n) return
-    const rest = start === 0 ? chunk : chunk.subarray(start)
+    const rest = this.transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
       (stream as CommandStream).part(rest, false)
       return
@@ -384,9 +388,11 @@ export class RequestFramer {
   /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
   #take (chunk: Buffer, start: number, end: number): Buffer {
     if (this.#partsLength === 0) {
+      if (this.transient) return copyOf(chunk, start, end)
       // A command that is the whole chunk (a client sending one at a time) needs no view of its own.
       return start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)
     }
+    // (Joining copies, so the last part may be a view even of a transient chunk.)
     this.#parts.push(chunk.subarray(start, end))
     return Buffer.concat(this.#parts, this.#partsLength + end - start)
   }

@@ -41,6 +41,17 @@ function flushAtEndOfTick (owner: Flushable): void {
 /** Small writes are joined (one copy is cheaper than one write() each); large ones go as they are. */
 const JOIN_LIMIT = 64 * 1024
 
+/**
+ * Where a turn's small writes to one socket are joined. A socket on loopback or a healthy
+ * network takes a write at once (the kernel copies it), so the same memory serves every write
+ * of every turn, and joining allocates nothing. A fresh buffer per join (Buffer.concat) would
+ * be a new ArrayBuffer per socket per turn: memory outside V8's heap that V8 still counts, and
+ * at 16 KB values that alone made it collect garbage every few tens of milliseconds. The arena is
+ * given up, never overwritten, when a socket keeps a write (its buffer was full).
+ */
+const ARENA_SIZE = 256 * 1024
+let arena: Buffer | null = null
+
 export class TickWriter implements Flushable {
   readonly #socket: net.Socket
   readonly #onFull: () => void
@@ -65,7 +76,7 @@ export class TickWriter implements Flushable {
   write (data: Buffer): void {
     if (data.length >= JOIN_LIMIT) {
       this.flush()
-      if (!this.#socket.write(data)) this.#onFull()
+      this.#send(data)
       return
     }
     if (this.#first === null) this.#first = data
@@ -83,15 +94,53 @@ export class TickWriter implements Flushable {
     const first = this.#first
     if (first === null) return
     const more = this.#more
-    let data = first
-    if (more.length > 0) {
-      more.unshift(first)
-      data = Buffer.concat(more, this.#bytes)
-      more.length = 0
-    }
+    const bytes = this.#bytes
     this.#first = null
     this.#bytes = 0
-    if (this.#socket.destroyed) return
+    if (this.#socket.destroyed) {
+      more.length = 0
+      return
+    }
+    if (more.length === 0) {
+      this.#send(first)
+      return
+    }
+    if (this.#socket.writableLength > 0) {
+      // The socket still holds earlier bytes, so it will hold these too: they get their own buffer.
+      more.unshift(first)
+      const data = Buffer.concat(more, bytes)
+      more.length = 0
+      this.#send(data)
+      return
+    }
+    let buf = arena ??= Buffer.allocUnsafeSlow(ARENA_SIZE)
+    let used = first.copy(buf, 0)
+    for (let i = 0; i < more.length; i++) {
+      const piece = more[i]
+      let from = 0
+      while (from < piece.length) {
+        if (used === ARENA_SIZE) {
+          // More than the arena holds: it goes in arena-sized writes.
+          this.#sendArena(buf, used)
+          buf = arena ??= Buffer.allocUnsafeSlow(ARENA_SIZE)
+          used = 0
+        }
+        const n = piece.copy(buf, used, from)
+        used += n
+        from += n
+      }
+    }
+    more.length = 0
+    this.#sendArena(buf, used)
+  }
+
+  #sendArena (buf: Buffer, used: number): void {
+    this.#send(buf.subarray(0, used))
+    // Still held by the socket (not taken at once): the arena is the socket's now.
+    if (this.#socket.writableLength > 0 && arena === buf) arena = null
+  }
+
+  #send (data: Buffer): void {
     if (!this.#socket.write(data)) this.#onFull()
   }
 }

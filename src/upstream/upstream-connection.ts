@@ -7,6 +7,7 @@ import { ReplySlot, InternalSink } from '../routing/reply-slot.js'
 import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamReplicaError, UpstreamTimeoutError, type ProxyError } from '../errors.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
 import { TickWriter } from '../protocol/write-batcher.js'
+import { readOption } from '../protocol/socket-reader.js'
 import type { UpstreamAddress } from '../config.js'
 
 export type UpstreamState = 'connecting' | 'handshaking' | 'ready' | 'closed'
@@ -104,7 +105,7 @@ export class UpstreamConnection {
 
   #state: UpstreamState = 'connecting'
   #socket: net.Socket
-  #framer = new ReplyFramer()
+  #framer: ReplyFramer
   #inflight = new Denque<ReplySlot>()
   readonly #writer: TickWriter
   #needDrain = false
@@ -125,13 +126,15 @@ export class UpstreamConnection {
   #closeWhenOnlyPartialLeft = false
   #unlockWaiters: Array<() => void> = []
 
-  private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
+  /** `socket` reads into the shared read buffer (readOption) when `transient`, else emits 'data'. */
+  private constructor (options: UpstreamConnectionOptions, socket: net.Socket, transient: boolean) {
     this.id = options.id
     this.#socket = socket
+    this.#framer = new ReplyFramer({ transient })
     this.#writer = new TickWriter(socket, () => { this.#needDrain = true })
     this.#commandTimeoutMs = options.commandTimeoutMs
     this.#address = options.address
-    socket.on('data', this.#onData)
+    if (!transient) socket.on('data', this.#onData)
     socket.on('error', (err) => { this.destroy(new UpstreamClosedError(`upstream connection error: ${err.message}`)) })
     socket.on('close', () => {
       const lost = this.#state === 'ready'
@@ -149,6 +152,9 @@ export class UpstreamConnection {
     const { address } = options
     const where = address.path ?? `${address.host}:${address.port}`
     return new Promise((resolve, reject) => {
+      // Plain TCP and unix sockets read into the shared read buffer (TLS has no such option).
+      // (The callback runs only once connected, when `conn` is long set.)
+      const onread = readOption((chunk) => { conn.#onData(chunk) })
       const socket = address.tls
         ? tls.connect({
           host: address.host,
@@ -158,8 +164,8 @@ export class UpstreamConnection {
           ca: address.tlsCa !== undefined ? readFileSync(address.tlsCa) : undefined,
           rejectUnauthorized: address.tlsInsecure !== true
         })
-        : address.path !== undefined ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port })
-      const conn = new UpstreamConnection(options, socket)
+        : address.path !== undefined ? net.connect({ path: address.path, onread }) : net.connect({ host: address.host, port: address.port, onread })
+      const conn = new UpstreamConnection(options, socket, address.tls !== true)
       let settled = false
       const fail = (err: ProxyError): void => {
         if (settled) return

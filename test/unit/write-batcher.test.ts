@@ -71,3 +71,50 @@ test('TickWriter: many writers in one turn each get their own bytes; a full sock
   await turn()
   assert.equal(full, 1)
 })
+
+/** A socket that keeps what it is given (a view is read only later) and may report it still holds bytes. */
+function holdingSocket (): { socket: net.Socket, held: Buffer[], holding: { value: boolean } } {
+  const held: Buffer[] = []
+  const holding = { value: false }
+  const socket = {
+    destroyed: false,
+    get writableLength () { return holding.value ? 1 : 0 },
+    write: (data: Buffer) => { held.push(data); return true }
+  }
+  return { socket: socket as unknown as net.Socket, held, holding }
+}
+
+test('TickWriter: writes joined in the shared arena are never overwritten while a socket still holds them', async () => {
+  const a = holdingSocket()
+  const b = holdingSocket()
+  const writerA = new TickWriter(a.socket, () => {})
+  const writerB = new TickWriter(b.socket, () => {})
+  writerA.write(Buffer.from('+a1\r\n'))
+  writerA.write(Buffer.from('+a2\r\n'))
+  a.holding.value = true // A's socket keeps its write (its buffer is full)
+  await turn()
+  writerB.write(Buffer.from('+b1\r\n'))
+  writerB.write(Buffer.from('+b2\r\n'))
+  await turn()
+  assert.equal(a.held[0].toString(), '+a1\r\n+a2\r\n')
+  assert.equal(b.held[0].toString(), '+b1\r\n+b2\r\n')
+  // B's socket took its write at once: the arena is B's no longer and serves the next join.
+  const firstB = b.held[0]
+  writerB.write(Buffer.from('+b3\r\n'))
+  writerB.write(Buffer.from('+b4\r\n'))
+  await turn()
+  assert.equal(b.held[1].toString(), '+b3\r\n+b4\r\n')
+  assert.equal(b.held[1].buffer, firstB.buffer, 'the arena is reused')
+  assert.equal(a.held[0].toString(), '+a1\r\n+a2\r\n')
+})
+
+test('TickWriter: a turn larger than the arena goes out in order, in several writes', async () => {
+  const { socket, writes } = recordingSocket()
+  const writer = new TickWriter(socket, () => {})
+  const pieces: string[] = []
+  for (let i = 0; i < 40; i++) pieces.push(`$16384\r\n${String(i % 10).repeat(16384)}\r\n`)
+  for (const p of pieces) writer.write(Buffer.from(p))
+  await turn()
+  assert.ok(writes.length > 1)
+  assert.equal(writes.join(''), pieces.join(''))
+})
