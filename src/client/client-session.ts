@@ -129,6 +129,13 @@ function isInMulti (lease: Lease | null): boolean {
 const PUSH = 0x3e
 const MINUS = 0x2d
 
+/** The session a client socket belongs to (its event handlers are shared by all sessions). */
+const SESSION = Symbol('respool.session')
+
+function sessionOf (socket: net.Socket): ClientSession {
+  return (socket as unknown as Record<symbol, ClientSession>)[SESSION]
+}
+
 /**
  * One downstream client. Commands are framed from its socket, each gets a reply slot in
  * arrival order, and replies are written from the head of that queue, so the client sees them
@@ -143,8 +150,9 @@ const MINUS = 0x2d
  */
 export class ClientSession implements ReplySink, LaneWaiter {
   readonly id: number
-  readonly remoteAddress: string
-  readonly localAddress: string
+  /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
+  #remoteAddress: string | null = null
+  #localAddress: string | null = null
   readonly connectedAt = Date.now()
   readonly state: SessionState
   /** RESPOOL AUTH succeeded on this connection. */
@@ -203,8 +211,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx = ctx
     this.#router = ctx.router
     this.#guard = new OutputGuard(this, ctx.memory, ctx.config.outputLimits)
-    this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
-    this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
     this.#effects = new SessionEffects({
       state: this.state,
@@ -223,19 +229,53 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#framer = new RequestFramer(limits)
     this.#writer = new TickWriter(socket, () => { this.#pause(PAUSE_OUTPUT) })
     socket.setNoDelay(true)
-    // Reads go to the shared read buffer when Node.js allows it (the framer then copies what it keeps).
-    if (adoptReadBuffer(socket, this.#onData)) this.#framer.transient = true
-    else socket.on('data', this.#onData)
-    socket.on('drain', this.#onDrain)
-    socket.on('error', () => { this.destroy() })
-    socket.on('close', () => { this.destroy() })
-    // The client closed its side: it will read nothing more, so a parked command takes nothing
-    // for it from now on (as Redis frees a client whose read returns 0).
-    socket.on('end', () => {
-      if (this.#waiter !== null) this.#ctx.parking?.cancel(this.#waiter)
-    })
-    socket.on('timeout', () => { this.destroy() })
+    // Reads go to the shared read buffer when Node.js allows it (the framer then copies what it
+    // keeps). The socket's handlers are shared by all sessions: ten thousand idle clients then
+    // cost no closures for them.
+    ;(socket as unknown as Record<symbol, ClientSession>)[SESSION] = this
+    if (adoptReadBuffer(socket, ClientSession.#onSocketRead)) this.#framer.transient = true
+    else socket.on('data', ClientSession.#onSocketData)
+    socket.on('drain', ClientSession.#onSocketDrain)
+    socket.on('error', ClientSession.#onSocketGone)
+    socket.on('close', ClientSession.#onSocketGone)
+    socket.on('end', ClientSession.#onSocketEnd)
+    socket.on('timeout', ClientSession.#onSocketGone)
     if (ctx.config.clientIdleTimeoutMs > 0) socket.setTimeout(ctx.config.clientIdleTimeoutMs)
+  }
+
+  static #onSocketRead (socket: net.Socket, chunk: Buffer): void {
+    sessionOf(socket).#onData(chunk)
+  }
+
+  static #onSocketData (this: net.Socket, chunk: Buffer): void {
+    sessionOf(this).#onData(chunk)
+  }
+
+  static #onSocketDrain (this: net.Socket): void {
+    sessionOf(this).#onDrain()
+  }
+
+  static #onSocketGone (this: net.Socket): void {
+    sessionOf(this).destroy()
+  }
+
+  /**
+   * The client closed its side: it will read nothing more, so a parked command takes nothing
+   * for it from now on (as Redis frees a client whose read returns 0).
+   */
+  static #onSocketEnd (this: net.Socket): void {
+    const session = sessionOf(this)
+    if (session.#waiter !== null) session.#ctx.parking?.cancel(session.#waiter)
+  }
+
+  get remoteAddress (): string {
+    const socket = this.#socket
+    return (this.#remoteAddress ??= `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`)
+  }
+
+  get localAddress (): string {
+    const socket = this.#socket
+    return (this.#localAddress ??= `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`)
   }
 
   /** A reload changed the client limits: this connection follows them from its next byte on. */
@@ -297,11 +337,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return this.#member !== null && this.#member.count > 0
   }
 
-  /** The protocol and out-of-band path the shared fan-out delivers through. */
-  readonly #hubClient: HubClient = ((session: ClientSession): HubClient => ({
-    get resp (): number { return session.state.resp },
-    deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
-  }))(this)
+  /** The protocol and out-of-band path the shared fan-out delivers through (made on the first subscription). */
+  #hubClient (): HubClient {
+    const session = this
+    return {
+      get resp (): number { return session.state.resp },
+      deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
+    }
+  }
 
   /**
    * A RESP2 client in subscriber mode through the shared fan-out (not through a pin of its own,
@@ -313,7 +356,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   // ---- input ---------------------------------------------------------------------------
 
-  #onData = (chunk: Buffer): void => {
+  #onData (chunk: Buffer): void {
     if ((this.#paused & PAUSE_ENDING) !== 0) return
     try {
       this.#framer.push(chunk, this.#onCommand, this.#commandStream)
@@ -844,7 +887,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#wait = W_BARRIER
       return false
     }
-    const member = this.#member ??= hub.member(this.#hubClient)
+    const member = this.#member ??= hub.member(this.#hubClient())
     const names = cmd.args().slice(1)
     if (kind === Kind.UNSUBSCRIBE) {
       this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
@@ -1605,7 +1648,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#fill(slot, reply)
   }
 
-  #onDrain = (): void => {
+  #onDrain (): void {
     this.#resume(PAUSE_OUTPUT)
     this.#guard.report(this.#writer.pendingBytes)
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()

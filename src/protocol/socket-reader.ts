@@ -70,21 +70,33 @@ export const canAdoptReadBuffer = internals !== null
 
 interface UserBufferHandle { useUserBuffer?: (buf: Uint8Array) => void, reading?: boolean }
 
+/** Called with the socket and the bytes of one read; the buffer is reused once the call returns. */
+export type OnSocketRead = (socket: net.Socket, chunk: Buffer) => void
+
+/** The read callback for each handler, made once: an accepted socket costs no closure of its own. */
+const callbacks = new Map<OnSocketRead, (this: net.Socket, bytes: number, buf: Uint8Array) => boolean>()
+
 /**
  * Switches an accepted socket to reading into the shared buffer; `onRead` then gets every read
  * and 'data' is never emitted. Returns false (nothing changed) when that is not possible. Must
  * run in the turn the socket was accepted, before its first read.
  */
-export function adoptReadBuffer (socket: net.Socket, onRead: OnRead): boolean {
+export function adoptReadBuffer (socket: net.Socket, onRead: OnSocketRead): boolean {
   if (internals === null || socket instanceof tls.TLSSocket) return false
   const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle
   const fields = socket as unknown as Record<symbol, unknown>
   if (handle == null || typeof handle.useUserBuffer !== 'function' || fields[internals.kBuffer] !== null) return false
-  fields[internals.kBuffer] = shared
-  fields[internals.kBufferCb] = (bytes: number, buf: Uint8Array): boolean => {
-    onRead((buf as Buffer).subarray(0, bytes))
-    return true
+  let callback = callbacks.get(onRead)
+  if (callback === undefined) {
+    // Node calls it as a method of the socket (socket[kBufferCb](bytes, buf)).
+    callback = function (this: net.Socket, bytes: number, buf: Uint8Array): boolean {
+      onRead(this, (buf as Buffer).subarray(0, bytes))
+      return true
+    }
+    callbacks.set(onRead, callback)
   }
+  fields[internals.kBuffer] = shared
+  fields[internals.kBufferCb] = callback
   handle.useUserBuffer(shared)
   return true
 }

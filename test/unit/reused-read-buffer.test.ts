@@ -89,7 +89,10 @@ test('socket reader: a connected socket and an accepted socket read through the 
   let serverSocket: net.Socket | null = null
   const server = net.createServer((socket) => {
     serverSocket = socket
-    adopted = adoptReadBuffer(socket, (chunk) => { serverGot.push(chunk.toString()) })
+    adopted = adoptReadBuffer(socket, (from, chunk) => {
+      assert.equal(from, socket)
+      serverGot.push(chunk.toString())
+    })
     if (!adopted) socket.on('data', (chunk: Buffer) => { serverGot.push(chunk.toString()) })
     socket.on('end', () => { serverGot.push('<end>') })
     socket.write('hello')
