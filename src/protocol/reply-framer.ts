@@ -73,6 +73,12 @@ export class ReplyFramer {
   #partsLength = 0
   /** The reply in progress is being handed on in pieces. */
   #streaming = false
+  /**
+   * Transient mode: a top-level bulk reply that spans reads, in a buffer of its final size
+   * (known from its header), filled as it arrives: one copy, instead of a copy per read and
+   * another to join them. Memory given to ArrayBuffers is what makes V8 collect at 16 KB values.
+   */
+  #frame: Buffer | null = null
 
   constructor (options: { transient?: boolean } = {}) {
     this.#transient = options.transient === true
@@ -205,6 +211,12 @@ export class ReplyFramer {
           // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
           if (this.#transient) onReply(copyOf(chunk, start, pos))
           else onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
+        } else if (this.#frame !== null) {
+          const frame = this.#frame
+          chunk.copy(frame, this.#partsLength, start, pos)
+          this.#frame = null
+          this.#partsLength = 0
+          onReply(frame)
         } else {
           // (Joining copies: the last part may be a view even of a transient chunk.)
           this.#parts.push(chunk.subarray(start, pos))
@@ -220,9 +232,11 @@ export class ReplyFramer {
       this.#parts = []
       this.#partsLength = 0
       this.#streaming = false
+      this.#frame = null
       throw err
     }
     if (start >= n) return
+    if (this.#transient && !this.#streaming && this.#keepInFrame(chunk, start, n)) return
     const rest = this.#transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
       (onPart as OnReplyPart)(rest, false)
@@ -238,5 +252,24 @@ export class ReplyFramer {
       this.#partsLength = 0
       onPart(head, false)
     }
+  }
+
+  /** Transient mode: keeps the unfinished part of a top-level bulk reply in its final-size buffer. */
+  #keepInFrame (chunk: Buffer, start: number, end: number): boolean {
+    if (this.#frame === null) {
+      if (this.#stack.length !== 0) return false
+      const state = this.#state
+      const left = state === ST_DATA ? this.#dataLeft + 2 : state === ST_DATA_CR ? 2 : state === ST_DATA_LF ? 1 : -1
+      const total = this.#partsLength + end - start + left
+      if (left < 0 || total > STREAM_THRESHOLD) return false
+      const frame = Buffer.allocUnsafe(total)
+      let used = 0
+      for (const part of this.#parts) used += part.copy(frame, used)
+      this.#parts = []
+      this.#partsLength = used
+      this.#frame = frame
+    }
+    this.#partsLength += chunk.copy(this.#frame, this.#partsLength, start, end)
+    return true
   }
 }
