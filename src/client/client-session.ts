@@ -204,6 +204,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #member: HubMember | null = null
   /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
   #clusterBarrier = false
+  /** The reply being written, when it is a view of the shared read buffer (onReply). */
+  #transientReply: Buffer | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -1402,7 +1404,21 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   // ---- replies ---------------------------------------------------------------------------
 
-  onReply (slot: ReplySlot, frame: Buffer): void {
+  /** Replies may come as views of the shared read buffer (see ReplySink.takesTransient). */
+  get takesTransient (): boolean {
+    return true
+  }
+
+  onReply (slot: ReplySlot, frame: Buffer, transient = false): void {
+    if (transient) {
+      // Written at once (the usual case): copied into the writer's turn arena on the way out.
+      // Otherwise it is kept (waiting for an earlier reply, or read by an effect): a copy now.
+      if (slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
+        this.#transientReply = frame
+      } else {
+        frame = Buffer.from(frame)
+      }
+    }
     this.#inflight--
     this.#window.observe(frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
@@ -1410,6 +1426,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
     if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
+    this.#transientReply = null
     this.#afterReply()
   }
 
@@ -1591,7 +1608,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #write (bytes: Buffer): void {
-    this.#writer.write(bytes)
+    if (bytes === this.#transientReply) this.#writer.writeTransient(bytes)
+    else this.#writer.write(bytes)
     this.checkOutput()
   }
 

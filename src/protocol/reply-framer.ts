@@ -11,12 +11,17 @@ import { copyOf } from './socket-reader.js'
  *
  * Each byte is looked at once. Aggregates are tracked as a stack of "children still expected";
  * bulk payloads are skipped by length. A reply inside one chunk is a zero-copy view; a reply that
- * spans chunks is joined once. In `transient` mode (chunks read into a reused buffer) everything
- * handed on or kept is a copy instead.
+ * spans chunks is joined once. In `transient` mode (chunks read into a reused buffer) what the
+ * framer keeps and the pieces it hands on are copies, and a reply inside one chunk is a view
+ * marked transient: its receiver copies it only if it must keep it.
  */
 
-/** A top-level reply is complete: `frame` is its exact bytes. */
-export type OnReply = (frame: Buffer) => void
+/**
+ * A top-level reply is complete: `frame` is its exact bytes. `transient` (transient mode only):
+ * `frame` is a view of the chunk being pushed, valid only during the call; whoever keeps it must
+ * copy it. Otherwise the frame is the caller's to keep.
+ */
+export type OnReply = (frame: Buffer, transient: boolean) => void
 
 /**
  * A piece of a large top-level reply, in order; `done` marks the last piece. Used once a reply
@@ -209,21 +214,20 @@ export class ReplyFramer {
           ;(onPart as OnReplyPart)(this.#transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
         } else if (this.#partsLength === 0) {
           // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
-          if (this.#transient) onReply(copyOf(chunk, start, pos))
-          else onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
+          onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos), this.#transient)
         } else if (this.#frame !== null) {
           const frame = this.#frame
           chunk.copy(frame, this.#partsLength, start, pos)
           this.#frame = null
           this.#partsLength = 0
-          onReply(frame)
+          onReply(frame, false)
         } else {
           // (Joining copies: the last part may be a view even of a transient chunk.)
           this.#parts.push(chunk.subarray(start, pos))
           const frame = Buffer.concat(this.#parts, this.#partsLength + pos - start)
           this.#parts = []
           this.#partsLength = 0
-          onReply(frame)
+          onReply(frame, false)
         }
         start = pos
       }

@@ -419,8 +419,13 @@ export class UpstreamConnection {
     }
   }
 
-  #onReply = (frame: Buffer): void => {
+  /** A reply frame; `transient` frames are views of the shared read buffer (see ReplyFramer). */
+  #onReply = (frame: Buffer, transient: boolean): void => {
     if (this.#state === 'closed') return
+    if (transient && (this.tunnel !== null || frame[0] === PUSH)) {
+      frame = Buffer.from(frame)
+      transient = false
+    }
     if (this.tunnel !== null && this.tunnel(frame)) return
     if (frame[0] === PUSH) {
       // Out of band: never shifts the FIFO. On a shared connection nobody asked for it.
@@ -440,7 +445,10 @@ export class UpstreamConnection {
       queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
       if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this) === true) frame = RETRIED
     }
-    if (!slot.cancelled && frame !== RETRIED) slot.sink.onReply(slot, frame)
+    if (!slot.cancelled && frame !== RETRIED) {
+      if (transient && slot.sink.takesTransient !== true) slot.sink.onReply(slot, Buffer.from(frame))
+      else slot.sink.onReply(slot, frame, transient)
+    }
     // Only an abandoned large command's own reply is left to come: close now.
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
@@ -463,7 +471,7 @@ export class UpstreamConnection {
       if (!done) return
       const frame = Buffer.concat(this.#wholePieces)
       this.#wholePieces = null
-      this.#onReply(frame)
+      this.#onReply(frame, false)
       return
     }
     const slot = this.#streamSlot as ReplySlot

@@ -118,3 +118,31 @@ test('TickWriter: a turn larger than the arena goes out in order, in several wri
   assert.ok(writes.length > 1)
   assert.equal(writes.join(''), pieces.join(''))
 })
+
+test('TickWriter: a transient write is copied at once, and the copy outlives the source until the socket has it', async () => {
+  const a = holdingSocket()
+  const b = holdingSocket()
+  const writerA = new TickWriter(a.socket, () => {})
+  const writerB = new TickWriter(b.socket, () => {})
+  const source = Buffer.from('$5\r\nhello\r\n')
+  writerA.writeTransient(source)
+  source.fill(0x21) // the read buffer is reused at once
+  source.write('$5\r\nworld\r\n')
+  writerB.writeTransient(source)
+  source.fill(0x21)
+  a.holding.value = true // A's socket keeps its write
+  await turn()
+  assert.equal(a.held[0].toString(), '$5\r\nhello\r\n')
+  assert.equal(b.held[0].toString(), '$5\r\nworld\r\n')
+  // A kept its write, so the next turn's copies go elsewhere: A's bytes stay as they were.
+  for (let i = 0; i < 100; i++) {
+    source.write(`$5\r\nx${String(i).padStart(4, '0')}\r\n`)
+    writerB.writeTransient(source)
+    source.fill(0x21)
+    await turn()
+  }
+  assert.equal(a.held[0].toString(), '$5\r\nhello\r\n')
+  assert.equal(b.held[100].toString(), '$5\r\nx0099\r\n')
+  // Nobody holds anything now: the turn arena is reused from turn to turn.
+  assert.equal(b.held[99].buffer, b.held[100].buffer)
+})
