@@ -235,8 +235,13 @@ export class ClientSession implements ReplySink, LaneWaiter {
     // keeps). The socket's handlers are shared by all sessions: ten thousand idle clients then
     // cost no closures for them.
     ;(socket as unknown as Record<symbol, ClientSession>)[SESSION] = this
-    if (adoptReadBuffer(socket, ClientSession.#onSocketRead)) this.#framer.transient = true
-    else socket.on('data', ClientSession.#onSocketData)
+    if (adoptReadBuffer(socket, ClientSession.#onSocketRead)) {
+      this.#framer.transient = true
+      // Large commands go to the command ring; cluster mode keeps commands for redirects, so not there.
+      this.#framer.useRing = ctx.cluster == null
+    } else {
+      socket.on('data', ClientSession.#onSocketData)
+    }
     socket.on('drain', ClientSession.#onSocketDrain)
     socket.on('error', ClientSession.#onSocketGone)
     socket.on('close', ClientSession.#onSocketGone)
@@ -382,6 +387,16 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#endAfterReplies(false)
     }
     this.#pump()
+    if (this.#pending.length > 0) this.#detachPending()
+  }
+
+  /** Commands still waiting to be sent keep their own memory, not the command ring's. */
+  #detachPending (): void {
+    const pending = this.#pending
+    for (let i = 0; i < pending.length; i++) {
+      const slot = pending.peekAt(i) as ReplySlot
+      if (slot.command?.lease != null) slot.command = slot.command.detached()
+    }
   }
 
   /**
@@ -535,9 +550,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   /** Handles the head pending command. Returns false if it must wait (this.#wait says for what). */
   #dispatch (slot: ReplySlot): boolean {
-    const cmd = slot.command as RespCommand
+    let cmd = slot.command as RespCommand
     const state = this.state
     const kind = classify(cmd)
+    // A command in the ring is released when its reply is written: only a plain command on a
+    // shared lane may stay there; anything that could be kept longer takes its own copy.
+    if (cmd.lease !== null && (kind !== Kind.SHARED || this.#lease !== null)) slot.command = cmd = cmd.detached()
     if (slot.effect === -1) this.#firstLook(slot, cmd, kind)
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
@@ -1600,6 +1618,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     let head = slots.peekFront()
     while (head !== undefined && head.reply !== null) {
       slots.shift()
+      // Answered: nothing reads its command's bytes again (a command in the ring gives them back).
+      head.command?.lease?.release()
       if (!head.suppressed && !(head.errorsSuppressed && head.reply[0] === MINUS)) this.#write(head.reply)
       head = slots.peekFront()
     }

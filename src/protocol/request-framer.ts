@@ -2,6 +2,7 @@ import { ProtocolError } from '../errors.js'
 import { RespCommand } from './resp-command.js'
 import { splitInlineArgs } from './inline-args.js'
 import { copyOf } from './socket-reader.js'
+import { reserveInRing, type RingLease } from './command-ring.js'
 
 /**
  * Incremental framer for what clients send: RESP multibulk commands and inline commands.
@@ -91,6 +92,13 @@ export class RequestFramer {
   limits: RequestLimits
   /** Chunks are reused once push returns: commands, pieces and kept parts are copied out of them. */
   transient = false
+  /**
+   * Transient mode: large commands are copied into the command ring (see command-ring); whoever
+   * keeps one past its reply, or for long, must take it out (RespCommand.detached).
+   */
+  useRing = false
+  /** The ring lease of the command #take just made. */
+  #lease: RingLease | null = null
 
   #state = ST_START
   #num = 0
@@ -237,7 +245,12 @@ export class RequestFramer {
               break
             }
             if (this.#streaming) (stream as CommandStream).part(this.transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
-            else onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
+            else {
+              const frame = this.#take(chunk, start, pos, this.useRing)
+              const lease = this.#lease
+              this.#lease = null
+              onCommand(new RespCommand(frame, this.#offsets, lease))
+            }
             this.#reset()
             start = pos
             break
@@ -386,7 +399,17 @@ export class RequestFramer {
   }
 
   /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
-  #take (chunk: Buffer, start: number, end: number): Buffer {
+  #take (chunk: Buffer, start: number, end: number, ring = false): Buffer {
+    if (ring && this.transient) {
+      const reserved = reserveInRing(this.#partsLength + end - start)
+      if (reserved !== null) {
+        let at = 0
+        for (const part of this.#parts) at += part.copy(reserved.frame, at)
+        chunk.copy(reserved.frame, at, start, end)
+        this.#lease = reserved.lease
+        return reserved.frame
+      }
+    }
     if (this.#partsLength === 0) {
       if (this.transient) return copyOf(chunk, start, end)
       // A command that is the whole chunk (a client sending one at a time) needs no view of its own.
