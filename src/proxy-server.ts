@@ -431,7 +431,7 @@ export class ProxyServer {
     this.stats.downstreamCxTotal++
     // A refused client may reset the connection before the refusal is written (a port probe):
     // that must not become an unhandled 'error' event.
-    socket.on('error', () => {})
+    socket.on('error', ignoreError)
     if (this.#closing !== null) {
       socket.end(errorReply('ERR respool: shutting down'))
       return
@@ -460,6 +460,9 @@ const PROTECTED_MODE_DENIED = errorReply('DENIED respool is running in protected
   'trusted, disable protected mode with --protected-mode no (RESPOOL_PROTECTED_MODE=no).')
 
 /** A client on the unix socket or a loopback address (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+/** A shared no-op, not a closure per connection. */
+function ignoreError (): void {}
+
 export function isLocalClient (socket: net.Socket): boolean {
   const address = socket.remoteAddress
   if (address === undefined) return true // unix socket

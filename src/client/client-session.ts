@@ -12,6 +12,7 @@ import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { TickWriter } from '../protocol/write-batcher.js'
+import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
 import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
@@ -140,6 +141,13 @@ function isInMulti (lease: Lease | null): boolean {
 const PUSH = 0x3e
 const MINUS = 0x2d
 
+/** The session a client socket belongs to (its event handlers are shared by all sessions). */
+const SESSION = Symbol('respool.session')
+
+function sessionOf (socket: net.Socket): ClientSession {
+  return (socket as unknown as Record<symbol, ClientSession>)[SESSION]
+}
+
 /**
  * One downstream client. Commands are framed from its socket, each gets a reply slot in
  * arrival order, and replies are written from the head of that queue, so the client sees them
@@ -154,8 +162,9 @@ const MINUS = 0x2d
  */
 export class ClientSession implements ReplySink, LaneWaiter {
   readonly id: number
-  readonly remoteAddress: string
-  readonly localAddress: string
+  /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
+  #remoteAddress: string | null = null
+  #localAddress: string | null = null
   readonly connectedAt = Date.now()
   readonly state: SessionState
   /** RESPOOL AUTH succeeded on this connection. */
@@ -221,6 +230,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #clusterShards: ClusterShardSubscriptions | null = null
   /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
   #clusterRoute = ROUTE_SHARED
+  /** The reply being written, when it is a view of the shared read buffer (onReply). */
+  #transientReply: Buffer | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -228,8 +239,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#ctx = ctx
     this.#router = ctx.router
     this.#guard = new OutputGuard(this, ctx.memory, ctx.config.outputLimits)
-    this.remoteAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`
-    this.localAddress = `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
     this.#effects = new SessionEffects({
       state: this.state,
@@ -248,17 +257,58 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#framer = new RequestFramer(limits)
     this.#writer = new TickWriter(socket, () => { this.#pause(PAUSE_OUTPUT) })
     socket.setNoDelay(true)
-    socket.on('data', this.#onData)
-    socket.on('drain', this.#onDrain)
-    socket.on('error', () => { this.destroy() })
-    socket.on('close', () => { this.destroy() })
-    // The client closed its side: it will read nothing more, so a parked command takes nothing
-    // for it from now on (as Redis frees a client whose read returns 0).
-    socket.on('end', () => {
-      if (this.#waiter !== null) this.#ctx.parking?.cancel(this.#waiter)
-    })
-    socket.on('timeout', () => { this.destroy() })
+    // Reads go to the shared read buffer when Node.js allows it (the framer then copies what it
+    // keeps). The socket's handlers are shared by all sessions: ten thousand idle clients then
+    // cost no closures for them.
+    ;(socket as unknown as Record<symbol, ClientSession>)[SESSION] = this
+    if (adoptReadBuffer(socket, ClientSession.#onSocketRead)) {
+      this.#framer.transient = true
+      // Large commands go to the command ring; cluster mode keeps commands for redirects, so not there.
+      this.#framer.useRing = ctx.cluster == null
+    } else {
+      socket.on('data', ClientSession.#onSocketData)
+    }
+    socket.on('drain', ClientSession.#onSocketDrain)
+    socket.on('error', ClientSession.#onSocketGone)
+    socket.on('close', ClientSession.#onSocketGone)
+    socket.on('end', ClientSession.#onSocketEnd)
+    socket.on('timeout', ClientSession.#onSocketGone)
     if (ctx.config.clientIdleTimeoutMs > 0) socket.setTimeout(ctx.config.clientIdleTimeoutMs)
+  }
+
+  static #onSocketRead (socket: net.Socket, chunk: Buffer): void {
+    sessionOf(socket).#onData(chunk)
+  }
+
+  static #onSocketData (this: net.Socket, chunk: Buffer): void {
+    sessionOf(this).#onData(chunk)
+  }
+
+  static #onSocketDrain (this: net.Socket): void {
+    sessionOf(this).#onDrain()
+  }
+
+  static #onSocketGone (this: net.Socket): void {
+    sessionOf(this).destroy()
+  }
+
+  /**
+   * The client closed its side: it will read nothing more, so a parked command takes nothing
+   * for it from now on (as Redis frees a client whose read returns 0).
+   */
+  static #onSocketEnd (this: net.Socket): void {
+    const session = sessionOf(this)
+    if (session.#waiter !== null) session.#ctx.parking?.cancel(session.#waiter)
+  }
+
+  get remoteAddress (): string {
+    const socket = this.#socket
+    return (this.#remoteAddress ??= `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`)
+  }
+
+  get localAddress (): string {
+    const socket = this.#socket
+    return (this.#localAddress ??= `${socket.localAddress ?? 'unix'}:${socket.localPort ?? 0}`)
   }
 
   /** A reload changed the client limits: this connection follows them from its next byte on. */
@@ -321,11 +371,14 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return (this.#member !== null && this.#member.count > 0) || (this.#clusterShards !== null && this.#clusterShards.count > 0)
   }
 
-  /** The protocol and out-of-band path the shared fan-out delivers through. */
-  readonly #hubClient: HubClient = ((session: ClientSession): HubClient => ({
-    get resp (): number { return session.state.resp },
-    deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
-  }))(this)
+  /** The protocol and out-of-band path the shared fan-out delivers through (made on the first subscription). */
+  #hubClient (): HubClient {
+    const session = this
+    return {
+      get resp (): number { return session.state.resp },
+      deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
+    }
+  }
 
   /**
    * A RESP2 client in subscriber mode through the shared fan-out (not through a pin of its own,
@@ -337,7 +390,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   // ---- input ---------------------------------------------------------------------------
 
-  #onData = (chunk: Buffer): void => {
+  #onData (chunk: Buffer): void {
     if ((this.#paused & PAUSE_ENDING) !== 0) return
     try {
       this.#framer.push(chunk, this.#onCommand, this.#commandStream)
@@ -361,6 +414,16 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#endAfterReplies(false)
     }
     this.#pump()
+    if (this.#pending.length > 0) this.#detachPending()
+  }
+
+  /** Commands still waiting to be sent keep their own memory, not the command ring's. */
+  #detachPending (): void {
+    const pending = this.#pending
+    for (let i = 0; i < pending.length; i++) {
+      const slot = pending.peekAt(i) as ReplySlot
+      if (slot.command?.lease != null) slot.command = slot.command.detached()
+    }
   }
 
   /**
@@ -515,9 +578,12 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   /** Handles the head pending command. Returns false if it must wait (this.#wait says for what). */
   #dispatch (slot: ReplySlot): boolean {
-    const cmd = slot.command as RespCommand
+    let cmd = slot.command as RespCommand
     const state = this.state
     const kind = classify(cmd)
+    // A command in the ring is released when its reply is written: only a plain command on a
+    // shared lane may stay there; anything that could be kept longer takes its own copy.
+    if (cmd.lease !== null && (kind !== Kind.SHARED || this.#lease !== null)) slot.command = cmd = cmd.detached()
     if (slot.effect === -1) this.#firstLook(slot, cmd, kind)
     if (!state.authenticated && kind !== Kind.AUTH && kind !== Kind.HELLO && kind !== Kind.QUIT && kind !== Kind.RESET) {
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
@@ -811,7 +877,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#wait = W_BARRIER
       return false
     }
-    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient, this.#ctx.config.acquireTimeoutMs)
+    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient(), this.#ctx.config.acquireTimeoutMs)
     if (kind === Kind.UNSUBSCRIBE) return this.#local(slot, shards.unsubscribe(cmd))
     const now = shards.subscribe(cmd, (reply) => { this.#clusterReply(slot, reply) })
     if (now !== null) return this.#local(slot, now)
@@ -993,7 +1059,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       this.#wait = W_BARRIER
       return false
     }
-    const member = this.#member ??= hub.member(this.#hubClient)
+    const member = this.#member ??= hub.member(this.#hubClient())
     const names = cmd.args().slice(1)
     if (kind === Kind.UNSUBSCRIBE) {
       this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
@@ -1519,7 +1585,22 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   // ---- replies ---------------------------------------------------------------------------
 
-  onReply (slot: ReplySlot, frame: Buffer): void {
+  /** Replies may come as views of the shared read buffer (see ReplySink.takesTransient). */
+  get takesTransient (): boolean {
+    return true
+  }
+
+  onReply (slot: ReplySlot, frame: Buffer, transient = false): void {
+    if (transient) {
+      // Written at once (the usual case): copied into the writer's turn arena on the way out.
+      // Otherwise it is kept (waiting for an earlier reply, held behind a retried command, or
+      // read by an effect): a copy now.
+      if (this.#held === null && slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
+        this.#transientReply = frame
+      } else {
+        frame = Buffer.from(frame)
+      }
+    }
     if (this.#held !== null && this.#laterReply(slot, frame)) return
     this.#inflight--
     this.#window.observe(frame.length)
@@ -1528,6 +1609,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
     if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
+    this.#transientReply = null
     this.#afterReply()
   }
 
@@ -1779,6 +1861,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
     let head = slots.peekFront()
     while (head !== undefined && head.reply !== null) {
       slots.shift()
+      // Answered: nothing reads its command's bytes again (a command in the ring gives them back).
+      head.command?.lease?.release()
       if (!head.suppressed && !(head.errorsSuppressed && head.reply[0] === MINUS)) this.#write(head.reply)
       head = slots.peekFront()
     }
@@ -1787,7 +1871,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   #write (bytes: Buffer): void {
-    this.#writer.write(bytes)
+    if (bytes === this.#transientReply) this.#writer.writeTransient(bytes)
+    else this.#writer.write(bytes)
     this.checkOutput()
   }
 
@@ -1844,7 +1929,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#fill(slot, reply)
   }
 
-  #onDrain = (): void => {
+  #onDrain (): void {
     this.#resume(PAUSE_OUTPUT)
     this.#guard.report(this.#writer.pendingBytes)
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()

@@ -89,7 +89,7 @@ export class SessionEffects {
    * The SELECTs of each EXEC in flight, by its slot: EXEC's own reply says which ran (an earlier
    * EXEC's reply may still be on its way when a later transaction's EXEC is sent).
    */
-  readonly #execSelects = new Map<ReplySlot, QueuedSelect[]>()
+  #execSelects: Map<ReplySlot, QueuedSelect[]> | null = null
   /** A command of the open transaction could not be queued: EXEC answers EXECABORT. */
   txnAborted = false
   readonly subs = new Subscriptions()
@@ -103,7 +103,7 @@ export class SessionEffects {
   reset (): void {
     this.txnQueued = 0
     this.txnSelects = []
-    this.#execSelects.clear()
+    this.#execSelects = null
     this.txnAborted = false
     this.subs.clear()
   }
@@ -138,7 +138,7 @@ export class SessionEffects {
         this.txnAborted = false
         if (lease !== null) lease.reasons &= ~(R_MULTI | R_WATCH)
         if (slot.effect === E_EXEC && this.txnSelects.length > 0) {
-          this.#execSelects.set(slot, this.txnSelects)
+          (this.#execSelects ??= new Map()).set(slot, this.txnSelects)
           conn.markDbUnknown()
         }
         this.txnSelects = []
@@ -180,7 +180,7 @@ export class SessionEffects {
 
   /** This EXEC has queued SELECTs whose outcome is in its reply. */
   decidesDb (slot: ReplySlot): boolean {
-    return this.#execSelects.has(slot)
+    return this.#execSelects?.has(slot) === true
   }
 
   /** Adds a reason to hold the pin, counting it the first time. */
@@ -206,9 +206,9 @@ export class SessionEffects {
         }
         break
       case E_EXEC: {
-        const selects = this.#execSelects.get(slot)
+        const selects = this.#execSelects?.get(slot)
         if (selects === undefined) break
-        this.#execSelects.delete(slot)
+        this.#execSelects?.delete(slot)
         const db = dbAfterExec(frame, selects)
         if (db !== null) this.#hooks.state.db = db
         break

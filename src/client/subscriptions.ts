@@ -9,16 +9,18 @@ import type { ReplySlot } from '../routing/reply-slot.js'
  * subscriber mode really ends (no subscription left and no (UN)SUBSCRIBE still on its way).
  */
 export class Subscriptions {
-  readonly #sets: Record<PubsubFamily, Set<string>> = { channel: new Set(), pattern: new Set(), shard: new Set() }
+  /** Made on the first confirmation: most clients never subscribe (ten thousand idle ones cost nothing here). */
+  #sets: Record<PubsubFamily, Set<string>> | null = null
   /** (P|S)(UN)SUBSCRIBE commands written and not yet completed. */
   inFlight = 0
 
   count (family: PubsubFamily): number {
-    return this.#sets[family].size
+    return this.#sets?.[family].size ?? 0
   }
 
   get empty (): boolean {
-    return this.#sets.channel.size + this.#sets.pattern.size + this.#sets.shard.size === 0
+    const sets = this.#sets
+    return sets === null || sets.channel.size + sets.pattern.size + sets.shard.size === 0
   }
 
   /** Subscriber mode may end: nothing subscribed, nothing pending. */
@@ -27,7 +29,7 @@ export class Subscriptions {
   }
 
   clear (): void {
-    for (const set of Object.values(this.#sets)) set.clear()
+    this.#sets = null
     this.inFlight = 0
   }
 
@@ -38,7 +40,7 @@ export class Subscriptions {
    * of the head's reply (it is then out of band) or the reply is not complete yet ('pending').
    */
   confirm (info: PubsubFrame, frame: Buffer, head: ReplySlot | undefined, owner: unknown): Buffer | 'pending' | null {
-    const set = this.#sets[info.family]
+    const set = (this.#sets ??= { channel: new Set(), pattern: new Set(), shard: new Set() })[info.family]
     const sizeBefore = set.size
     if (info.name !== null) {
       if (info.kind === 'subscribe') set.add(info.name)

@@ -1,4 +1,5 @@
 import { ProtocolError } from '../errors.js'
+import { copyOf } from './socket-reader.js'
 
 /**
  * Incremental boundary scanner for what Redis sends back: every RESP2 and RESP3 type.
@@ -10,11 +11,17 @@ import { ProtocolError } from '../errors.js'
  *
  * Each byte is looked at once. Aggregates are tracked as a stack of "children still expected";
  * bulk payloads are skipped by length. A reply inside one chunk is a zero-copy view; a reply that
- * spans chunks is joined once.
+ * spans chunks is joined once. In `transient` mode (chunks read into a reused buffer) what the
+ * framer keeps and the pieces it hands on are copies, and a reply inside one chunk is a view
+ * marked transient: its receiver copies it only if it must keep it.
  */
 
-/** A top-level reply is complete: `frame` is its exact bytes. */
-export type OnReply = (frame: Buffer) => void
+/**
+ * A top-level reply is complete: `frame` is its exact bytes. `transient` (transient mode only):
+ * `frame` is a view of the chunk being pushed, valid only during the call; whoever keeps it must
+ * copy it. Otherwise the frame is the caller's to keep.
+ */
+export type OnReply = (frame: Buffer, transient: boolean) => void
 
 /**
  * A piece of a large top-level reply, in order; `done` marks the last piece. Used once a reply
@@ -57,6 +64,8 @@ TYPE_TABLE['%'.charCodeAt(0)] = KIND_MAP
 TYPE_TABLE['|'.charCodeAt(0)] = KIND_ATTR
 
 export class ReplyFramer {
+  /** Chunks are reused once push returns: frames, pieces and kept parts are copied out of them. */
+  readonly #transient: boolean
   #state = ST_TYPE
   #kind = 0
   #num = 0
@@ -69,6 +78,16 @@ export class ReplyFramer {
   #partsLength = 0
   /** The reply in progress is being handed on in pieces. */
   #streaming = false
+  /**
+   * Transient mode: a top-level bulk reply that spans reads, in a buffer of its final size
+   * (known from its header), filled as it arrives: one copy, instead of a copy per read and
+   * another to join them. Memory given to ArrayBuffers is what makes V8 collect at 16 KB values.
+   */
+  #frame: Buffer | null = null
+
+  constructor (options: { transient?: boolean } = {}) {
+    this.#transient = options.transient === true
+  }
 
   /** Bytes held for a reply in progress. */
   get bufferedBytes (): number {
@@ -192,16 +211,23 @@ export class ReplyFramer {
         if (open > 0) continue
         if (this.#streaming) {
           this.#streaming = false
-          ;(onPart as OnReplyPart)(chunk.subarray(start, pos), true)
+          ;(onPart as OnReplyPart)(this.#transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
         } else if (this.#partsLength === 0) {
           // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
-          onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos))
+          onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos), this.#transient)
+        } else if (this.#frame !== null) {
+          const frame = this.#frame
+          chunk.copy(frame, this.#partsLength, start, pos)
+          this.#frame = null
+          this.#partsLength = 0
+          onReply(frame, false)
         } else {
+          // (Joining copies: the last part may be a view even of a transient chunk.)
           this.#parts.push(chunk.subarray(start, pos))
           const frame = Buffer.concat(this.#parts, this.#partsLength + pos - start)
           this.#parts = []
           this.#partsLength = 0
-          onReply(frame)
+          onReply(frame, false)
         }
         start = pos
       }
@@ -210,10 +236,12 @@ export class ReplyFramer {
       this.#parts = []
       this.#partsLength = 0
       this.#streaming = false
+      this.#frame = null
       throw err
     }
     if (start >= n) return
-    const rest = start === 0 ? chunk : chunk.subarray(start)
+    if (this.#transient && !this.#streaming && this.#keepInFrame(chunk, start, n)) return
+    const rest = this.#transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
       (onPart as OnReplyPart)(rest, false)
       return
@@ -228,5 +256,24 @@ export class ReplyFramer {
       this.#partsLength = 0
       onPart(head, false)
     }
+  }
+
+  /** Transient mode: keeps the unfinished part of a top-level bulk reply in its final-size buffer. */
+  #keepInFrame (chunk: Buffer, start: number, end: number): boolean {
+    if (this.#frame === null) {
+      if (this.#stack.length !== 0) return false
+      const state = this.#state
+      const left = state === ST_DATA ? this.#dataLeft + 2 : state === ST_DATA_CR ? 2 : state === ST_DATA_LF ? 1 : -1
+      const total = this.#partsLength + end - start + left
+      if (left < 0 || total > STREAM_THRESHOLD) return false
+      const frame = Buffer.allocUnsafe(total)
+      let used = 0
+      for (const part of this.#parts) used += part.copy(frame, used)
+      this.#parts = []
+      this.#partsLength = used
+      this.#frame = frame
+    }
+    this.#partsLength += chunk.copy(this.#frame, this.#partsLength, start, end)
+    return true
   }
 }

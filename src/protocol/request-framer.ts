@@ -1,6 +1,8 @@
 import { ProtocolError } from '../errors.js'
 import { RespCommand } from './resp-command.js'
 import { splitInlineArgs } from './inline-args.js'
+import { copyOf } from './socket-reader.js'
+import { reserveInRing, type RingLease } from './command-ring.js'
 
 /**
  * Incremental framer for what clients send: RESP multibulk commands and inline commands.
@@ -12,7 +14,8 @@ import { splitInlineArgs } from './inline-args.js'
  *
  * Each byte is looked at once: headers are parsed digit by digit as they arrive, payloads are
  * skipped by length. A command inside one chunk is a zero-copy view of that chunk; a command that
- * spans chunks is joined once, so a 100 MB argument costs O(size).
+ * spans chunks is joined once, so a 100 MB argument costs O(size). In `transient` mode (chunks
+ * read into a reused buffer) every command, piece and kept part is a copy instead.
  */
 
 export interface RequestLimits {
@@ -87,6 +90,15 @@ const ST_STUCK = 9 // a NUL before the line's end: Redis never finds the end of 
 
 export class RequestFramer {
   limits: RequestLimits
+  /** Chunks are reused once push returns: commands, pieces and kept parts are copied out of them. */
+  transient = false
+  /**
+   * Transient mode: large commands are copied into the command ring (see command-ring); whoever
+   * keeps one past its reply, or for long, must take it out (RespCommand.detached).
+   */
+  useRing = false
+  /** The ring lease of the command #take just made. */
+  #lease: RingLease | null = null
 
   #state = ST_START
   #num = 0
@@ -232,8 +244,13 @@ export class RequestFramer {
               this.#state = ST_ARG_TYPE
               break
             }
-            if (this.#streaming) (stream as CommandStream).part(chunk.subarray(start, pos), true)
-            else onCommand(new RespCommand(this.#take(chunk, start, pos), this.#offsets))
+            if (this.#streaming) (stream as CommandStream).part(this.transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
+            else {
+              const frame = this.#take(chunk, start, pos, this.useRing)
+              const lease = this.#lease
+              this.#lease = null
+              onCommand(new RespCommand(frame, this.#offsets, lease))
+            }
             this.#reset()
             start = pos
             break
@@ -273,7 +290,7 @@ export class RequestFramer {
       throw err
     }
     if (start >= n) return
-    const rest = start === 0 ? chunk : chunk.subarray(start)
+    const rest = this.transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
       (stream as CommandStream).part(rest, false)
       return
@@ -382,11 +399,23 @@ export class RequestFramer {
   }
 
   /** The command's bytes from `start` to `end` of this chunk, joined with earlier parts once. */
-  #take (chunk: Buffer, start: number, end: number): Buffer {
+  #take (chunk: Buffer, start: number, end: number, ring = false): Buffer {
+    if (ring && this.transient) {
+      const reserved = reserveInRing(this.#partsLength + end - start)
+      if (reserved !== null) {
+        let at = 0
+        for (const part of this.#parts) at += part.copy(reserved.frame, at)
+        chunk.copy(reserved.frame, at, start, end)
+        this.#lease = reserved.lease
+        return reserved.frame
+      }
+    }
     if (this.#partsLength === 0) {
+      if (this.transient) return copyOf(chunk, start, end)
       // A command that is the whole chunk (a client sending one at a time) needs no view of its own.
       return start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)
     }
+    // (Joining copies, so the last part may be a view even of a transient chunk.)
     this.#parts.push(chunk.subarray(start, end))
     return Buffer.concat(this.#parts, this.#partsLength + end - start)
   }

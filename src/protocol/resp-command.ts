@@ -1,4 +1,5 @@
 import { commandName } from './command-name.js'
+import type { RingLease } from './command-ring.js'
 
 const CRLF = Buffer.from('\r\n')
 
@@ -13,9 +14,16 @@ export class RespCommand {
   /**
    * @param frame the bytes to forward upstream (a multibulk; inline commands are re-encoded)
    * @param offsets start and end of each argument inside `frame`, flattened: [s0, e0, s1, e1, …]
+   * @param lease when `frame` lives in the command ring: to release once nothing reads it
    */
-  constructor (readonly frame: Buffer, readonly offsets: number[]) {
+  constructor (readonly frame: Buffer, readonly offsets: number[], readonly lease: RingLease | null = null) {
     this.name = offsets.length >= 2 ? commandName(frame, offsets[0], offsets[1]) : ''
+  }
+
+  /** The same command in memory of its own (a command in the ring that is kept longer). */
+  detached (): RespCommand {
+    this.lease?.release()
+    return new RespCommand(Buffer.from(this.frame), this.offsets)
   }
 
   /** A command built from arguments (for the proxy's own rewrites, not the hot path). */

@@ -27,6 +27,7 @@ function flushAll (): void {
   } finally {
     owners.length = 0
     spare = owners
+    endTurn()
   }
 }
 
@@ -40,6 +41,56 @@ function flushAtEndOfTick (owner: Flushable): void {
 
 /** Small writes are joined (one copy is cheaper than one write() each); large ones go as they are. */
 const JOIN_LIMIT = 64 * 1024
+
+/**
+ * Where a turn's small writes to one socket are joined. A socket on loopback or a healthy
+ * network takes a write at once (the kernel copies it), so the same memory serves every write
+ * of every turn, and joining allocates nothing. A fresh buffer per join (Buffer.concat) would
+ * be a new ArrayBuffer per socket per turn: memory outside V8's heap that V8 still counts, and
+ * at 16 KB values that alone made it collect garbage every few tens of milliseconds. The arena is
+ * given up, never overwritten, when a socket keeps a write (its buffer was full).
+ */
+const ARENA_SIZE = 256 * 1024
+let arena: Buffer | null = null
+
+/**
+ * Copies of transient writes (replies that were views of the shared read buffer), held until
+ * the end of the turn. Once every socket has taken its writes at once, nothing points into the
+ * arena any more and the next turn fills it again: a reply passed straight on from Redis to its
+ * client then costs no allocation at all, where a copy of its own would be memory V8 counts
+ * towards its next collection (at 16 KB values, a collection every few tens of milliseconds).
+ * If a socket keeps a write, the arena is left to it and the next turn starts another; a turn
+ * that outgrows the arena starts one twice the size, up to TURN_ARENA_MAX.
+ */
+const TURN_ARENA_MIN = 256 * 1024
+const TURN_ARENA_MAX = 4 * 1024 * 1024
+let turnArena: Buffer | null = null
+let turnUsed = 0
+/** A socket kept a write this turn: it may point into the turn arena. */
+let turnHeld = false
+
+function copyIntoTurn (data: Buffer): Buffer {
+  if (turnArena === null || turnUsed + data.length > turnArena.length) {
+    const size = turnArena === null ? TURN_ARENA_MIN : Math.min(2 * turnArena.length, TURN_ARENA_MAX)
+    turnArena = Buffer.allocUnsafeSlow(size)
+    turnUsed = 0
+  }
+  const end = turnUsed + data.copy(turnArena, turnUsed)
+  const copy = turnArena.subarray(turnUsed, end)
+  turnUsed = end
+  return copy
+}
+
+function endTurn (): void {
+  if (turnHeld) {
+    turnArena = null
+    turnUsed = 0
+  } else if (queue.length === 0) {
+    // No socket kept a write, and no writer holds one for the next turn.
+    turnUsed = 0
+  }
+  turnHeld = false
+}
 
 export class TickWriter implements Flushable {
   readonly #socket: net.Socket
@@ -77,7 +128,7 @@ export class TickWriter implements Flushable {
   write (data: Buffer): void {
     if (data.length >= JOIN_LIMIT) {
       this.flush()
-      if (!this.#socket.write(data)) this.#onFull()
+      this.#send(data)
       return
     }
     if (this.#first === null) this.#first = data
@@ -89,21 +140,71 @@ export class TickWriter implements Flushable {
     }
   }
 
+  /**
+   * Like write, for a view that is valid only during the current call (a reply in the shared
+   * read buffer): it is copied into the turn arena (a large one into memory of its own).
+   */
+  writeTransient (data: Buffer): void {
+    if (data.length > TURN_ARENA_MIN / 4) this.write(Buffer.from(data))
+    else this.write(copyIntoTurn(data))
+  }
+
   /** Hands everything held to the socket now (also called at the end of the tick). */
   flush (): void {
     this.#scheduled = false
     const first = this.#first
     if (first === null) return
     const more = this.#more
-    let data = first
-    if (more.length > 0) {
-      more.unshift(first)
-      data = Buffer.concat(more, this.#bytes)
-      more.length = 0
-    }
+    const bytes = this.#bytes
     this.#first = null
     this.#bytes = 0
-    if (this.#socket.destroyed) return
-    if (!this.#socket.write(data)) this.#onFull()
+    if (this.#socket.destroyed) {
+      more.length = 0
+      return
+    }
+    if (more.length === 0) {
+      this.#send(first)
+      return
+    }
+    if (this.#socket.writableLength > 0) {
+      // The socket still holds earlier bytes, so it will hold these too: they get their own buffer.
+      more.unshift(first)
+      const data = Buffer.concat(more, bytes)
+      more.length = 0
+      this.#send(data)
+      return
+    }
+    let buf = arena ??= Buffer.allocUnsafeSlow(ARENA_SIZE)
+    let used = first.copy(buf, 0)
+    for (let i = 0; i < more.length; i++) {
+      const piece = more[i]
+      let from = 0
+      while (from < piece.length) {
+        if (used === ARENA_SIZE) {
+          // More than the arena holds: it goes in arena-sized writes.
+          this.#sendArena(buf, used)
+          buf = arena ??= Buffer.allocUnsafeSlow(ARENA_SIZE)
+          used = 0
+        }
+        const n = piece.copy(buf, used, from)
+        used += n
+        from += n
+      }
+    }
+    more.length = 0
+    this.#sendArena(buf, used)
+  }
+
+  #sendArena (buf: Buffer, used: number): void {
+    this.#send(buf.subarray(0, used))
+    // Still held by the socket (not taken at once): the arena is the socket's now.
+    if (this.#socket.writableLength > 0 && arena === buf) arena = null
+  }
+
+  #send (data: Buffer): void {
+    const socket = this.#socket
+    const taken = socket.write(data)
+    if (socket.writableLength > 0) turnHeld = true
+    if (!taken) this.#onFull()
   }
 }

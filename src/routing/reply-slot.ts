@@ -18,8 +18,13 @@ export interface Pausable {
 
 /** Whoever waits for a reply: a client session, or the proxy itself for its own commands. */
 export interface ReplySink {
-  /** The reply arrived; `frame` is its exact bytes (a view that stays valid). */
-  onReply (slot: ReplySlot, frame: Buffer): void
+  /**
+   * The reply arrived; `frame` is its exact bytes (a view that stays valid), or, when `transient`
+   * (only for a sink that `takesTransient`), a view valid only during the call: copy to keep it.
+   */
+  onReply (slot: ReplySlot, frame: Buffer, transient?: boolean): void
+  /** The sink accepts transient frames (it copies what it keeps); others always get frames to keep. */
+  readonly takesTransient?: boolean
   /**
    * A piece of a large reply, in order (`done` on the last). `source` may be paused while the
    * pieces cannot be passed on (backpressure).

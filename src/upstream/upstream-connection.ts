@@ -7,6 +7,7 @@ import { ReplySlot, InternalSink } from '../routing/reply-slot.js'
 import { ProtocolError, UpstreamClosedError, UpstreamConnectError, UpstreamReplicaError, UpstreamTimeoutError, type ProxyError } from '../errors.js'
 import { command as encodeCommand } from '../protocol/resp-encode.js'
 import { TickWriter } from '../protocol/write-batcher.js'
+import { readOption } from '../protocol/socket-reader.js'
 import type { UpstreamAddress } from '../config.js'
 import { isRefusal } from '../routing/retry-policy.js'
 
@@ -108,7 +109,7 @@ export class UpstreamConnection {
 
   #state: UpstreamState = 'connecting'
   #socket: net.Socket
-  #framer = new ReplyFramer()
+  #framer: ReplyFramer
   #inflight = new Denque<ReplySlot>()
   readonly #writer: TickWriter
   #needDrain = false
@@ -133,13 +134,15 @@ export class UpstreamConnection {
   /** The node said on this connection that it is a replica: what is in flight here cannot write. */
   #replicaSeen = false
 
-  private constructor (options: UpstreamConnectionOptions, socket: net.Socket) {
+  /** `socket` reads into the shared read buffer (readOption) when `transient`, else emits 'data'. */
+  private constructor (options: UpstreamConnectionOptions, socket: net.Socket, transient: boolean) {
     this.id = options.id
     this.#socket = socket
+    this.#framer = new ReplyFramer({ transient })
     this.#writer = new TickWriter(socket, () => { this.#needDrain = true })
     this.#commandTimeoutMs = options.commandTimeoutMs
     this.#address = options.address
-    socket.on('data', this.#onData)
+    if (!transient) socket.on('data', this.#onData)
     socket.on('error', (err) => { this.destroy(new UpstreamClosedError(`upstream connection error: ${err.message}`)) })
     socket.on('close', () => {
       const lost = this.#state === 'ready'
@@ -157,6 +160,9 @@ export class UpstreamConnection {
     const { address } = options
     const where = address.path ?? `${address.host}:${address.port}`
     return new Promise((resolve, reject) => {
+      // Plain TCP and unix sockets read into the shared read buffer (TLS has no such option).
+      // (The callback runs only once connected, when `conn` is long set.)
+      const onread = readOption((chunk) => { conn.#onData(chunk) })
       const socket = address.tls
         ? tls.connect({
           host: address.host,
@@ -166,8 +172,8 @@ export class UpstreamConnection {
           ca: address.tlsCa !== undefined ? readFileSync(address.tlsCa) : undefined,
           rejectUnauthorized: address.tlsInsecure !== true
         })
-        : address.path !== undefined ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port })
-      const conn = new UpstreamConnection(options, socket)
+        : address.path !== undefined ? net.connect({ path: address.path, onread }) : net.connect({ host: address.host, port: address.port, onread })
+      const conn = new UpstreamConnection(options, socket, address.tls !== true)
       let settled = false
       const fail = (err: ProxyError): void => {
         if (settled) return
@@ -493,8 +499,13 @@ export class UpstreamConnection {
     }
   }
 
-  #onReply = (frame: Buffer): void => {
+  /** A reply frame; `transient` frames are views of the shared read buffer (see ReplyFramer). */
+  #onReply = (frame: Buffer, transient: boolean): void => {
     if (this.#state === 'closed') return
+    if (transient && (this.tunnel !== null || frame[0] === PUSH)) {
+      frame = Buffer.from(frame)
+      transient = false
+    }
     if (this.tunnel !== null && this.tunnel(frame)) return
     if (frame[0] === PUSH) {
       // Out of band: never shifts the FIFO. On a shared connection nobody asked for it.
@@ -511,13 +522,21 @@ export class UpstreamConnection {
     // client may take it back to send again. A replica's refusal also tells the topology, once
     // the replies already read have been handed out (writes leave only at the end of the turn).
     if (frame[0] === MINUS && isRefusal(frame)) {
+      // Kept by the client to be answered if its retries run out: its own bytes, not a view.
+      if (transient) {
+        frame = Buffer.from(frame)
+        transient = false
+      }
       if (isReplicaError(frame)) {
         this.#replicaSeen = true
         queueMicrotask(() => { this.onSignal?.(this, 'readonly') })
       }
       if (!slot.cancelled && slot.sink.retryElsewhere?.(slot, this, frame) === true) frame = RETRIED
     }
-    if (!slot.cancelled && frame !== RETRIED) slot.sink.onReply(slot, frame)
+    if (!slot.cancelled && frame !== RETRIED) {
+      if (transient && slot.sink.takesTransient !== true) slot.sink.onReply(slot, Buffer.from(frame))
+      else slot.sink.onReply(slot, frame, transient)
+    }
     // Only an abandoned large command's own reply is left to come: close now.
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0) {
@@ -543,7 +562,7 @@ export class UpstreamConnection {
       if (!done) return
       const frame = Buffer.concat(this.#wholePieces)
       this.#wholePieces = null
-      this.#onReply(frame)
+      this.#onReply(frame, false)
       return
     }
     const slot = this.#streamSlot as ReplySlot

@@ -71,3 +71,78 @@ test('TickWriter: many writers in one turn each get their own bytes; a full sock
   await turn()
   assert.equal(full, 1)
 })
+
+/** A socket that keeps what it is given (a view is read only later) and may report it still holds bytes. */
+function holdingSocket (): { socket: net.Socket, held: Buffer[], holding: { value: boolean } } {
+  const held: Buffer[] = []
+  const holding = { value: false }
+  const socket = {
+    destroyed: false,
+    get writableLength () { return holding.value ? 1 : 0 },
+    write: (data: Buffer) => { held.push(data); return true }
+  }
+  return { socket: socket as unknown as net.Socket, held, holding }
+}
+
+test('TickWriter: writes joined in the shared arena are never overwritten while a socket still holds them', async () => {
+  const a = holdingSocket()
+  const b = holdingSocket()
+  const writerA = new TickWriter(a.socket, () => {})
+  const writerB = new TickWriter(b.socket, () => {})
+  writerA.write(Buffer.from('+a1\r\n'))
+  writerA.write(Buffer.from('+a2\r\n'))
+  a.holding.value = true // A's socket keeps its write (its buffer is full)
+  await turn()
+  writerB.write(Buffer.from('+b1\r\n'))
+  writerB.write(Buffer.from('+b2\r\n'))
+  await turn()
+  assert.equal(a.held[0].toString(), '+a1\r\n+a2\r\n')
+  assert.equal(b.held[0].toString(), '+b1\r\n+b2\r\n')
+  // B's socket took its write at once: the arena is B's no longer and serves the next join.
+  const firstB = b.held[0]
+  writerB.write(Buffer.from('+b3\r\n'))
+  writerB.write(Buffer.from('+b4\r\n'))
+  await turn()
+  assert.equal(b.held[1].toString(), '+b3\r\n+b4\r\n')
+  assert.equal(b.held[1].buffer, firstB.buffer, 'the arena is reused')
+  assert.equal(a.held[0].toString(), '+a1\r\n+a2\r\n')
+})
+
+test('TickWriter: a turn larger than the arena goes out in order, in several writes', async () => {
+  const { socket, writes } = recordingSocket()
+  const writer = new TickWriter(socket, () => {})
+  const pieces: string[] = []
+  for (let i = 0; i < 40; i++) pieces.push(`$16384\r\n${String(i % 10).repeat(16384)}\r\n`)
+  for (const p of pieces) writer.write(Buffer.from(p))
+  await turn()
+  assert.ok(writes.length > 1)
+  assert.equal(writes.join(''), pieces.join(''))
+})
+
+test('TickWriter: a transient write is copied at once, and the copy outlives the source until the socket has it', async () => {
+  const a = holdingSocket()
+  const b = holdingSocket()
+  const writerA = new TickWriter(a.socket, () => {})
+  const writerB = new TickWriter(b.socket, () => {})
+  const source = Buffer.from('$5\r\nhello\r\n')
+  writerA.writeTransient(source)
+  source.fill(0x21) // the read buffer is reused at once
+  source.write('$5\r\nworld\r\n')
+  writerB.writeTransient(source)
+  source.fill(0x21)
+  a.holding.value = true // A's socket keeps its write
+  await turn()
+  assert.equal(a.held[0].toString(), '$5\r\nhello\r\n')
+  assert.equal(b.held[0].toString(), '$5\r\nworld\r\n')
+  // A kept its write, so the next turn's copies go elsewhere: A's bytes stay as they were.
+  for (let i = 0; i < 100; i++) {
+    source.write(`$5\r\nx${String(i).padStart(4, '0')}\r\n`)
+    writerB.writeTransient(source)
+    source.fill(0x21)
+    await turn()
+  }
+  assert.equal(a.held[0].toString(), '$5\r\nhello\r\n')
+  assert.equal(b.held[100].toString(), '$5\r\nx0099\r\n')
+  // Nobody holds anything now: the turn arena is reused from turn to turn.
+  assert.equal(b.held[99].buffer, b.held[100].buffer)
+})
