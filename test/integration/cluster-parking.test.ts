@@ -163,6 +163,25 @@ test('a slot that moves while waiters are parked on it: an element pushed on the
   await parked(0)
 })
 
+test('a stream slot that moves while an XREAD BLOCK … $ is parked on it: the entry added on the new owner reaches it, the one before the move does not', { timeout: 60_000 }, async () => {
+  const key = '{pxm}s'
+  const slot = calculateSlot(key)
+  const from = (await owners())(slot)
+  const to = cluster.nodes.find((n) => n !== from) as ClusterNodeHandle
+  await from.client.xadd(key, '1-1', 'old', 'x') // before the command: `$` is after it
+  const waiter = await RawClient.connect(proxy.address.port)
+  after(() => { waiter.close() })
+  const reader = new FrameReader(waiter)
+  waiter.write(cmd('XREAD', 'BLOCK', '0', 'STREAMS', key, '$'))
+  await parked(1)
+  await moveSettled(slot, to)
+  await to.client.xadd(key, '2-1', 'new', 'y')
+  const got = await reader.next(10_000)
+  noRedirect(got)
+  assert.equal(got, '*1\r\n*2\r\n$6\r\n{pxm}s\r\n*1\r\n*2\r\n$3\r\n2-1\r\n*2\r\n$3\r\nnew\r\n$1\r\ny\r\n')
+  await parked(0)
+})
+
 test('RESP3 BLPOP, BZPOPMIN and XREAD BLOCK park in cluster mode and answer byte for byte as one Redis; CLIENT UNBLOCK ends a parked one', { timeout: 60_000 }, async () => {
   const ownerOf = await owners()
   const resp3 = await RawClient.connect(proxy.address.port)
@@ -205,4 +224,21 @@ test('RESP3 BLPOP, BZPOPMIN and XREAD BLOCK park in cluster mode and answer byte
   assert.deepEqual(got, want)
   assert.match(got[0], /^\*2\r\n/) // RESP3 answers BLPOP with an array too
   await parked(before)
+})
+
+test('the smallest pool (masters + 2): no pin to spare for watching, parked waiters are polled and still get exactly their elements', { timeout: 60_000 }, async () => {
+  const small = await startProxy({ cluster: [`127.0.0.1:${cluster.nodes[0].port}`], poolSize: 5, acquireTimeoutMs: 5000 })
+  after(async () => { await small.destroy() })
+  const ownerOf = await owners()
+  const keys = Array.from({ length: 30 }, (_, i) => `psm:${i}`)
+  const clients = await Promise.all(keys.map(async () => await RawClient.connect(small.address.port)))
+  after(() => { for (const c of clients) c.close() })
+  const readers = clients.map((c) => new FrameReader(c))
+  clients.forEach((c, i) => { c.write(cmd('BRPOP', keys[i], '0')) })
+  await waitFor(() => small.parking?.stats.parked === keys.length, 'every waiter parked', 10_000)
+  assert.equal(small.parking?.stats.watchers, 0, 'no connection watches')
+  await Promise.all(keys.map(async (k, i) => await ownerOf(calculateSlot(k)).client.lpush(k, `e${i}`)))
+  const replies = await Promise.all(readers.map(async (r) => await r.next(5000)))
+  replies.forEach((reply, i) => { assert.equal(reply, `*2\r\n$${keys[i].length}\r\n${keys[i]}\r\n$${`e${i}`.length}\r\ne${i}\r\n`) })
+  await waitFor(() => small.parking?.stats.parked === 0, 'none parked')
 })
