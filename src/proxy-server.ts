@@ -4,7 +4,8 @@ import { readFileSync, rmSync } from 'node:fs'
 import { once } from 'node:events'
 import { setTimeout as delay } from 'node:timers/promises'
 import { ClientSession, type SessionContext } from './client/client-session.js'
-import { ParkingLot } from './waiting/parking-lot.js'
+import { ParkingLot, type ParkingView } from './waiting/parking-lot.js'
+import { ClusterParking } from './cluster/cluster-parking.js'
 import { ClientMemoryBudget } from './ops/client-memory.js'
 import { Identities } from './routing/identities.js'
 import { PubsubHub } from './pubsub/pubsub-hub.js'
@@ -72,8 +73,8 @@ export class ProxyServer {
   readonly pool: UpstreamPool
   readonly router: Router
   readonly stats = new ProxyStats()
-  /** Blocking commands waiting without a connection (null with --park-blocking no). */
-  readonly parking: ParkingLot | null
+  /** Blocking commands waiting without a connection (null with --park-blocking no); in cluster mode, every master's lot. */
+  readonly parking: ParkingView | null
   /** The budget for reply bytes held for all clients (--maxmemory-clients). */
   readonly memory: ClientMemoryBudget
   /** Redis ACL users' connections (AUTH checked by Redis when respool authenticates nobody itself). */
@@ -122,7 +123,12 @@ export class ProxyServer {
     this.#outputCheck.unref()
     this.metrics = new Metrics(this)
     const parkWake = this.metrics.parkWake
-    this.parking = this.config.parkBlocking && this.cluster === null ? new ParkingLot(this.router, this.log, (seconds) => { parkWake.observe(seconds) }) : null
+    const observeWake = (seconds: number): void => { parkWake.observe(seconds) }
+    const lot = this.config.parkBlocking && this.cluster === null ? new ParkingLot(this.router, this.log, observeWake) : null
+    const clusterParking = this.config.parkBlocking && this.cluster !== null && this.clusterPins !== null
+      ? new ClusterParking(this.cluster.topology, this.cluster.lanes, this.clusterPins, this.log, observeWake)
+      : null
+    this.parking = lot ?? clusterParking
     const hubPins: ClusterHub | null = this.config.sharedPubsub && this.cluster !== null && this.clusterPins !== null ? clusterHub(this.clusterPins, this.cluster) : null
     this.pubsub = this.config.sharedPubsub
       ? new PubsubHub(hubPins ?? this.router, this.log, { acquireTimeoutMs: this.config.acquireTimeoutMs, onPin: () => { this.stats.pinsByReason[3]++ } })
@@ -151,7 +157,8 @@ export class ProxyServer {
         pinHeld: (seconds) => { pinHeld.observe(seconds) }
       },
       admin: createAdminHandler(this),
-      parking: this.parking,
+      parking: lot,
+      clusterParking,
       pubsub: this.pubsub,
       paused: () => this.#paused,
       waitForResume: (session) => { this.#pausedSessions.add(session) },

@@ -35,6 +35,7 @@ import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
+import type { ClusterParking } from '../cluster/cluster-parking.js'
 import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
 import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
@@ -73,6 +74,8 @@ export interface SessionContext {
   cluster?: ClusterDispatcher | null
   /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
   clusterPins?: ClusterPins | null
+  /** Cluster mode: parked blocking commands (null with --park-blocking no). */
+  clusterParking?: ClusterParking | null
   /** Cluster mode: the shared subscriber connection's master, where PUBLISH goes. */
   clusterHub?: ClusterHub | null
   /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
@@ -781,7 +784,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
     const pins = this.#ctx.clusterPins
     if (pins != null) {
-      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs)
+      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs, this.#ctx.clusterParking ?? null)
       const route = client.route(cmd, kind)
       if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
     }

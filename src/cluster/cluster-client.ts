@@ -12,6 +12,9 @@ import type { ClusterDispatcher } from './cluster-dispatcher.js'
 import type { ClusterPin, ClusterPinAcquisition, ClusterPinRelease, ClusterPins } from './cluster-pins.js'
 import type { ClusterNode } from './cluster-topology.js'
 import { commandSlot } from './keys.js'
+import type { ClusterParking } from './cluster-parking.js'
+import { parkable, type Parkable } from '../waiting/parkable.js'
+import type { ParkedClient, ParkingLot, Waiter } from '../waiting/parking-lot.js'
 
 /** Where a command of a cluster client runs, for the session's order across connections. */
 export const ROUTE_NONE = 0 // answered by respool, or only checked upstream (runs nothing)
@@ -35,6 +38,11 @@ const MINUS = 0x2d
 const MAX_REDIRECTS = 16
 const RETRY_DELAY_MS = 50
 const MAX_RETRIES = 40
+/** A parked command whose slot is half-moved (-ASK) parks again this often, at most this many times. */
+const ASK_RETRY_MS = 100
+const MAX_ASK_RETRIES = 600
+/** Redirects of a parked command further apart than this start a new count. */
+const REDIRECT_BURST_MS = 5000
 
 /**
  * Keyless commands a cluster node would answer for its own part of the keyspace only, or that
@@ -71,8 +79,10 @@ interface Redirect { kind: 'MOVED' | 'ASK', slot: number, node: ClusterNode }
  *   the transaction to the right node. A slot that moves while the transaction is open aborts
  *   it: the queued command gets an error naming the move, EXEC gets `-EXECABORT`; never a
  *   redirect.
- * - A blocking command waits on a pin of its own (a pin per waiter, up to the pin budget, the
- *   rest queued in order with their own timeouts counting). If its slot moves away while it
+ * - A blocking command on lists, sorted sets or streams is parked in the lot of its slot's
+ *   master (ClusterParking, ParkedBlocked below) when parking is on. Otherwise it waits on a pin
+ *   of its own (a pin per waiter, up to the pin budget, the rest queued in order with their own
+ *   timeouts counting). If its slot moves away while it
  *   waits, the node unblocks it with -MOVED (nothing was popped) and it waits again on the new
  *   owner for the rest of its timeout.
  */
@@ -93,10 +103,13 @@ export class ClusterClient {
   /** The transaction's pinned connection (being acquired, or held). */
   #handle: PinHandle | null = null
   /** The blocking command waiting now (at most one: nothing of the client's runs beside it). */
-  #blocked: Blocked | null = null
+  #blocked: BlockingCommand | null = null
+  /** Parked blocking commands (null: --park-blocking no, every one waits on a pin). */
+  readonly #parking: ClusterParking | null
   #closed = false
 
-  constructor (dispatcher: ClusterDispatcher, pins: ClusterPins, host: ClusterClientHost, acquireTimeoutMs: number) {
+  constructor (dispatcher: ClusterDispatcher, pins: ClusterPins, host: ClusterClientHost, acquireTimeoutMs: number, parking: ClusterParking | null = null) {
+    this.#parking = parking
     this.#dispatcher = dispatcher
     this.#pins = pins
     this.#host = host
@@ -182,9 +195,14 @@ export class ClusterClient {
         this.#endOnPin(cmd.frame, done)
         return null
       case Kind.BLOCKING:
-        if (commandSlot(cmd) === -2) return CROSSSLOT
-        this.#blocked = new Blocked(this, cmd, done)
+      {
+        const slot = commandSlot(cmd) ?? -1
+        if (slot === -2) return CROSSSLOT
+        // Lists, sorted sets and streams park (no connection each); the rest keep a pin.
+        const what = this.#parking !== null && slot >= 0 ? parkable(cmd) : null
+        this.#blocked = what !== null ? new ParkedBlocked(this, this.#parking as ClusterParking, cmd, what, slot, done) : new Blocked(this, cmd, done)
         this.#blocked.go()
+      }
         return null
       default:
         throw new Error(`cluster client cannot run ${cmd.name}`)
@@ -558,7 +576,7 @@ export class ClusterClient {
     return this.#host.resp
   }
 
-  finished (blocked: Blocked): void {
+  finished (blocked: BlockingCommand): void {
     if (this.#blocked === blocked) this.#blocked = null
   }
 }
@@ -655,12 +673,147 @@ class PinHandle {
   }
 }
 
+/** A blocking command of one client: parked, or on a pin of its own. */
+interface BlockingCommand {
+  go (): void
+  /** CLIENT UNBLOCK: ends it now (null), or names the node and connection Redis must unblock. */
+  unblock (reply: Buffer): { node: ClusterNode, redisId: string } | null
+  /** The client left or reset: it takes nothing. */
+  cancel (): void
+}
+
+/**
+ * A blocking command parked in the lot of its slot's master (ClusterParking): no connection of
+ * its own. The lot hands it back with a -MOVED when the slot moves away (its try or wake-up
+ * transaction was redirected, or the slot map names another owner): it parks again on the new
+ * owner with the rest of its timeout, and the client never sees the redirect. A -ASK (the slot
+ * is half-moved) parks it again shortly, once the move has settled.
+ */
+class ParkedBlocked implements BlockingCommand, ParkedClient {
+  readonly #client: ClusterClient
+  readonly #parking: ClusterParking
+  readonly #slot: number
+  readonly #done: ClusterReply
+  readonly #timeoutMs: number
+  readonly #startedAt = performance.now()
+  /** What it runs (a stream command's `$` pinned down to ids once it was first tried). */
+  #cmd: RespCommand
+  #what: Parkable
+  #lot: ParkingLot | null = null
+  #waiter: Waiter | null = null
+  #timer: NodeJS.Timeout | null = null
+  #redirects = 0
+  #lastRedirectAt = 0
+  #retries = 0
+  #over = false
+
+  constructor (client: ClusterClient, parking: ClusterParking, cmd: RespCommand, what: Parkable, slot: number, done: ClusterReply) {
+    this.#client = client
+    this.#parking = parking
+    this.#cmd = cmd
+    this.#what = what
+    this.#slot = slot
+    this.#done = done
+    this.#timeoutMs = blockingTimeoutMs(cmd) ?? 0
+  }
+
+  go (): void {
+    this.#timer = null
+    if (this.#over) return
+    const left = this.#timeoutMs === 0 ? Infinity : this.#timeoutMs - (performance.now() - this.#startedAt)
+    if (left <= 0) {
+      this.#finish(timeoutReply(this.#client.resp))
+      return
+    }
+    const topology = this.#client.dispatcher.topology
+    const node = topology.nodeFor(this.#slot)
+    if (node === null) {
+      void topology.refresh('slot not served')
+      this.#later(errorReply('CLUSTERDOWN Hash slot not served'), RETRY_DELAY_MS)
+      return
+    }
+    this.#lot = this.#parking.lotFor(node)
+    this.#waiter = this.#lot.park(this, this.#cmd, this.#what, 0, this.#client.resp, Number.isFinite(left) ? Math.max(1, left) : 0)
+  }
+
+  onParkedReply (reply: Buffer): void {
+    const waiter = this.#waiter
+    this.#waiter = null
+    if (this.#over) return
+    const topology = this.#client.dispatcher.topology
+    const redirect = parseRedirect(reply, topology)
+    if (redirect !== null && waiter !== null) {
+      // Nothing was taken: park again, with what the lot pinned down (a stream's `$`).
+      const again = parkable(waiter.cmd)
+      if (again !== null) {
+        this.#cmd = waiter.cmd
+        this.#what = again
+      }
+      if (redirect.kind === 'ASK') {
+        this.#later(errorReply(`ERR respool: slot ${redirect.slot} did not finish moving`), ASK_RETRY_MS, MAX_ASK_RETRIES)
+        return
+      }
+      // Redirects count towards the limit while they come in a burst (nodes disagreeing about a
+      // slot); a command parked for hours may see many slot moves, each one redirect.
+      const now = performance.now()
+      if (now - this.#lastRedirectAt > REDIRECT_BURST_MS) this.#redirects = 0
+      this.#lastRedirectAt = now
+      if (++this.#redirects <= MAX_REDIRECTS) {
+        // (A lot that saw the new map hands its waiters back with the map's own owner.)
+        if (topology.nodeFor(redirect.slot)?.key !== redirect.node.key) topology.moved(redirect.slot, redirect.node)
+        if (this.#redirects <= 2) this.go()
+        else this.#timer = setTimeout(() => { this.go() }, Math.min(200, 20 * this.#redirects)).unref()
+        return
+      }
+      this.#finish(errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command`))
+      return
+    }
+    if (startsWith(reply, '-TRYAGAIN') || startsWith(reply, '-CLUSTERDOWN') || startsWith(reply, '-LOADING')) {
+      this.#later(reply, RETRY_DELAY_MS)
+      return
+    }
+    this.#finish(reply)
+  }
+
+  /** Parks again after `ms`; after `max` such tries, the client gets `reply`. */
+  #later (reply: Buffer, ms: number, max = MAX_RETRIES): void {
+    if (++this.#retries > max) {
+      this.#finish(reply)
+      return
+    }
+    this.#timer = setTimeout(() => { this.go() }, ms).unref()
+  }
+
+  #finish (reply: Buffer): void {
+    this.#over = true
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+    this.#client.finished(this)
+    this.#done(reply)
+  }
+
+  unblock (reply: Buffer): null {
+    if (this.#over) return null
+    if (this.#waiter !== null && this.#lot !== null && this.#lot.unblock(this.#waiter, reply)) return null // its reply came through onParkedReply
+    this.#finish(reply)
+    return null
+  }
+
+  cancel (): void {
+    this.#over = true
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+    if (this.#waiter !== null) this.#lot?.cancel(this.#waiter)
+    this.#waiter = null
+  }
+}
+
 /**
  * A blocking command on a pin of its own, on the master of its slot. A -MOVED/-ASK (the slot
  * moved away while it waited: Redis unblocks it without taking anything) sends it to the new
  * owner with the rest of its timeout; TRYAGAIN/CLUSTERDOWN/LOADING are tried again shortly.
  */
-class Blocked {
+class Blocked implements BlockingCommand {
   readonly #client: ClusterClient
   readonly #cmd: RespCommand
   readonly #done: ClusterReply

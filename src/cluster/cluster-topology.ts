@@ -40,6 +40,7 @@ export class ClusterTopology {
   readonly #slots: Array<ClusterNode | undefined> = new Array<ClusterNode | undefined>(SLOT_COUNT)
   #masters = new Map<string, ClusterNode>()
   readonly #listeners: ClusterChangeListener[] = []
+  readonly #slotListeners: Array<() => void> = []
   #round: Promise<boolean> | null = null
   #again = false
   #lastRound = 0
@@ -98,7 +99,13 @@ export class ClusterTopology {
   /** -MOVED: the slot is served by `node` from now on; the rest of the map is fetched again. */
   moved (slot: number, node: ClusterNode): void {
     if (slot >= 0 && slot < SLOT_COUNT) this.#slots[slot] = node
+    for (const listener of this.#slotListeners) listener()
     void this.refresh('MOVED')
+  }
+
+  /** Called after every slot-map fetch and -MOVED (a slot may have another owner now). */
+  onSlots (listener: () => void): void {
+    this.#slotListeners.push(listener)
   }
 
   onChange (listener: ClusterChangeListener): void {
@@ -221,6 +228,7 @@ export class ClusterTopology {
     const changed = masters.size !== this.#masters.size || [...masters.keys()].some((k) => !this.#masters.has(k))
     this.#masters = masters
     if (changed) for (const listener of this.#listeners) listener(new Set(masters.keys()))
+    for (const listener of this.#slotListeners) listener()
   }
 
   #makeNode (host: string, port: number): ClusterNode {

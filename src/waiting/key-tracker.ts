@@ -1,5 +1,5 @@
 import { syncLaneState } from '../routing/lane-state.js'
-import type { Router, Pin, PinAcquisition } from '../routing/router.js'
+import type { ParkingUpstream, ParkingPin as Pin, ParkingPinAcquisition as PinAcquisition } from './parking-upstream.js'
 import type { Logger } from '../ops/logger.js'
 import type { ProxyError } from '../errors.js'
 import { bulk, elements, type Family } from './parkable.js'
@@ -32,6 +32,8 @@ export interface TrackerEvents {
   found: (db: number, family: Family, key: string, size: number, at: number) => void
   /** Tracking cannot be had on this upstream: the blocking watchers take over. */
   unavailable: () => void
+  /** A read was refused with `reply` (a cluster slot that moved away answers -MOVED). */
+  failed?: (reply: Buffer) => void
   /** The tracker is ready again after having no connection: every watched key was read anew. */
   ready?: () => void
 }
@@ -55,7 +57,7 @@ const RETRY_MS = 100
 const IDLE_RELEASE_MS = 1000
 
 export class KeyTracker {
-  readonly #router: Router
+  readonly #router: ParkingUpstream
   readonly #log: Logger
   readonly #events: TrackerEvents
   /** Watched entries by key name (one per database and kind that watches it). */
@@ -68,7 +70,7 @@ export class KeyTracker {
   readsTotal = 0
   invalidationsTotal = 0
 
-  constructor (router: Router, log: Logger, events: TrackerEvents) {
+  constructor (router: ParkingUpstream, log: Logger, events: TrackerEvents) {
     this.#router = router
     this.#log = log
     this.#events = events
@@ -157,7 +159,8 @@ export class KeyTracker {
         // tracked, so its next change (back to a list, say) is read again.
         if (this.#isWatched(entry)) this.#events.found(entry.db, family, entry.key, -1, at)
       } else {
-        this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'reading a watched key failed')
+        if (this.#events.failed !== undefined) this.#events.failed(reply)
+        if (reply.toString('latin1', 0, 6) !== '-MOVED' && reply.toString('latin1', 0, 5) !== '-ASK ') this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'reading a watched key failed')
       }
     })
   }

@@ -1,7 +1,7 @@
 import { ReplySlot, InternalSink } from '../routing/reply-slot.js'
 import { syncLaneState } from '../routing/lane-state.js'
 import { elements } from './parkable.js'
-import type { Router } from '../routing/router.js'
+import type { ParkingUpstream } from './parking-upstream.js'
 import type { ProxyError } from '../errors.js'
 
 const MINUS = 0x2d
@@ -13,7 +13,7 @@ const MINUS = 0x2d
  * atomic, non-blocking try of a client's BLPOP, with the reply bytes Redis would send that
  * client. The block is written in one go, so no other command lands inside it.
  */
-export function runOnLane (router: Router, db: number, resp: 2 | 3, frames: Buffer[],
+export function runOnLane (router: ParkingUpstream, db: number, resp: 2 | 3, frames: Buffer[],
   done: (replies: Buffer[] | null, err: ProxyError | null) => void): void {
   const lane = router.pickLane(db, resp)
   if (lane === null) {

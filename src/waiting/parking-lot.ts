@@ -8,7 +8,7 @@ import type { RespCommand } from '../protocol/resp-command.js'
 import { timeoutReply } from '../commands/blocking.js'
 import { toRespError, type ProxyError } from '../errors.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import type { Router, Pin, PinAcquisition } from '../routing/router.js'
+import type { ParkingUpstream, ParkingPin as Pin, ParkingPinAcquisition as PinAcquisition } from './parking-upstream.js'
 import type { Logger } from '../ops/logger.js'
 
 /**
@@ -53,6 +53,8 @@ export interface Waiter {
   readonly keys: string[]
   /** The end its command takes from (lists: 'left'/'right'). */
   readonly end: End
+  /** Its watcher group (ParkingOptions.groupOf of its keys). */
+  readonly group: number
   /** Streams: per key, the id after which an entry may be for this waiter. */
   after: string[] | null
   state: WaiterState
@@ -142,6 +144,7 @@ interface Arm {
 interface Watcher {
   readonly db: number
   readonly family: Family
+  readonly group: number
   readonly queues: Map<string, KeyQueue>
   /** Keys that hold another kind of value: Redis would not wake their waiters; left out. */
   readonly wrongType: Set<string>
@@ -189,11 +192,45 @@ export interface ParkingStats {
   watchers: number
 }
 
-export class ParkingLot {
-  readonly #router: Router
+/** How a lot groups keys, for an upstream that runs a transaction on keys of one group only. */
+export interface ParkingOptions {
+  /**
+   * The group of a key (a cluster's hash slot): a watcher, its blocking wait, its sweeps and its
+   * wake-up transactions each name keys of one group only. Every key of one command must be in
+   * one group. Default: one group for all keys.
+   */
+  groupOf?: (key: string) => number
+  /** From how many watched keys of one watcher on the key tracker watches them (default TRACK_MIN_KEYS). */
+  trackFrom?: number
+  /** The upstream answered a watcher's wait or a tracker's read with this -MOVED/-ASK. */
+  redirected?: (reply: Buffer) => void
+}
+
+/** The figures RESPOOL POOLS and the metrics show, summed over lots where there are several. */
+export interface ParkingView {
+  readonly stats: ParkingStats
+  readonly tracking: { state: string, watched: number, reads: number, invalidations: number }
+  readonly parkedByCommand: ReadonlyMap<string, number>
+  readonly parkedTotal: number
+  readonly wokenTotal: number
+  readonly timedOutTotal: number
+  readonly putBackTotal: number
+  readonly lostTotal: number
+  readonly unknownTotal: number
+  settledWaits (): number | null
+  close (): void
+}
+
+const ONE_GROUP = (): number => 0
+
+export class ParkingLot implements ParkingView {
+  readonly #router: ParkingUpstream
   readonly #log: Logger
   readonly #watchers = new Map<string, Watcher>()
   readonly #observeWake: (seconds: number) => void
+  readonly #groupOf: (key: string) => number
+  readonly #trackFrom: number
+  readonly #redirected: ((reply: Buffer) => void) | null
   /** Lists and sorted sets are watched through CLIENT TRACKING where the upstream allows it. */
   readonly #tracker: KeyTracker
   /** Parked waiters (being served included) by command name. */
@@ -211,13 +248,17 @@ export class ParkingLot {
   /** Elements the watcher took whose put-back died with its connection, outcome unknown. */
   unknownTotal = 0
 
-  constructor (router: Router, log: Logger, observeWake: (seconds: number) => void = () => {}) {
+  constructor (router: ParkingUpstream, log: Logger, observeWake: (seconds: number) => void = () => {}, options: ParkingOptions = {}) {
     this.#router = router
     this.#log = log
     this.#observeWake = observeWake
+    this.#groupOf = options.groupOf ?? ONE_GROUP
+    this.#trackFrom = options.trackFrom ?? TRACK_MIN_KEYS
+    this.#redirected = options.redirected ?? null
     this.#tracker = new KeyTracker(router, log, {
       found: (db, family, key, size, at) => { this.#onFound(db, family, key, size, at) },
-      unavailable: () => { for (const watcher of this.#watchers.values()) this.#schedule(watcher) }
+      unavailable: () => { for (const watcher of this.#watchers.values()) this.#schedule(watcher) },
+      failed: (reply) => { if (isRedirect(reply)) this.#redirected?.(reply) }
     })
   }
 
@@ -263,7 +304,7 @@ export class ParkingLot {
    * through `client.onParkedReply`, exactly once, unless it is cancelled first.
    */
   park (client: ParkedClient, cmd: RespCommand, what: Parkable, db: number, resp: 2 | 3, timeoutMs: number): Waiter {
-    const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, end: what.end ?? ARM_ENDS[what.family][0], after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
+    const waiter: Waiter = { client, cmd, name: cmd.name, db, resp, family: what.family, keys: what.keys, end: what.end ?? ARM_ENDS[what.family][0], group: this.#groupOf(what.keys[0]), after: null, state: 'trying', cancelled: false, timedOut: false, timer: null }
     if (timeoutMs > 0) this.#armTimer(waiter, performance.now() + timeoutMs)
     this.#trying++
     // For a stream, the same transaction tells each stream's last id: what `$` means now, and
@@ -324,6 +365,27 @@ export class ParkingLot {
     return true
   }
 
+  /** Groups with a waiter parked now. */
+  groups (): Set<number> {
+    const out = new Set<number>()
+    for (const watcher of this.#watchers.values()) if (watcher.queues.size > 0) out.add(watcher.group)
+    return out
+  }
+
+  /**
+   * Every waiter parked on keys of `group` gets `reply` now (its keys are no longer this
+   * upstream's: a cluster slot moved away). Waiters in a transaction on its way get that
+   * transaction's reply instead.
+   */
+  evict (group: number, reply: Buffer): void {
+    for (const watcher of this.#watchers.values()) {
+      if (watcher.group !== group) continue
+      for (const queue of [...watcher.queues.values()]) {
+        for (const waiter of queue.waiters.toArray()) if (waiter.state === 'parked' && !waiter.cancelled) this.#finish(waiter, reply)
+      }
+    }
+  }
+
   /** Every parked client gets `err`; watchers are given back. */
   close (): void {
     this.#closed = true
@@ -347,7 +409,7 @@ export class ParkingLot {
 
   /** A try got nothing: the waiter joins its keys' queues and the watcher's wait. */
   #enter (waiter: Waiter): void {
-    const watcher = this.#watcher(waiter.db, waiter.family)
+    const watcher = this.#watcher(waiter.db, waiter.family, waiter.group)
     for (const key of waiter.keys) {
       let queue = watcher.queues.get(key)
       if (queue === undefined) {
@@ -371,7 +433,7 @@ export class ParkingLot {
   #setParked (waiter: Waiter, parked: boolean): void {
     if ((waiter.state === 'parked') === parked) return
     waiter.state = parked ? 'parked' : 'serving'
-    const watcher = this.#watcher(waiter.db, waiter.family)
+    const watcher = this.#watcher(waiter.db, waiter.family, waiter.group)
     for (const key of waiter.keys) {
       const queue = watcher.queues.get(key)
       if (queue === undefined) continue
@@ -396,7 +458,7 @@ export class ParkingLot {
     const n = (this.parkedByCommand.get(waiter.name) ?? 1) - 1
     if (n === 0) this.parkedByCommand.delete(waiter.name)
     else this.parkedByCommand.set(waiter.name, n)
-    const watcher = this.#watcher(waiter.db, waiter.family)
+    const watcher = this.#watcher(waiter.db, waiter.family, waiter.group)
     for (const key of waiter.keys) {
       const queue = watcher.queues.get(key)
       if (queue === undefined) continue
@@ -474,12 +536,12 @@ export class ParkingLot {
 
   // ---- watchers ---------------------------------------------------------------------------
 
-  #watcher (db: number, family: Family): Watcher {
-    const id = `${db}:${family}`
+  #watcher (db: number, family: Family, group: number): Watcher {
+    const id = `${db}:${family}:${group}`
     let watcher = this.#watchers.get(id)
     if (watcher === undefined) {
       const arms: Arm[] = []
-      watcher = { db, family, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0, keysVersion: 0, keysLeft: 0, found: new Map(), foundAt: 0, servingKeys: new Set(), wantedKeys: 0, tracked: false }
+      watcher = { db, family, group, queues: new Map(), wrongType: new Set(), arms, scheduled: false, sweeping: false, serving: 0, hotUntil: 0, keysVersion: 0, keysLeft: 0, found: new Map(), foundAt: 0, servingKeys: new Set(), wantedKeys: 0, tracked: false }
       for (const end of ARM_ENDS[family]) arms.push({ watcher, end, pin: null, acquiring: null, pollTimer: null, sweepCache: null, starting: false, redisId: null, waitingOn: null, unblockSent: false })
       this.#watchers.set(id, watcher)
     }
@@ -514,11 +576,11 @@ export class ParkingLot {
       else this.#tracker.unwatch(watcher.db, watcher.family, queue.key)
     }
     if (watcher.family === 'stream' || this.#tracker.state === 'unavailable') return
-    if (!watcher.tracked && watcher.wantedKeys >= TRACK_MIN_KEYS) {
+    if (!watcher.tracked && watcher.wantedKeys >= this.#trackFrom) {
       watcher.tracked = true
       for (const q of watcher.queues.values()) if (q.parked > 0) this.#tracker.watch(watcher.db, watcher.family as 'list' | 'zset', q.key, q.arg)
       this.#schedule(watcher)
-    } else if (watcher.tracked && watcher.wantedKeys <= TRACK_MIN_KEYS / 2) {
+    } else if (watcher.tracked && watcher.wantedKeys <= this.#trackFrom / 2) {
       watcher.tracked = false
       for (const q of watcher.queues.values()) this.#tracker.unwatch(watcher.db, watcher.family, q.key)
       this.#schedule(watcher)
@@ -527,7 +589,7 @@ export class ParkingLot {
 
   /** The tracker read a watched key: with data, its waiters are served (one wake-up at a time). */
   #onFound (db: number, family: Family, key: string, size: number, at: number): void {
-    const watcher = this.#watchers.get(`${db}:${family}`)
+    const watcher = this.#watchers.get(`${db}:${family}:${this.#groupOf(key)}`)
     if (watcher === undefined || !watcher.tracked || size <= 0 || (watcher.queues.get(key)?.parked ?? 0) === 0) return
     if (watcher.found.size === 0) watcher.foundAt = at
     watcher.found.set(key, size)
@@ -749,6 +811,11 @@ export class ParkingLot {
         if (reply.toString('latin1', 1, 10) === 'WRONGTYPE' && !watcher.sweeping) {
           // A key holds another kind of value now: find which, and leave it out.
           this.#serve(watcher, [], new Map(), queues, detectedAt, true)
+        } else if (isRedirect(reply) && this.#redirected !== null) {
+          // The keys' slot moved away: their waiters are handed back (see evict) and the watcher
+          // waits again on what is left.
+          this.#redirected(reply)
+          setTimeout(() => { this.#schedule(watcher) }, 5).unref()
         } else {
           this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'the parked-waiter watcher\'s wait failed; retrying')
           setTimeout(() => { this.#schedule(watcher) }, watcher.sweeping ? 5 : 100).unref()
@@ -904,8 +971,10 @@ export class ParkingLot {
       this.#putBack(waiter, reply)
       return true
     }
-    this.wokenTotal++
-    this.#observeWake((performance.now() - detectedAt) / 1000)
+    if (!isRedirect(reply)) { // (a redirect hands the waiter back: see ParkingOptions.groupOf)
+      this.wokenTotal++
+      this.#observeWake((performance.now() - detectedAt) / 1000)
+    }
     this.#finish(waiter, reply)
     return true
   }
@@ -1032,6 +1101,12 @@ export class ParkingLot {
 
 const CRLF = Buffer.from('\r\n')
 const MINUS = 0x2d
+
+/** -MOVED or -ASK (a cluster node no longer serves the key's slot). */
+function isRedirect (reply: Buffer): boolean {
+  const head = reply.toString('latin1', 0, 6)
+  return head === '-MOVED' || head.startsWith('-ASK ')
+}
 /** The ends a kind of key is watched from (one watcher connection each, when in use). */
 const ARM_ENDS: Record<Family, End[]> = { list: ['left', 'right'], zset: ['min'], stream: [''] }
 
