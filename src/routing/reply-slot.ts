@@ -90,6 +90,12 @@ export class ReplySlot {
   permitted = false
   /** Its client's replies are large: its lane counts as busy until it leaves (heavyInflight). */
   heavy = false
+  /**
+   * Its reply is read even when its connection leaves a master that may still accept writes
+   * (UpstreamConnection.retire): what it took from Redis (a parked client's element) would be
+   * lost with the connection, and is worth more delivered than failed.
+   */
+  keepOnRetire = false
 
   constructor (
     readonly sink: ReplySink,

@@ -118,6 +118,8 @@ export class UpstreamConnection {
   #lastProgress = 0
   #commandTimeoutMs: number
   #closeError: ProxyError | null = null
+  /** Retiring from a node that may still be a master: replies not kept (keepOnRetire) fail. */
+  #failOnRetire = false
   /** The slot whose large reply is arriving in pieces. */
   #streamSlot: ReplySlot | null = null
   /** Reading stopped for a slow reader of the only reply in flight (see pauseWhileAlone). */
@@ -346,13 +348,15 @@ export class UpstreamConnection {
   }
 
   /** The proxy's own command on this connection; the callback gets the reply or the failure. */
-  sendInternal (args: ReadonlyArray<string | Buffer>, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
-    this.sendFrameInternal(encodeCommand(args), callback)
+  sendInternal (args: ReadonlyArray<string | Buffer>, callback: (frame: Buffer | null, err: ProxyError | null) => void, keepOnRetire = false): void {
+    this.sendFrameInternal(encodeCommand(args), callback, keepOnRetire)
   }
 
   /** The proxy's own command, already encoded. */
-  sendFrameInternal (frame: Buffer, callback: (frame: Buffer | null, err: ProxyError | null) => void): void {
-    this.send(frame, new ReplySlot(new InternalSink(callback), null))
+  sendFrameInternal (frame: Buffer, callback: (frame: Buffer | null, err: ProxyError | null) => void, keepOnRetire = false): void {
+    const slot = new ReplySlot(new InternalSink(callback), null)
+    slot.keepOnRetire = keepOnRetire
+    this.send(frame, slot)
   }
 
   /** Runs fn once the socket has drained (at once if it is not full). */
@@ -372,10 +376,14 @@ export class UpstreamConnection {
    */
   retire (err: ProxyError): void {
     // (A large command half written cannot be completed gently: it goes with the connection.)
-    if (this.#state !== 'ready' || !this.#replicaSeen || this.#writeLockedBy !== null) {
+    // On a node that may still be a master, only replies worth reading (keepOnRetire) are read;
+    // the others fail as if the connection had closed now.
+    const keep = !this.#replicaSeen && this.#state === 'ready' && this.#writeLockedBy === null && this.#streamSlot === null && this.#wholePieces === null && this.#anyKeptInflight()
+    if (this.#state !== 'ready' || (!this.#replicaSeen && !keep) || this.#writeLockedBy !== null) {
       this.destroy(err)
       return
     }
+    this.#failOnRetire = !this.#replicaSeen
     this.#setState('retiring')
     this.#closeError = err
     this.#returnUnwritten(this.#takeBackUnwritten(), err)
@@ -386,6 +394,11 @@ export class UpstreamConnection {
     }
     const timer = setTimeout(() => { this.destroy(err) }, Math.min(RETIRE_GRACE_MS, this.#commandTimeoutMs > 0 ? this.#commandTimeoutMs : RETIRE_GRACE_MS))
     timer.unref()
+  }
+
+  #anyKeptInflight (): boolean {
+    for (let i = 0; i < this.#inflight.length; i++) if ((this.#inflight.peekAt(i) as ReplySlot).keepOnRetire) return true
+    return false
   }
 
   /** Where the socket leads (address:port, or the unix socket path): the node, as far as respool can tell. */
@@ -521,7 +534,11 @@ export class UpstreamConnection {
     // A refusal (-READONLY, -MASTERDOWN, -LOADING): Redis did not run the command, so its
     // client may take it back to send again. A replica's refusal also tells the topology, once
     // the replies already read have been handed out (writes leave only at the end of the turn).
-    if (frame[0] === MINUS && isRefusal(frame)) {
+    if (this.#failOnRetire && !slot.keepOnRetire) {
+      // Ran, or not, on a master respool has left: its client is told it may or may not have.
+      if (!slot.cancelled) slot.sink.onFailure(slot, this.#closeError as ProxyError)
+      frame = RETRIED
+    } else if (frame[0] === MINUS && isRefusal(frame)) {
       // Kept by the client to be answered if its retries run out: its own bytes, not a view.
       if (transient) {
         frame = Buffer.from(frame)

@@ -29,6 +29,8 @@ export function runOnLane (router: ParkingUpstream, db: number, resp: 2 | 3, fra
   frames.forEach((frame, i) => {
     lane.send(frame, new ReplySlot(new InternalSink((reply) => { queued[i] = reply }), null))
   })
+  // What the transaction took (a parked client's element) is read even when the connection is
+  // left for a new master at that moment: lost with the connection, it could not be put back.
   lane.sendInternal(['EXEC'], (reply, err) => {
     if (err !== null || reply === null) {
       done(null, err)
@@ -40,5 +42,5 @@ export function runOnLane (router: ParkingUpstream, db: number, resp: 2 | 3, fra
       if (q !== null && q[0] === MINUS) return q // refused while queueing (arity, unknown …)
       return results?.[i] ?? reply // EXEC itself failed (EXECABORT): that is the answer
     }), null)
-  })
+  }, true)
 }

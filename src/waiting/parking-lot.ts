@@ -828,7 +828,7 @@ export class ParkingLot implements ParkingView {
         else this.#wake(arm, taken, detectedAt)
       }
       this.#schedule(watcher)
-    })
+    }, true) // an element it took just as respool leaves this master is still read (see retire)
   }
 
   /**
