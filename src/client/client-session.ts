@@ -1648,6 +1648,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (!slot.streamed) {
       slot.streamed = true
       slot.lead = Buffer.from(piece.subarray(0, 2)) // the reply's type, for effects
+      if (this.#lease === null) this.#router.ensureSpareLane()
     }
     if (!slot.suppressed && !this.#closed) this.#write(piece)
     this.#streamedBytes += piece.length

@@ -151,6 +151,19 @@ export class Router {
   }
 
   /**
+   * A large reply started streaming on a lane: if no other lane is free of large replies, one
+   * more is opened now (within the bound), so the next small command of another client finds
+   * it ready instead of waiting for a connection to be set up, which takes as long as Redis
+   * copying a large reply for somebody (a second for 2 × 256 MB).
+   */
+  ensureSpareLane (): void {
+    for (const lane of this.#lanes) {
+      if (lane.isReady && !lane.streamingReply && lane.heavyInflight === 0 && !this.#draining.has(lane)) return
+    }
+    this.#grow()
+  }
+
+  /**
    * Pins a connection: waits for a permit (at most `deadlineMs`; null = no deadline; blocking
    * commands may hold all pins but one), then for a connection from the pool, shrinking the
    * shared lanes if the pool is full.

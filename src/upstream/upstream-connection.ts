@@ -36,6 +36,8 @@ const REPLICA_ERRORS = [Buffer.from('-READONLY '), Buffer.from('-MASTERDOWN ')]
 const RETRIED = Buffer.alloc(0)
 /** Longest a retiring connection waits for the replies still due on it. */
 const RETIRE_GRACE_MS = 1000
+/** Bytes a connection reads before it lets the other sockets have the event loop (#onData). */
+const READ_TURN_BYTES = 64 * 1024
 
 /**
  * One socket to Redis. Commands are written as the client sent them; their slots wait in an
@@ -127,6 +129,9 @@ export class UpstreamConnection {
   /** Pieces of a large frame that must still be delivered whole (a push, or on a tunnel). */
   #wholePieces: Buffer[] | null = null
   #readPauses = 0
+  /** Bytes read since reading last gave the other sockets their turn (see #onData). */
+  #turnBytes = 0
+  #turnYielding = false
   /** A client's large command is being written in pieces: nothing else may be written meanwhile. */
   #writeLockedBy: object | null = null
   #closeWhenOnlyPartialLeft = false
@@ -505,6 +510,16 @@ export class UpstreamConnection {
 
   #onData = (chunk: Buffer): void => {
     this.#lastProgress = performance.now()
+    // A connection with a lot to read (a 64 MB reply) would have libuv read it 32 chunks at a
+    // time, each written on to its client before the next, while every other socket waits: on a
+    // loaded machine that is tens of milliseconds for a small GET on another lane. After
+    // READ_TURN_BYTES, reading stops until the loop's check phase, so the other sockets ready
+    // in this turn are read first, as Redis itself serves each client a slice per turn.
+    if ((this.#turnBytes += chunk.length) >= READ_TURN_BYTES && !this.#turnYielding) {
+      this.#turnYielding = true
+      this.pauseReading()
+      setImmediate(this.#endTurnYield)
+    }
     try {
       this.#framer.push(chunk, this.#onReply, this.#onReplyPart)
     } catch (err) {
@@ -592,6 +607,12 @@ export class UpstreamConnection {
     if (!done) return
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)
+  }
+
+  #endTurnYield = (): void => {
+    this.#turnYielding = false
+    this.#turnBytes = 0
+    if (this.#state !== 'closed') this.resumeReading()
   }
 
   /** Stops reading replies (a client receiving a large reply is slower than Redis). Counted. */
