@@ -169,7 +169,10 @@ export async function startReplicatedCluster (masters = 3, replicasPerMaster = 1
           const replicaInfos = await Promise.all(live().map(async (n) => String(await n.client.info('replication'))))
           if (replicaInfos.every((i) => !/role:slave/.test(i) || /master_link_status:up/.test(i))) return
         }
-        if (Date.now() > deadline) throw new Error('the test cluster did not settle')
+        if (Date.now() > deadline) {
+          const states = await Promise.all(live().map(async (n) => `${n.port}: ${/cluster_state:\w+/.exec(String(await n.client.call('CLUSTER', 'INFO').catch(() => '')))?.[0] ?? '?'} ${/role:\w+/.exec(String(await n.client.info('replication').catch(() => '')))?.[0] ?? '?'} ${/master_link_status:\w+/.exec(String(await n.client.info('replication').catch(() => '')))?.[0] ?? ''}`))
+          throw new Error(`the test cluster did not settle in ${timeoutMs} ms: ${states.join('; ')}`)
+        }
         await delay(50)
       }
     },
