@@ -121,11 +121,7 @@ export class ClusterPins {
   /** Gives a pin back: kept idle for its node (after a RESET if `scrub`), or closed. */
   release (pin: ClusterPin, how: ClusterPinRelease): void {
     const { conn } = pin
-    conn.onClose = null
-    conn.onIdle = null
-    conn.onWritable = null
-    conn.tunnel = null
-    conn.pushHandler = null
+    conn.detachOwner()
     const keep = (): void => {
       if (this.#closed || !conn.isReady || conn.inflight > 0) {
         this.#drop(conn)

@@ -205,11 +205,7 @@ export class Router {
   /** Gives a pinned connection back: to the pool as is, after a scrub, or closed. */
   releasePin (pin: Pin, how: PinRelease): void {
     const { conn } = pin
-    conn.onClose = null
-    conn.onIdle = null
-    conn.onWritable = null
-    conn.tunnel = null
-    conn.pushHandler = null
+    conn.detachOwner()
     const done = (): void => {
       this.#pinsPermitted--
       this.#gate.release(pin.permit)

@@ -262,6 +262,15 @@ export class UpstreamConnection {
     await this.#handshake(this.#address)
   }
 
+  /** Forgets its holder (the pool, a pin's owner, a lane): nothing of theirs is called any more. */
+  detachOwner (): void {
+    this.onClose = null
+    this.onIdle = null
+    this.onWritable = null
+    this.tunnel = null
+    this.pushHandler = null
+  }
+
   /** Writes a command (its exact bytes) and queues its slot for the reply. */
   send (frame: Buffer, slot: ReplySlot): void {
     if (this.#state === 'retiring') {

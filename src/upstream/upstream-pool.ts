@@ -131,9 +131,7 @@ export class UpstreamPool {
 
   /** Gives back a connection in the pool's default state. */
   release (conn: UpstreamConnection): void {
-    conn.onClose = null
-    conn.onIdle = null
-    conn.onWritable = null
+    conn.detachOwner()
     if (!conn.isReady) {
       this.destroy(conn)
       return
@@ -143,9 +141,7 @@ export class UpstreamPool {
 
   /** Gives back a connection that must not be reused (closed, or in an unknown state). */
   destroy (conn: UpstreamConnection): void {
-    conn.onClose = null
-    conn.onIdle = null
-    conn.onWritable = null
+    conn.detachOwner()
     conn.destroy()
     if (this.#pool.isBorrowedResource(conn)) void this.#pool.destroy(conn)
   }
