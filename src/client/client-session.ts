@@ -130,6 +130,18 @@ const PAUSE_PIPELINE = 1 // too many commands unanswered
 const PAUSE_OUTPUT = 2 // the client is not reading its replies
 const PAUSE_UPSTREAM = 4 // the upstream socket is full
 const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
+const PAUSE_TURN = 16 // read its share of this turn of the event loop (see READ_TURN_BYTES)
+
+/**
+ * A client sending a large command (a 256 MB SET) would have libuv read it up to 32 × 64 KB at
+ * a time, every other socket waiting meanwhile. Past this many bytes in a row, its reading
+ * stops until the loop's check phase, as an upstream connection's does (and Redis, which reads
+ * each client a slice per turn). The client whose reads came last, and how much: libuv reads
+ * one socket's chunks back to back, so this needs no field in every session.
+ */
+const READ_TURN_BYTES = 64 * 1024
+let turnReader: ClientSession | null = null
+let turnReadBytes = 0
 
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
@@ -280,7 +292,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   static #onSocketRead (socket: net.Socket, chunk: Buffer): void {
-    sessionOf(socket).#onData(chunk)
+    const session = sessionOf(socket)
+    if (turnReader !== session) {
+      turnReader = session
+      turnReadBytes = 0
+    }
+    session.#onData(chunk)
+    if ((turnReadBytes += chunk.length) >= READ_TURN_BYTES && !session.#closed) {
+      turnReader = null
+      session.#pause(PAUSE_TURN)
+      setImmediate(() => { session.#resume(PAUSE_TURN) })
+    }
   }
 
   static #onSocketData (this: net.Socket, chunk: Buffer): void {
@@ -436,7 +458,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   readonly #commandStream: CommandStream = {
     start: (head) => this.#startStream(head),
-    part: (piece, done) => { this.#streamPart(piece, done) }
+    part: (piece, done, transient) => { this.#streamPart(piece, done, transient) }
   }
 
   #startStream (head: RespCommand): boolean {
@@ -471,17 +493,17 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return true
   }
 
-  #streamPart (piece: Buffer, done: boolean): void {
+  #streamPart (piece: Buffer, done: boolean, transient: boolean): void {
     const conn = this.#streamConn
     if (conn === null) return
     if (done || !conn.isReady) {
       // The command is complete, or its connection failed (the command already got its error):
       // the rest of it is read and dropped.
-      conn.streamPiece(piece, true)
+      conn.streamPiece(piece, true, transient)
       this.#streamConn = null
       return
     }
-    conn.streamPiece(piece, false)
+    conn.streamPiece(piece, false, transient)
     if (conn.needDrain && (this.#paused & PAUSE_UPSTREAM) === 0) {
       // Redis reads slower than the client sends: stop reading the client until it catches up.
       this.#pause(PAUSE_UPSTREAM)
@@ -1634,11 +1656,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * while the client is slower than Redis, the upstream connection stops reading. Otherwise the
    * pieces wait in the slot and the reply is written whole in its turn.
    */
-  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void {
+  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable, transient = false): void {
     // EXEC's reply is read whole when a queued SELECT's outcome must be found in it.
     const collect = (slot.effect === E_EXEC && this.#effects.decidesDb(slot)) || slot.effect === E_PUBSUB_COUNT
     if (!slot.streamed && (collect || this.#slots.peekFront() !== slot || slot.pieces !== null)) {
-      ;(slot.pieces ??= []).push(piece)
+      ;(slot.pieces ??= []).push(transient ? Buffer.from(piece) : piece)
       if (!done) return
       const whole = Buffer.concat(slot.pieces)
       slot.pieces = null
@@ -1650,7 +1672,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
       slot.lead = Buffer.from(piece.subarray(0, 2)) // the reply's type, for effects
       if (this.#lease === null) this.#router.ensureSpareLane()
     }
-    if (!slot.suppressed && !this.#closed) this.#write(piece)
+    if (!slot.suppressed && !this.#closed) {
+      if (transient) this.#writer.writePiece(piece)
+      else this.#writer.write(piece)
+      this.checkOutput()
+    }
     this.#streamedBytes += piece.length
     if (!done) {
       // The upstream stops reading for a slow reader only when that holds up nobody else: on a

@@ -26,9 +26,10 @@ export type OnReply = (frame: Buffer, transient: boolean) => void
 /**
  * A piece of a large top-level reply, in order; `done` marks the last piece. Used once a reply
  * in progress has grown past the streaming threshold, so a 256 MB value is passed on as it
- * arrives instead of being held whole (and copied once more to join it).
+ * arrives instead of being held whole (and copied once more to join it). A `transient` piece is
+ * a view of the chunk being pushed, valid only during the call: whoever keeps it copies it.
  */
-export type OnReplyPart = (piece: Buffer, done: boolean) => void
+export type OnReplyPart = (piece: Buffer, done: boolean, transient: boolean) => void
 
 /** Replies larger than this are handed on in pieces when the caller accepts pieces. */
 export const STREAM_THRESHOLD = 1024 * 1024
@@ -211,7 +212,7 @@ export class ReplyFramer {
         if (open > 0) continue
         if (this.#streaming) {
           this.#streaming = false
-          ;(onPart as OnReplyPart)(this.#transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
+          ;(onPart as OnReplyPart)(chunk.subarray(start, pos), true, this.#transient)
         } else if (this.#partsLength === 0) {
           // A reply that is the whole chunk (one client's turn on a lane) needs no view of its own.
           onReply(start === 0 && pos === chunk.length ? chunk : chunk.subarray(start, pos), this.#transient)
@@ -241,11 +242,11 @@ export class ReplyFramer {
     }
     if (start >= n) return
     if (this.#transient && !this.#streaming && this.#keepInFrame(chunk, start, n)) return
-    const rest = this.#transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
-      (onPart as OnReplyPart)(rest, false)
+      (onPart as OnReplyPart)(start === 0 ? chunk : chunk.subarray(start), false, this.#transient)
       return
     }
+    const rest = this.#transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     this.#parts.push(rest)
     this.#partsLength += rest.length
     if (onPart !== undefined && this.#partsLength > STREAM_THRESHOLD) {
@@ -254,7 +255,7 @@ export class ReplyFramer {
       const head = this.#parts.length === 1 ? this.#parts[0] : Buffer.concat(this.#parts, this.#partsLength)
       this.#parts = []
       this.#partsLength = 0
-      onPart(head, false)
+      onPart(head, false, false)
     }
   }
 

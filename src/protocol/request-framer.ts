@@ -37,7 +37,8 @@ export interface RequestLimits {
  */
 export interface CommandStream {
   start (head: RespCommand): boolean
-  part (piece: Buffer, done: boolean): void
+  /** `transient`: the piece is a view of the chunk being pushed, valid only during the call. */
+  part (piece: Buffer, done: boolean, transient: boolean): void
 }
 
 /** Commands larger than this are offered for streaming. */
@@ -244,7 +245,7 @@ export class RequestFramer {
               this.#state = ST_ARG_TYPE
               break
             }
-            if (this.#streaming) (stream as CommandStream).part(this.transient ? copyOf(chunk, start, pos) : chunk.subarray(start, pos), true)
+            if (this.#streaming) (stream as CommandStream).part(chunk.subarray(start, pos), true, this.transient)
             else {
               const frame = this.#take(chunk, start, pos, this.useRing)
               const lease = this.#lease
@@ -290,11 +291,11 @@ export class RequestFramer {
       throw err
     }
     if (start >= n) return
-    const rest = this.transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     if (this.#streaming) {
-      (stream as CommandStream).part(rest, false)
+      (stream as CommandStream).part(start === 0 ? chunk : chunk.subarray(start), false, this.transient)
       return
     }
+    const rest = this.transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     // Keep the unfinished command's bytes (a view of the chunk, not a copy).
     this.#parts.push(rest)
     this.#partsLength += rest.length

@@ -92,6 +92,41 @@ function endTurn (): void {
   turnHeld = false
 }
 
+/**
+ * Buffers for the pieces of a large reply or command that stream through (a 64 MB GET goes
+ * by in reads of up to 64 KB). A piece is a view of the shared read buffer, so it must be
+ * copied before the socket may keep it; a fresh buffer per piece would be half a gigabyte of
+ * new memory per second at full speed, which kept V8 marking and the kernel zeroing pages, and
+ * made every other client on the proxy wait for them. These buffers go back to a free list
+ * when the socket is done with them (its write callback), so a stream in steady state
+ * allocates nothing. The list keeps at most PIECE_SPARE_MAX of them (4 MB) between streams.
+ */
+const PIECE_SIZE = 64 * 1024
+const PIECE_SPARE_MAX = 64
+
+interface PieceBuffer {
+  readonly buf: Buffer
+  /** The socket's write callback: the buffer may be reused. Made once per buffer. */
+  readonly release: () => void
+}
+
+const spareEntries: PieceBuffer[] = []
+
+function takePieceBuffer (): PieceBuffer {
+  const spare = spareEntries.pop()
+  if (spare !== undefined) return spare
+  const entry: PieceBuffer = {
+    buf: Buffer.allocUnsafeSlow(PIECE_SIZE),
+    release: () => { if (spareEntries.length < PIECE_SPARE_MAX) spareEntries.push(entry) }
+  }
+  return entry
+}
+
+/** Spare piece buffers held for the next stream (for tests and metrics). */
+export function spareStreamPieceBuffers (): number {
+  return spareEntries.length
+}
+
 export class TickWriter implements Flushable {
   readonly #socket: net.Socket
   readonly #onFull: () => void
@@ -147,6 +182,25 @@ export class TickWriter implements Flushable {
   writeTransient (data: Buffer): void {
     if (data.length > TURN_ARENA_MIN / 4) this.write(Buffer.from(data))
     else this.write(copyIntoTurn(data))
+  }
+
+  /**
+   * A piece of a large reply or command streaming through, valid only during the current call
+   * (a view of the shared read buffer). It goes to the socket at once, after whatever is held,
+   * in a reusable piece buffer (see PIECE_SIZE).
+   */
+  writePiece (data: Buffer): void {
+    if (data.length > PIECE_SIZE) {
+      this.write(Buffer.from(data))
+      return
+    }
+    this.flush()
+    const socket = this.#socket
+    if (socket.destroyed) return
+    const piece = takePieceBuffer()
+    const n = data.copy(piece.buf, 0)
+    const taken = socket.write(n === PIECE_SIZE ? piece.buf : piece.buf.subarray(0, n), piece.release)
+    if (!taken) this.#onFull()
   }
 
   /** Hands everything held to the socket now (also called at the end of the tick). */

@@ -27,9 +27,10 @@ export interface ReplySink {
   readonly takesTransient?: boolean
   /**
    * A piece of a large reply, in order (`done` on the last). `source` may be paused while the
-   * pieces cannot be passed on (backpressure).
+   * pieces cannot be passed on (backpressure). `transient` as for onReply (only for a sink that
+   * `takesTransient`).
    */
-  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable): void
+  onReplyPart (slot: ReplySlot, piece: Buffer, done: boolean, source: Pausable, transient?: boolean): void
   /** The command's outcome is unknown or it never ran; the sink must answer with an error. */
   onFailure (slot: ReplySlot, err: ProxyError): void
   /**

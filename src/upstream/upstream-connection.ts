@@ -322,12 +322,14 @@ export class UpstreamConnection {
     this.#writeLockedBy = owner
   }
 
-  streamPiece (piece: Buffer, done: boolean): void {
+  /** A piece of the large command (`transient`: valid only during the call; it is copied). */
+  streamPiece (piece: Buffer, done: boolean, transient = false): void {
     // Writing a large command is progress: the command timer waits for its reply only once it is sent.
     this.#lastProgress = performance.now()
     if (this.#state !== 'closed') {
       this.#queued += piece.length
-      this.#writer.write(piece)
+      if (transient) this.#writer.writePiece(piece)
+      else this.#writer.write(piece)
     }
     if (!done) return
     this.#writeLockedBy = null
@@ -591,7 +593,7 @@ export class UpstreamConnection {
    * it as it arrives); a push frame or a frame on a tunnel is rare at this size and is joined
    * first, then handled like any other frame.
    */
-  #onReplyPart = (piece: Buffer, done: boolean): void => {
+  #onReplyPart = (piece: Buffer, done: boolean, transient: boolean): void => {
     if (this.#state === 'closed') return
     if (this.#streamSlot === null && this.#wholePieces === null) {
       const head = this.#inflight.peekFront()
@@ -599,7 +601,7 @@ export class UpstreamConnection {
       else this.#streamSlot = head
     }
     if (this.#wholePieces !== null) {
-      this.#wholePieces.push(piece)
+      this.#wholePieces.push(transient ? Buffer.from(piece) : piece)
       if (!done) return
       const frame = Buffer.concat(this.#wholePieces)
       this.#wholePieces = null
@@ -612,7 +614,10 @@ export class UpstreamConnection {
       this.#inflight.shift() // popped before the sink runs, as for any reply
       if (slot.heavy) this.heavyInflight--
     }
-    if (!slot.cancelled) slot.sink.onReplyPart(slot, piece, done, this)
+    if (!slot.cancelled) {
+      const keepable = transient && slot.sink.takesTransient !== true
+      slot.sink.onReplyPart(slot, keepable ? Buffer.from(piece) : piece, done, this, transient && !keepable)
+    }
     if (!done) return
     if (this.#closeWhenOnlyPartialLeft) this.#maybeCloseAbandoned()
     else if (this.#inflight.length === 0 && this.#state === 'ready') this.onIdle?.(this)

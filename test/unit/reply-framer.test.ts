@@ -72,3 +72,33 @@ test('reply framer: replies inside one chunk are views of it, and a reply that i
   new ReplyFramer().push(lone, (f) => { got = f })
   assert.equal(got, lone)
 })
+
+test('reply framer, transient mode: a large reply streams as views of each chunk, flagged transient, and the copies add up to it exactly', () => {
+  const size = 3 * 1024 * 1024 + 17
+  const value = Buffer.alloc(size)
+  for (let i = 0; i < size; i++) value[i] = (i * 7 + (i >> 9)) & 0xff
+  const input = Buffer.concat([b(`$${size}\r\n`), value, b('\r\n+OK\r\n')])
+  const framer = new ReplyFramer({ transient: true })
+  const read = Buffer.alloc(65536) // reused for every read, as the shared read buffer is
+  const pieces: Buffer[] = []
+  const whole: Buffer[] = []
+  let done = 0
+  let transientPieces = 0
+  for (let i = 0; i < input.length; i += 65536) {
+    const n = input.copy(read, 0, i, i + 65536)
+    framer.push(read.subarray(0, n), (f, transient) => { whole.push(transient ? Buffer.from(f) : f) }, (piece, last, transient) => {
+      if (transient) {
+        transientPieces++
+        assert.equal(piece.buffer, read.buffer, 'a transient piece is a view of the chunk')
+      }
+      pieces.push(transient ? Buffer.from(piece) : piece)
+      if (last) done++
+    })
+    read.fill(0x21) // the next read overwrites it
+  }
+  assert.equal(done, 1)
+  // The first megabyte is held until the reply is known to be large; the rest streams as views.
+  assert.ok(transientPieces >= 30, `${transientPieces} transient pieces`)
+  assert.ok(Buffer.concat(pieces).equals(input.subarray(0, input.length - 5)))
+  assert.deepEqual(whole.map((f) => f.toString('latin1')), ['+OK\r\n'])
+})

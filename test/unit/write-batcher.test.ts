@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type net from 'node:net'
 import { setImmediate as turn } from 'node:timers/promises'
-import { TickWriter } from '../../src/protocol/write-batcher.js'
+import { TickWriter, spareStreamPieceBuffers } from '../../src/protocol/write-batcher.js'
 
 /** Records what TickWriter hands to the socket; `full` makes write() report a full buffer. */
 function recordingSocket (full = false): { socket: net.Socket, writes: string[] } {
@@ -145,4 +145,39 @@ test('TickWriter: a transient write is copied at once, and the copy outlives the
   assert.equal(b.held[100].toString(), '$5\r\nx0099\r\n')
   // Nobody holds anything now: the turn arena is reused from turn to turn.
   assert.equal(b.held[99].buffer, b.held[100].buffer)
+})
+
+test('TickWriter: a streamed piece is copied at once, after what is held, and its buffer is reused only once the socket is done with it', async () => {
+  const writes: Array<{ data: Buffer, done: () => void }> = []
+  const socket = {
+    destroyed: false,
+    writableLength: 0,
+    write: (data: Buffer, done: () => void) => { writes.push({ data, done }); return true }
+  } as unknown as net.Socket
+  const writer = new TickWriter(socket, () => {})
+  writer.write(Buffer.from('+held\r\n'))
+  const read = Buffer.alloc(64 * 1024, 'a') // the shared read buffer
+  writer.writePiece(read)
+  read.fill('b')
+  writer.writePiece(read.subarray(0, 1000))
+  read.fill('c')
+  // The held write went first; each piece is its own copy, taken before the source changed.
+  assert.equal(writes.length, 3)
+  assert.equal(writes[0].data.toString(), '+held\r\n')
+  assert.ok(writes[1].data.equals(Buffer.alloc(64 * 1024, 'a')))
+  assert.ok(writes[2].data.equals(Buffer.alloc(1000, 'b')))
+  // Neither socket write is done: the two pieces are in separate memory.
+  assert.notEqual(writes[1].data.buffer, writes[2].data.buffer)
+  const spare = spareStreamPieceBuffers()
+  writes[1].done()
+  assert.equal(spareStreamPieceBuffers(), spare + 1)
+  // The next piece reuses the released buffer, and the piece still held is untouched.
+  writer.writePiece(Buffer.alloc(10, 'd'))
+  assert.equal(writes[3].data.buffer, writes[1].data.buffer)
+  assert.equal(writes[3].data.toString(), 'dddddddddd')
+  assert.ok(writes[2].data.equals(Buffer.alloc(1000, 'b')))
+  assert.equal(spareStreamPieceBuffers(), spare)
+  writes[2].done()
+  writes[3].done()
+  await turn()
 })
