@@ -1,11 +1,12 @@
 import type net from 'node:net'
 import Denque from 'denque'
-import { RequestFramer, type CommandStream, type RequestLimits } from '../protocol/request-framer.js'
+import { DEFAULT_REQUEST_LIMITS, RequestFramer, type CommandSink, type RequestLimits } from '../protocol/request-framer.js'
+import type { WriteOwner } from '../protocol/write-batcher.js'
 import { ReplySlot, type Pausable, type ReplySink } from '../routing/reply-slot.js'
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
 import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
-import { ReplyWindow } from './reply-window.js'
+import { observeReply, repliesLarge, windowAllows } from './reply-window.js'
 import type { Identities } from '../routing/identities.js'
 import { UpstreamAuthError } from '../upstream/identity-pool.js'
 import { OutputGuard } from './output-guard.js'
@@ -33,7 +34,7 @@ import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
 import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
-import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
+import { ClusterClient, type ClusterClientHost, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
 import type { ClusterParking } from '../cluster/cluster-parking.js'
 import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
@@ -41,7 +42,7 @@ import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
+  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease, type EffectHooks
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -121,7 +122,7 @@ const W_DRAIN = 3 // the upstream socket to drain
 const W_BARRIER = 4 // replies in flight on another connection (order across connections)
 const W_PAUSED = 5 // RESPOOL PAUSE
 const W_PARKED = 6 // a blocking command waiting inside respool (later commands run after it, as in Redis)
-const W_OUTPUT = 7 // the client to read its replies (ReplyWindow)
+const W_OUTPUT = 7 // the client to read its replies (see reply-window)
 const W_AUTH = 8 // Redis to check an AUTH
 const W_RETRY = 9 // a pause before commands Redis refused (-LOADING, -MASTERDOWN) are sent again
 
@@ -156,6 +157,41 @@ function isInMulti (lease: Lease | null): boolean {
 const PUSH = 0x3e
 const MINUS = 0x2d
 
+/**
+ * The empty queue every session starts with, shared: ten thousand idle clients need no queues
+ * of their own. Only read; a session makes its own before its first push (#makeQueues).
+ */
+const NO_QUEUE = Object.freeze(new Denque<ReplySlot>()) as Denque<ReplySlot>
+
+/**
+ * The framing limits, one pair per proxy (authenticated or not yet) instead of an object per
+ * client; brought up to date with the configuration whenever a session asks (a reload).
+ */
+const limitsByContext = new WeakMap<SessionContext, { authenticated: RequestLimits, unauthenticated: RequestLimits }>()
+
+function sharedLimits (ctx: SessionContext, authenticated: boolean): RequestLimits {
+  let pair = limitsByContext.get(ctx)
+  if (pair === undefined) {
+    pair = { authenticated: { ...DEFAULT_REQUEST_LIMITS, unauthenticated: false }, unauthenticated: { ...DEFAULT_REQUEST_LIMITS, unauthenticated: true } }
+    limitsByContext.set(ctx, pair)
+  }
+  const limits = authenticated ? pair.authenticated : pair.unauthenticated
+  const config = ctx.config
+  limits.maxBulkLength = config.maxBulkLength
+  limits.maxMultibulkLength = config.maxMultibulkLength
+  limits.maxInlineLength = config.maxInlineLength
+  return limits
+}
+
+/** Functions a session hands to connections and queues (see ClientSession.#callbacks). */
+interface SessionCallbacks {
+  readonly upstreamDrained: () => void
+  readonly requeue: () => void
+  readonly pubsubTunnel: (frame: Buffer) => boolean
+  readonly monitorTunnel: (frame: Buffer) => boolean
+  readonly outOfBand: (frame: Buffer) => void
+}
+
 /** The session a client socket belongs to (its event handlers are shared by all sessions). */
 const SESSION = Symbol('respool.session')
 
@@ -175,7 +211,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter {
+export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteOwner, EffectHooks {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -188,8 +224,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   readonly #socket: net.Socket
   readonly #ctx: SessionContext
   readonly #framer: RequestFramer
-  readonly #slots = new Denque<ReplySlot>()
-  readonly #pending = new Denque<ReplySlot>()
+  /** Every command's slot, in arrival order (NO_QUEUE until the first command). */
+  #slots = NO_QUEUE
+  /** The tail of #slots not yet written upstream (NO_QUEUE until the first command). */
+  #pending = NO_QUEUE
   #inflight = 0
   /** The upstream connection carrying this session's inflight commands. */
   #conn: UpstreamConnection | null = null
@@ -207,8 +245,8 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #streamSource: Pausable | null = null
   /** #streamSource was paused with pauseWhileAlone (a shared lane). */
   #streamAlone = false
-  /** How far this client's commands may run ahead of its reading. */
-  readonly #window = new ReplyWindow()
+  /** How far this client's commands may run ahead of its reading: its estimated reply size (see reply-window). */
+  #replyEstimate = 0
   /** Bytes of the reply being streamed to the client now. */
   #streamedBytes = 0
   /** Where this client's commands go: respool's own router, or its ACL user's (see Identities). */
@@ -247,6 +285,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #clusterRoute = ROUTE_SHARED
   /** The reply being written, when it is a view of the shared read buffer (onReply). */
   #transientReply: Buffer | null = null
+  /** Callbacks handed to connections and queues, made on first use: an idle client needs none. */
+  #madeCallbacks: SessionCallbacks | null = null
+  /** Cluster mode: what a transaction or a blocking command needs of this session (made on first use). */
+  #madeClusterHost: ClusterClientHost | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -255,22 +297,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#router = ctx.router
     this.#guard = new OutputGuard(this, ctx.memory, ctx.config.outputLimits)
     this.state = new SessionState(ctx.config.upstream.db, ctx.authRequired)
-    this.#effects = new SessionEffects({
-      state: this.state,
-      stats: ctx.stats,
-      onPubsubFrame: this.#onPubsubFrame,
-      onMonitorFrame: this.#onMonitorFrame,
-      outOfBand: this.#outOfBand,
-      maybeLeavePubsub: () => { this.#maybeLeavePubsub() }
-    })
-    const limits: RequestLimits = {
-      maxBulkLength: ctx.config.maxBulkLength,
-      maxMultibulkLength: ctx.config.maxMultibulkLength,
-      maxInlineLength: ctx.config.maxInlineLength,
-      unauthenticated: !this.state.authenticated
-    }
-    this.#framer = new RequestFramer(limits)
-    this.#writer = new TickWriter(socket, () => { this.#pause(PAUSE_OUTPUT) })
+    this.#effects = new SessionEffects(this)
+    this.#framer = new RequestFramer(sharedLimits(ctx, this.state.authenticated))
+    this.#writer = new TickWriter(socket, this)
     socket.setNoDelay(true)
     // Reads go to the shared read buffer when Node.js allows it (the framer then copies what it
     // keeps). The socket's handlers are shared by all sessions: ten thousand idle clients then
@@ -284,7 +313,9 @@ export class ClientSession implements ReplySink, LaneWaiter {
       socket.on('data', ClientSession.#onSocketData)
     }
     socket.on('drain', ClientSession.#onSocketDrain)
-    socket.on('error', ClientSession.#onSocketGone)
+    // 'close' always follows 'error'; a listener of the server's may already keep an error from
+    // going unhandled (a second one would cost every client an array of listeners).
+    if (socket.listenerCount('error') === 0) socket.on('error', ClientSession.#onSocketGone)
     socket.on('close', ClientSession.#onSocketGone)
     socket.on('end', ClientSession.#onSocketEnd)
     socket.on('timeout', ClientSession.#onSocketGone)
@@ -339,10 +370,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   /** A reload changed the client limits: this connection follows them from its next byte on. */
   applyConfig (): void {
     const config = this.#ctx.config
-    const limits = this.#framer.limits
-    limits.maxBulkLength = config.maxBulkLength
-    limits.maxMultibulkLength = config.maxMultibulkLength
-    limits.maxInlineLength = config.maxInlineLength
+    this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
     this.#socket.setTimeout(config.clientIdleTimeoutMs) // 0 turns the idle timeout off
     this.#guard.setLimits(config.outputLimits)
   }
@@ -401,7 +429,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const session = this
     return {
       get resp (): number { return session.state.resp },
-      deliver: (frame: Buffer): void => { session.#outOfBand(frame) }
+      deliver: session.outOfBandHandler
     }
   }
 
@@ -418,7 +446,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #onData (chunk: Buffer): void {
     if ((this.#paused & PAUSE_ENDING) !== 0) return
     try {
-      this.#framer.push(chunk, this.#onCommand, this.#commandStream)
+      this.#framer.feed(chunk, this)
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err
       this.#ctx.stats.downstreamCxProtocolError++
@@ -456,12 +484,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * whole: when nothing is queued before it and it goes to a shared lane or this client's pin,
    * its first bytes are sent and the connection is reserved until its last byte is through.
    */
-  readonly #commandStream: CommandStream = {
-    start: (head) => this.#startStream(head),
-    part: (piece, done, transient) => { this.#streamPart(piece, done, transient) }
-  }
-
-  #startStream (head: RespCommand): boolean {
+  startCommandStream (head: RespCommand): boolean {
     if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || this.#held !== null || !this.state.authenticated || this.#ctx.paused()) return false
     // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
     if (head.name === 'xread' || head.name === 'xreadgroup') return false
@@ -482,6 +505,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const slot = new ReplySlot(this, head)
     slot.acceptedAt = performance.now()
     this.#firstLook(slot, head, kind)
+    if (this.#slots === NO_QUEUE) this.#makeQueues()
     this.#slots.push(slot)
     if (lease === null || (lease.reasons & R_MULTI) === 0) this.#syncState(conn)
     else this.#effects.txnQueued++ // queued inside MULTI: one more element of EXEC's reply
@@ -493,7 +517,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return true
   }
 
-  #streamPart (piece: Buffer, done: boolean, transient: boolean): void {
+  commandStreamPart (piece: Buffer, done: boolean, transient: boolean): void {
     const conn = this.#streamConn
     if (conn === null) return
     if (done || !conn.isReady) {
@@ -511,7 +535,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
   }
 
-  #onCommand = (cmd: RespCommand): void => {
+  onCommand (cmd: RespCommand): void {
     if (this.#framer.limits.unauthenticated === true) {
       // Before AUTH, each command is handled before the next is framed, as Redis does: an AUTH
       // lifts the stricter size limits for the commands pipelined behind it.
@@ -527,6 +551,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const slot = new ReplySlot(this, cmd)
     slot.effect = -1 // not classified yet
     slot.acceptedAt = performance.now()
+    if (this.#slots === NO_QUEUE) this.#makeQueues()
     this.#slots.push(slot)
     this.#pending.push(slot)
     if (this.#slots.length >= this.#ctx.config.maxPipeline && (this.#paused & PAUSE_PIPELINE) === 0) {
@@ -547,7 +572,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return
     }
     while (!this.#closed && this.#wait === W_NONE && pending.length > 0) {
-      if (!this.#window.allows(this.#inflight, this.#writer.pendingBytes)) {
+      if (!windowAllows(this.#replyEstimate, this.#inflight, this.#writer.pendingBytes)) {
         // The client is behind on its reading: its next command waits, unsent, until it reads.
         this.#wait = W_OUTPUT
         return
@@ -793,7 +818,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
     // Redis's stricter size limits apply only until the client has authenticated.
-    this.#framer.limits.unauthenticated = !this.state.authenticated
+    this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
     return true
   }
 
@@ -806,7 +831,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
     const pins = this.#ctx.clusterPins
     if (pins != null) {
-      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs, this.#ctx.clusterParking ?? null)
+      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost(), this.#ctx.config.acquireTimeoutMs, this.#ctx.clusterParking ?? null)
       const route = client.route(cmd, kind)
       if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
     }
@@ -854,15 +879,20 @@ export class ClientSession implements ReplySink, LaneWaiter {
   }
 
   /** Cluster mode: what a transaction or a blocking command needs of this session. */
-  readonly #clusterHost = ((session: ClientSession) => ({
-    get resp (): 2 | 3 { return session.state.resp },
-    lost: (): void => {
-      // The transaction or WATCH is gone with its connection: the client is closed, as a
-      // direct connection would be (its next commands must not run outside the transaction).
-      session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
-      session.#endAfterReplies(true)
+  #clusterHost (): ClusterClientHost {
+    if (this.#madeClusterHost !== null) return this.#madeClusterHost
+    const session = this
+    this.#madeClusterHost = {
+      get resp (): 2 | 3 { return session.state.resp },
+      lost: (): void => {
+        // The transaction or WATCH is gone with its connection: the client is closed, as a
+        // direct connection would be (its next commands must not run outside the transaction).
+        session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
+        session.#endAfterReplies(true)
+      }
     }
-  }))(this)
+    return this.#madeClusterHost
+  }
 
   /**
    * Cluster mode: a transaction's command or a blocking command (ClusterClient). A command that
@@ -976,7 +1006,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #clusterReply (slot: ReplySlot, reply: Buffer): void {
     this.#inflight--
-    this.#window.observe(reply.length)
+    this.#replyEstimate = observeReply(this.#replyEstimate, reply.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     this.#fill(slot, reply)
     this.#afterReply()
@@ -1182,7 +1212,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       // In a transaction, subscribed or in MONITOR on a pin: the user cannot change under it;
       // the default user's rules apply, as respool answers them (documented).
       this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits.unauthenticated = !this.state.authenticated
+      this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
       return true
     }
     this.#pending.shift()
@@ -1205,7 +1235,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       state.authenticated = true
       state.user = c.user
       this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, local.withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits.unauthenticated = false
+      this.#framer.limits = sharedLimits(this.#ctx, true)
       this.#authDone()
     }, (err: ProxyError) => {
       if (this.#closed) return
@@ -1323,7 +1353,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       else if (reply.toString('latin1', 0, 7) === '-NOPERM') this.#fill(slot, reply)
       else {
         slot.permitted = true
-        this.#pending.unshift(slot)
+        this.#pending.unshift(slot) // (a held slot: the queues exist)
       }
       this.#pump()
     })
@@ -1387,7 +1417,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
     this.#effects.reset()
-    this.#framer.limits.unauthenticated = !this.state.authenticated
+    this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
     return this.#local(slot, simpleString('RESET'))
   }
 
@@ -1421,7 +1451,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (conn.needDrain) {
       this.#wait = W_DRAIN
       this.#pause(PAUSE_UPSTREAM)
-      conn.whenDrained(this.#onUpstreamDrained)
+      conn.whenDrained(this.#callbacks.upstreamDrained)
       return false
     }
     this.#pending.shift()
@@ -1437,7 +1467,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (effect !== 0) this.#effects.onSend(slot, conn, lease)
     this.#inflight++
     this.#conn = conn
-    if (lease === null && this.#window.large) {
+    if (lease === null && repliesLarge(this.#replyEstimate)) {
       // This client's replies are large: the lane is busy for everyone else until it is answered.
       conn.heavyInflight++
       slot.heavy = true
@@ -1469,7 +1499,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       if (conn.writeLockedBy === null || conn.writeLockedBy === this) return conn
       // Another client's large command is being written there: wait until it is through.
       this.#wait = W_DRAIN
-      conn.whenUnlocked(this.#onUpstreamDrained)
+      conn.whenUnlocked(this.#callbacks.upstreamDrained)
       return null
     }
     const lane = this.#router.pickLane(this.state.db, this.state.resp)
@@ -1586,7 +1616,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#wait === W_NONE) this.#pump()
   }
 
-  #onUpstreamDrained = (): void => {
+  #onUpstreamDrained (): void {
     this.#resume(PAUSE_UPSTREAM)
     if (this.#wait !== W_DRAIN) return // a stale wake-up: the session is waiting for something else now
     this.#wait = W_NONE
@@ -1628,7 +1658,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     }
     if (this.#held !== null && this.#laterReply(slot, frame)) return
     this.#inflight--
-    this.#window.observe(frame.length)
+    this.#replyEstimate = observeReply(this.#replyEstimate, frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
@@ -1696,7 +1726,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return
     }
     this.#inflight--
-    this.#window.observe(this.#streamedBytes)
+    this.#replyEstimate = observeReply(this.#replyEstimate, this.#streamedBytes)
     this.#streamedBytes = 0
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, slot.lead as Buffer, this.#lease, this.#conn)
@@ -1771,11 +1801,11 @@ export class ClientSession implements ReplySink, LaneWaiter {
   #requeueSoon (): void {
     if (this.#requeueQueued) return
     this.#requeueQueued = true
-    queueMicrotask(this.#requeue)
+    queueMicrotask(this.#callbacks.requeue)
   }
 
   /** The held commands go back to the head of the pending queue, in order, and are sent again. */
-  #requeue = (): void => {
+  #requeue (): void {
     this.#requeueQueued = false
     const held = this.#held
     if (held === null || this.#inflight > 0 || this.#closed) return
@@ -1823,7 +1853,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * is an ordinary reply. Subscriber mode ends, in stream order, with the confirmation that
    * leaves no subscription: frames after it are ordinary replies again.
    */
-  #onPubsubFrame = (frame: Buffer): boolean => {
+  #onPubsubFrame (frame: Buffer): boolean {
     const lease = this.#lease
     if (lease === null) return false
     const conn = lease.pin.conn
@@ -1840,7 +1870,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     const reply = this.#effects.subs.confirm(info, frame, conn.peekHead(), this)
     if (reply === null) this.#outOfBand(frame)
     else if (reply !== 'pending') conn.completeHead(reply)
-    this.#maybeLeavePubsub()
+    this.maybeLeavePubsub()
     return true
   }
 
@@ -1848,7 +1878,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * Subscriber mode ends, in stream order, once no subscription is left and no (UN)SUBSCRIBE
    * is still on its way: a SUBSCRIBE pipelined behind the last UNSUBSCRIBE keeps the mode.
    */
-  #maybeLeavePubsub (): void {
+  maybeLeavePubsub (): void {
     const lease = this.#lease
     if (lease === null || (lease.reasons & R_SUBSCRIBED) === 0 || !this.#effects.subs.settled) return
     lease.pin.conn.tunnel = null
@@ -1856,7 +1886,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     this.#maybeReleaseLease()
   }
 
-  #onMonitorFrame = (frame: Buffer): boolean => {
+  #onMonitorFrame (frame: Buffer): boolean {
     this.#outOfBand(frame)
     return true
   }
@@ -1866,7 +1896,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
    * answered before it on the connection has been written, so writing it now keeps the stream
    * in Redis's order; inside a reply still being collected it joins that reply.
    */
-  #outOfBand = (frame: Buffer): void => {
+  #outOfBand (frame: Buffer): void {
     if (this.#closed) return
     const head = this.#slots.peekFront()
     if (head !== undefined && head.parts !== null) {
@@ -1874,6 +1904,43 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return
     }
     this.#write(frame)
+  }
+
+  // ---- callbacks made on first use ---------------------------------------------------------
+
+  get #callbacks (): SessionCallbacks {
+    return this.#madeCallbacks ??= {
+      upstreamDrained: () => { this.#onUpstreamDrained() },
+      requeue: () => { this.#requeue() },
+      pubsubTunnel: (frame) => this.#onPubsubFrame(frame),
+      monitorTunnel: (frame) => this.#onMonitorFrame(frame),
+      outOfBand: (frame) => { this.#outOfBand(frame) }
+    }
+  }
+
+  /** EffectHooks: the tunnel of this client's subscribed connection. */
+  get pubsubTunnel (): (frame: Buffer) => boolean {
+    return this.#callbacks.pubsubTunnel
+  }
+
+  /** EffectHooks: the tunnel of this client's connection in MONITOR mode. */
+  get monitorTunnel (): (frame: Buffer) => boolean {
+    return this.#callbacks.monitorTunnel
+  }
+
+  /** EffectHooks and the pub/sub fan-out: frames no command of this client asked for. */
+  get outOfBandHandler (): (frame: Buffer) => void {
+    return this.#callbacks.outOfBand
+  }
+
+  /** EffectHooks: the proxy's counters. */
+  get stats (): ProxyStats {
+    return this.#ctx.stats
+  }
+
+  /** WriteOwner: the client is not reading its replies; stop reading its commands. */
+  onOutputFull (): void {
+    this.#pause(PAUSE_OUTPUT)
   }
 
   /** Fills a slot and writes every reply that is now at the head, in order. */
@@ -1947,7 +2014,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   /** The client read enough of its replies: commands waiting for that go on. */
   #outputWaitOver (): void {
-    if (this.#window.allows(this.#inflight, this.#writer.pendingBytes)) {
+    if (windowAllows(this.#replyEstimate, this.#inflight, this.#writer.pendingBytes)) {
       this.#wait = W_NONE
       this.#pump()
     }
@@ -1955,8 +2022,15 @@ export class ClientSession implements ReplySink, LaneWaiter {
 
   #addLocalReply (reply: Buffer): void {
     const slot = new ReplySlot(this, null)
+    if (this.#slots === NO_QUEUE) this.#makeQueues()
     this.#slots.push(slot)
     this.#fill(slot, reply)
+  }
+
+  /** The first command: the session gets queues of its own (until then it shares NO_QUEUE). */
+  #makeQueues (): void {
+    this.#slots = new Denque<ReplySlot>()
+    this.#pending = new Denque<ReplySlot>()
   }
 
   #onDrain (): void {
@@ -2041,8 +2115,10 @@ export class ClientSession implements ReplySink, LaneWaiter {
     if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true
     this.#ctx.stats.upstreamRqCancelled += this.#inflight
-    this.#slots.clear()
-    this.#pending.clear()
+    if (this.#slots !== NO_QUEUE) {
+      this.#slots.clear()
+      this.#pending.clear()
+    }
     this.#endStreamPause()
     if (this.#streamConn !== null) {
       // Redis holds the first part of a command whose rest will never come: the connection is

@@ -14,26 +14,23 @@ export const REPLY_WINDOW_BYTES = 8 * 1024 * 1024
 const FIRST_INFLIGHT = 16
 const MAX_INFLIGHT = 128
 
-export class ReplyWindow {
-  /** Estimated reply size in bytes; 0 until a reply has been seen. */
-  #estimate = 0
+// The window is a number per client (the estimated reply size in bytes, 0 until a reply has
+// been seen), kept in the session itself: an object per client would cost an idle client more.
 
-  /** This client's replies are large (a megabyte or more): other clients should not queue behind them. */
-  get large (): boolean {
-    return this.#estimate >= 1024 * 1024
-  }
+/** The client's replies are large (a megabyte or more): other clients should not queue behind them. */
+export function repliesLarge (estimate: number): boolean {
+  return estimate >= 1024 * 1024
+}
 
-  /** A whole reply of `bytes` reached this client. */
-  observe (bytes: number): void {
-    if (bytes > this.#estimate) this.#estimate = bytes
-    else this.#estimate += (bytes - this.#estimate) / 16
-  }
+/** The estimate after a whole reply of `bytes` reached the client. */
+export function observeReply (estimate: number, bytes: number): number {
+  return bytes > estimate ? bytes : estimate + (bytes - estimate) / 16
+}
 
-  /** Whether one more command may go, with `inflight` unanswered and `unread` bytes buffered. */
-  allows (inflight: number, unread: number): boolean {
-    if (unread >= REPLY_WINDOW_BYTES) return false
-    if (inflight === 0) return true
-    if (this.#estimate === 0) return inflight < FIRST_INFLIGHT
-    return inflight < MAX_INFLIGHT && unread + (inflight + 1) * this.#estimate <= REPLY_WINDOW_BYTES
-  }
+/** Whether one more command may go, with `inflight` unanswered and `unread` bytes buffered. */
+export function windowAllows (estimate: number, inflight: number, unread: number): boolean {
+  if (unread >= REPLY_WINDOW_BYTES) return false
+  if (inflight === 0) return true
+  if (estimate === 0) return inflight < FIRST_INFLIGHT
+  return inflight < MAX_INFLIGHT && unread + (inflight + 1) * estimate <= REPLY_WINDOW_BYTES
 }

@@ -57,21 +57,27 @@ export interface Lease {
   dirty: boolean
 }
 
-/** What the effects need from their session. */
+/**
+ * What the effects need from their session (the session itself: an idle client then costs no
+ * object or closures for them). The handlers are functions given to a connection as its tunnel
+ * or push handler, made by the session when first asked for.
+ */
 export interface EffectHooks {
   readonly state: SessionState
   readonly stats: ProxyStats
   /** The tunnel of a subscribed connection (messages and confirmations). */
-  onPubsubFrame (frame: Buffer): boolean
+  readonly pubsubTunnel: (frame: Buffer) => boolean
   /** The tunnel of a connection in MONITOR mode. */
-  onMonitorFrame (frame: Buffer): boolean
+  readonly monitorTunnel: (frame: Buffer) => boolean
   /** A frame no command asked for (a tracking invalidation). */
-  outOfBand (frame: Buffer): void
+  readonly outOfBandHandler: (frame: Buffer) => void
   /** Leaves subscriber mode if no subscription is left. */
   maybeLeavePubsub (): void
 }
 
 const MINUS = 0x2d
+/** The SELECTs of a transaction that has none (most): shared and frozen, so never written. */
+const NO_SELECTS = Object.freeze([]) as unknown as QueuedSelect[]
 const WAIT_FENCE = ['PUBLISH', '__respool__:wait-fence', '']
 
 /** A SELECT queued inside MULTI: its place in EXEC's reply, and the database it names (-1: none). */
@@ -84,7 +90,7 @@ export class SessionEffects {
   /** Commands of the open transaction that Redis queues (their replies are EXEC's elements). */
   txnQueued = 0
   /** SELECTs queued in the open transaction; EXEC's reply says which of them succeeded. */
-  txnSelects: QueuedSelect[] = []
+  txnSelects = NO_SELECTS
   /**
    * The SELECTs of each EXEC in flight, by its slot: EXEC's own reply says which ran (an earlier
    * EXEC's reply may still be on its way when a later transaction's EXEC is sent).
@@ -92,8 +98,13 @@ export class SessionEffects {
   #execSelects: Map<ReplySlot, QueuedSelect[]> | null = null
   /** A command of the open transaction could not be queued: EXEC answers EXECABORT. */
   txnAborted = false
-  readonly subs = new Subscriptions()
+  /** The client's subscriptions on its pinned connection (made on first use). */
+  #subs: Subscriptions | null = null
   readonly #hooks: EffectHooks
+
+  get subs (): Subscriptions {
+    return this.#subs ??= new Subscriptions()
+  }
 
   constructor (hooks: EffectHooks) {
     this.#hooks = hooks
@@ -102,10 +113,10 @@ export class SessionEffects {
   /** RESET: no transaction and no subscription is left. */
   reset (): void {
     this.txnQueued = 0
-    this.txnSelects = []
+    this.txnSelects = NO_SELECTS
     this.#execSelects = null
     this.txnAborted = false
-    this.subs.clear()
+    this.#subs?.clear()
   }
 
   /**
@@ -123,12 +134,13 @@ export class SessionEffects {
         slot.prior = conn.markDbUnknown()
         break
       case E_SELECT_QUEUED:
+        if (this.txnSelects === NO_SELECTS) this.txnSelects = []
         this.txnSelects.push({ index: this.txnQueued - 1, db: slot.data })
         break
       case E_MULTI:
         this.txnAborted = false
         this.txnQueued = 0
-        this.txnSelects = []
+        this.txnSelects = NO_SELECTS
         if (lease !== null) this.addReason(lease, R_MULTI)
         break
       case E_EXEC:
@@ -141,7 +153,7 @@ export class SessionEffects {
           (this.#execSelects ??= new Map()).set(slot, this.txnSelects)
           conn.markDbUnknown()
         }
-        this.txnSelects = []
+        this.txnSelects = NO_SELECTS
         break
       case E_WATCH:
         if (lease !== null) this.addReason(lease, R_WATCH)
@@ -159,7 +171,7 @@ export class SessionEffects {
         this.subs.inFlight++
         if (lease !== null && (lease.reasons & R_SUBSCRIBED) === 0) {
           this.addReason(lease, R_SUBSCRIBED)
-          conn.tunnel = this.#hooks.onPubsubFrame
+          conn.tunnel = this.#hooks.pubsubTunnel
         }
         break
       case E_BLOCKING: {
@@ -222,7 +234,7 @@ export class SessionEffects {
       case E_TRACKING_ON:
         if (!failed && lease !== null) {
           this.addReason(lease, R_TRACKING)
-          lease.pin.conn.pushHandler = this.#hooks.outOfBand
+          lease.pin.conn.pushHandler = this.#hooks.outOfBandHandler
         }
         break
       case E_TRACKING_OFF:
@@ -234,7 +246,7 @@ export class SessionEffects {
       case E_MONITOR:
         if (lease === null) break
         if (failed) lease.reasons &= ~R_MONITOR
-        else lease.pin.conn.tunnel = this.#hooks.onMonitorFrame
+        else lease.pin.conn.tunnel = this.#hooks.monitorTunnel
         break
       case E_SUBSCRIBE:
         // Completed by its confirmations, or refused by Redis with an ordinary error reply.

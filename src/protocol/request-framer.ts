@@ -30,15 +30,18 @@ export interface RequestLimits {
 }
 
 /**
- * Receives a large command piece by piece. `start` gets the command's first bytes (a
- * RespCommand whose complete arguments can be read; the name always is) and answers whether
- * the caller will take the rest in pieces; if not, the framer keeps buffering the command as
- * usual. Once accepted, `part` gets every further byte of the command, `done` on the last.
+ * Where framed commands go. A large command (past COMMAND_STREAM_THRESHOLD) is offered to
+ * `startCommandStream` with its first bytes (a RespCommand whose complete arguments can be
+ * read; the name always is), which answers whether the sink takes the rest in pieces; if not,
+ * the framer keeps buffering the command as usual. Once accepted, `commandStreamPart` gets
+ * every further byte of the command, `done` on the last. A client session is its own sink, so
+ * framing needs no closures of its own per client.
  */
-export interface CommandStream {
-  start (head: RespCommand): boolean
+export interface CommandSink {
+  onCommand (cmd: RespCommand): void
+  startCommandStream? (head: RespCommand): boolean
   /** `transient`: the piece is a view of the chunk being pushed, valid only during the call. */
-  part (piece: Buffer, done: boolean, transient: boolean): void
+  commandStreamPart? (piece: Buffer, done: boolean, transient: boolean): void
 }
 
 /** Commands larger than this are offered for streaming. */
@@ -89,6 +92,13 @@ const ST_STUCK = 9 // a NUL before the line's end: Redis never finds the end of 
  *   line never ends, and the client is cut off only once more than 64 KB wait unparsed.
  */
 
+/**
+ * Empty arrays shared by every framer until it needs its own (a command spanning reads, the
+ * first multibulk): an idle client costs no arrays here. Frozen, so a write is an error.
+ */
+const NO_PARTS = Object.freeze([]) as unknown as Buffer[]
+const NO_OFFSETS = Object.freeze([]) as unknown as number[]
+
 export class RequestFramer {
   limits: RequestLimits
   /** Chunks are reused once push returns: commands, pieces and kept parts are copied out of them. */
@@ -118,10 +128,10 @@ export class RequestFramer {
   #argsLeft = 0
   #dataLeft = 0
   /** Bytes of the command in progress that arrived in earlier chunks. */
-  #parts: Buffer[] = []
+  #parts = NO_PARTS
   #partsLength = 0
   /** Argument offsets of the command in progress; handed to its RespCommand when complete. */
-  #offsets: number[] = []
+  #offsets = NO_OFFSETS
   /** How many entries of #offsets are filled (it may be allocated at its final size). */
   #offsetCount = 0
   #inlineLength = 0
@@ -144,12 +154,17 @@ export class RequestFramer {
     return this.#partsLength
   }
 
+  /** Feeds one chunk to a plain callback (no streaming of large commands). */
+  push (chunk: Buffer, onCommand: (cmd: RespCommand) => void): void {
+    this.feed(chunk, { onCommand })
+  }
+
   /**
-   * Feeds one chunk; calls onCommand for each complete command, in order.
+   * Feeds one chunk; calls sink.onCommand for each complete command, in order.
    * Throws ProtocolError (with Redis's wording) on malformed input; commands completed
    * before the bad byte have already been delivered. The framer accepts nothing afterwards.
    */
-  push (chunk: Buffer, onCommand: (cmd: RespCommand) => void, stream?: CommandStream): void {
+  feed (chunk: Buffer, sink: CommandSink): void {
     if (this.#state === ST_DEAD) return
     const n = chunk.length
     let start = 0 // where the command in progress begins inside this chunk
@@ -245,12 +260,12 @@ export class RequestFramer {
               this.#state = ST_ARG_TYPE
               break
             }
-            if (this.#streaming) (stream as CommandStream).part(chunk.subarray(start, pos), true, this.transient)
+            if (this.#streaming) (sink as Required<CommandSink>).commandStreamPart(chunk.subarray(start, pos), true, this.transient)
             else {
               const frame = this.#take(chunk, start, pos, this.useRing)
               const lease = this.#lease
               this.#lease = null
-              onCommand(new RespCommand(frame, this.#offsets, lease))
+              sink.onCommand(new RespCommand(frame, this.#offsets, lease))
             }
             this.#reset()
             start = pos
@@ -278,45 +293,50 @@ export class RequestFramer {
             start = pos
             const args = splitInlineArgs(line)
             if (args === null) throw new ProtocolError('Protocol error: unbalanced quotes in request')
-            if (args.length > 0) onCommand(toCommand(args))
+            if (args.length > 0) sink.onCommand(toCommand(args))
             break
           }
         }
       }
     } catch (err) {
       this.#state = ST_DEAD
-      this.#parts = []
+      this.#parts = NO_PARTS
       this.#partsLength = 0
       this.#streaming = false
       throw err
     }
     if (start >= n) return
     if (this.#streaming) {
-      (stream as CommandStream).part(start === 0 ? chunk : chunk.subarray(start), false, this.transient)
+      (sink as Required<CommandSink>).commandStreamPart(start === 0 ? chunk : chunk.subarray(start), false, this.transient)
       return
     }
     const rest = this.transient ? copyOf(chunk, start, n) : start === 0 ? chunk : chunk.subarray(start)
     // Keep the unfinished command's bytes (a view of the chunk, not a copy).
-    this.#parts.push(rest)
+    this.#keepPart(rest)
     this.#partsLength += rest.length
-    if (stream !== undefined && !this.#declined && this.#partsLength > COMMAND_STREAM_THRESHOLD && this.#state === ST_ARG_DATA) {
-      this.#offerStream(stream)
+    if (sink.startCommandStream !== undefined && !this.#declined && this.#partsLength > COMMAND_STREAM_THRESHOLD && this.#state === ST_ARG_DATA) {
+      this.#offerStream(sink)
     }
   }
 
   /** A large multibulk in progress: offer it for streaming, with its complete arguments readable. */
-  #offerStream (stream: CommandStream): void {
+  #offerStream (sink: CommandSink): void {
     const head = Buffer.concat(this.#parts, this.#partsLength)
     // Arguments received whole so far; the one in progress is left out.
     const complete = this.#offsets.slice(0, this.#offsetCount - 2)
-    if (complete.length < 2 || !stream.start(new RespCommand(head, complete))) {
+    if (complete.length < 2 || sink.startCommandStream?.(new RespCommand(head, complete)) !== true) {
       this.#declined = true
       this.#parts = [head]
       return
     }
     this.#streaming = true
-    this.#parts = []
+    this.#parts = NO_PARTS
     this.#partsLength = 0
+  }
+
+  #keepPart (part: Buffer): void {
+    if (this.#parts === NO_PARTS) this.#parts = [part]
+    else this.#parts.push(part)
   }
 
   #beginLine (state: number): void {
@@ -417,14 +437,14 @@ export class RequestFramer {
       return start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)
     }
     // (Joining copies, so the last part may be a view even of a transient chunk.)
-    this.#parts.push(chunk.subarray(start, end))
+    this.#keepPart(chunk.subarray(start, end))
     return Buffer.concat(this.#parts, this.#partsLength + end - start)
   }
 
   #reset (): void {
     this.#state = ST_START
     // Allocate only when there is something to drop: this runs once per command.
-    if (this.#parts.length !== 0) this.#parts = []
+    this.#parts = NO_PARTS
     this.#partsLength = 0
     this.#streaming = false
     this.#declined = false

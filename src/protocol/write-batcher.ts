@@ -127,20 +127,25 @@ export function spareStreamPieceBuffers (): number {
   return spareEntries.length
 }
 
+/** Told when the socket's buffer is full (write() returned false). */
+export interface WriteOwner {
+  onOutputFull (): void
+}
+
 export class TickWriter implements Flushable {
   readonly #socket: net.Socket
-  readonly #onFull: () => void
+  readonly #owner: WriteOwner
   /** The turn's first write; most turns have only one, which then needs no array. */
   #first: Buffer | null = null
-  /** Writes after the first, in order (reused from turn to turn). */
-  readonly #more: Buffer[] = []
+  /** Writes after the first, in order (made on first use, then reused from turn to turn). */
+  #more: Buffer[] | null = null
   #bytes = 0
   #scheduled = false
 
-  /** `onFull` runs when the socket's buffer is full (write() returned false). */
-  constructor (socket: net.Socket, onFull: () => void) {
+  /** The owner is told when the socket's buffer is full (an object, not a closure per writer). */
+  constructor (socket: net.Socket, owner: WriteOwner) {
     this.#socket = socket
-    this.#onFull = onFull
+    this.#owner = owner
   }
 
   /** Bytes accepted and not yet sent: held here plus buffered in the socket. */
@@ -156,7 +161,7 @@ export class TickWriter implements Flushable {
   /** Drops what was not handed to the socket yet (its connection is going away; see takeBack). */
   discardHeld (): void {
     this.#first = null
-    this.#more.length = 0
+    if (this.#more !== null) this.#more.length = 0
     this.#bytes = 0
   }
 
@@ -167,7 +172,7 @@ export class TickWriter implements Flushable {
       return
     }
     if (this.#first === null) this.#first = data
-    else this.#more.push(data)
+    else (this.#more ??= []).push(data)
     this.#bytes += data.length
     if (!this.#scheduled) {
       this.#scheduled = true
@@ -200,7 +205,7 @@ export class TickWriter implements Flushable {
     const piece = takePieceBuffer()
     const n = data.copy(piece.buf, 0)
     const taken = socket.write(n === PIECE_SIZE ? piece.buf : piece.buf.subarray(0, n), piece.release)
-    if (!taken) this.#onFull()
+    if (!taken) this.#owner.onOutputFull()
   }
 
   /** Hands everything held to the socket now (also called at the end of the tick). */
@@ -213,10 +218,10 @@ export class TickWriter implements Flushable {
     this.#first = null
     this.#bytes = 0
     if (this.#socket.destroyed) {
-      more.length = 0
+      if (more !== null) more.length = 0
       return
     }
-    if (more.length === 0) {
+    if (more === null || more.length === 0) {
       this.#send(first)
       return
     }
@@ -259,6 +264,6 @@ export class TickWriter implements Flushable {
     const socket = this.#socket
     const taken = socket.write(data)
     if (socket.writableLength > 0) turnHeld = true
-    if (!taken) this.#onFull()
+    if (!taken) this.#owner.onOutputFull()
   }
 }

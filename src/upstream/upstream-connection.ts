@@ -146,7 +146,7 @@ export class UpstreamConnection {
     this.id = options.id
     this.#socket = socket
     this.#framer = new ReplyFramer({ transient })
-    this.#writer = new TickWriter(socket, () => { this.#needDrain = true })
+    this.#writer = new TickWriter(socket, this)
     this.#commandTimeoutMs = options.commandTimeoutMs
     this.#address = options.address
     if (!transient) socket.on('data', this.#onData)
@@ -239,6 +239,11 @@ export class UpstreamConnection {
   /** The socket's buffer is full: route elsewhere or wait for drain. */
   get needDrain (): boolean {
     return this.#needDrain
+  }
+
+  /** The socket's buffer is full (TickWriter): commands wait for 'drain'. */
+  onOutputFull (): void {
+    this.#needDrain = true
   }
 
   /**

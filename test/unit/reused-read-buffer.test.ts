@@ -45,8 +45,9 @@ test('reply framer, transient: frames, joined frames and streamed pieces survive
     const pieces: Buffer[] = []
     feedReused(input, size, (chunk) => {
       // A frame marked transient is a view of the read buffer: kept only as a copy, as respool does.
-      framer.push(chunk, (f, transient) => { got.push(transient ? Buffer.from(f) : f) }, (piece, done) => {
-        pieces.push(piece)
+      // So is a transient piece of a streamed reply.
+      framer.push(chunk, (f, transient) => { got.push(transient ? Buffer.from(f) : f) }, (piece, done, transient) => {
+        pieces.push(transient ? Buffer.from(piece) : piece)
         if (done) got.push(Buffer.concat(pieces.splice(0)))
       })
     })
@@ -68,10 +69,13 @@ test('request framer, transient: commands, joined commands and streamed pieces s
     const pieces: Buffer[] = []
     let head: Buffer | null = null
     feedReused(input, size, (chunk) => {
-      framer.push(chunk, (c) => { got.push({ frame: c.frame, args: c.args().map((a) => a.toString('latin1').slice(0, 8)) }) }, {
-        start: (h) => { head = h.frame; return true },
-        part: (piece, done) => {
-          pieces.push(piece)
+      framer.feed(chunk, {
+        onCommand: (c) => { got.push({ frame: c.frame, args: c.args().map((a) => a.toString('latin1').slice(0, 8)) }) },
+        startCommandStream: (h) => { head = h.frame; return true },
+        commandStreamPart: (piece, done, transient) => {
+          // A transient piece is a view of the reused chunk: kept only as a copy.
+          assert.ok(transient)
+          pieces.push(Buffer.from(piece))
           if (done) got.push({ frame: Buffer.concat([head as Buffer, ...pieces.splice(0)]), args: ['(streamed)'] })
         }
       })

@@ -30,7 +30,7 @@ function fakeConn (): UpstreamConnection & { internal: string[][] } {
 function setup (): { effects: SessionEffects, state: SessionState, stats: ProxyStats, conn: ReturnType<typeof fakeConn>, lease: Lease } {
   const state = new SessionState(0, false)
   const stats = new ProxyStats()
-  const effects = new SessionEffects({ state, stats, onPubsubFrame: () => true, onMonitorFrame: () => true, outOfBand: () => {}, maybeLeavePubsub: () => {} })
+  const effects = new SessionEffects({ state, stats, pubsubTunnel: () => true, monitorTunnel: () => true, outOfBandHandler: () => {}, maybeLeavePubsub: () => {} })
   const conn = fakeConn()
   const lease: Lease = { pin: { conn } as unknown as Pin, reasons: 0, dirty: false }
   return { effects, state, stats, conn, lease }

@@ -4,6 +4,9 @@ import type net from 'node:net'
 import { setImmediate as turn } from 'node:timers/promises'
 import { TickWriter, spareStreamPieceBuffers } from '../../src/protocol/write-batcher.js'
 
+/** An owner that ignores a full socket. */
+const quiet = { onOutputFull: () => {} }
+
 /** Records what TickWriter hands to the socket; `full` makes write() report a full buffer. */
 function recordingSocket (full = false): { socket: net.Socket, writes: string[] } {
   const writes: string[] = []
@@ -13,7 +16,7 @@ function recordingSocket (full = false): { socket: net.Socket, writes: string[] 
 
 test('TickWriter: writes of one turn reach the socket as one write, in order, after the turn', async () => {
   const { socket, writes } = recordingSocket()
-  const writer = new TickWriter(socket, () => {})
+  const writer = new TickWriter(socket, quiet)
   writer.write(Buffer.from('+a\r\n'))
   writer.write(Buffer.from('+b\r\n'))
   writer.write(Buffer.from('+c\r\n'))
@@ -31,7 +34,7 @@ test('TickWriter: writes of one turn reach the socket as one write, in order, af
 test('TickWriter: a single write is handed on as the same buffer, not a copy', async () => {
   let handed: Buffer | null = null
   const socket = { destroyed: false, writableLength: 0, write: (data: Buffer) => { handed = data; return true } } as unknown as net.Socket
-  const writer = new TickWriter(socket, () => {})
+  const writer = new TickWriter(socket, quiet)
   const reply = Buffer.from('$1\r\nx\r\n')
   writer.write(reply)
   await turn()
@@ -40,7 +43,7 @@ test('TickWriter: a single write is handed on as the same buffer, not a copy', a
 
 test('TickWriter: a large write first flushes what is held, so order is kept', async () => {
   const { socket, writes } = recordingSocket()
-  const writer = new TickWriter(socket, () => {})
+  const writer = new TickWriter(socket, quiet)
   writer.write(Buffer.from('+small\r\n'))
   const big = Buffer.alloc(64 * 1024, 'x')
   writer.write(big)
@@ -54,7 +57,7 @@ test('TickWriter: a large write first flushes what is held, so order is kept', a
 
 test('TickWriter: many writers in one turn each get their own bytes; a full socket is reported', async () => {
   const sockets = Array.from({ length: 50 }, () => recordingSocket())
-  const writers = sockets.map(({ socket }) => new TickWriter(socket, () => {}))
+  const writers = sockets.map(({ socket }) => new TickWriter(socket, quiet))
   for (let round = 0; round < 3; round++) {
     for (let i = 0; i < writers.length; i++) writers[i].write(Buffer.from(`:${i}-${round}\r\n`))
     for (let i = 0; i < writers.length; i += 2) writers[i].write(Buffer.from(`:${i}-${round}b\r\n`))
@@ -66,7 +69,7 @@ test('TickWriter: many writers in one turn each get their own bytes; a full sock
   }
   const { socket } = recordingSocket(true)
   let full = 0
-  const writer = new TickWriter(socket, () => { full++ })
+  const writer = new TickWriter(socket, { onOutputFull: () => { full++ } })
   writer.write(Buffer.from('+x\r\n'))
   await turn()
   assert.equal(full, 1)
@@ -87,8 +90,8 @@ function holdingSocket (): { socket: net.Socket, held: Buffer[], holding: { valu
 test('TickWriter: writes joined in the shared arena are never overwritten while a socket still holds them', async () => {
   const a = holdingSocket()
   const b = holdingSocket()
-  const writerA = new TickWriter(a.socket, () => {})
-  const writerB = new TickWriter(b.socket, () => {})
+  const writerA = new TickWriter(a.socket, quiet)
+  const writerB = new TickWriter(b.socket, quiet)
   writerA.write(Buffer.from('+a1\r\n'))
   writerA.write(Buffer.from('+a2\r\n'))
   a.holding.value = true // A's socket keeps its write (its buffer is full)
@@ -110,7 +113,7 @@ test('TickWriter: writes joined in the shared arena are never overwritten while 
 
 test('TickWriter: a turn larger than the arena goes out in order, in several writes', async () => {
   const { socket, writes } = recordingSocket()
-  const writer = new TickWriter(socket, () => {})
+  const writer = new TickWriter(socket, quiet)
   const pieces: string[] = []
   for (let i = 0; i < 40; i++) pieces.push(`$16384\r\n${String(i % 10).repeat(16384)}\r\n`)
   for (const p of pieces) writer.write(Buffer.from(p))
@@ -122,8 +125,8 @@ test('TickWriter: a turn larger than the arena goes out in order, in several wri
 test('TickWriter: a transient write is copied at once, and the copy outlives the source until the socket has it', async () => {
   const a = holdingSocket()
   const b = holdingSocket()
-  const writerA = new TickWriter(a.socket, () => {})
-  const writerB = new TickWriter(b.socket, () => {})
+  const writerA = new TickWriter(a.socket, quiet)
+  const writerB = new TickWriter(b.socket, quiet)
   const source = Buffer.from('$5\r\nhello\r\n')
   writerA.writeTransient(source)
   source.fill(0x21) // the read buffer is reused at once
@@ -154,7 +157,7 @@ test('TickWriter: a streamed piece is copied at once, after what is held, and it
     writableLength: 0,
     write: (data: Buffer, done: () => void) => { writes.push({ data, done }); return true }
   } as unknown as net.Socket
-  const writer = new TickWriter(socket, () => {})
+  const writer = new TickWriter(socket, quiet)
   writer.write(Buffer.from('+held\r\n'))
   const read = Buffer.alloc(64 * 1024, 'a') // the shared read buffer
   writer.writePiece(read)
