@@ -249,6 +249,9 @@ export interface RespoolOptions {
 /** The Node.js binary respool runs on: BENCH_NODE, else the one running the benchmark. */
 export const BENCH_NODE = process.env.BENCH_NODE ?? process.execPath
 
+/** Flags for Node.js given to every respool the benchmarks start (BENCH_NODE_ARGS, space-separated). */
+export const BENCH_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((x) => x !== '')
+
 /** The version of BENCH_NODE. */
 export function respoolNodeVersion (): string {
   return BENCH_NODE === process.execPath ? process.version : commandOutput(BENCH_NODE, ['--version'])
@@ -260,7 +263,7 @@ export async function startRespool (redisPort: number, opts: RespoolOptions): Pr
   if (!Number.isInteger(opts.poolSize) || opts.poolSize < 2) throw new Error(`respool needs --pool-size 2 or more, got ${opts.poolSize}`)
   const name = opts.name ?? `respool(${opts.poolSize})`
   const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
-    ...(opts.nodeArgs ?? []), RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
+    ...BENCH_NODE_ARGS, ...(opts.nodeArgs ?? []), RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
     '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...(opts.extra ?? [])
   ], logFile))
   return { name, kind: 'respool', port, pid: child.pid as number, child, logFile, stop: async () => { await stopChild(child) } }
