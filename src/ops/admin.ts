@@ -53,16 +53,19 @@ export function createAdminHandler (server: ProxyServer): (session: ClientSessio
         const ms = cmd.argc > 2 ? Number(cmd.argString(2)) : 0
         if (!Number.isInteger(ms) || ms < 0) return errorReply('ERR timeout is not an integer or out of range')
         server.pause(ms)
+        server.peers?.pause(ms)
         return OK
       }
       case 'resume':
         if (!mayWrite) return locked()
         server.resume()
+        server.peers?.resume()
         return OK
       case 'reload':
         if (!mayWrite) return locked()
         // Answered at once; the outcome is logged and visible in RESPOOL POOLS / STATS.
         server.reloadFromSource().catch(() => {})
+        server.peers?.reload()
         return OK
       case 'kill': {
         if (!mayWrite) return locked()
