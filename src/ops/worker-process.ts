@@ -28,8 +28,8 @@ export function attachToPrimary (server: ProxyServer, drain: (reason: string) =>
         break
     }
   })
-  // The primary gone (killed with SIGKILL) leaves nobody to supervise or drain this worker.
-  process.on('disconnect', () => { drain('primary gone') })
+  // A primary that is gone (SIGKILL) takes its workers with it: node:cluster exits a worker
+  // whose IPC channel closes unexpectedly.
 }
 
 /** Tells the primary where this worker listens (the real port when --port 0). */

@@ -70,6 +70,23 @@ async function clientId (c: RawClient): Promise<number> {
   return Number(/^:(\d+)\r\n$/.exec(await new FrameReader(c).next(5000))?.[1])
 }
 
+/**
+ * At least `least` clients, more until both workers have one: round-robin hands a connection to
+ * the next worker that is free, so a busy machine may give one worker two in a row.
+ */
+async function clientsOnBoth (port: number, least: number): Promise<{ clients: RawClient[], ids: number[] }> {
+  const clients: RawClient[] = []
+  const ids: number[] = []
+  after(() => { for (const c of clients) c.close() })
+  while (clients.length < least || !(ids.some((id) => id % 2 === 1) && ids.some((id) => id % 2 === 0))) {
+    assert.ok(clients.length < 40, `40 connections, all on one worker: ${ids.join(',')}`)
+    const c = await RawClient.connect(port)
+    clients.push(c)
+    ids.push(await clientId(c))
+  }
+  return { clients, ids }
+}
+
 async function scrape (port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
   assert.equal(res.status, 200, await res.clone().text())
@@ -141,11 +158,18 @@ test('--workers 2: 20 clients get byte-exact replies, land on both workers, and 
   assert.equal(new Set(ids).size, 20, `IDs unique: ${ids.join(',')}`)
   assert.ok(ids.some((id) => id % 2 === 1) && ids.some((id) => id % 2 === 0), `both workers: ${ids.join(',')}`)
   // CLIENT LIST and RESPOOL CLIENTS are scoped to the worker the client is on.
-  const a = await RawClient.connect(port)
-  const b = await RawClient.connect(port)
-  after(() => { a.close(); b.close() })
-  const [idA, idB] = [await clientId(a), await clientId(b)]
-  assert.notEqual(idA % 2, idB % 2, 'round-robin: consecutive connections go to different workers')
+  // Round-robin hands each connection to the next worker that is free: open a few until both answered.
+  const opened: RawClient[] = []
+  after(() => { for (const c of opened) c.close() })
+  const byParity = new Map<number, { client: RawClient, id: number }>()
+  while (byParity.size < 2 && opened.length < 20) {
+    const c = await RawClient.connect(port)
+    opened.push(c)
+    const id = await clientId(c)
+    if (!byParity.has(id % 2)) byParity.set(id % 2, { client: c, id })
+  }
+  const { client: a, id: idA } = byParity.get(1) as { client: RawClient, id: number }
+  const { id: idB } = byParity.get(0) as { client: RawClient, id: number }
   a.write(cmd('CLIENT', 'LIST'))
   const list = await new FrameReader(a).next(5000)
   assert.match(list, new RegExp(`id=${idA} `))
@@ -204,13 +228,9 @@ test('--workers 2: /metrics on the primary adds up both workers; /readyz needs e
   const metricsPort = await freePort()
   const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url, '--metrics-port', String(metricsPort)])
   const port = await listeningPort(r)
-  const clients = await Promise.all(Array.from({ length: 6 }, async () => await RawClient.connect(port)))
-  after(() => { for (const c of clients) c.close() })
-  let sent = 0
-  const ids: number[] = []
+  const { clients, ids } = await clientsOnBoth(port, 6)
+  let sent = ids.length // each sent CLIENT ID
   for (const [i, c] of clients.entries()) {
-    ids.push(await clientId(c))
-    sent++
     const commands = Array.from({ length: 10 + i }, (_, n) => n % 2 === 0 ? cmd('SET', `m:${i}:${n}`, 'x') : cmd('PING'))
     await replies(c, commands)
     sent += commands.length
@@ -218,7 +238,7 @@ test('--workers 2: /metrics on the primary adds up both workers; /readyz needs e
   assert.ok(ids.some((id) => id % 2 === 1) && ids.some((id) => id % 2 === 0), `clients on both workers: ${ids.join(',')}`)
   const text = await scrape(metricsPort)
   assert.equal(metricSum(text, 'respool_commands_total'), sent, 'commands counted over both workers')
-  assert.equal(metricSum(text, 'respool_clients'), 6)
+  assert.equal(metricSum(text, 'respool_clients'), clients.length)
   assert.equal(metricSum(text, 'respool_pool_max_connections'), 6, 'the shares add up to --pool-size')
   assert.equal(metricSum(text, 'respool_workers'), 2)
   assert.equal(metricSum(text, 'respool_worker_restarts_total'), 0)
@@ -236,12 +256,9 @@ test('--workers 2: SIGTERM drains every worker (in-flight commands answered) and
   const metricsPort = await freePort()
   const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url, '--metrics-port', String(metricsPort), '--shutdown-grace', '5000'])
   const port = await listeningPort(r)
-  const clients = await Promise.all(Array.from({ length: 4 }, async () => await RawClient.connect(port)))
-  after(() => { for (const c of clients) c.close() })
-  const ids = await Promise.all(clients.map(clientId))
-  assert.ok(ids.some((id) => id % 2 === 1) && ids.some((id) => id % 2 === 0), `clients on both workers: ${ids.join(',')}`)
+  const { clients } = await clientsOnBoth(port, 4)
   for (const c of clients) c.write(cmd('BLPOP', 'drain:q', '1'))
-  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_parked_commands') === 4, 'four BLPOPs parked', 5000)
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_parked_commands') === clients.length, 'every BLPOP parked', 5000)
   const started = Date.now()
   const exited = once(r.child, 'exit')
   r.child.kill('SIGTERM')
@@ -258,9 +275,7 @@ test('--workers 2: a worker killed with SIGKILL is replaced; clients of the othe
   const metricsPort = await freePort()
   const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url, '--metrics-port', String(metricsPort)])
   const port = await listeningPort(r)
-  const clients = await Promise.all(Array.from({ length: 8 }, async () => await RawClient.connect(port)))
-  after(() => { for (const c of clients) c.close() })
-  const ids = await Promise.all(clients.map(clientId))
+  const { clients, ids } = await clientsOnBoth(port, 8)
   const onFirst = clients.filter((_, i) => ids[i] % 2 === 1) // worker 0: 1, 3, 5 …
   const onSecond = clients.filter((_, i) => ids[i] % 2 === 0)
   assert.ok(onFirst.length > 0 && onSecond.length > 0, `both workers: ${ids.join(',')}`)
@@ -291,10 +306,7 @@ test('--workers 2: a worker killed with SIGKILL is replaced; clients of the othe
   assert.ok(logLines(r).some((l) => l.worker === 1 && l.signal === 'SIGKILL' && /worker died/.test(String(l.msg))), 'the death is logged')
   assert.notEqual(workerPids(r).get(1), victim)
   // New clients are served by both workers again.
-  const fresh = await Promise.all(Array.from({ length: 4 }, async () => await RawClient.connect(port)))
-  after(() => { for (const c of fresh) c.close() })
-  const freshIds = await Promise.all(fresh.map(clientId))
-  assert.ok(freshIds.some((id) => id % 2 === 1) && freshIds.some((id) => id % 2 === 0), `both workers again: ${freshIds.join(',')}`)
+  const { clients: fresh } = await clientsOnBoth(port, 4)
   for (const c of fresh) assert.deepEqual(await replies(c, [cmd('PING')]), '+PONG\r\n')
 })
 
@@ -319,8 +331,9 @@ test('--workers: TLS and a unix socket are served by every worker', { timeout: 6
     socket.destroy()
     return got
   }
-  const tlsIds = [await overTls(), await overTls()].map((reply) => Number(/^:(\d+)\r\n\+OK\r\n/.exec(reply)?.[1]))
-  assert.notEqual(tlsIds[0] % 2, tlsIds[1] % 2, `TLS on both workers: ${tlsIds.join(',')}`)
+  const tlsIds: number[] = []
+  while (new Set(tlsIds.map((id) => id % 2)).size < 2 && tlsIds.length < 20) tlsIds.push(Number(/^:(\d+)\r\n\+OK\r\n/.exec(await overTls())?.[1]))
+  assert.equal(new Set(tlsIds.map((id) => id % 2)).size, 2, `TLS on both workers: ${tlsIds.join(',')}`)
   const overSocket = async (): Promise<number> => {
     const socket = net.connect(socketPath)
     await once(socket, 'connect')
@@ -331,8 +344,9 @@ test('--workers: TLS and a unix socket are served by every worker', { timeout: 6
     socket.destroy()
     return Number(/^:(\d+)\r\n/.exec(got)?.[1])
   }
-  const socketIds = [await overSocket(), await overSocket()]
-  assert.notEqual(socketIds[0] % 2, socketIds[1] % 2, `unix socket on both workers: ${socketIds.join(',')}`)
+  const socketIds: number[] = []
+  while (new Set(socketIds.map((id) => id % 2)).size < 2 && socketIds.length < 20) socketIds.push(await overSocket())
+  assert.equal(new Set(socketIds.map((id) => id % 2)).size, 2, `unix socket on both workers: ${socketIds.join(',')}`)
 })
 
 test('--workers: a pool too small to split, or a port in use, stops respool with a clear error and no process left', { timeout: 60000 }, async () => {
@@ -354,4 +368,42 @@ test('--workers: a pool too small to split, or a port in use, stops respool with
   assert.equal(busyCode, 1)
   assert.match(busy.stderr(), /^respool: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/m)
   await waitFor(() => markedProcesses().length === 0, `no process left: ${markedProcesses().join(',')}`, 5000)
+})
+
+test('--workers 2: RESPOOL PAUSE and RESUME on one worker hold and release every worker; SIGHUP reloads every worker', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const configFile = join(dir, 'respool.json')
+  writeFileSync(configFile, JSON.stringify({ 'pool-size': 6 }))
+  const r = run(['--port', '0', '--workers', '2', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort), '--admin-password', 'adm'])
+  const port = await listeningPort(r)
+  const { clients, ids } = await clientsOnBoth(port, 4)
+  while (ids.filter((id) => id % 2 === 0).length < 2) {
+    const c = await RawClient.connect(port)
+    clients.push(c)
+    ids.push(await clientId(c))
+  }
+  const admin = clients[ids.findIndex((id) => id % 2 === 1)] // on worker 0
+  const onSecond = clients.filter((_, i) => ids[i] % 2 === 0) // on worker 1
+  const [other, watcher] = onSecond
+  const otherId = ids[clients.indexOf(other)]
+  assert.ok(admin !== undefined && other !== undefined && watcher !== undefined, `both workers: ${ids.join(',')}`)
+  assert.equal(await replies(admin, [cmd('RESPOOL', 'AUTH', 'adm'), cmd('RESPOOL', 'PAUSE')]), '+OK\r\n+OK\r\n')
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_paused') === 2, 'both workers paused', 5000)
+  other.write(cmd('SET', 'paused', 'held'))
+  // Held on the other worker (RESPOOL CLIENTS there shows it pending): its reply comes only
+  // after RESUME, sent on the first worker.
+  assert.equal(await replies(watcher, [cmd('RESPOOL', 'AUTH', 'adm')]), '+OK\r\n')
+  await waitFor(async () => new RegExp(`id=${otherId} .* pending=1 `).test(await replies(watcher, [cmd('RESPOOL', 'CLIENTS')])), 'the SET held on worker 1', 5000)
+  assert.equal(other.buffered.length, 0, 'the command is held')
+  assert.equal(await replies(admin, [cmd('RESPOOL', 'RESUME')]), '+OK\r\n')
+  assert.equal(await other.readExactly('+OK\r\n'), '+OK\r\n')
+  assert.equal(metricSum(await scrape(metricsPort), 'respool_paused'), 0)
+  // SIGHUP to the primary: every worker reads the new total and takes its share.
+  writeFileSync(configFile, JSON.stringify({ 'pool-size': 10 }))
+  r.child.kill('SIGHUP')
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_pool_max_connections') === 10, 'pool size 10 in all after SIGHUP', 5000)
+  assert.equal(logLines(r).filter((l) => l.msg === 'configuration reloaded').length, 2)
 })
