@@ -384,6 +384,10 @@ export class ProxyServer {
     const ok = await cluster.topology.start()
     const masters = cluster.topology.masters.size
     if (ok && this.config.poolSize < masters + 2) {
+      const workers = this.config.workers
+      if (workers > 1) {
+        throw new ConfigError(`pool-size: this worker's share, ${this.config.poolSize}, is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers) in each of the ${workers} workers: --pool-size ${workers * (masters + 2)} at least, or fewer --workers`)
+      }
       throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers): --pool-size ${masters + 2} at least`)
     }
     const node = cluster.topology.anyMaster()

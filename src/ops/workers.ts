@@ -80,6 +80,11 @@ export class WorkerPrimary {
       return await stop(code as number)
     }
     this.#started = true
+    if (this.#draining) {
+      // A signal came while the workers were starting: they drain as soon as they listen.
+      await exited
+      return this.#exitCode
+    }
     if (this.#config.metricsPort !== undefined) {
       try {
         this.#httpServer = await startHttpEndpoints({
@@ -111,6 +116,8 @@ export class WorkerPrimary {
     if (!isRespoolMessage<ToPrimary>(message)) return
     switch (message.respool) {
       case 'listening':
+        // Told to drain before it could hear it (still loading): tell it again.
+        if (this.#draining) this.#send(slot, { respool: 'drain' })
         slot.listening = true
         slot.listeningSince = Date.now()
         this.#listenAddress ??= { address: message.address, port: message.port }
@@ -136,6 +143,14 @@ export class WorkerPrimary {
       return
     }
     const exitCode = code !== null && code !== 0 ? code : 1
+    if (this.#started && code === 0) {
+      // A worker exits 0 only after a drain it was signalled to do itself (Ctrl-C reaches the
+      // whole process group, or someone signalled that worker): it is not replaced, and when
+      // every worker has gone the same way, so does the primary.
+      this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'worker drained and exited; not replaced')
+      if (this.#slots.every((s) => s.worker === null)) this.#shutdown(false).catch(() => {})
+      return
+    }
     if (!this.#started) {
       // A worker that cannot start (a bad setting found only at start, the port in use) would
       // fail the same way again: stop with its error (it wrote it on stderr) rather than loop.
