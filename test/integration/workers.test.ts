@@ -11,6 +11,7 @@ import tls from 'node:tls'
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { startRedis, freePort, type RedisServer } from '../helpers/redis-server.js'
+import { startRedisCluster } from '../helpers/redis-cluster.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader } from '../helpers/resp-frames.js'
 import { waitFor } from '../helpers/wait.js'
@@ -406,4 +407,20 @@ test('--workers 2: RESPOOL PAUSE and RESUME on one worker hold and release every
   r.child.kill('SIGHUP')
   await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_pool_max_connections') === 10, 'pool size 10 in all after SIGHUP', 5000)
   assert.equal(logLines(r).filter((l) => l.msg === 'configuration reloaded').length, 2)
+})
+
+test('--workers 2 in cluster mode: a share too small for the cluster stops respool at start with the total it needs', { timeout: 60000 }, async () => {
+  const cluster = await startRedisCluster(3)
+  after(async () => { await cluster.stop() })
+  const seed = `127.0.0.1:${cluster.nodes[0].port}`
+  const small = run(['--port', '0', '--workers', '2', '--pool-size', '8', '--cluster', seed])
+  const [code] = await once(small.child, 'exit')
+  assert.equal(code, 2)
+  assert.match(small.stderr(), /^respool: pool-size: this worker's share, 4, is too small for a cluster of 3 masters; .* in each of the 2 workers: --pool-size 10 at least, or fewer --workers$/m)
+  await waitFor(() => markedProcesses().length === 0, `no process left: ${markedProcesses().join(',')}`, 5000)
+  // A pool that holds masters + 2 in each worker serves the cluster from both workers.
+  const enough = run(['--port', '0', '--workers', '2', '--pool-size', '10', '--cluster', seed])
+  const port = await listeningPort(enough)
+  const { clients } = await clientsOnBoth(port, 2)
+  for (const [i, c] of clients.entries()) assert.equal(await replies(c, [cmd('SET', `cl:${i}`, 'v'), cmd('GET', `cl:${i}`)]), '+OK\r\n$1\r\nv\r\n')
 })
