@@ -110,6 +110,8 @@ export class WorkerPrimary {
     slot.listening = false
     worker.on('message', (message: unknown) => { this.#onMessage(slot, worker, message) })
     worker.on('exit', (code: number | null, signal: string | null) => { this.#onExit(slot, worker, code, signal) })
+    // A message sent as the worker dies fails on its channel: that is its exit's business, not a crash.
+    worker.on('error', (err: Error) => { this.#log.debug({ worker: slot.index, err: err.message }, 'worker channel error') })
   }
 
   #onMessage (slot: Slot, worker: Worker, message: unknown): void {
