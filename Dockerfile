@@ -23,6 +23,8 @@ EXPOSE 6380 9180
 # Ready = upstream reachable and not draining (node's fetch: the slim image has no curl).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.RESPOOL_METRICS_PORT||9180)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# node runs as PID 1 and respool handles SIGTERM itself: drain, then exit 0.
+# node runs as PID 1 and respool handles SIGTERM itself: drain, then exit 0. With
+# RESPOOL_WORKERS=N (N > 1) it is the primary: it drains every worker, then exits 0; give the
+# container N free CPUs, or the workers only contend with each other.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "bin/respool.js"]

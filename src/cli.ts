@@ -5,7 +5,12 @@ import { ProxyServer } from './proxy-server.js'
 import { formatOutputLimits } from './client/output-limits.js'
 import { DEFAULTS, validateConfig, type ProxyOptions } from './config.js'
 import { ConfigError } from './errors.js'
-import { createLogger } from './ops/logger.js'
+import { createLogger, type Logger } from './ops/logger.js'
+import cluster from 'node:cluster'
+import { checkWorkerShares, workerConfig } from './ops/worker-shares.js'
+import { WorkerPrimary } from './ops/workers.js'
+import { workerIdentity } from './ops/worker-messages.js'
+import { attachToPrimary, reportListening } from './ops/worker-process.js'
 
 /** Every flag respool takes; each also reads RESPOOL_<FLAG> from the environment. */
 const FLAGS: Record<string, Options> = {
@@ -38,6 +43,7 @@ const FLAGS: Record<string, Options> = {
   'max-multibulk-length': { type: 'number', default: DEFAULTS.maxMultibulkLength, describe: 'Most arguments in one command' },
   'max-inline-length': { type: 'number', default: DEFAULTS.maxInlineLength, describe: 'Longest inline command line in bytes' },
   'client-idle-timeout': { type: 'number', default: DEFAULTS.clientIdleTimeoutMs, describe: 'ms after which a silent client is disconnected (0 = never)' },
+  'workers': { type: 'number', default: DEFAULTS.workers, describe: 'Processes serving clients on the one listener (1 to 64); above 1, --pool-size, --min-idle, --max-pins, --max-clients and --maxmemory-clients are totals split between them. Worth it for a busy proxy with more than one free core' },
   'shutdown-grace': { type: 'number', default: DEFAULTS.shutdownGraceMs, describe: 'ms that in-flight work may take after SIGTERM/SIGINT before everything is closed' },
   'password': { type: 'string', describe: 'Clients must AUTH with this password before anything is forwarded (like requirepass)' },
   'password-file': { type: 'string', describe: 'Read --password from this file' },
@@ -141,6 +147,7 @@ export function optionsFromArgs (args: Record<string, unknown>): ProxyOptions {
     maxInlineLength: args.maxInlineLength as number,
     clientIdleTimeoutMs: args.clientIdleTimeout as number,
     shutdownGraceMs: args.shutdownGrace as number,
+    workers: args.workers as number,
     logLevel: args.logLevel as string,
     password: args.password as string | undefined,
     passwordFile: args.passwordFile as string | undefined,
@@ -229,33 +236,51 @@ export async function main (argv: string[] = process.argv): Promise<void> {
     await benchMain(args.slice(1))
     return
   }
+  // A worker of --workers N (forked by the primary with the same flags and environment).
+  const worker = cluster.isWorker ? workerIdentity() : null
+  // A worker holds an IPC channel that keeps it alive: it ends with an explicit exit.
+  const finish = (code: number): void => {
+    if (worker !== null) process.exit(code)
+    process.exitCode = code
+  }
   let server: ProxyServer
   try {
     const serviceLinks = dropServiceLinks()
-    const config = validateConfig(await loadOptions(argv))
-    server = new ProxyServer(config, { logger: createLogger(config.logLevel) })
-    server.reloadSource = async () => await loadOptions(argv)
-    if (serviceLinks.length > 0) {
-      server.log.warn({ ignored: serviceLinks }, 'ignoring Kubernetes service-link variables that look like RESPOOL_* settings (from a Service named respool or respool-…; enableServiceLinks: false turns them off)')
+    const options = await loadOptions(argv)
+    if (worker === null) {
+      const total = checkWorkerShares(options)
+      if (total.workers > 1) {
+        const log = createLogger(total.logLevel)
+        warnServiceLinks(log, serviceLinks)
+        const code = await new WorkerPrimary(total, log).run()
+        log.flush()
+        process.exit(code)
+      }
     }
+    const config = worker === null ? validateConfig(options) : workerConfig(options, worker.index)
+    const logger = createLogger(config.logLevel)
+    server = worker === null
+      ? new ProxyServer(config, { logger })
+      : new ProxyServer(config, { logger: logger.child({ worker: worker.index }), clientIds: { first: worker.index + 1, step: worker.count }, serveHttp: false, removeStaleSocket: false })
+    server.reloadSource = worker === null
+      ? async () => await loadOptions(argv)
+      : async () => workerConfig(await loadOptions(argv), worker.index) as unknown as ProxyOptions
+    warnServiceLinks(server.log, serviceLinks)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`respool: ${err.message}\nRun 'respool --help' for the options.\n`)
-      process.exitCode = 2
+      finish(2)
       return
     }
     throw err
   }
   // Handlers go in before the start line is logged: whoever reads that line may signal at once,
   // and a SIGHUP with no handler would kill the process (its default action).
-  let signals = 0
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++
-    if (signals > 1) {
-      server.log.warn({ signal }, 'second signal: exiting now')
-      process.exit(1)
-    }
-    server.log.info({ signal }, 'draining: no new clients; finishing in-flight commands')
+  let drained = false
+  const drain = (reason: string): void => {
+    if (drained) return
+    drained = true
+    server.log.info({ reason }, 'draining: no new clients; finishing in-flight commands')
     server.close().then(() => {
       server.log.info('drained; exiting')
       server.log.flush()
@@ -265,22 +290,38 @@ export async function main (argv: string[] = process.argv): Promise<void> {
       process.exit(1)
     })
   }
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++
+    if (signals > 1) {
+      server.log.warn({ signal }, 'second signal: exiting now')
+      process.exit(1)
+    }
+    drain(signal)
+  }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
   // SIGHUP: read flags, environment and config file again; apply what can change safely.
   process.on('SIGHUP', () => { server.reloadFromSource().catch(() => {}) })
+  if (worker !== null) attachToPrimary(server, drain)
   try {
     await server.listen()
   } catch (err) {
     if (err instanceof ConfigError) {
       // Found at start, not in the flags (a sentinel refusing respool's credentials).
       process.stderr.write(`respool: ${err.message}\n`)
-      process.exitCode = 2
       await server.destroy()
+      finish(2)
       return
     }
     process.stderr.write(`respool: cannot listen on ${server.config.host}:${server.config.port}: ${(err as Error).message}\n`)
-    process.exitCode = 1
+    finish(1)
     return
   }
+  if (worker !== null) reportListening(server)
+}
+
+function warnServiceLinks (log: Logger, serviceLinks: string[]): void {
+  if (serviceLinks.length === 0) return
+  log.warn({ ignored: serviceLinks }, 'ignoring Kubernetes service-link variables that look like RESPOOL_* settings (from a Service named respool or respool-…; enableServiceLinks: false turns them off)')
 }

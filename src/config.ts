@@ -96,6 +96,11 @@ export interface ProxyConfig {
   clientIdleTimeoutMs: number
   /** On shutdown, how long in-flight work may take before everything is closed. */
   shutdownGraceMs: number
+  /**
+   * Processes serving clients on the same listener (--workers); above 1, a primary process forks
+   * them and the bounds above are split between them (src/ops/worker-shares.ts).
+   */
+  workers: number
   logLevel: string
   /** Clients must AUTH with this password (as Redis requirepass) before anything is forwarded. */
   password?: string
@@ -157,6 +162,7 @@ export const DEFAULTS: Omit<ProxyConfig, 'upstream' | 'maxPins'> & { upstream: s
   maxInlineLength: 64 * 1024,
   clientIdleTimeoutMs: 0,
   shutdownGraceMs: 10000,
+  workers: 1,
   logLevel: 'info',
   users: new Map(),
   protectedMode: true,
@@ -191,6 +197,9 @@ export type ProxyOptions = Partial<Omit<ProxyConfig, 'upstream' | 'users' | 'out
   upstreamTlsServername?: string
   upstreamTlsInsecure?: boolean
 }
+
+/** The most --workers: more processes than this only contend for the same cores and pool. */
+export const MAX_WORKERS = 64
 
 /** Parses redis://[user:pass@]host:port[/db], rediss://… (TLS) and unix:///path[?db=n]. */
 export function parseUpstreamUrl (url: string): UpstreamAddress {
@@ -373,6 +382,7 @@ export function validateConfig (options: ProxyOptions = {}): ProxyConfig {
   intOption(config, 'maxInlineLength', 16, 1 << 30)
   intOption(config, 'clientIdleTimeoutMs', 0, 86400_000 * 365)
   intOption(config, 'shutdownGraceMs', 0, 3600_000)
+  intOption(config, 'workers', 1, MAX_WORKERS)
   if (config.metricsPort !== undefined) intOption(config, 'metricsPort', 0, 65535)
   if (typeof config.host !== 'string' || config.host === '') throw new ConfigError('host: must be an address')
   if (typeof config.parkBlocking !== 'boolean') throw new ConfigError(`park-blocking: must be yes or no, got ${String(config.parkBlocking)}`)

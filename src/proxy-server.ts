@@ -36,6 +36,22 @@ export interface ProxyServerOptions {
   logger?: Logger
   /** Replaces how upstream connections are opened (tests inject faults here). */
   connectionFactory?: ConnectionFactory
+  /**
+   * Client IDs handed out: first, first + step, … (default 1, 2, …). Workers interleave theirs
+   * (worker k of n: k + 1, k + 1 + n, …) so an ID is unique across processes.
+   */
+  clientIds?: { first: number, step: number }
+  /** Serve --metrics-port here (default true; a worker leaves it to the primary). */
+  serveHttp?: boolean
+  /** Remove a stale --unix-socket file before listening (default true; with workers the primary does it once). */
+  removeStaleSocket?: boolean
+}
+
+/** The other processes serving the same listener (--workers), for admin commands meant for all. */
+export interface Peers {
+  pause: (ms: number) => void
+  resume: () => void
+  reload: () => void
 }
 
 export interface ServerStats {
@@ -99,7 +115,12 @@ export class ProxyServer {
   #unixServer: net.Server | null = null
   readonly #sessions = new Set<ClientSession>()
   readonly #ctx: SessionContext
-  #nextSessionId = 1
+  #nextSessionId: number
+  readonly #sessionIdStep: number
+  readonly #serveHttp: boolean
+  readonly #removeStaleSocket: boolean
+  /** Set in a worker: RESPOOL PAUSE, RESUME and RELOAD are passed on to the other workers. */
+  peers: Peers | null = null
   /** Protected mode is in force: no client authentication is configured. */
   readonly #protected: boolean
   #closing: Promise<void> | null = null
@@ -109,6 +130,10 @@ export class ProxyServer {
   constructor (options: ProxyOptions | ProxyConfig = {}, serverOptions: ProxyServerOptions = {}) {
     this.config = validateConfig(options as ProxyOptions)
     this.log = serverOptions.logger ?? silentLogger()
+    this.#nextSessionId = serverOptions.clientIds?.first ?? 1
+    this.#sessionIdStep = serverOptions.clientIds?.step ?? 1
+    this.#serveHttp = serverOptions.serveHttp ?? true
+    this.#removeStaleSocket = serverOptions.removeStaleSocket ?? true
     this.topology = createTopology(this.config, this.log)
     // In cluster mode the single-upstream pool is never used: it must not open anything itself.
     this.pool = new UpstreamPool(this.config.cluster.length > 0 ? { ...this.config, minIdle: 0 } : this.config, this.log, this.topology, serverOptions.connectionFactory)
@@ -184,13 +209,15 @@ export class ProxyServer {
     this.#server.listen({ host: this.config.host, port: this.config.port })
     await once(this.#server, 'listening')
     if (this.config.unixSocket !== undefined) {
-      rmSync(this.config.unixSocket, { force: true }) // a stale socket file from a crashed run
+      if (this.#removeStaleSocket) rmSync(this.config.unixSocket, { force: true }) // a stale socket file from a crashed run
       this.#unixServer = net.createServer(this.#onConnection)
       this.#unixServer.listen(this.config.unixSocket)
       await once(this.#unixServer, 'listening')
     }
-    if (this.config.metricsPort !== undefined) {
-      this.#httpServer = await startHttpEndpoints(this, this.config.metricsHost ?? this.config.host, this.config.metricsPort)
+    if (this.config.metricsPort !== undefined && this.#serveHttp) {
+      const registry = this.metrics.registry
+      const source = { metrics: async () => ({ contentType: registry.contentType, text: await registry.metrics() }), readiness: () => this.readiness() }
+      this.#httpServer = await startHttpEndpoints(source, this.config.metricsHost ?? this.config.host, this.config.metricsPort)
     }
     // Learn the upstream (version for HELLO, reachability for /readyz) before the first client asks.
     this.#warmUp()
@@ -315,7 +342,7 @@ export class ProxyServer {
         applied.push(key)
       }
     }
-    for (const key of ['host', 'port', 'upstream', 'sentinels', 'sentinelMaster', 'sentinelUsername', 'sentinelPassword', 'sentinelTls', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub'] as const) {
+    for (const key of ['host', 'port', 'upstream', 'sentinels', 'sentinelMaster', 'sentinelUsername', 'sentinelPassword', 'sentinelTls', 'tlsCert', 'tlsKey', 'unixSocket', 'metricsPort', 'password', 'adminPassword', 'protectedMode', 'parkBlocking', 'sharedPubsub', 'workers'] as const) {
       if (JSON.stringify(current[key]) !== JSON.stringify(incoming[key])) needsRestart.push(key)
     }
     if (JSON.stringify([...this.config.users]) !== JSON.stringify([...next.users])) needsRestart.push('users')
@@ -357,6 +384,10 @@ export class ProxyServer {
     const ok = await cluster.topology.start()
     const masters = cluster.topology.masters.size
     if (ok && this.config.poolSize < masters + 2) {
+      const workers = this.config.workers
+      if (workers > 1) {
+        throw new ConfigError(`pool-size: this worker's share, ${this.config.poolSize}, is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers) in each of the ${workers} workers: --pool-size ${workers * (masters + 2)} at least, or fewer --workers`)
+      }
       throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers): --pool-size ${masters + 2} at least`)
     }
     const node = cluster.topology.anyMaster()
@@ -455,7 +486,8 @@ export class ProxyServer {
       socket.end(errorReply('ERR max number of clients reached'))
       return
     }
-    const session = new ClientSession(this.#nextSessionId++, socket, this.#ctx)
+    const session = new ClientSession(this.#nextSessionId, socket, this.#ctx)
+    this.#nextSessionId += this.#sessionIdStep
     this.#sessions.add(session)
   }
 }

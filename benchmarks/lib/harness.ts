@@ -257,14 +257,24 @@ export function respoolNodeVersion (): string {
   return BENCH_NODE === process.execPath ? process.version : commandOutput(BENCH_NODE, ['--version'])
 }
 
-/** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn`. */
+/**
+ * RESPOOL_WORKERS=N runs every respool with `--workers N` (N processes on one port, the pool size
+ * split between them); respool would read the variable itself, it is passed explicitly so the
+ * report's names and the pool-size check show it.
+ */
+export const RESPOOL_WORKERS = Number(process.env.RESPOOL_WORKERS ?? '1')
+
+/** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn [--workers W]`. */
 export async function startRespool (redisPort: number, opts: RespoolOptions): Promise<Server> {
-  // One connection cannot carry both shared traffic and a pinned client.
-  if (!Number.isInteger(opts.poolSize) || opts.poolSize < 2) throw new Error(`respool needs --pool-size 2 or more, got ${opts.poolSize}`)
-  const name = opts.name ?? `respool(${opts.poolSize})`
+  if (!Number.isInteger(RESPOOL_WORKERS) || RESPOOL_WORKERS < 1) throw new Error(`RESPOOL_WORKERS must be a whole number from 1, got ${process.env.RESPOOL_WORKERS ?? ''}`)
+  // One connection cannot carry both shared traffic and a pinned client, in each worker.
+  const least = 2 * RESPOOL_WORKERS
+  if (!Number.isInteger(opts.poolSize) || opts.poolSize < least) throw new Error(`respool needs --pool-size ${least} or more${RESPOOL_WORKERS > 1 ? ` with RESPOOL_WORKERS=${RESPOOL_WORKERS}` : ''}, got ${opts.poolSize}`)
+  const workers = RESPOOL_WORKERS > 1 ? ['--workers', String(RESPOOL_WORKERS)] : []
+  const name = opts.name ?? (RESPOOL_WORKERS > 1 ? `respool(${opts.poolSize})×${RESPOOL_WORKERS}w` : `respool(${opts.poolSize})`)
   const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
     ...BENCH_NODE_ARGS, ...(opts.nodeArgs ?? []), RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
-    '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...(opts.extra ?? [])
+    '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...workers, ...(opts.extra ?? [])
   ], logFile))
   return { name, kind: 'respool', port, pid: child.pid as number, child, logFile, stop: async () => { await stopChild(child) } }
 }
@@ -363,8 +373,30 @@ export function logProblems (logFile: string, max = 20): { count: number, sample
 // ---------------------------------------------------------------------------------------------
 // /proc
 
-/** VmRSS and VmHWM of a process, in KiB. */
+/**
+ * The direct children of a process (respool's workers under RESPOOL_WORKERS; none for the other
+ * servers): their CPU and memory count as the process's own.
+ */
+function childPids (pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((p) => p !== '').map(Number)
+  } catch {
+    return []
+  }
+}
+
+/** VmRSS and VmHWM of a process and its children, in KiB. */
 export function memoryKiB (pid: number): { rss: number, hwm: number } | null {
+  const own = processMemoryKiB(pid)
+  if (own === null) return null
+  for (const child of childPids(pid)) {
+    const m = processMemoryKiB(child)
+    if (m !== null) { own.rss += m.rss; own.hwm += m.hwm }
+  }
+  return own
+}
+
+function processMemoryKiB (pid: number): { rss: number, hwm: number } | null {
   try {
     const text = readFileSync(`/proc/${pid}/status`, 'utf8')
     const rss = /VmRSS:\s+(\d+)/.exec(text)
@@ -384,8 +416,18 @@ export function cpuSeconds (pid: number): number | null {
   return t === null ? null : t.user + t.sys
 }
 
-/** User and system CPU seconds a process (all its threads) has used so far, from /proc/<pid>/stat. */
+/** User and system CPU seconds a process (all its threads) and its children have used so far, from /proc/<pid>/stat. */
 export function cpuTimes (pid: number): { user: number, sys: number } | null {
+  const own = processCpuTimes(pid)
+  if (own === null) return null
+  for (const child of childPids(pid)) {
+    const t = processCpuTimes(child)
+    if (t !== null) { own.user += t.user; own.sys += t.sys }
+  }
+  return own
+}
+
+function processCpuTimes (pid: number): { user: number, sys: number } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')

@@ -14,12 +14,12 @@ import type { ProxyServer } from '../proxy-server.js'
 const HELP = [
   'RESPOOL <subcommand> [<arg> ...]. Subcommands are:',
   'POOLS             -- upstream pool: size, idle, shared lanes, pins by reason, waiters.',
-  'CLIENTS           -- every client: id, address, age, db, protocol, upstream, pin reasons, commands in flight.',
+  'CLIENTS           -- every client: id, address, age, db, protocol, upstream, pin reasons, commands in flight (of this worker, with --workers).',
   'STATS             -- counters since start.',
   'AUTH <password>   -- unlock the admin commands for this connection (--admin-password).',
-  'PAUSE [ms]        -- hold new commands (in-flight ones finish), e.g. while Redis is swapped; auto-resume after ms.',
-  'RESUME            -- release held commands.',
-  'RELOAD            -- re-read the configuration and apply what can change safely (pool size, limits, log level).',
+  'PAUSE [ms]        -- hold new commands (in-flight ones finish), e.g. while Redis is swapped; auto-resume after ms. Every worker (--workers).',
+  'RESUME            -- release held commands. Every worker.',
+  'RELOAD            -- re-read the configuration and apply what can change safely (pool size, limits, log level). Every worker.',
   'KILL CLIENT <id>  -- disconnect one client.',
   'HELP              -- this text.'
 ]
@@ -53,16 +53,19 @@ export function createAdminHandler (server: ProxyServer): (session: ClientSessio
         const ms = cmd.argc > 2 ? Number(cmd.argString(2)) : 0
         if (!Number.isInteger(ms) || ms < 0) return errorReply('ERR timeout is not an integer or out of range')
         server.pause(ms)
+        server.peers?.pause(ms)
         return OK
       }
       case 'resume':
         if (!mayWrite) return locked()
         server.resume()
+        server.peers?.resume()
         return OK
       case 'reload':
         if (!mayWrite) return locked()
         // Answered at once; the outcome is logged and visible in RESPOOL POOLS / STATS.
         server.reloadFromSource().catch(() => {})
+        server.peers?.reload()
         return OK
       case 'kill': {
         if (!mayWrite) return locked()

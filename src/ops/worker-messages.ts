@@ -1,0 +1,34 @@
+/**
+ * What the primary and its workers (--workers) say to each other over the cluster IPC channel.
+ * Every message carries `respool` so that other users of the channel (node:cluster itself,
+ * prom-client) are told apart.
+ */
+
+/** The environment variable that tells a forked process which worker it is ("index/count"). */
+export const WORKER_ENV = '__RESPOOL_WORKER'
+
+/** Primary → worker. */
+export type ToWorker =
+  | { respool: 'drain' }
+  | { respool: 'reload' }
+  | { respool: 'pause', ms: number }
+  | { respool: 'resume' }
+  | { respool: 'query', id: number, what: 'metrics' | 'readiness' }
+
+/** Worker → primary. */
+export type ToPrimary =
+  | { respool: 'listening', address: string, port: number }
+  | { respool: 'answer', id: number, value: unknown }
+  /** An admin command meant for every worker (RESPOOL PAUSE/RESUME/RELOAD): the primary passes it to the others. */
+  | { respool: 'peers', message: ToWorker }
+
+export function isRespoolMessage<T extends { respool: string }> (message: unknown): message is T {
+  return typeof message === 'object' && message !== null && typeof (message as { respool?: unknown }).respool === 'string'
+}
+
+/** This process's worker index and the number of workers, or null when it is no worker. */
+export function workerIdentity (env: NodeJS.ProcessEnv = process.env): { index: number, count: number } | null {
+  const m = /^(\d+)\/(\d+)$/.exec(env[WORKER_ENV] ?? '')
+  if (m === null) return null
+  return { index: Number(m[1]), count: Number(m[2]) }
+}
