@@ -4,13 +4,14 @@ import { RequestFramer, type CommandStream, type RequestLimits } from '../protoc
 import { ReplySlot, type Pausable, type ReplySink } from '../routing/reply-slot.js'
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
-import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
+import { OK, errorReply, integer, simpleString } from '../protocol/resp-encode.js'
 import { ReplyWindow } from './reply-window.js'
 import type { Identities } from '../routing/identities.js'
 import { UpstreamAuthError } from '../upstream/identity-pool.js'
 import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
-import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
+import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
+import { clientCommand, LOCAL_CLIENT_SUBCOMMANDS, type ClientCommandHost } from './client-subcommands.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
@@ -41,7 +42,7 @@ import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
+  E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -96,8 +97,6 @@ export interface SessionContext {
 }
 
 
-/** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
-const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
 /** SCRIPT KILL and FUNCTION KILL, which Redis answers even while a script keeps it busy. */
 function isScriptKill (cmd: RespCommand): boolean {
   return (cmd.name === 'script' || cmd.name === 'function') && cmd.argc === 2 && cmd.keyword(1) === 'kill'
@@ -163,7 +162,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -389,6 +388,93 @@ export class ClientSession implements ReplySink, LaneWaiter {
    */
   #inSharedSubscriberMode (): boolean {
     return this.state.resp === 2 && this.sharedSubscribed && ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) === 0
+  }
+
+  // ---- the surface of the session's own modules ------------------------------------------
+  // client-subcommands.ts acts on the session only through these (its ClientCommandHost lists
+  // what it uses); nothing else calls them. The dispatch path itself uses the private methods.
+
+  /** What the server gave the session (read only). */
+  get context (): SessionContext {
+    return this.#ctx
+  }
+
+  /** Where this client's commands go now: respool's own router, or its ACL user's. */
+  get router (): Router {
+    return this.#router
+  }
+
+  /** The client authenticated as an ACL user of its own (its commands run on that user's connections). */
+  get hasIdentity (): boolean {
+    return this.#identity !== null
+  }
+
+  /** Cluster mode: this client's transaction and blocking commands (null until it had one). */
+  get clusterClient (): ClusterClient | null {
+    return this.#clusterClient
+  }
+
+  /** Answers the head pending command in respool (its reply keeps its place in the order). */
+  answerLocally (slot: ReplySlot, reply: Buffer): boolean {
+    return this.#local(slot, reply)
+  }
+
+  /** Sends the head pending command on this client's connection (see #forward). */
+  forward (slot: ReplySlot, effect: number, data: number): boolean {
+    return this.#forward(slot, effect, data)
+  }
+
+  /** Acquires a pin for the head pending command (see #pinFor). */
+  pinFor (slot: ReplySlot, deadlineMs: number | null): boolean {
+    return this.#pinFor(slot, deadlineMs)
+  }
+
+  /** Sends the head pending command at once on a connection of its own (see #sendAtOnce). */
+  sendAtOnce (slot: ReplySlot, frame: Buffer): boolean {
+    return this.#sendAtOnce(slot, frame)
+  }
+
+  /** Fills a slot taken off the pending queue earlier, and writes what is now in order. */
+  fill (slot: ReplySlot, reply: Buffer): void {
+    this.#fill(slot, reply)
+  }
+
+  /** Sends pending commands, as far as routing allows. */
+  pump (): void {
+    this.#pump()
+  }
+
+  /** Stops reading and closes once every accepted command is answered (see #endAfterReplies). */
+  endAfterReplies (dropPending: boolean): void {
+    this.#endAfterReplies(dropPending)
+  }
+
+  /** The head pending command waits for Redis's verdict (an AUTH, a permission): nothing after it is sent meanwhile. */
+  awaitVerdict (): void {
+    this.#pending.shift()
+    this.#wait = W_AUTH
+  }
+
+  /** Redis gave its verdict: the commands after it may go (the caller pumps). */
+  verdictIn (): void {
+    if (this.#wait === W_AUTH) this.#wait = W_NONE
+  }
+
+  /** A command taken off the pending queue goes back to its head (it is handled again). */
+  requeueHead (slot: ReplySlot): void {
+    this.#pending.unshift(slot)
+  }
+
+  /** The head pending command went out by another way than the session's connection; it counts as in flight. */
+  takeHeadInflight (): ReplySlot {
+    const slot = this.#pending.shift() as ReplySlot
+    this.#inflight++
+    return slot
+  }
+
+  /** The reply of a command sent by another way than the session's connection (see #clusterReply). */
+  clusterReply (slot: ReplySlot, reply: Buffer): void {
+    this.#clusterReply(slot, reply)
   }
 
   // ---- input ---------------------------------------------------------------------------
@@ -664,7 +750,7 @@ export class ClientSession implements ReplySink, LaneWaiter {
     table[Kind.SELECT] = (s, slot, cmd, lease) => s.#select(slot, cmd, isInMulti(lease))
     table[Kind.AUTH] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.AUTH, lease)
     table[Kind.HELLO] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.HELLO, lease)
-    table[Kind.CLIENT] = (s, slot, cmd, lease) => s.#client(slot, cmd, lease)
+    table[Kind.CLIENT] = clientCommand
     table[Kind.RESET] = (s, slot) => s.#reset(slot)
     table[Kind.QUIT] = (s, slot) => {
       s.#local(slot, OK)
@@ -1213,119 +1299,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
     return local.wrongArity('auth')
   }
 
-  #client (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const sub = cmd.keyword(1)
-    const state = this.state
-    switch (sub) {
-      case 'id':
-        return this.#local(slot, local.clientId(this.id))
-      case 'getname':
-        return this.#local(slot, local.getName(state))
-      case 'setname':
-        return this.#local(slot, cmd.argc === 3 ? local.setName(state, cmd.arg(2)) : local.wrongArity('client|setname'))
-      case 'setinfo':
-        return this.#local(slot, local.setInfo(state, cmd))
-      case 'info':
-        return this.#local(slot, local.clientInfo(this.view()))
-      case 'list':
-        return this.#local(slot, local.clientListCommand(this.#ctx.clientViews(), cmd, this.state.resp))
-      case 'reply': {
-        // As Redis does: ON answers +OK even when this reply was to be skipped; OFF and SKIP
-        // answer nothing; SKIP while OFF changes nothing.
-        if (cmd.argc !== 3) return this.#local(slot, local.wrongArity('client|reply'))
-        const mode = cmd.keyword(2)
-        if (mode === 'on') {
-          state.replyOff = false
-          state.skipNext = false
-          slot.suppressed = false
-        } else if (mode === 'off') {
-          state.replyOff = true
-          slot.suppressed = true
-        } else if (mode === 'skip') {
-          if (!state.replyOff) state.skipNext = true
-          slot.suppressed = true
-        } else {
-          return this.#local(slot, errorReply('ERR syntax error'))
-        }
-        return this.#local(slot, OK)
-      }
-      case 'tracking': {
-        const on = cmd.keyword(2)
-        for (let i = 3; i < cmd.argc; i++) {
-          if (cmd.keyword(i) === 'redirect') return this.#local(slot, toRespError(new CommandRefusedError('CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3) tracking')))
-        }
-        if (on === 'off') return lease === null ? this.#local(slot, OK) : this.#forward(slot, E_TRACKING_OFF, 0)
-        if (on !== 'on') return this.#forward(slot, 0, 0) // Redis answers the syntax error
-        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-        return this.#forward(slot, E_TRACKING_ON, 0)
-      }
-      case 'unblock':
-      case 'kill':
-        if (this.#identity !== null && !slot.permitted) return this.#checkPermission(slot, cmd)
-        if (sub === 'unblock') return this.#unblockClient(slot, cmd)
-        return this.#killAndAnswer(slot, cmd)
-      case 'no-evict':
-      case 'no-touch':
-        return this.#local(slot, toRespError(new CommandRefusedError(`CLIENT ${sub.toUpperCase()} would act on shared upstream connections and is not supported through respool`)))
-      default:
-        // CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, HELP …: Redis answers (on the pin, if any).
-        return this.#forward(slot, 0, 0)
-    }
-  }
-
-  /**
-   * CLIENT UNBLOCK on a respool client id. A parked command is ended here; one blocked on a pin
-   * of its own is ended by Redis (CLIENT UNBLOCK with that connection's Redis id, which only
-   * respool knows), whose answer is the reply.
-   */
-  #killAndAnswer (slot: ReplySlot, cmd: RespCommand): boolean {
-    const { reply, self } = this.#killClients(cmd)
-    this.#local(slot, reply)
-    if (self) this.#endAfterReplies(true) // after this reply, as Redis does
-    return true
-  }
-
-  /**
-   * An ACL user's CLIENT KILL / UNBLOCK needs that user's permission, as on Redis: the same
-   * subcommand is asked of Redis, as that user, about a client id that cannot exist (Redis
-   * checks permissions first). -NOPERM is the answer; otherwise respool acts on its clients.
-   */
-  #checkPermission (slot: ReplySlot, cmd: RespCommand): boolean {
-    this.#pending.shift()
-    this.#wait = W_AUTH
-    const probe = cmd.keyword(1) === 'kill' ? ['CLIENT', 'KILL', 'ID', '18446744073709551615'] : ['CLIENT', 'UNBLOCK', '18446744073709551615']
-    this.#router.sendAtOnce(encodeCommand(probe), (reply, err) => {
-      if (this.#closed) return
-      if (this.#wait === W_AUTH) this.#wait = W_NONE
-      if (err !== null || reply === null) this.#fill(slot, toRespError(err as ProxyError))
-      else if (reply.toString('latin1', 0, 7) === '-NOPERM') this.#fill(slot, reply)
-      else {
-        slot.permitted = true
-        this.#pending.unshift(slot)
-      }
-      this.#pump()
-    })
-    return true
-  }
-
-  #unblockClient (slot: ReplySlot, cmd: RespCommand): boolean {
-    const parsed = parseUnblock(cmd)
-    if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)
-    let target: ClientSession | null = null
-    for (const session of this.#ctx.clients()) if (session.id === parsed.id) target = session
-    const targetCluster = target !== null ? target.#clusterClient : null
-    const viaCluster = targetCluster?.unblock(parsed.mode, (reply) => { this.#clusterReply(slot, reply) })
-    if (viaCluster === null) {
-      // Asked of the node the command is blocked on; the answer comes back in this slot.
-      this.#pending.shift()
-      this.#inflight++
-      return true
-    }
-    const how = viaCluster ?? target?.unblock(parsed.mode) ?? ZERO
-    if (Buffer.isBuffer(how)) return this.#local(slot, how)
-    return this.#sendAtOnce(slot, encodeCommand(['CLIENT', 'UNBLOCK', how.redisId, parsed.mode.toUpperCase()]))
-  }
-
   /** Ends this client's blocked command, if it has one: :1/:0, or the pin's Redis id. */
   unblock (mode: UnblockMode): Buffer | { redisId: string } {
     if (this.#waiter !== null && this.#ctx.parking !== null) {
@@ -1336,21 +1309,6 @@ export class ClientSession implements ReplySink, LaneWaiter {
       return { redisId: conn.redisId }
     }
     return ZERO
-  }
-
-  /** CLIENT KILL on respool's clients: the old form (+OK) or filters (how many were closed). */
-  #killClients (cmd: RespCommand): { reply: Buffer, self: boolean } {
-    const parsed = parseKill(cmd)
-    if (Buffer.isBuffer(parsed)) return { reply: parsed, self: false }
-    const victims: ClientSession[] = []
-    for (const session of this.#ctx.clients()) {
-      const view = session.view()
-      if ('old' in parsed ? view.addr === parsed.old : killMatches(view, parsed, this.id)) victims.push(session)
-    }
-    for (const victim of victims) if (victim !== this) victim.destroy()
-    const self = victims.includes(this)
-    if ('old' in parsed) return { reply: victims.length > 0 ? OK : errorReply('ERR No such client'), self }
-    return { reply: integer(victims.length), self }
   }
 
   #reset (slot: ReplySlot): boolean {
