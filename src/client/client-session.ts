@@ -7,11 +7,11 @@ import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, to
 import { OK, errorReply, integer, simpleString } from '../protocol/resp-encode.js'
 import { ReplyWindow } from './reply-window.js'
 import type { Identities } from '../routing/identities.js'
-import { UpstreamAuthError } from '../upstream/identity-pool.js'
 import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { clientCommand, LOCAL_CLIENT_SUBCOMMANDS, type ClientCommandHost } from './client-subcommands.js'
+import { authOrHello, type AuthHost } from './session-auth.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
@@ -162,7 +162,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -391,8 +391,9 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
   }
 
   // ---- the surface of the session's own modules ------------------------------------------
-  // client-subcommands.ts acts on the session only through these (its ClientCommandHost lists
-  // what it uses); nothing else calls them. The dispatch path itself uses the private methods.
+  // client-subcommands.ts and session-auth.ts act on the session only through these (their
+  // ClientCommandHost and AuthHost list what they use); nothing else calls them. The dispatch
+  // path itself uses the private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -449,6 +450,19 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
     this.#endAfterReplies(dropPending)
   }
 
+  /** The head pending command waits for the client's commands in flight to be answered. */
+  waitForInflight (): false {
+    this.#wait = W_BARRIER
+    return false
+  }
+
+  /** The head pending command waits for a shared lane to exist. */
+  awaitLane (): false {
+    this.#wait = W_LANE
+    this.#router.waitForLane(this)
+    return false
+  }
+
   /** The head pending command waits for Redis's verdict (an AUTH, a permission): nothing after it is sent meanwhile. */
   awaitVerdict (): void {
     this.#pending.shift()
@@ -458,6 +472,28 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
   /** Redis gave its verdict: the commands after it may go (the caller pumps). */
   verdictIn (): void {
     if (this.#wait === W_AUTH) this.#wait = W_NONE
+  }
+
+  /** The client's authentication changed: Redis's stricter size limits apply only until it has authenticated. */
+  authChanged (): void {
+    this.#framer.limits.unauthenticated = !this.state.authenticated
+  }
+
+  /** Leaves the shared pub/sub fan-out for good (its subscriptions were made as another user). */
+  forgetSharedMember (): void {
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
+    this.#member = null
+  }
+
+  /** Back to respool's own router; the ACL user's router is let go. */
+  dropIdentity (): void {
+    this.#dropIdentity()
+  }
+
+  /** From now on this client's commands run on the connections of an ACL user's router. */
+  adoptIdentity (router: Router): void {
+    this.#identity = router
+    this.#router = router
   }
 
   /** A command taken off the pending queue goes back to its head (it is handled again). */
@@ -748,8 +784,8 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
     table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.UNSUBSCRIBE, lease)
     table[Kind.MONITOR] = (s, slot, _cmd, lease) => s.#monitor(slot, lease)
     table[Kind.SELECT] = (s, slot, cmd, lease) => s.#select(slot, cmd, isInMulti(lease))
-    table[Kind.AUTH] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.AUTH, lease)
-    table[Kind.HELLO] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.HELLO, lease)
+    table[Kind.AUTH] = (s, slot, cmd, lease) => authOrHello(s, slot, cmd, Kind.AUTH, lease)
+    table[Kind.HELLO] = (s, slot, cmd, lease) => authOrHello(s, slot, cmd, Kind.HELLO, lease)
     table[Kind.CLIENT] = clientCommand
     table[Kind.RESET] = (s, slot) => s.#reset(slot)
     table[Kind.QUIT] = (s, slot) => {
@@ -839,26 +875,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
     if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError('MONITOR inside MULTI is not supported')))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
     return this.#forward(slot, E_MONITOR, 0)
-  }
-
-  #authOrHello (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#router.pickLane(this.state.db, this.state.resp) === null) {
-      // HELLO reports the server's version: wait for the first connection to learn it.
-      this.#wait = W_LANE
-      this.#router.waitForLane(this)
-      return false
-    }
-    if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-    // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
-    if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
-      const credentials = local.upstreamCredentials(cmd, kind === Kind.AUTH)
-      if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
-    }
-    this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-    // Redis's stricter size limits apply only until the client has authenticated.
-    this.#framer.limits.unauthenticated = !this.state.authenticated
-    return true
   }
 
   /**
@@ -1226,77 +1242,12 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost {
     return true
   }
 
-  /** The upstream URL's own user and password: its clients need no identity of their own. */
-  #isUrlUser (c: { user: string, password: string }): boolean {
-    const up = this.#ctx.config.upstream
-    return c.user === (up.username ?? 'default') && c.password === (up.password ?? '') && up.password !== undefined
-  }
-
-  /**
-   * AUTH (or HELLO … AUTH) as a Redis ACL user, checked by Redis: on +OK this client's commands
-   * run from now on as that user, on connections authenticated as that user (Identities); on an
-   * error, the client gets Redis's own line and stays who it was.
-   */
-  #authUpstream (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, c: { user: string, password: string, oneArgument: boolean }, lease: Lease | null): boolean {
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER // earlier commands run as the user they were sent as (and a pin may go)
-      return false
-    }
-    if (lease !== null) {
-      // In a transaction, subscribed or in MONITOR on a pin: the user cannot change under it;
-      // the default user's rules apply, as respool answers them (documented).
-      this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits.unauthenticated = !this.state.authenticated
-      return true
-    }
-    this.#pending.shift()
-    this.#wait = W_AUTH
-    this.#ctx.identities.attach(c.oneArgument ? null : c.user, c.password).then((router) => {
-      if (this.#closed) {
-        this.#ctx.identities.detach(router)
-        return
-      }
-      if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member) // RESP3 subscriptions made as the old user
-      this.#member = null
-      this.#dropIdentity()
-      if (c.user === (this.#ctx.config.upstream.username ?? 'default')) {
-        this.#ctx.identities.detach(router) // Redis said yes, and respool's connections are that user already
-      } else {
-        this.#identity = router
-        this.#router = router
-      }
-      const state = this.state
-      state.authenticated = true
-      state.user = c.user
-      this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, local.withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits.unauthenticated = false
-      this.#authDone()
-    }, (err: ProxyError) => {
-      if (this.#closed) return
-      this.#fill(slot, err instanceof UpstreamAuthError ? err.reply : toRespError(err))
-      this.#authDone()
-    })
-    return true
-  }
-
-  #authDone (): void {
-    if (this.#wait === W_AUTH) this.#wait = W_NONE
-    this.#pump()
-  }
-
   /** Back to respool's own router (RESET, disconnect); the user's router is let go. */
   #dropIdentity (): void {
     if (this.#identity === null) return
     this.#ctx.identities.detach(this.#identity)
     this.#identity = null
     this.#router = this.#ctx.router
-  }
-
-  #auth (cmd: RespCommand): Buffer {
-    if (cmd.argc > 3) return errorReply('ERR syntax error')
-    if (cmd.argc === 2) return local.authenticate(this.state, this.#ctx.credentials, null, cmd.argString(1))
-    if (cmd.argc === 3) return local.authenticate(this.state, this.#ctx.credentials, cmd.argString(1), cmd.argString(2))
-    return local.wrongArity('auth')
   }
 
   /** Ends this client's blocked command, if it has one: :1/:0, or the pin's Redis id. */
