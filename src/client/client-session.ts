@@ -12,6 +12,7 @@ import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { clientCommand, LOCAL_CLIENT_SUBCOMMANDS, type ClientCommandHost } from './client-subcommands.js'
 import { authOrHello, type AuthHost } from './session-auth.js'
+import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
@@ -33,11 +34,10 @@ import type { ProxyStats } from '../ops/proxy-stats.js'
 import type { ProxyConfig } from '../config.js'
 import type { ServerInfo } from '../upstream/server-info.js'
 import type { Logger } from '../ops/logger.js'
-import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
-import { ClusterClient, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
+import type { ClusterClient } from '../cluster/cluster-client.js'
 import type { ClusterPins } from '../cluster/cluster-pins.js'
 import type { ClusterParking } from '../cluster/cluster-parking.js'
-import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
+import type { ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
@@ -162,7 +162,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -216,8 +216,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   readonly #effects: SessionEffects
   /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
   #member: HubMember | null = null
-  /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
-  #clusterBarrier = false
   /**
    * Commands Redis did not run (refused, or never written before their connection closed), in
    * send order, held until this client's other commands in flight are answered; then they go
@@ -226,12 +224,8 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   #held: ReplySlot[] | null = null
   #requeueQueued = false
   #retryTimer: NodeJS.Timeout | null = null
-  /** Cluster mode: this client's transaction and blocking commands (made on first use). */
-  #clusterClient: ClusterClient | null = null
-  /** Cluster mode: this client's shard channels (SSUBSCRIBE), on pins to their slots' masters. */
-  #clusterShards: ClusterShardSubscriptions | null = null
-  /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
-  #clusterRoute = ROUTE_SHARED
+  /** Cluster mode: this client's routing by slot, pins to masters and shard channels (made on its first command). */
+  #cluster: SessionCluster | null = null
   /** The reply being written, when it is a view of the shared read buffer (onReply). */
   #transientReply: Buffer | null = null
 
@@ -352,7 +346,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   view (): local.ClientView {
     const reasons = this.pinReasons
     const shared = this.#member
-    const cluster = this.#clusterClient?.flags ?? null
+    const cluster = this.#cluster?.client?.flags ?? null
     const flags = cluster ?? ((reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N')
     return {
       id: this.id,
@@ -364,13 +358,13 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       multi: (reasons & R_MULTI) !== 0 || cluster === 'x' ? 0 : -1,
       sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
       psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
-      ssub: this.#effects.subs.count('shard') + (this.#clusterShards?.count ?? 0)
+      ssub: this.#effects.subs.count('shard') + (this.#cluster?.shards?.count ?? 0)
     }
   }
 
   /** Subscribed to a channel or pattern through the shared fan-out. */
   get sharedSubscribed (): boolean {
-    return (this.#member !== null && this.#member.count > 0) || (this.#clusterShards !== null && this.#clusterShards.count > 0)
+    return (this.#member !== null && this.#member.count > 0) || (this.#cluster !== null && this.#cluster.subscribed)
   }
 
   /** The protocol and out-of-band path the shared fan-out delivers through (made on the first subscription). */
@@ -391,9 +385,9 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   }
 
   // ---- the surface of the session's own modules ------------------------------------------
-  // client-subcommands.ts and session-auth.ts act on the session only through these (their
-  // ClientCommandHost and AuthHost list what they use); nothing else calls them. The dispatch
-  // path itself uses the private methods.
+  // client-subcommands.ts, session-auth.ts and session-cluster.ts act on the session only
+  // through these (their ClientCommandHost, AuthHost and ClusterSessionHost list what they
+  // use); nothing else calls them. The dispatch path itself uses the private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -412,7 +406,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
 
   /** Cluster mode: this client's transaction and blocking commands (null until it had one). */
   get clusterClient (): ClusterClient | null {
-    return this.#clusterClient
+    return this.#cluster?.client ?? null
   }
 
   /** Answers the head pending command in respool (its reply keeps its place in the order). */
@@ -506,6 +500,26 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     const slot = this.#pending.shift() as ReplySlot
     this.#inflight++
     return slot
+  }
+
+  /** The pending command at index i (0: the head). */
+  pendingAt (i: number): ReplySlot {
+    return this.#pending.peekAt(i) as ReplySlot
+  }
+
+  /** The index of the EXEC/DISCARD ending a whole transaction at the head of the pending queue, or -1 (see #bufferedTransactionEnd). */
+  bufferedTransactionEnd (): number {
+    return this.#bufferedTransactionEnd()
+  }
+
+  /** First look at a command taken off the queue with others (see #firstLook). */
+  firstLook (slot: ReplySlot, cmd: RespCommand, kind: CommandKind): void {
+    this.#firstLook(slot, cmd, kind)
+  }
+
+  /** The protocol and out-of-band path of the client, for a fan-out that delivers to it. */
+  hubClient (): HubClient {
+    return this.#hubClient()
   }
 
   /** The reply of a command sent by another way than the session's connection (see #clusterReply). */
@@ -758,7 +772,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
 
   #dispatchKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
     if (this.#ctx.cluster != null) {
-      const handled = this.#clusterKind(slot, cmd, kind, this.#ctx.cluster)
+      const handled = (this.#cluster ??= new SessionCluster(this)).dispatch(slot, cmd, kind, this.#ctx.cluster)
       if (handled !== null) return handled
     }
     return ClientSession.#byKind[kind](this, slot, cmd, lease)
@@ -877,183 +891,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     return this.#forward(slot, E_MONITOR, 0)
   }
 
-  /**
-   * Cluster mode: what respool answers itself, refuses, or routes by slot. Null for the commands
-   * that are handled as in standalone mode because they never reach Redis there either (AUTH,
-   * HELLO, RESET, QUIT, CLIENT ID/SETNAME/LIST/REPLY/KILL …, the refused classes).
-   */
-  #clusterKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
-    const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
-    const pins = this.#ctx.clusterPins
-    if (pins != null) {
-      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost, this.#ctx.config.acquireTimeoutMs, this.#ctx.clusterParking ?? null)
-      const route = client.route(cmd, kind)
-      if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
-    }
-    switch (kind) {
-      case Kind.SHARED:
-        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null && this.#ctx.clusterHub != null) {
-          return this.#clusterPublish(slot, cmd, this.#ctx.pubsub, this.#ctx.clusterHub)
-        }
-        return this.#clusterForward(slot, cmd, cluster)
-      case Kind.SELECT:
-        if (cmd.argc !== 2) return this.#local(slot, local.wrongArity('select'))
-        if (parseRedisInt(cmd.argString(1)) === null) return this.#local(slot, errorReply('ERR value is not an integer or out of range'))
-        return this.#local(slot, parseRedisInt(cmd.argString(1)) === 0 ? OK : errorReply('ERR SELECT is not allowed in cluster mode'))
-      case Kind.READONLY:
-      case Kind.READWRITE:
-        return this.#local(slot, CLUSTER_DISABLED)
-      case Kind.MULTI:
-        return refuse('MULTI/EXEC transactions are')
-      case Kind.WATCH:
-        return refuse('WATCH is')
-      case Kind.EXEC:
-      case Kind.DISCARD:
-        if (cmd.argc !== 1) return this.#local(slot, local.wrongArity(cmd.name))
-        return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-      case Kind.UNWATCH:
-        return this.#local(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
-      case Kind.BLOCKING:
-        if (cmd.name === 'wait' || cmd.name === 'waitaof') return refuse(`${cmd.name.toUpperCase()} is`)
-        return this.#clusterForward(slot, cmd, cluster) // a timeout Redis refuses: its error
-      case Kind.SUBSCRIBE:
-      case Kind.UNSUBSCRIBE:
-        // Channels and patterns: the shared subscriber connection (on one master; a cluster
-        // broadcasts PUBLISH to every node).
-        if (commandFamily(cmd.name) === 'shard' && pins != null) return this.#clusterShard(slot, cmd, kind, cluster, pins)
-        if (this.#ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
-        return refuse(`${cmd.name.toUpperCase()} is`)
-      case Kind.MONITOR:
-        return refuse('MONITOR is')
-      case Kind.CLIENT:
-        if (LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1)) && cmd.keyword(1) !== 'tracking') return null
-        return refuse(`CLIENT ${cmd.keyword(1).toUpperCase()} is`)
-      default:
-        return null
-    }
-  }
-
-  /** Cluster mode: what a transaction or a blocking command needs of this session. */
-  readonly #clusterHost = ((session: ClientSession) => ({
-    get resp (): 2 | 3 { return session.state.resp },
-    lost: (): void => {
-      // The transaction or WATCH is gone with its connection: the client is closed, as a
-      // direct connection would be (its next commands must not run outside the transaction).
-      session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
-      session.#endAfterReplies(true)
-    }
-  }))(this)
-
-  /**
-   * Cluster mode: a transaction's command or a blocking command (ClusterClient). A command that
-   * runs on another connection than the client's commands in flight waits for their replies
-   * (Redis orders per connection only); a blocking command waits for all of them, and the
-   * commands after it wait for it.
-   */
-  #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
-    if (kind === Kind.MULTI && cmd.argc === 1 && !client.inMulti) {
-      const end = this.#bufferedTransactionEnd()
-      if (end > 0 && (this.#pending.peekAt(end) as ReplySlot).command?.name === 'exec') {
-        const cmds: RespCommand[] = []
-        for (let i = 0; i <= end; i++) cmds.push((this.#pending.peekAt(i) as ReplySlot).command as RespCommand)
-        const txSlot = client.wholeSlot(cmds)
-        if (txSlot !== null) return this.#clusterWhole(end, cmds, txSlot, client)
-      }
-    }
-    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route === ROUTE_OPEN || route !== this.#clusterRoute)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const now = client.run(cmd, kind, (reply) => { this.#clusterReply(slot, reply) })
-    if (now !== null) return this.#local(slot, now)
-    if (route !== ROUTE_NONE) this.#clusterRoute = route === ROUTE_OPEN ? ROUTE_PIN : route
-    this.#pending.shift()
-    this.#inflight++
-    return true
-  }
-
-  /**
-   * Cluster mode: SSUBSCRIBE/SUNSUBSCRIBE on pins to the masters of the channels' slots. Like
-   * the shared fan-out, it waits for the client's earlier replies (messages must not overtake
-   * them); SSUBSCRIBE completes when Redis confirmed it, SUNSUBSCRIBE is answered at once.
-   */
-  #clusterShard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher, pins: ClusterPins): boolean {
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient(), this.#ctx.config.acquireTimeoutMs)
-    if (kind === Kind.UNSUBSCRIBE) return this.#local(slot, shards.unsubscribe(cmd))
-    const now = shards.subscribe(cmd, (reply) => { this.#clusterReply(slot, reply) })
-    if (now !== null) return this.#local(slot, now)
-    this.#pending.shift()
-    this.#inflight++
-    this.#wait = W_BARRIER
-    return true
-  }
-
-  /**
-   * Cluster mode: a transaction that arrived whole goes in one write to the shared lane of its
-   * slot's master (as in standalone mode, no pin), or again, whole, to another node if its
-   * commands were redirected (nothing of it ran then).
-   */
-  #clusterWhole (end: number, cmds: RespCommand[], txSlot: number, client: ClusterClient): boolean {
-    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterBarrier = false
-    this.#clusterRoute = ROUTE_SHARED
-    const slots: ReplySlot[] = []
-    for (let i = 0; i <= end; i++) {
-      const slot = this.#pending.shift() as ReplySlot
-      if (i > 0) this.#firstLook(slot, cmds[i], classify(cmds[i]))
-      slots.push(slot)
-      this.#inflight++
-    }
-    client.runWhole(cmds.map((c) => c.frame), txSlot, (replies) => {
-      replies.forEach((reply, i) => { this.#clusterReply(slots[i], reply) })
-    }, () => { this.#clusterBarrier = true })
-    return true
-  }
-
-  /** Cluster mode: PUBLISH on the master of the subscriber connection, counting respool's subscribers. */
-  #clusterPublish (slot: ReplySlot, cmd: RespCommand, hub: PubsubHub, via: ClusterHub): boolean {
-    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterBarrier = false
-    this.#clusterRoute = ROUTE_SHARED
-    this.#pending.shift()
-    this.#inflight++
-    via.publish(cmd.frame, this.state.resp, (reply) => { this.#clusterReply(slot, hub.adjustPublish(cmd.arg(1), reply)) })
-    return true
-  }
-
-  /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
-  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
-    if (this.#inflight > 0 && this.#clusterRoute !== ROUTE_SHARED) {
-      // The client's commands in flight are on its pinned connection: this one must not overtake them.
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterRoute = ROUTE_SHARED
-    if (this.#clusterBarrier) {
-      if (this.#inflight > 0) {
-        // A command ahead was redirected and is on its way again: this one must not overtake it.
-        this.#wait = W_BARRIER
-        return false
-      }
-      this.#clusterBarrier = false
-    }
-    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, reply) }, () => { this.#clusterBarrier = true })
-    if (now !== null) return this.#local(slot, now)
-    this.#pending.shift()
-    this.#inflight++
-    return true
-  }
-
   #clusterReply (slot: ReplySlot, reply: Buffer): void {
     this.#inflight--
     this.#window.observe(reply.length)
@@ -1061,7 +898,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     this.#fill(slot, reply)
     this.#afterReply()
     // Shutting down: a transaction or blocking command of this client has just ended.
-    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#clusterClient?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
+    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#cluster?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
   }
 
   #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
@@ -1268,8 +1105,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       return false
     }
     this.#endLease()
-    this.#clusterClient?.reset()
-    this.#clusterShards?.reset()
+    this.#cluster?.reset()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
@@ -1909,7 +1745,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#clusterClient?.pinned ?? false)) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#cluster?.pinned ?? false)) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -1934,8 +1770,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       this.#streamConn = null
     }
     this.#endLease()
-    this.#clusterClient?.close()
-    this.#clusterShards?.close()
+    this.#cluster?.close()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity()
     if (this.#waiter !== null) {
