@@ -10,9 +10,10 @@ import type { Identities } from '../routing/identities.js'
 import { OutputGuard } from './output-guard.js'
 import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
-import { clientCommand, LOCAL_CLIENT_SUBCOMMANDS, type ClientCommandHost } from './client-subcommands.js'
+import { clientCommand, type ClientCommandHost } from './client-subcommands.js'
 import { authOrHello, type AuthHost } from './session-auth.js'
 import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
+import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
@@ -41,8 +42,8 @@ import type { ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
-  E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease
+  E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD, E_BLOCKING,
+  E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -104,7 +105,6 @@ function isScriptKill (cmd: RespCommand): boolean {
 
 /** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
-const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
 /** A command held to be sent again that cannot be after all, and has no refusal of Redis to show. */
 const NOT_SENT = toRespError(new UpstreamClosedError('the upstream connection closed before the command was sent; it did not run'))
@@ -133,10 +133,6 @@ const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
 
-/** The client is inside MULTI (on its pin). */
-function isInMulti (lease: Lease | null): boolean {
-  return lease !== null && (lease.reasons & R_MULTI) !== 0
-}
 
 
 
@@ -162,7 +158,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -385,9 +381,10 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   }
 
   // ---- the surface of the session's own modules ------------------------------------------
-  // client-subcommands.ts, session-auth.ts and session-cluster.ts act on the session only
-  // through these (their ClientCommandHost, AuthHost and ClusterSessionHost list what they
-  // use); nothing else calls them. The dispatch path itself uses the private methods.
+  // client-subcommands.ts, session-auth.ts, session-cluster.ts and session-transactions.ts act
+  // on the session only through these (their ClientCommandHost, AuthHost, ClusterSessionHost
+  // and TransactionHost list what they use); nothing else calls them. The dispatch path itself
+  // uses the private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -502,14 +499,24 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     return slot
   }
 
+  /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
+  get effects (): SessionEffects {
+    return this.#effects
+  }
+
+  /** Writes a whole transaction at the head of the pending queue to one shared lane (see #sendTransaction). */
+  sendTransaction (end: number): boolean {
+    return this.#sendTransaction(end)
+  }
+
   /** The pending command at index i (0: the head). */
   pendingAt (i: number): ReplySlot {
     return this.#pending.peekAt(i) as ReplySlot
   }
 
-  /** The index of the EXEC/DISCARD ending a whole transaction at the head of the pending queue, or -1 (see #bufferedTransactionEnd). */
+  /** The index of the EXEC/DISCARD ending a whole transaction at the head of the pending queue, or -1. */
   bufferedTransactionEnd (): number {
-    return this.#bufferedTransactionEnd()
+    return bufferedTransactionEnd(this.#pending, this.#ctx.config.maxPipeline, this.#ctx.denied)
   }
 
   /** First look at a command taken off the queue with others (see #firstLook). */
@@ -689,21 +696,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     slot.errorsSuppressed = push
   }
 
-  /** Whether Redis can queue this command inside MULTI (respool forwards it unchanged). */
-  #queueable (cmd: RespCommand, kind: CommandKind): boolean {
-    if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return false
-    switch (kind) {
-      case Kind.SHARED: case Kind.BLOCKING: case Kind.SELECT: case Kind.READONLY: case Kind.READWRITE:
-      case Kind.MULTI: case Kind.EXEC: case Kind.DISCARD: case Kind.WATCH: case Kind.UNWATCH:
-      case Kind.RESET: case Kind.QUIT:
-        return true
-      case Kind.CLIENT:
-        return !LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1))
-      default:
-        return false
-    }
-  }
-
   #isAdmin (slot: ReplySlot): boolean {
     return slot.command?.name === 'respool'
   }
@@ -728,7 +720,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
     }
     const leased = this.#lease
-    if (leased !== null && (leased.reasons & R_MULTI) !== 0 && !this.#queueable(cmd, kind)) {
+    if (leased !== null && (leased.reasons & R_MULTI) !== 0 && !queueable(cmd, kind, this.#ctx.denied)) {
       // Inside MULTI, Redis queues a command and answers it within EXEC's reply. A command
       // respool would answer or refuse itself cannot be queued: like a command Redis rejects
       // while queueing, it fails now and EXEC aborts the whole transaction.
@@ -789,11 +781,11 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     table[Kind.READONLY] = forward
     table[Kind.READWRITE] = forward
     table[Kind.BLOCKING] = (s, slot, cmd, lease) => s.#blocking(slot, cmd, lease)
-    table[Kind.MULTI] = (s, slot, cmd, lease) => s.#multi(slot, cmd, lease)
-    table[Kind.EXEC] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.EXEC, lease)
-    table[Kind.DISCARD] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.DISCARD, lease)
-    table[Kind.WATCH] = (s, slot, cmd, lease) => s.#watch(slot, cmd, lease)
-    table[Kind.UNWATCH] = (s, slot, cmd, lease) => s.#unwatch(slot, cmd, lease)
+    table[Kind.MULTI] = multi
+    table[Kind.EXEC] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.EXEC, lease)
+    table[Kind.DISCARD] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.DISCARD, lease)
+    table[Kind.WATCH] = watch
+    table[Kind.UNWATCH] = unwatch
     table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.SUBSCRIBE, lease)
     table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.UNSUBSCRIBE, lease)
     table[Kind.MONITOR] = (s, slot, _cmd, lease) => s.#monitor(slot, lease)
@@ -832,56 +824,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     slot.retryable = lease === null
     slot.sentIn = this.state.db * 4 + this.state.resp
     return this.#forward(slot, 0, 0)
-  }
-
-  #multi (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    // MULTI with arguments is refused by Redis (arity) and opens nothing.
-    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-    if (lease === null) {
-      // A whole transaction already here goes to a shared lane in one piece; only a
-      // transaction still being typed needs a connection of its own.
-      const end = this.#bufferedTransactionEnd()
-      return end > 0 ? this.#sendTransaction(end) : this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    }
-    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
-    return this.#forward(slot, E_MULTI, 0)
-  }
-
-  #execOrDiscard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc !== 1) {
-      // Redis refuses them (arity). A refused EXEC still ends the transaction and every
-      // WATCH (EXECABORT); a refused DISCARD leaves the transaction open.
-      return this.#forward(slot, kind === Kind.EXEC && lease !== null ? E_DISCARD : 0, 0)
-    }
-    if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-    if (kind === Kind.EXEC && this.#effects.txnAborted) {
-      // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
-      slot.command = DISCARD_COMMAND
-      return this.#forward(slot, E_EXEC_ABORTED, 0)
-    }
-    if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
-    // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
-    // next command waits for it (it must run in the database EXEC left).
-    if (this.#effects.decidesDb(slot)) this.#wait = W_BARRIER
-    return true
-  }
-
-  #watch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
-    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
-    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    return this.#forward(slot, E_WATCH, 0)
-  }
-
-  #unwatch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-    if (inMulti) return this.#forward(slot, 0, 0) // queued; EXEC unwatches anyway
-    if (lease === null) return this.#local(slot, OK)
-    return this.#forward(slot, E_UNWATCH, 0)
   }
 
   #monitor (slot: ReplySlot, lease: Lease | null): boolean {
@@ -1033,26 +975,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     if (!this.#forward(slot, E_SELECT, db)) return false
     this.#wait = W_BARRIER
     return true
-  }
-
-  /**
-   * If the pending commands hold a complete transaction (MULTI first, then EXEC or DISCARD)
-   * made only of commands Redis simply queues, the index of its EXEC/DISCARD; otherwise -1.
-   */
-  #bufferedTransactionEnd (): number {
-    const pending = this.#pending
-    const limit = Math.min(pending.length, this.#ctx.config.maxPipeline)
-    for (let i = 1; i < limit; i++) {
-      const cmd = (pending.peekAt(i) as ReplySlot).command as RespCommand
-      const kind = classify(cmd)
-      // `EXEC x` is refused by Redis and leaves the transaction open: never on a shared lane.
-      if (kind === Kind.EXEC || kind === Kind.DISCARD) return cmd.argc === 1 ? i : -1
-      // SELECT inside MULTI changes the lane's database at EXEC, which other clients sharing
-      // the lane could not know in time: such a transaction takes a pin.
-      if (kind !== Kind.SHARED && kind !== Kind.BLOCKING) return -1
-      if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return -1
-    }
-    return -1
   }
 
   /**
