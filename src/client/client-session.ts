@@ -13,6 +13,7 @@ import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js
 import { clientCommand, type ClientCommandHost } from './client-subcommands.js'
 import { authOrHello, type AuthHost } from './session-auth.js'
 import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
+import { RetryQueue, mayRetry, type RetryHost } from './session-retry.js'
 import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
@@ -24,7 +25,6 @@ import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import { RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
 import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
@@ -106,8 +106,6 @@ function isScriptKill (cmd: RespCommand): boolean {
 /** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
-/** A command held to be sent again that cannot be after all, and has no refusal of Redis to show. */
-const NOT_SENT = toRespError(new UpstreamClosedError('the upstream connection closed before the command was sent; it did not run'))
 
 // What the pump is waiting for before it can send the next command.
 const ZERO = integer(0)
@@ -158,7 +156,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -213,13 +211,11 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
   #member: HubMember | null = null
   /**
-   * Commands Redis did not run (refused, or never written before their connection closed), in
-   * send order, held until this client's other commands in flight are answered; then they go
-   * back to the head of the pending queue. Nothing else of this client is sent meanwhile.
+   * Commands Redis did not run (refused, or never written before their connection closed),
+   * held to be sent again once this client's other commands in flight are answered (made on
+   * the first one; see session-retry.ts). While any is held, nothing else of this client is sent.
    */
-  #held: ReplySlot[] | null = null
-  #requeueQueued = false
-  #retryTimer: NodeJS.Timeout | null = null
+  #retry: RetryQueue | null = null
   /** Cluster mode: this client's routing by slot, pins to masters and shard channels (made on its first command). */
   #cluster: SessionCluster | null = null
   /** The reply being written, when it is a view of the shared read buffer (onReply). */
@@ -381,10 +377,10 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   }
 
   // ---- the surface of the session's own modules ------------------------------------------
-  // client-subcommands.ts, session-auth.ts, session-cluster.ts and session-transactions.ts act
-  // on the session only through these (their ClientCommandHost, AuthHost, ClusterSessionHost
-  // and TransactionHost list what they use); nothing else calls them. The dispatch path itself
-  // uses the private methods.
+  // client-subcommands.ts, session-auth.ts, session-cluster.ts, session-transactions.ts and
+  // session-retry.ts act on the session only through these (their ClientCommandHost, AuthHost,
+  // ClusterSessionHost, TransactionHost and RetryHost list what they use); nothing else calls
+  // them. The dispatch path itself uses the private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -509,6 +505,30 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     return this.#sendTransaction(end)
   }
 
+  /** A command in flight is not any more (it is held, to be sent again). */
+  releaseInflight (): void {
+    this.#inflight--
+  }
+
+  /** Held commands are back in the pending queue: whether the session may send them now. */
+  requeued (): boolean {
+    // What the session waited for concerned the connection it has left; the pump looks again.
+    if (this.#wait === W_BARRIER || this.#wait === W_DRAIN || this.#wait === W_OUTPUT) this.#wait = W_NONE
+    return this.#wait === W_NONE
+  }
+
+  /** A pause before commands Redis refused for a while (-LOADING, -MASTERDOWN) are sent again. */
+  waitForRetry (): void {
+    this.#wait = W_RETRY
+  }
+
+  /** The pause is over: commands go again, unless the session waits for something else now. */
+  retryPauseOver (): void {
+    if (this.#wait !== W_RETRY) return
+    this.#wait = W_NONE
+    this.#pump()
+  }
+
   /** The pending command at index i (0: the head). */
   pendingAt (i: number): ReplySlot {
     return this.#pending.peekAt(i) as ReplySlot
@@ -583,7 +603,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   }
 
   #startStream (head: RespCommand): boolean {
-    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || this.#held !== null || !this.state.authenticated || this.#ctx.paused()) return false
+    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || (this.#retry !== null && this.#retry.held !== null) || !this.state.authenticated || this.#ctx.paused()) return false
     // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
     if (head.name === 'xread' || head.name === 'xreadgroup') return false
     const kind = classify(head)
@@ -660,7 +680,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
 
   /** Sends pending commands upstream, in order, as far as routing allows. */
   #pump (): void {
-    if (this.#held !== null) return // commands to send again first, once the others are answered
+    if (this.#retry !== null && this.#retry.held !== null) return // commands to send again first, once the others are answered
     const pending = this.#pending
     if (pending.length > 0 && this.#ctx.paused() && this.#wait === W_NONE && !this.#isAdmin(pending.peekFront() as ReplySlot)) {
       this.#wait = W_PAUSED
@@ -1265,13 +1285,13 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       // Written at once (the usual case): copied into the writer's turn arena on the way out.
       // Otherwise it is kept (waiting for an earlier reply, held behind a retried command, or
       // read by an effect): a copy now.
-      if (this.#held === null && slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
+      if ((this.#retry === null || this.#retry.held === null) && slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
         this.#transientReply = frame
       } else {
         frame = Buffer.from(frame)
       }
     }
-    if (this.#held !== null && this.#laterReply(slot, frame)) return
+    if (this.#retry !== null && this.#retry.held !== null && this.#retry.laterReply(slot, frame)) return
     this.#inflight--
     this.#window.observe(frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
@@ -1286,8 +1306,8 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   #afterReply (): void {
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()
     if (this.#inflight > 0) return
-    if (this.#held !== null) {
-      this.#requeueSoon()
+    if (this.#retry !== null && this.#retry.held !== null) {
+      this.#retry.requeueSoon()
       return
     }
     this.#maybeReleaseLease()
@@ -1362,87 +1382,10 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
    * reply. Not inside a transaction or on a pin (the command must be this client's own, alone).
    */
   retryElsewhere (slot: ReplySlot, conn: object, refusal: Buffer | null): boolean {
-    if (this.#closed || !slot.retryable || slot.streamed || this.#lease !== null || this.#conn !== conn || !this.#mayRetry(slot)) return false
+    if (this.#closed || !slot.retryable || slot.streamed || this.#lease !== null || this.#conn !== conn || !mayRetry(slot, this.#ctx.config.retryBudgetMs, this.state)) return false
     if (refusal !== null) slot.refusal = refusal
-    this.#hold(slot)
+    ;(this.#retry ??= new RetryQueue(this)).hold(slot)
     return true
-  }
-
-  #mayRetry (slot: ReplySlot): boolean {
-    return slot.retries < RETRY_MAX_ATTEMPTS && performance.now() - slot.acceptedAt < this.#ctx.config.retryBudgetMs &&
-      slot.sentIn === this.state.db * 4 + this.state.resp
-  }
-
-  /** Holds a command to send again, among the held ones in send order (its place on the connection). */
-  #hold (slot: ReplySlot): void {
-    slot.retries++
-    slot.heavy = false // its connection no longer counts it (counted again when sent)
-    this.#inflight--
-    const held = this.#held ??= []
-    let at = held.length
-    while (at > 0 && held[at - 1].writeEnd > slot.writeEnd) at--
-    held.splice(at, 0, slot)
-    if (this.#inflight === 0) this.#requeueSoon()
-  }
-
-  /**
-   * A reply to another command of this client on the same connection while some are held. A
-   * refusal: that one did not run either. A command that ran after a held one: if it changes
-   * nothing (GET, PING …), it is sent again too, after the held one, so the order holds;
-   * anything else that ran (or may have) means the held commands sent before it cannot be sent
-   * again after it: they get their refusals now. Held commands sent after it (those that never
-   * left respool) are not concerned. Returns true if the reply was taken (the command is held).
-   */
-  #laterReply (slot: ReplySlot, frame: Buffer): boolean {
-    if (frame[0] === MINUS && isRefusal(frame)) return false
-    const held = this.#held as ReplySlot[]
-    if (held[0].writeEnd > slot.writeEnd) return false // nothing held was sent before it
-    if (slot.retryable && !slot.streamed && runsAgainHarmlessly(slot.command) && this.#mayRetry(slot)) {
-      this.#hold(slot)
-      return true
-    }
-    let before = 0
-    while (before < held.length && held[before].writeEnd < slot.writeEnd) before++
-    const refused = held.splice(0, before)
-    if (held.length === 0) this.#held = null
-    for (const h of refused) this.#fill(h, h.refusal ?? NOT_SENT)
-    return false
-  }
-
-  #requeueSoon (): void {
-    if (this.#requeueQueued) return
-    this.#requeueQueued = true
-    queueMicrotask(this.#requeue)
-  }
-
-  /** The held commands go back to the head of the pending queue, in order, and are sent again. */
-  #requeue = (): void => {
-    this.#requeueQueued = false
-    const held = this.#held
-    if (held === null || this.#inflight > 0 || this.#closed) return
-    this.#held = null
-    this.#ctx.stats.upstreamRqRetried += held.length
-    let pause = 0
-    for (let i = held.length - 1; i >= 0; i--) {
-      const slot = held[i]
-      this.#pending.unshift(slot)
-      pause = Math.max(pause, backoffMs(slot.refusal, slot.retries))
-    }
-    // What the session waited for concerned the connection it has left; the pump looks again.
-    if (this.#wait === W_BARRIER || this.#wait === W_DRAIN || this.#wait === W_OUTPUT) this.#wait = W_NONE
-    if (this.#wait !== W_NONE) return
-    if (pause === 0) {
-      this.#pump()
-      return
-    }
-    this.#wait = W_RETRY
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = null
-      if (this.#wait !== W_RETRY) return
-      this.#wait = W_NONE
-      this.#pump()
-    }, pause)
-    this.#retryTimer.unref()
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
@@ -1676,8 +1619,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     if (this.#closed) return
     this.#closed = true
     this.#socket.destroy()
-    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
-    this.#held = null
+    this.#retry?.close()
     if (this.#wait === W_LANE) this.#router.cancelWait(this)
     if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true
