@@ -14,20 +14,20 @@ import { clientCommand, type ClientCommandHost } from './client-subcommands.js'
 import { authOrHello, type AuthHost } from './session-auth.js'
 import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
 import { RetryQueue, mayRetry, type RetryHost } from './session-retry.js'
+import { adjustCount, pubsubCommand, type PubsubHost } from './session-pubsub.js'
 import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
-import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
-import { notSubscribedReply } from './subscriptions.js'
+import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
-import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
+import type { PubsubHub, HubMember, HubClient } from '../pubsub/pubsub-hub.js'
 import { subscribedContextReply } from '../pubsub/subscribed-context.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
@@ -43,7 +43,7 @@ import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD, E_BLOCKING,
-  E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease
+  E_MONITOR, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease
 } from './session-effects.js'
 
 /** What a session needs from the server that owns it. */
@@ -156,7 +156,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost, PubsubHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -377,10 +377,10 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   }
 
   // ---- the surface of the session's own modules ------------------------------------------
-  // client-subcommands.ts, session-auth.ts, session-cluster.ts, session-transactions.ts and
-  // session-retry.ts act on the session only through these (their ClientCommandHost, AuthHost,
-  // ClusterSessionHost, TransactionHost and RetryHost list what they use); nothing else calls
-  // them. The dispatch path itself uses the private methods.
+  // client-subcommands.ts, session-auth.ts, session-cluster.ts, session-transactions.ts,
+  // session-retry.ts and session-pubsub.ts act on the session only through these (their *Host
+  // interfaces list what each uses); nothing else calls them. The dispatch path itself uses the
+  // private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -527,6 +527,31 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     if (this.#wait !== W_RETRY) return
     this.#wait = W_NONE
     this.#pump()
+  }
+
+  /** The client's place on the shared pub/sub fan-out (null until its first subscription there). */
+  get sharedMember (): HubMember | null {
+    return this.#member
+  }
+
+  /** The client's place on the shared pub/sub fan-out, made now if it has none. */
+  joinSharedPubsub (hub: PubsubHub): HubMember {
+    return (this.#member ??= hub.member(this.#hubClient()))
+  }
+
+  /** The head pending command leaves the queue; its reply comes later (fill or onReply). */
+  takeHead (): ReplySlot {
+    return this.#pending.shift() as ReplySlot
+  }
+
+  /** One more command of this client is in flight outside its connection (a SUBSCRIBE on the shared fan-out). */
+  countInflight (): void {
+    this.#inflight++
+  }
+
+  /** The client left channels of the shared fan-out: a shutdown waiting for it ends it now if nothing else holds it. */
+  unsubscribedShared (): void {
+    if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
   }
 
   /** The pending command at index i (0: the head). */
@@ -806,8 +831,8 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     table[Kind.DISCARD] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.DISCARD, lease)
     table[Kind.WATCH] = watch
     table[Kind.UNWATCH] = unwatch
-    table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.SUBSCRIBE, lease)
-    table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.UNSUBSCRIBE, lease)
+    table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => pubsubCommand(s, slot, cmd, Kind.SUBSCRIBE, lease)
+    table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => pubsubCommand(s, slot, cmd, Kind.UNSUBSCRIBE, lease)
     table[Kind.MONITOR] = (s, slot, _cmd, lease) => s.#monitor(slot, lease)
     table[Kind.SELECT] = (s, slot, cmd, lease) => s.#select(slot, cmd, isInMulti(lease))
     table[Kind.AUTH] = (s, slot, cmd, lease) => authOrHello(s, slot, cmd, Kind.AUTH, lease)
@@ -929,56 +954,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   /** True while a blocking command of this client is parked (CLIENT LIST flag b). */
   get parked (): boolean {
     return this.#waiter !== null
-  }
-
-  #pubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    if (lease !== null && (lease.reasons & R_MULTI) !== 0) {
-      return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-    }
-    const hub = this.#ctx.pubsub
-    const family = commandFamily(cmd.name)
-    const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
-    // A client that holds a pin (WATCH, say) and has nothing on the shared connection subscribes
-    // on its pin: the shared connection may need a pin of its own, and pins held by clients
-    // waiting for it could be all there are. Subscriptions stay where the client's first went.
-    const onPin = subscribed || (lease !== null && (this.#member === null || this.#member.count === 0))
-    if (hub !== null && family !== 'shard' && !onPin && this.#identity === null) return this.#sharedPubsub(slot, cmd, kind, hub, family)
-    if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
-    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
-    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
-    return this.#forward(slot, E_SUBSCRIBE, 0)
-  }
-
-  /**
-   * (P)SUBSCRIBE and (P)UNSUBSCRIBE on the shared fan-out: no connection of the client's own.
-   * Like a pin, it waits until the client's earlier replies are in (messages must not overtake
-   * them). A SUBSCRIBE completes when Redis confirmed its channels on the shared connection (the
-   * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE is
-   * answered at once. Confirmations carry the client's own subscription count.
-   */
-  #sharedPubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, hub: PubsubHub, family: HubFamily): boolean {
-    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const member = this.#member ??= hub.member(this.#hubClient())
-    const names = cmd.args().slice(1)
-    if (kind === Kind.UNSUBSCRIBE) {
-      this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
-      if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
-      return true
-    }
-    this.#pending.shift()
-    const reply = hub.subscribe(member, family, names, (frame) => { this.onReply(slot, frame) })
-    if (reply !== null) {
-      this.#fill(slot, reply)
-      return true
-    }
-    this.#inflight++
-    this.#wait = W_BARRIER
-    return true
   }
 
   /**
@@ -1297,7 +1272,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
-    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
+    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
     this.#transientReply = null
     this.#afterReply()
@@ -1366,10 +1341,6 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
       this.#flush()
     }
     this.#afterReply()
-  }
-
-  #adjustCount (cmd: RespCommand, frame: Buffer, hub: PubsubHub): Buffer {
-    return cmd.name === 'publish' ? hub.adjustPublish(cmd.arg(1), frame) : hub.adjustNumsub(frame)
   }
 
   /**
