@@ -15,17 +15,18 @@ import { authOrHello, type AuthHost } from './session-auth.js'
 import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
 import { RetryQueue, mayRetry, type RetryHost } from './session-retry.js'
 import { adjustCount, pubsubCommand, type PubsubHost } from './session-pubsub.js'
+import { blockingCommand, type BlockingHost } from './session-blocking.js'
 import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
-import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
+import { blockingTimeoutMs, timeoutReply } from '../commands/blocking.js'
 import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import { parkable, type Parkable } from '../waiting/parkable.js'
+import type { Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
 import type { PubsubHub, HubMember, HubClient } from '../pubsub/pubsub-hub.js'
 import { subscribedContextReply } from '../pubsub/subscribed-context.js'
@@ -42,7 +43,7 @@ import type { ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
 import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
-  E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD, E_BLOCKING,
+  E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD,
   E_MONITOR, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease
 } from './session-effects.js'
 
@@ -156,7 +157,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost, PubsubHost {
+export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost, PubsubHost, BlockingHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -378,9 +379,9 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
 
   // ---- the surface of the session's own modules ------------------------------------------
   // client-subcommands.ts, session-auth.ts, session-cluster.ts, session-transactions.ts,
-  // session-retry.ts and session-pubsub.ts act on the session only through these (their *Host
-  // interfaces list what each uses); nothing else calls them. The dispatch path itself uses the
-  // private methods.
+  // session-retry.ts, session-pubsub.ts and session-blocking.ts act on the session only through
+  // these (their *Host interfaces list what each uses); nothing else calls them. The dispatch
+  // path itself uses the private methods.
 
   /** What the server gave the session (read only). */
   get context (): SessionContext {
@@ -552,6 +553,18 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
   /** The client left channels of the shared fan-out: a shutdown waiting for it ends it now if nothing else holds it. */
   unsubscribedShared (): void {
     if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
+  }
+
+  /** How long the pin now held was waited for, if it was requested for this command (asked once); otherwise -1. */
+  pinWaitedMs (slot: ReplySlot): number {
+    if (this.#pinRequestedFor !== slot) return -1
+    this.#pinRequestedFor = null
+    return performance.now() - this.#pinRequestedAt
+  }
+
+  /** Gives the pin back if nothing holds it any more (see #maybeReleaseLease). */
+  maybeReleaseLease (): void {
+    this.#maybeReleaseLease()
   }
 
   /** The pending command at index i (0: the head). */
@@ -825,7 +838,7 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     table[Kind.SHARED] = (s, slot, cmd, lease) => s.#shared(slot, cmd, lease)
     table[Kind.READONLY] = forward
     table[Kind.READWRITE] = forward
-    table[Kind.BLOCKING] = (s, slot, cmd, lease) => s.#blocking(slot, cmd, lease)
+    table[Kind.BLOCKING] = blockingCommand
     table[Kind.MULTI] = multi
     table[Kind.EXEC] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.EXEC, lease)
     table[Kind.DISCARD] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.DISCARD, lease)
@@ -888,39 +901,12 @@ export class ClientSession implements ReplySink, LaneWaiter, ClientCommandHost, 
     if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#cluster?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
   }
 
-  #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const timeoutMs = blockingTimeoutMs(cmd)
-    // An ACL user's commands run only on its own connections: it blocks on a pin of its own.
-    if (lease === null && timeoutMs !== null && this.#ctx.parking !== null && this.#identity === null) {
-      const what = parkable(cmd)
-      if (what !== null) return this.#park(slot, cmd, what, timeoutMs)
-    }
-    if (lease === null) {
-      // The wait for a pin counts against the command's own timeout; 0 (forever) waits forever.
-      return this.#pinFor(slot, timeoutMs !== null && timeoutMs > 0 ? timeoutMs : (timeoutMs === 0 ? null : this.#ctx.config.acquireTimeoutMs))
-    }
-    if ((lease.reasons & R_MULTI) !== 0) return this.#forward(slot, 0, 0) // queued, does not block
-    if (this.#pinRequestedFor === slot) {
-      this.#pinRequestedFor = null
-      const waited = performance.now() - this.#pinRequestedAt
-      if (timeoutMs !== null && timeoutMs > 0 && waited >= 5) {
-        if (waited >= timeoutMs) {
-          this.#local(slot, timeoutReply(this.state.resp))
-          this.#maybeReleaseLease()
-          return true
-        }
-        slot.command = withTimeout(cmd, timeoutMs - waited)
-      }
-    }
-    return this.#forward(slot, E_BLOCKING, 0)
-  }
-
   /**
    * Parks a blocking command inside respool: no connection is held while it waits. The client's
    * earlier commands are answered first (it runs after them, as on one connection), and its later
    * commands wait until it is answered, as behind a blocked connection.
    */
-  #park (slot: ReplySlot, cmd: RespCommand, what: Parkable, timeoutMs: number): boolean {
+  park (slot: ReplySlot, cmd: RespCommand, what: Parkable, timeoutMs: number): boolean {
     if (this.#inflight > 0) {
       this.#wait = W_BARRIER
       return false
