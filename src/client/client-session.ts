@@ -6,9 +6,7 @@ import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
 import { OK, errorReply, integer, simpleString } from '../protocol/resp-encode.js'
 import { ReplyWindow } from './reply-window.js'
-import type { Identities } from '../routing/identities.js'
 import { OutputGuard } from './output-guard.js'
-import type { ClientMemoryBudget } from '../ops/client-memory.js'
 import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import { clientCommand, type ClientCommandHost } from './client-subcommands.js'
 import { authOrHello, type AuthHost } from './session-auth.js'
@@ -32,72 +30,15 @@ import type { PubsubHub, HubMember, HubClient } from '../pubsub/pubsub-hub.js'
 import { subscribedContextReply } from '../pubsub/subscribed-context.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
-import type { ProxyStats } from '../ops/proxy-stats.js'
-import type { ProxyConfig } from '../config.js'
-import type { ServerInfo } from '../upstream/server-info.js'
-import type { Logger } from '../ops/logger.js'
 import type { ClusterClient } from '../cluster/cluster-client.js'
-import type { ClusterPins } from '../cluster/cluster-pins.js'
-import type { ClusterParking } from '../cluster/cluster-parking.js'
-import type { ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
-import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
   E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD,
   E_MONITOR, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease
 } from './session-effects.js'
+import type { SessionContext } from './session-context.js'
 
-/** What a session needs from the server that owns it. */
-/** Answers a RESPOOL command for a session (admin.ts). */
-export type AdminHandler = (session: ClientSession, cmd: RespCommand) => Buffer
-
-export interface SessionContext {
-  config: ProxyConfig
-  router: Router
-  stats: ProxyStats
-  log: Logger
-  credentials: local.Credentials
-  /** Clients must AUTH before anything is forwarded. */
-  authRequired: boolean
-  /** Commands refused by policy (lowercase names); replaced on reload. */
-  denied: ReadonlySet<string>
-  /** Histograms (seconds): command latency through respool, wait for a pin, time a pin is held. */
-  observe: {
-    commandLatency (seconds: number): void
-    pinWait (seconds: number): void
-    pinHeld (seconds: number): void
-  }
-  /** RESPOOL admin commands (null when the family is disabled). */
-  admin: AdminHandler | null
-  /** Where blocking commands wait without a connection (null: they pin one, as before). */
-  parking: ParkingLot | null
-  /** Where channel and pattern subscriptions live without a connection each (null: they pin one). */
-  pubsub: PubsubHub | null
-  /** Cluster mode (--cluster): commands go to the master of their keys' slot (null: one upstream). */
-  cluster?: ClusterDispatcher | null
-  /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
-  clusterPins?: ClusterPins | null
-  /** Cluster mode: parked blocking commands (null with --park-blocking no). */
-  clusterParking?: ClusterParking | null
-  /** Cluster mode: the shared subscriber connection's master, where PUBLISH goes. */
-  clusterHub?: ClusterHub | null
-  /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
-  paused (): boolean
-  waitForResume (session: ClientSession): void
-  serverInfo (): ServerInfo
-  /** False until the first upstream connection has told respool what it is. */
-  serverInfoKnown (): boolean
-  /** CLIENT LIST: every client the proxy serves. */
-  clientViews (): local.ClientView[]
-  /** Every client the proxy serves (CLIENT KILL, CLIENT UNBLOCK). */
-  clients (): Iterable<ClientSession>
-  /** One budget for the reply bytes held for all clients. */
-  memory: ClientMemoryBudget
-  /** Redis ACL users' own routers (AUTH checked by Redis when respool authenticates nobody itself). */
-  identities: Identities
-  onSessionClosed (session: ClientSession): void
-}
-
+export type { AdminHandler, SessionContext } from './session-context.js'
 
 /** SCRIPT KILL and FUNCTION KILL, which Redis answers even while a script keeps it busy. */
 function isScriptKill (cmd: RespCommand): boolean {

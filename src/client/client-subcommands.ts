@@ -15,7 +15,7 @@ import type { Router } from '../routing/router.js'
 import type { ClusterClient } from '../cluster/cluster-client.js'
 import type { SessionState } from './session-state.js'
 import { E_TRACKING_OFF, E_TRACKING_ON, type Lease } from './session-effects.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 /** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
 export const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])

@@ -14,7 +14,7 @@ import type { ReplySlot } from '../routing/reply-slot.js'
 import type { Router } from '../routing/router.js'
 import type { SessionState } from './session-state.js'
 import { R_MULTI, type Lease } from './session-effects.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 /** What AUTH and HELLO use of a session (ClientSession). */
 export interface AuthHost {

@@ -9,7 +9,7 @@ import type { RespCommand } from '../protocol/resp-command.js'
 import type { ReplySlot } from '../routing/reply-slot.js'
 import type { SessionState } from './session-state.js'
 import { E_BLOCKING, R_MULTI, type Lease } from './session-effects.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 /** What a blocking command uses of a session (ClientSession). */
 export interface BlockingHost {

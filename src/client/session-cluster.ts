@@ -21,7 +21,7 @@ import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscription
 import type { ClusterHub } from '../cluster/cluster-pubsub.js'
 import type { SessionState } from './session-state.js'
 import { LOCAL_CLIENT_SUBCOMMANDS } from './client-subcommands.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 /** What cluster mode uses of a session (ClientSession). */
 export interface ClusterSessionHost {

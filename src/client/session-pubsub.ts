@@ -14,7 +14,7 @@ import type { PubsubHub, HubMember, HubFamily } from '../pubsub/pubsub-hub.js'
 import type { SessionState } from './session-state.js'
 import { E_SUBSCRIBE, R_MULTI, R_SUBSCRIBED, type Lease } from './session-effects.js'
 import { notSubscribedReply } from './subscriptions.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 /** What the pub/sub commands use of a session (ClientSession). */
 export interface PubsubHost {

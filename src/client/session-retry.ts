@@ -8,7 +8,7 @@ import { UpstreamClosedError, toRespError } from '../errors.js'
 import { RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
 import type { ReplySlot } from '../routing/reply-slot.js'
 import type { SessionState } from './session-state.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 const MINUS = 0x2d
 /** A command held to be sent again that cannot be after all, and has no refusal of Redis to show. */

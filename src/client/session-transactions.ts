@@ -11,7 +11,7 @@ import { RespCommand } from '../protocol/resp-command.js'
 import type { ReplySlot } from '../routing/reply-slot.js'
 import { E_DISCARD, E_EXEC, E_EXEC_ABORTED, E_MULTI, E_UNWATCH, E_WATCH, isInMulti, type Lease, type SessionEffects } from './session-effects.js'
 import { LOCAL_CLIENT_SUBCOMMANDS } from './client-subcommands.js'
-import type { SessionContext } from './client-session.js'
+import type { SessionContext } from './session-context.js'
 
 const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
 
