@@ -5,100 +5,43 @@ import type { WriteOwner } from '../protocol/write-batcher.js'
 import { ReplySlot, type Pausable, type ReplySink } from '../routing/reply-slot.js'
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
 import { CommandRefusedError, ProtocolError, ProxyError, UpstreamClosedError, toRespError } from '../errors.js'
-import { OK, errorReply, integer, simpleString, command as encodeCommand } from '../protocol/resp-encode.js'
+import { OK, errorReply, integer, simpleString } from '../protocol/resp-encode.js'
 import { observeReply, repliesLarge, windowAllows } from './reply-window.js'
-import type { Identities } from '../routing/identities.js'
-import { UpstreamAuthError } from '../upstream/identity-pool.js'
 import { OutputGuard } from './output-guard.js'
-import type { ClientMemoryBudget } from '../ops/client-memory.js'
-import { parseKill, parseUnblock, killMatches, UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
+import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
+import { clientCommand, type ClientCommandHost } from './client-subcommands.js'
+import { authOrHello, type AuthHost } from './session-auth.js'
+import { SessionCluster, type ClusterSessionHost } from './session-cluster.js'
+import { RetryQueue, mayRetry, type RetryHost } from './session-retry.js'
+import { adjustCount, pubsubCommand, type PubsubHost } from './session-pubsub.js'
+import { blockingCommand, type BlockingHost } from './session-blocking.js'
+import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
 import { adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
-import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
-import { commandFamily, parsePubsubFrame } from '../protocol/pubsub-frames.js'
-import { notSubscribedReply } from './subscriptions.js'
+import { blockingTimeoutMs, timeoutReply } from '../commands/blocking.js'
+import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
 import * as local from '../commands/local-commands.js'
 import { RespCommand } from '../protocol/resp-command.js'
 import { parseRedisInt } from '../protocol/redis-integer.js'
 import { syncLaneState } from '../routing/lane-state.js'
-import { RETRY_MAX_ATTEMPTS, backoffMs, isRefusal, runsAgainHarmlessly } from '../routing/retry-policy.js'
-import { parkable, type Parkable } from '../waiting/parkable.js'
+import type { Parkable } from '../waiting/parkable.js'
 import type { ParkingLot, Waiter } from '../waiting/parking-lot.js'
-import type { PubsubHub, HubMember, HubFamily, HubClient } from '../pubsub/pubsub-hub.js'
+import type { PubsubHub, HubMember, HubClient } from '../pubsub/pubsub-hub.js'
 import { subscribedContextReply } from '../pubsub/subscribed-context.js'
 import type { Router, LaneWaiter, PinAcquisition, PinRelease } from '../routing/router.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ProxyStats } from '../ops/proxy-stats.js'
-import type { ProxyConfig } from '../config.js'
-import type { ServerInfo } from '../upstream/server-info.js'
-import type { Logger } from '../ops/logger.js'
-import { CLUSTER_DISABLED, type ClusterDispatcher } from '../cluster/cluster-dispatcher.js'
-import { ClusterClient, type ClusterClientHost, ROUTE_BLOCK, ROUTE_NONE, ROUTE_OPEN, ROUTE_PIN, ROUTE_SHARED } from '../cluster/cluster-client.js'
-import type { ClusterPins } from '../cluster/cluster-pins.js'
-import type { ClusterParking } from '../cluster/cluster-parking.js'
-import { ClusterShardSubscriptions } from '../cluster/cluster-shard-subscriptions.js'
-import type { ClusterHub } from '../cluster/cluster-pubsub.js'
+import type { ClusterClient } from '../cluster/cluster-client.js'
 import {
   SessionEffects, STREAMING, R_MULTI, R_WATCH, R_BLOCKING, R_SUBSCRIBED, R_MONITOR,
-  E_SELECT, E_SELECT_QUEUED, E_MULTI, E_EXEC, E_DISCARD, E_WATCH, E_UNWATCH, E_BLOCKING,
-  E_TRACKING_ON, E_TRACKING_OFF, E_MONITOR, E_SUBSCRIBE, E_EXEC_ABORTED, E_PUBSUB_COUNT, type Lease, type EffectHooks
+  E_SELECT, E_SELECT_QUEUED, E_EXEC, E_DISCARD,
+  E_MONITOR, E_EXEC_ABORTED, E_PUBSUB_COUNT, isInMulti, type Lease, type EffectHooks
 } from './session-effects.js'
+import type { SessionContext } from './session-context.js'
 
-/** What a session needs from the server that owns it. */
-/** Answers a RESPOOL command for a session (admin.ts). */
-export type AdminHandler = (session: ClientSession, cmd: RespCommand) => Buffer
+export type { AdminHandler, SessionContext } from './session-context.js'
 
-export interface SessionContext {
-  config: ProxyConfig
-  router: Router
-  stats: ProxyStats
-  log: Logger
-  credentials: local.Credentials
-  /** Clients must AUTH before anything is forwarded. */
-  authRequired: boolean
-  /** Commands refused by policy (lowercase names); replaced on reload. */
-  denied: ReadonlySet<string>
-  /** Histograms (seconds): command latency through respool, wait for a pin, time a pin is held. */
-  observe: {
-    commandLatency (seconds: number): void
-    pinWait (seconds: number): void
-    pinHeld (seconds: number): void
-  }
-  /** RESPOOL admin commands (null when the family is disabled). */
-  admin: AdminHandler | null
-  /** Where blocking commands wait without a connection (null: they pin one, as before). */
-  parking: ParkingLot | null
-  /** Where channel and pattern subscriptions live without a connection each (null: they pin one). */
-  pubsub: PubsubHub | null
-  /** Cluster mode (--cluster): commands go to the master of their keys' slot (null: one upstream). */
-  cluster?: ClusterDispatcher | null
-  /** Cluster mode: pinned connections to masters (transactions, blocking commands). */
-  clusterPins?: ClusterPins | null
-  /** Cluster mode: parked blocking commands (null with --park-blocking no). */
-  clusterParking?: ClusterParking | null
-  /** Cluster mode: the shared subscriber connection's master, where PUBLISH goes. */
-  clusterHub?: ClusterHub | null
-  /** While true (RESPOOL PAUSE), sessions hold new commands; they are pumped again on resume. */
-  paused (): boolean
-  waitForResume (session: ClientSession): void
-  serverInfo (): ServerInfo
-  /** False until the first upstream connection has told respool what it is. */
-  serverInfoKnown (): boolean
-  /** CLIENT LIST: every client the proxy serves. */
-  clientViews (): local.ClientView[]
-  /** Every client the proxy serves (CLIENT KILL, CLIENT UNBLOCK). */
-  clients (): Iterable<ClientSession>
-  /** One budget for the reply bytes held for all clients. */
-  memory: ClientMemoryBudget
-  /** Redis ACL users' own routers (AUTH checked by Redis when respool authenticates nobody itself). */
-  identities: Identities
-  onSessionClosed (session: ClientSession): void
-}
-
-
-/** CLIENT subcommands respool answers itself (or refuses): they cannot be queued in MULTI. */
-const LOCAL_CLIENT_SUBCOMMANDS = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch'])
 /** SCRIPT KILL and FUNCTION KILL, which Redis answers even while a script keeps it busy. */
 function isScriptKill (cmd: RespCommand): boolean {
   return (cmd.name === 'script' || cmd.name === 'function') && cmd.argc === 2 && cmd.keyword(1) === 'kill'
@@ -106,10 +49,7 @@ function isScriptKill (cmd: RespCommand): boolean {
 
 /** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])
-const DISCARD_COMMAND = new RespCommand(Buffer.from('*1\r\n$7\r\nDISCARD\r\n'), [8, 15])
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
-/** A command held to be sent again that cannot be after all, and has no refusal of Redis to show. */
-const NOT_SENT = toRespError(new UpstreamClosedError('the upstream connection closed before the command was sent; it did not run'))
 
 // What the pump is waiting for before it can send the next command.
 const ZERO = integer(0)
@@ -147,10 +87,6 @@ let turnReadBytes = 0
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
 
-/** The client is inside MULTI (on its pin). */
-function isInMulti (lease: Lease | null): boolean {
-  return lease !== null && (lease.reasons & R_MULTI) !== 0
-}
 
 
 
@@ -186,7 +122,6 @@ function sharedLimits (ctx: SessionContext, authenticated: boolean): RequestLimi
 /** Functions a session hands to connections and queues (see ClientSession.#callbacks). */
 interface SessionCallbacks {
   readonly upstreamDrained: () => void
-  readonly requeue: () => void
   readonly pubsubTunnel: (frame: Buffer) => boolean
   readonly monitorTunnel: (frame: Buffer) => boolean
   readonly outOfBand: (frame: Buffer) => void
@@ -211,7 +146,7 @@ function sessionOf (socket: net.Socket): ClientSession {
  * command, SUBSCRIBE, MONITOR, CLIENT TRACKING). While commands are in flight on one
  * connection, the next command never goes to another (Redis orders per connection only).
  */
-export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteOwner, EffectHooks {
+export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteOwner, EffectHooks, ClientCommandHost, AuthHost, ClusterSessionHost, TransactionHost, RetryHost, PubsubHost, BlockingHost {
   readonly id: number
   /** The addresses as `host:port` (made when first asked: CLIENT LIST, CLIENT KILL ADDR). */
   #remoteAddress: string | null = null
@@ -267,28 +202,18 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
   readonly #effects: SessionEffects
   /** This client's channel and pattern subscriptions on the shared pub/sub fan-out. */
   #member: HubMember | null = null
-  /** Cluster mode: a command of this client was redirected or retried; later ones wait for those in flight. */
-  #clusterBarrier = false
   /**
-   * Commands Redis did not run (refused, or never written before their connection closed), in
-   * send order, held until this client's other commands in flight are answered; then they go
-   * back to the head of the pending queue. Nothing else of this client is sent meanwhile.
+   * Commands Redis did not run (refused, or never written before their connection closed),
+   * held to be sent again once this client's other commands in flight are answered (made on
+   * the first one; see session-retry.ts). While any is held, nothing else of this client is sent.
    */
-  #held: ReplySlot[] | null = null
-  #requeueQueued = false
-  #retryTimer: NodeJS.Timeout | null = null
-  /** Cluster mode: this client's transaction and blocking commands (made on first use). */
-  #clusterClient: ClusterClient | null = null
-  /** Cluster mode: this client's shard channels (SSUBSCRIBE), on pins to their slots' masters. */
-  #clusterShards: ClusterShardSubscriptions | null = null
-  /** Cluster mode: where the client's last command went (ROUTE_*), for its order across connections. */
-  #clusterRoute = ROUTE_SHARED
+  #retry: RetryQueue | null = null
+  /** Cluster mode: this client's routing by slot, pins to masters and shard channels (made on its first command). */
+  #cluster: SessionCluster | null = null
   /** The reply being written, when it is a view of the shared read buffer (onReply). */
   #transientReply: Buffer | null = null
   /** Callbacks handed to connections and queues, made on first use: an idle client needs none. */
   #madeCallbacks: SessionCallbacks | null = null
-  /** Cluster mode: what a transaction or a blocking command needs of this session (made on first use). */
-  #madeClusterHost: ClusterClientHost | null = null
 
   constructor (id: number, socket: net.Socket, ctx: SessionContext) {
     this.id = id
@@ -403,7 +328,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
   view (): local.ClientView {
     const reasons = this.pinReasons
     const shared = this.#member
-    const cluster = this.#clusterClient?.flags ?? null
+    const cluster = this.#cluster?.client?.flags ?? null
     const flags = cluster ?? ((reasons & R_MULTI) !== 0 ? 'x' : (reasons & R_SUBSCRIBED) !== 0 || this.sharedSubscribed ? 'P' : (reasons & R_MONITOR) !== 0 ? 'O' : this.#waiter !== null || (reasons & R_BLOCKING) !== 0 ? 'b' : 'N')
     return {
       id: this.id,
@@ -415,13 +340,13 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
       multi: (reasons & R_MULTI) !== 0 || cluster === 'x' ? 0 : -1,
       sub: this.#effects.subs.count('channel') + (shared?.channels.size ?? 0),
       psub: this.#effects.subs.count('pattern') + (shared?.patterns.size ?? 0),
-      ssub: this.#effects.subs.count('shard') + (this.#clusterShards?.count ?? 0)
+      ssub: this.#effects.subs.count('shard') + (this.#cluster?.shards?.count ?? 0)
     }
   }
 
   /** Subscribed to a channel or pattern through the shared fan-out. */
   get sharedSubscribed (): boolean {
-    return (this.#member !== null && this.#member.count > 0) || (this.#clusterShards !== null && this.#clusterShards.count > 0)
+    return (this.#member !== null && this.#member.count > 0) || (this.#cluster !== null && this.#cluster.subscribed)
   }
 
   /** The protocol and out-of-band path the shared fan-out delivers through (made on the first subscription). */
@@ -439,6 +364,221 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
    */
   #inSharedSubscriberMode (): boolean {
     return this.state.resp === 2 && this.sharedSubscribed && ((this.#lease?.reasons ?? 0) & R_SUBSCRIBED) === 0
+  }
+
+  // ---- the surface of the session's own modules ------------------------------------------
+  // client-subcommands.ts, session-auth.ts, session-cluster.ts, session-transactions.ts,
+  // session-retry.ts, session-pubsub.ts and session-blocking.ts act on the session only through
+  // these (their *Host interfaces list what each uses); nothing else calls them. The dispatch
+  // path itself uses the private methods.
+
+  /** What the server gave the session (read only). */
+  get context (): SessionContext {
+    return this.#ctx
+  }
+
+  /** Where this client's commands go now: respool's own router, or its ACL user's. */
+  get router (): Router {
+    return this.#router
+  }
+
+  /** The client authenticated as an ACL user of its own (its commands run on that user's connections). */
+  get hasIdentity (): boolean {
+    return this.#identity !== null
+  }
+
+  /** Cluster mode: this client's transaction and blocking commands (null until it had one). */
+  get clusterClient (): ClusterClient | null {
+    return this.#cluster?.client ?? null
+  }
+
+  /** Answers the head pending command in respool (its reply keeps its place in the order). */
+  answerLocally (slot: ReplySlot, reply: Buffer): boolean {
+    return this.#local(slot, reply)
+  }
+
+  /** Sends the head pending command on this client's connection (see #forward). */
+  forward (slot: ReplySlot, effect: number, data: number): boolean {
+    return this.#forward(slot, effect, data)
+  }
+
+  /** Acquires a pin for the head pending command (see #pinFor). */
+  pinFor (slot: ReplySlot, deadlineMs: number | null): boolean {
+    return this.#pinFor(slot, deadlineMs)
+  }
+
+  /** Sends the head pending command at once on a connection of its own (see #sendAtOnce). */
+  sendAtOnce (slot: ReplySlot, frame: Buffer): boolean {
+    return this.#sendAtOnce(slot, frame)
+  }
+
+  /** Fills a slot taken off the pending queue earlier, and writes what is now in order. */
+  fill (slot: ReplySlot, reply: Buffer): void {
+    this.#fill(slot, reply)
+  }
+
+  /** Sends pending commands, as far as routing allows. */
+  pump (): void {
+    this.#pump()
+  }
+
+  /** Stops reading and closes once every accepted command is answered (see #endAfterReplies). */
+  endAfterReplies (dropPending: boolean): void {
+    this.#endAfterReplies(dropPending)
+  }
+
+  /** The head pending command waits for the client's commands in flight to be answered. */
+  waitForInflight (): false {
+    this.#wait = W_BARRIER
+    return false
+  }
+
+  /** The head pending command waits for a shared lane to exist. */
+  awaitLane (): false {
+    this.#wait = W_LANE
+    this.#router.waitForLane(this)
+    return false
+  }
+
+  /** The head pending command waits for Redis's verdict (an AUTH, a permission): nothing after it is sent meanwhile. */
+  awaitVerdict (): void {
+    this.#pending.shift()
+    this.#wait = W_AUTH
+  }
+
+  /** Redis gave its verdict: the commands after it may go (the caller pumps). */
+  verdictIn (): void {
+    if (this.#wait === W_AUTH) this.#wait = W_NONE
+  }
+
+  /** The client's authentication changed: Redis's stricter size limits apply only until it has authenticated. */
+  authChanged (): void {
+    this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
+  }
+
+  /** Leaves the shared pub/sub fan-out for good (its subscriptions were made as another user). */
+  forgetSharedMember (): void {
+    if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
+    this.#member = null
+  }
+
+  /** Back to respool's own router; the ACL user's router is let go. */
+  dropIdentity (): void {
+    this.#dropIdentity()
+  }
+
+  /** From now on this client's commands run on the connections of an ACL user's router. */
+  adoptIdentity (router: Router): void {
+    this.#identity = router
+    this.#router = router
+  }
+
+  /** A command taken off the pending queue goes back to its head (it is handled again). */
+  requeueHead (slot: ReplySlot): void {
+    this.#pending.unshift(slot)
+  }
+
+  /** The head pending command went out by another way than the session's connection; it counts as in flight. */
+  takeHeadInflight (): ReplySlot {
+    const slot = this.#pending.shift() as ReplySlot
+    this.#inflight++
+    return slot
+  }
+
+  /** What commands do to the client's state and pinned connection (transactions, reasons to pin). */
+  get effects (): SessionEffects {
+    return this.#effects
+  }
+
+  /** Writes a whole transaction at the head of the pending queue to one shared lane (see #sendTransaction). */
+  sendTransaction (end: number): boolean {
+    return this.#sendTransaction(end)
+  }
+
+  /** A command in flight is not any more (it is held, to be sent again). */
+  releaseInflight (): void {
+    this.#inflight--
+  }
+
+  /** Held commands are back in the pending queue: whether the session may send them now. */
+  requeued (): boolean {
+    // What the session waited for concerned the connection it has left; the pump looks again.
+    if (this.#wait === W_BARRIER || this.#wait === W_DRAIN || this.#wait === W_OUTPUT) this.#wait = W_NONE
+    return this.#wait === W_NONE
+  }
+
+  /** A pause before commands Redis refused for a while (-LOADING, -MASTERDOWN) are sent again. */
+  waitForRetry (): void {
+    this.#wait = W_RETRY
+  }
+
+  /** The pause is over: commands go again, unless the session waits for something else now. */
+  retryPauseOver (): void {
+    if (this.#wait !== W_RETRY) return
+    this.#wait = W_NONE
+    this.#pump()
+  }
+
+  /** The client's place on the shared pub/sub fan-out (null until its first subscription there). */
+  get sharedMember (): HubMember | null {
+    return this.#member
+  }
+
+  /** The client's place on the shared pub/sub fan-out, made now if it has none. */
+  joinSharedPubsub (hub: PubsubHub): HubMember {
+    return (this.#member ??= hub.member(this.#hubClient()))
+  }
+
+  /** The head pending command leaves the queue; its reply comes later (fill or onReply). */
+  takeHead (): ReplySlot {
+    return this.#pending.shift() as ReplySlot
+  }
+
+  /** One more command of this client is in flight outside its connection (a SUBSCRIBE on the shared fan-out). */
+  countInflight (): void {
+    this.#inflight++
+  }
+
+  /** The client left channels of the shared fan-out: a shutdown waiting for it ends it now if nothing else holds it. */
+  unsubscribedShared (): void {
+    if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
+  }
+
+  /** How long the pin now held was waited for, if it was requested for this command (asked once); otherwise -1. */
+  pinWaitedMs (slot: ReplySlot): number {
+    if (this.#pinRequestedFor !== slot) return -1
+    this.#pinRequestedFor = null
+    return performance.now() - this.#pinRequestedAt
+  }
+
+  /** Gives the pin back if nothing holds it any more (see #maybeReleaseLease). */
+  maybeReleaseLease (): void {
+    this.#maybeReleaseLease()
+  }
+
+  /** The pending command at index i (0: the head). */
+  pendingAt (i: number): ReplySlot {
+    return this.#pending.peekAt(i) as ReplySlot
+  }
+
+  /** The index of the EXEC/DISCARD ending a whole transaction at the head of the pending queue, or -1. */
+  bufferedTransactionEnd (): number {
+    return bufferedTransactionEnd(this.#pending, this.#ctx.config.maxPipeline, this.#ctx.denied)
+  }
+
+  /** First look at a command taken off the queue with others (see #firstLook). */
+  firstLook (slot: ReplySlot, cmd: RespCommand, kind: CommandKind): void {
+    this.#firstLook(slot, cmd, kind)
+  }
+
+  /** The protocol and out-of-band path of the client, for a fan-out that delivers to it. */
+  hubClient (): HubClient {
+    return this.#hubClient()
+  }
+
+  /** The reply of a command sent by another way than the session's connection (see #clusterReply). */
+  clusterReply (slot: ReplySlot, reply: Buffer): void {
+    this.#clusterReply(slot, reply)
   }
 
   // ---- input ---------------------------------------------------------------------------
@@ -485,7 +625,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
    * its first bytes are sent and the connection is reserved until its last byte is through.
    */
   startCommandStream (head: RespCommand): boolean {
-    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || this.#held !== null || !this.state.authenticated || this.#ctx.paused()) return false
+    if (this.#ctx.cluster != null || this.#closed || this.#pending.length > 0 || this.#wait !== W_NONE || (this.#retry !== null && this.#retry.held !== null) || !this.state.authenticated || this.#ctx.paused()) return false
     // XREAD/XREADGROUP are blocking or not by an argument that may not have arrived yet.
     if (head.name === 'xread' || head.name === 'xreadgroup') return false
     const kind = classify(head)
@@ -564,7 +704,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
 
   /** Sends pending commands upstream, in order, as far as routing allows. */
   #pump (): void {
-    if (this.#held !== null) return // commands to send again first, once the others are answered
+    if (this.#retry !== null && this.#retry.held !== null) return // commands to send again first, once the others are answered
     const pending = this.#pending
     if (pending.length > 0 && this.#ctx.paused() && this.#wait === W_NONE && !this.#isAdmin(pending.peekFront() as ReplySlot)) {
       this.#wait = W_PAUSED
@@ -600,21 +740,6 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     slot.errorsSuppressed = push
   }
 
-  /** Whether Redis can queue this command inside MULTI (respool forwards it unchanged). */
-  #queueable (cmd: RespCommand, kind: CommandKind): boolean {
-    if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return false
-    switch (kind) {
-      case Kind.SHARED: case Kind.BLOCKING: case Kind.SELECT: case Kind.READONLY: case Kind.READWRITE:
-      case Kind.MULTI: case Kind.EXEC: case Kind.DISCARD: case Kind.WATCH: case Kind.UNWATCH:
-      case Kind.RESET: case Kind.QUIT:
-        return true
-      case Kind.CLIENT:
-        return !LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1))
-      default:
-        return false
-    }
-  }
-
   #isAdmin (slot: ReplySlot): boolean {
     return slot.command?.name === 'respool'
   }
@@ -639,7 +764,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
       return this.#local(slot, errorReply('NOAUTH Authentication required.'))
     }
     const leased = this.#lease
-    if (leased !== null && (leased.reasons & R_MULTI) !== 0 && !this.#queueable(cmd, kind)) {
+    if (leased !== null && (leased.reasons & R_MULTI) !== 0 && !queueable(cmd, kind, this.#ctx.denied)) {
       // Inside MULTI, Redis queues a command and answers it within EXEC's reply. A command
       // respool would answer or refuse itself cannot be queued: like a command Redis rejects
       // while queueing, it fails now and EXEC aborts the whole transaction.
@@ -683,7 +808,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
 
   #dispatchKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
     if (this.#ctx.cluster != null) {
-      const handled = this.#clusterKind(slot, cmd, kind, this.#ctx.cluster)
+      const handled = (this.#cluster ??= new SessionCluster(this)).dispatch(slot, cmd, kind, this.#ctx.cluster)
       if (handled !== null) return handled
     }
     return ClientSession.#byKind[kind](this, slot, cmd, lease)
@@ -699,19 +824,19 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     table[Kind.SHARED] = (s, slot, cmd, lease) => s.#shared(slot, cmd, lease)
     table[Kind.READONLY] = forward
     table[Kind.READWRITE] = forward
-    table[Kind.BLOCKING] = (s, slot, cmd, lease) => s.#blocking(slot, cmd, lease)
-    table[Kind.MULTI] = (s, slot, cmd, lease) => s.#multi(slot, cmd, lease)
-    table[Kind.EXEC] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.EXEC, lease)
-    table[Kind.DISCARD] = (s, slot, cmd, lease) => s.#execOrDiscard(slot, cmd, Kind.DISCARD, lease)
-    table[Kind.WATCH] = (s, slot, cmd, lease) => s.#watch(slot, cmd, lease)
-    table[Kind.UNWATCH] = (s, slot, cmd, lease) => s.#unwatch(slot, cmd, lease)
-    table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.SUBSCRIBE, lease)
-    table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => s.#pubsub(slot, cmd, Kind.UNSUBSCRIBE, lease)
+    table[Kind.BLOCKING] = blockingCommand
+    table[Kind.MULTI] = multi
+    table[Kind.EXEC] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.EXEC, lease)
+    table[Kind.DISCARD] = (s, slot, cmd, lease) => execOrDiscard(s, slot, cmd, Kind.DISCARD, lease)
+    table[Kind.WATCH] = watch
+    table[Kind.UNWATCH] = unwatch
+    table[Kind.SUBSCRIBE] = (s, slot, cmd, lease) => pubsubCommand(s, slot, cmd, Kind.SUBSCRIBE, lease)
+    table[Kind.UNSUBSCRIBE] = (s, slot, cmd, lease) => pubsubCommand(s, slot, cmd, Kind.UNSUBSCRIBE, lease)
     table[Kind.MONITOR] = (s, slot, _cmd, lease) => s.#monitor(slot, lease)
     table[Kind.SELECT] = (s, slot, cmd, lease) => s.#select(slot, cmd, isInMulti(lease))
-    table[Kind.AUTH] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.AUTH, lease)
-    table[Kind.HELLO] = (s, slot, cmd, lease) => s.#authOrHello(slot, cmd, Kind.HELLO, lease)
-    table[Kind.CLIENT] = (s, slot, cmd, lease) => s.#client(slot, cmd, lease)
+    table[Kind.AUTH] = (s, slot, cmd, lease) => authOrHello(s, slot, cmd, Kind.AUTH, lease)
+    table[Kind.HELLO] = (s, slot, cmd, lease) => authOrHello(s, slot, cmd, Kind.HELLO, lease)
+    table[Kind.CLIENT] = clientCommand
     table[Kind.RESET] = (s, slot) => s.#reset(slot)
     table[Kind.QUIT] = (s, slot) => {
       s.#local(slot, OK)
@@ -745,263 +870,11 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     return this.#forward(slot, 0, 0)
   }
 
-  #multi (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    // MULTI with arguments is refused by Redis (arity) and opens nothing.
-    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-    if (lease === null) {
-      // A whole transaction already here goes to a shared lane in one piece; only a
-      // transaction still being typed needs a connection of its own.
-      const end = this.#bufferedTransactionEnd()
-      return end > 0 ? this.#sendTransaction(end) : this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    }
-    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "MULTI calls can not be nested"
-    return this.#forward(slot, E_MULTI, 0)
-  }
-
-  #execOrDiscard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc !== 1) {
-      // Redis refuses them (arity). A refused EXEC still ends the transaction and every
-      // WATCH (EXECABORT); a refused DISCARD leaves the transaction open.
-      return this.#forward(slot, kind === Kind.EXEC && lease !== null ? E_DISCARD : 0, 0)
-    }
-    if (!inMulti) return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-    if (kind === Kind.EXEC && this.#effects.txnAborted) {
-      // Redis ends the transaction (DISCARD); the client gets the EXECABORT EXEC would give.
-      slot.command = DISCARD_COMMAND
-      return this.#forward(slot, E_EXEC_ABORTED, 0)
-    }
-    if (!this.#forward(slot, kind === Kind.EXEC ? E_EXEC : E_DISCARD, 0)) return false
-    // A SELECT ran inside the transaction: its outcome is in EXEC's reply, so the client's
-    // next command waits for it (it must run in the database EXEC left).
-    if (this.#effects.decidesDb(slot)) this.#wait = W_BARRIER
-    return true
-  }
-
-  #watch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc < 2) return this.#forward(slot, 0, 0) // Redis answers the arity error
-    if (inMulti) return this.#forward(slot, 0, 0) // Redis answers "WATCH inside MULTI is not allowed"
-    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    return this.#forward(slot, E_WATCH, 0)
-  }
-
-  #unwatch (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (cmd.argc !== 1) return this.#forward(slot, 0, 0)
-    if (inMulti) return this.#forward(slot, 0, 0) // queued; EXEC unwatches anyway
-    if (lease === null) return this.#local(slot, OK)
-    return this.#forward(slot, E_UNWATCH, 0)
-  }
-
   #monitor (slot: ReplySlot, lease: Lease | null): boolean {
     const inMulti = isInMulti(lease)
     if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError('MONITOR inside MULTI is not supported')))
     if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
     return this.#forward(slot, E_MONITOR, 0)
-  }
-
-  #authOrHello (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    const inMulti = isInMulti(lease)
-    if (kind === Kind.HELLO && !this.#ctx.serverInfoKnown() && this.#router.pickLane(this.state.db, this.state.resp) === null) {
-      // HELLO reports the server's version: wait for the first connection to learn it.
-      this.#wait = W_LANE
-      this.#router.waitForLane(this)
-      return false
-    }
-    if (inMulti) return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-    // (In cluster mode every client runs as the upstream URL's user: respool answers AUTH.)
-    if (!this.#ctx.authRequired && this.#ctx.cluster == null) {
-      const credentials = local.upstreamCredentials(cmd, kind === Kind.AUTH)
-      if (credentials !== null && !this.#isUrlUser(credentials)) return this.#authUpstream(slot, cmd, kind, credentials, lease)
-    }
-    this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-    // Redis's stricter size limits apply only until the client has authenticated.
-    this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
-    return true
-  }
-
-  /**
-   * Cluster mode: what respool answers itself, refuses, or routes by slot. Null for the commands
-   * that are handled as in standalone mode because they never reach Redis there either (AUTH,
-   * HELLO, RESET, QUIT, CLIENT ID/SETNAME/LIST/REPLY/KILL …, the refused classes).
-   */
-  #clusterKind (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
-    const refuse = (what: string): boolean => this.#local(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
-    const pins = this.#ctx.clusterPins
-    if (pins != null) {
-      const client = this.#clusterClient ??= new ClusterClient(cluster, pins, this.#clusterHost(), this.#ctx.config.acquireTimeoutMs, this.#ctx.clusterParking ?? null)
-      const route = client.route(cmd, kind)
-      if (route !== null) return this.#clusterPinned(slot, cmd, kind, client, route)
-    }
-    switch (kind) {
-      case Kind.SHARED:
-        if (cmd.name === 'publish' && cmd.argc === 3 && this.#ctx.pubsub !== null && this.#ctx.clusterHub != null) {
-          return this.#clusterPublish(slot, cmd, this.#ctx.pubsub, this.#ctx.clusterHub)
-        }
-        return this.#clusterForward(slot, cmd, cluster)
-      case Kind.SELECT:
-        if (cmd.argc !== 2) return this.#local(slot, local.wrongArity('select'))
-        if (parseRedisInt(cmd.argString(1)) === null) return this.#local(slot, errorReply('ERR value is not an integer or out of range'))
-        return this.#local(slot, parseRedisInt(cmd.argString(1)) === 0 ? OK : errorReply('ERR SELECT is not allowed in cluster mode'))
-      case Kind.READONLY:
-      case Kind.READWRITE:
-        return this.#local(slot, CLUSTER_DISABLED)
-      case Kind.MULTI:
-        return refuse('MULTI/EXEC transactions are')
-      case Kind.WATCH:
-        return refuse('WATCH is')
-      case Kind.EXEC:
-      case Kind.DISCARD:
-        if (cmd.argc !== 1) return this.#local(slot, local.wrongArity(cmd.name))
-        return this.#local(slot, errorReply(`ERR ${cmd.name.toUpperCase()} without MULTI`))
-      case Kind.UNWATCH:
-        return this.#local(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
-      case Kind.BLOCKING:
-        if (cmd.name === 'wait' || cmd.name === 'waitaof') return refuse(`${cmd.name.toUpperCase()} is`)
-        return this.#clusterForward(slot, cmd, cluster) // a timeout Redis refuses: its error
-      case Kind.SUBSCRIBE:
-      case Kind.UNSUBSCRIBE:
-        // Channels and patterns: the shared subscriber connection (on one master; a cluster
-        // broadcasts PUBLISH to every node).
-        if (commandFamily(cmd.name) === 'shard' && pins != null) return this.#clusterShard(slot, cmd, kind, cluster, pins)
-        if (this.#ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
-        return refuse(`${cmd.name.toUpperCase()} is`)
-      case Kind.MONITOR:
-        return refuse('MONITOR is')
-      case Kind.CLIENT:
-        if (LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1)) && cmd.keyword(1) !== 'tracking') return null
-        return refuse(`CLIENT ${cmd.keyword(1).toUpperCase()} is`)
-      default:
-        return null
-    }
-  }
-
-  /** Cluster mode: what a transaction or a blocking command needs of this session. */
-  #clusterHost (): ClusterClientHost {
-    if (this.#madeClusterHost !== null) return this.#madeClusterHost
-    const session = this
-    this.#madeClusterHost = {
-      get resp (): 2 | 3 { return session.state.resp },
-      lost: (): void => {
-        // The transaction or WATCH is gone with its connection: the client is closed, as a
-        // direct connection would be (its next commands must not run outside the transaction).
-        session.#ctx.log.debug({ client: session.id }, 'cluster pinned connection lost; closing client')
-        session.#endAfterReplies(true)
-      }
-    }
-    return this.#madeClusterHost
-  }
-
-  /**
-   * Cluster mode: a transaction's command or a blocking command (ClusterClient). A command that
-   * runs on another connection than the client's commands in flight waits for their replies
-   * (Redis orders per connection only); a blocking command waits for all of them, and the
-   * commands after it wait for it.
-   */
-  #clusterPinned (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, client: ClusterClient, route: number): boolean {
-    if (kind === Kind.MULTI && cmd.argc === 1 && !client.inMulti) {
-      const end = this.#bufferedTransactionEnd()
-      if (end > 0 && (this.#pending.peekAt(end) as ReplySlot).command?.name === 'exec') {
-        const cmds: RespCommand[] = []
-        for (let i = 0; i <= end; i++) cmds.push((this.#pending.peekAt(i) as ReplySlot).command as RespCommand)
-        const txSlot = client.wholeSlot(cmds)
-        if (txSlot !== null) return this.#clusterWhole(end, cmds, txSlot, client)
-      }
-    }
-    if (route !== ROUTE_NONE && this.#inflight > 0 && (route === ROUTE_BLOCK || route === ROUTE_OPEN || route !== this.#clusterRoute)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const now = client.run(cmd, kind, (reply) => { this.#clusterReply(slot, reply) })
-    if (now !== null) return this.#local(slot, now)
-    if (route !== ROUTE_NONE) this.#clusterRoute = route === ROUTE_OPEN ? ROUTE_PIN : route
-    this.#pending.shift()
-    this.#inflight++
-    return true
-  }
-
-  /**
-   * Cluster mode: SSUBSCRIBE/SUNSUBSCRIBE on pins to the masters of the channels' slots. Like
-   * the shared fan-out, it waits for the client's earlier replies (messages must not overtake
-   * them); SSUBSCRIBE completes when Redis confirmed it, SUNSUBSCRIBE is answered at once.
-   */
-  #clusterShard (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher, pins: ClusterPins): boolean {
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const shards = this.#clusterShards ??= new ClusterShardSubscriptions(cluster, pins, this.#hubClient(), this.#ctx.config.acquireTimeoutMs)
-    if (kind === Kind.UNSUBSCRIBE) return this.#local(slot, shards.unsubscribe(cmd))
-    const now = shards.subscribe(cmd, (reply) => { this.#clusterReply(slot, reply) })
-    if (now !== null) return this.#local(slot, now)
-    this.#pending.shift()
-    this.#inflight++
-    this.#wait = W_BARRIER
-    return true
-  }
-
-  /**
-   * Cluster mode: a transaction that arrived whole goes in one write to the shared lane of its
-   * slot's master (as in standalone mode, no pin), or again, whole, to another node if its
-   * commands were redirected (nothing of it ran then).
-   */
-  #clusterWhole (end: number, cmds: RespCommand[], txSlot: number, client: ClusterClient): boolean {
-    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterBarrier = false
-    this.#clusterRoute = ROUTE_SHARED
-    const slots: ReplySlot[] = []
-    for (let i = 0; i <= end; i++) {
-      const slot = this.#pending.shift() as ReplySlot
-      if (i > 0) this.#firstLook(slot, cmds[i], classify(cmds[i]))
-      slots.push(slot)
-      this.#inflight++
-    }
-    client.runWhole(cmds.map((c) => c.frame), txSlot, (replies) => {
-      replies.forEach((reply, i) => { this.#clusterReply(slots[i], reply) })
-    }, () => { this.#clusterBarrier = true })
-    return true
-  }
-
-  /** Cluster mode: PUBLISH on the master of the subscriber connection, counting respool's subscribers. */
-  #clusterPublish (slot: ReplySlot, cmd: RespCommand, hub: PubsubHub, via: ClusterHub): boolean {
-    if (this.#inflight > 0 && (this.#clusterRoute !== ROUTE_SHARED || this.#clusterBarrier)) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterBarrier = false
-    this.#clusterRoute = ROUTE_SHARED
-    this.#pending.shift()
-    this.#inflight++
-    via.publish(cmd.frame, this.state.resp, (reply) => { this.#clusterReply(slot, hub.adjustPublish(cmd.arg(1), reply)) })
-    return true
-  }
-
-  /** Cluster mode: the command goes to the master of its slot (split and merged if it spans slots). */
-  #clusterForward (slot: ReplySlot, cmd: RespCommand, cluster: ClusterDispatcher): boolean {
-    if (this.#inflight > 0 && this.#clusterRoute !== ROUTE_SHARED) {
-      // The client's commands in flight are on its pinned connection: this one must not overtake them.
-      this.#wait = W_BARRIER
-      return false
-    }
-    this.#clusterRoute = ROUTE_SHARED
-    if (this.#clusterBarrier) {
-      if (this.#inflight > 0) {
-        // A command ahead was redirected and is on its way again: this one must not overtake it.
-        this.#wait = W_BARRIER
-        return false
-      }
-      this.#clusterBarrier = false
-    }
-    const now = cluster.run(cmd, this.state.resp, (reply) => { this.#clusterReply(slot, reply) }, () => { this.#clusterBarrier = true })
-    if (now !== null) return this.#local(slot, now)
-    this.#pending.shift()
-    this.#inflight++
-    return true
   }
 
   #clusterReply (slot: ReplySlot, reply: Buffer): void {
@@ -1011,34 +884,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     this.#fill(slot, reply)
     this.#afterReply()
     // Shutting down: a transaction or blocking command of this client has just ended.
-    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#clusterClient?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
-  }
-
-  #blocking (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const timeoutMs = blockingTimeoutMs(cmd)
-    // An ACL user's commands run only on its own connections: it blocks on a pin of its own.
-    if (lease === null && timeoutMs !== null && this.#ctx.parking !== null && this.#identity === null) {
-      const what = parkable(cmd)
-      if (what !== null) return this.#park(slot, cmd, what, timeoutMs)
-    }
-    if (lease === null) {
-      // The wait for a pin counts against the command's own timeout; 0 (forever) waits forever.
-      return this.#pinFor(slot, timeoutMs !== null && timeoutMs > 0 ? timeoutMs : (timeoutMs === 0 ? null : this.#ctx.config.acquireTimeoutMs))
-    }
-    if ((lease.reasons & R_MULTI) !== 0) return this.#forward(slot, 0, 0) // queued, does not block
-    if (this.#pinRequestedFor === slot) {
-      this.#pinRequestedFor = null
-      const waited = performance.now() - this.#pinRequestedAt
-      if (timeoutMs !== null && timeoutMs > 0 && waited >= 5) {
-        if (waited >= timeoutMs) {
-          this.#local(slot, timeoutReply(this.state.resp))
-          this.#maybeReleaseLease()
-          return true
-        }
-        slot.command = withTimeout(cmd, timeoutMs - waited)
-      }
-    }
-    return this.#forward(slot, E_BLOCKING, 0)
+    if (this.#endWhenUnpinned && this.#inflight === 0 && !(this.#cluster?.pinned ?? false) && !this.sharedSubscribed) this.#endAfterReplies(false)
   }
 
   /**
@@ -1046,7 +892,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
    * earlier commands are answered first (it runs after them, as on one connection), and its later
    * commands wait until it is answered, as behind a blocked connection.
    */
-  #park (slot: ReplySlot, cmd: RespCommand, what: Parkable, timeoutMs: number): boolean {
+  park (slot: ReplySlot, cmd: RespCommand, what: Parkable, timeoutMs: number): boolean {
     if (this.#inflight > 0) {
       this.#wait = W_BARRIER
       return false
@@ -1082,56 +928,6 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     return this.#waiter !== null
   }
 
-  #pubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, lease: Lease | null): boolean {
-    if (lease !== null && (lease.reasons & R_MULTI) !== 0) {
-      return this.#local(slot, toRespError(new CommandRefusedError(`${cmd.name.toUpperCase()} inside MULTI is not supported`)))
-    }
-    const hub = this.#ctx.pubsub
-    const family = commandFamily(cmd.name)
-    const subscribed = lease !== null && (lease.reasons & R_SUBSCRIBED) !== 0
-    // A client that holds a pin (WATCH, say) and has nothing on the shared connection subscribes
-    // on its pin: the shared connection may need a pin of its own, and pins held by clients
-    // waiting for it could be all there are. Subscriptions stay where the client's first went.
-    const onPin = subscribed || (lease !== null && (this.#member === null || this.#member.count === 0))
-    if (hub !== null && family !== 'shard' && !onPin && this.#identity === null) return this.#sharedPubsub(slot, cmd, kind, hub, family)
-    if (kind === Kind.UNSUBSCRIBE && !subscribed) return this.#local(slot, notSubscribedReply(cmd, this.state.resp))
-    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
-    if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-    slot.confirmations = cmd.argc > 1 ? cmd.argc - 1 : -1
-    return this.#forward(slot, E_SUBSCRIBE, 0)
-  }
-
-  /**
-   * (P)SUBSCRIBE and (P)UNSUBSCRIBE on the shared fan-out: no connection of the client's own.
-   * Like a pin, it waits until the client's earlier replies are in (messages must not overtake
-   * them). A SUBSCRIBE completes when Redis confirmed its channels on the shared connection (the
-   * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE is
-   * answered at once. Confirmations carry the client's own subscription count.
-   */
-  #sharedPubsub (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, hub: PubsubHub, family: HubFamily): boolean {
-    if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return this.#local(slot, local.wrongArity(cmd.name))
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER
-      return false
-    }
-    const member = this.#member ??= hub.member(this.#hubClient())
-    const names = cmd.args().slice(1)
-    if (kind === Kind.UNSUBSCRIBE) {
-      this.#local(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
-      if (this.#endWhenUnpinned && !this.sharedSubscribed && this.#lease === null) this.#endAfterReplies(false)
-      return true
-    }
-    this.#pending.shift()
-    const reply = hub.subscribe(member, family, names, (frame) => { this.onReply(slot, frame) })
-    if (reply !== null) {
-      this.#fill(slot, reply)
-      return true
-    }
-    this.#inflight++
-    this.#wait = W_BARRIER
-    return true
-  }
-
   /**
    * SELECT goes to Redis, which alone decides whether it succeeds ("01", "-1", an index past
    * `databases` are all refused there, with Redis's own words). Nothing about the database is
@@ -1146,26 +942,6 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     if (!this.#forward(slot, E_SELECT, db)) return false
     this.#wait = W_BARRIER
     return true
-  }
-
-  /**
-   * If the pending commands hold a complete transaction (MULTI first, then EXEC or DISCARD)
-   * made only of commands Redis simply queues, the index of its EXEC/DISCARD; otherwise -1.
-   */
-  #bufferedTransactionEnd (): number {
-    const pending = this.#pending
-    const limit = Math.min(pending.length, this.#ctx.config.maxPipeline)
-    for (let i = 1; i < limit; i++) {
-      const cmd = (pending.peekAt(i) as ReplySlot).command as RespCommand
-      const kind = classify(cmd)
-      // `EXEC x` is refused by Redis and leaves the transaction open: never on a shared lane.
-      if (kind === Kind.EXEC || kind === Kind.DISCARD) return cmd.argc === 1 ? i : -1
-      // SELECT inside MULTI changes the lane's database at EXEC, which other clients sharing
-      // the lane could not know in time: such a transaction takes a pin.
-      if (kind !== Kind.SHARED && kind !== Kind.BLOCKING) return -1
-      if (cmd.name === 'respool' || this.#ctx.denied.has(cmd.name)) return -1
-    }
-    return -1
   }
 
   /**
@@ -1192,190 +968,12 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     return true
   }
 
-  /** The upstream URL's own user and password: its clients need no identity of their own. */
-  #isUrlUser (c: { user: string, password: string }): boolean {
-    const up = this.#ctx.config.upstream
-    return c.user === (up.username ?? 'default') && c.password === (up.password ?? '') && up.password !== undefined
-  }
-
-  /**
-   * AUTH (or HELLO … AUTH) as a Redis ACL user, checked by Redis: on +OK this client's commands
-   * run from now on as that user, on connections authenticated as that user (Identities); on an
-   * error, the client gets Redis's own line and stays who it was.
-   */
-  #authUpstream (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, c: { user: string, password: string, oneArgument: boolean }, lease: Lease | null): boolean {
-    if (this.#inflight > 0) {
-      this.#wait = W_BARRIER // earlier commands run as the user they were sent as (and a pin may go)
-      return false
-    }
-    if (lease !== null) {
-      // In a transaction, subscribed or in MONITOR on a pin: the user cannot change under it;
-      // the default user's rules apply, as respool answers them (documented).
-      this.#local(slot, kind === Kind.AUTH ? this.#auth(cmd) : local.hello(this.state, cmd, this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits = sharedLimits(this.#ctx, this.state.authenticated)
-      return true
-    }
-    this.#pending.shift()
-    this.#wait = W_AUTH
-    this.#ctx.identities.attach(c.oneArgument ? null : c.user, c.password).then((router) => {
-      if (this.#closed) {
-        this.#ctx.identities.detach(router)
-        return
-      }
-      if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member) // RESP3 subscriptions made as the old user
-      this.#member = null
-      this.#dropIdentity()
-      if (c.user === (this.#ctx.config.upstream.username ?? 'default')) {
-        this.#ctx.identities.detach(router) // Redis said yes, and respool's connections are that user already
-      } else {
-        this.#identity = router
-        this.#router = router
-      }
-      const state = this.state
-      state.authenticated = true
-      state.user = c.user
-      this.#fill(slot, kind === Kind.AUTH ? OK : local.hello(state, local.withoutAuth(cmd), this.#ctx.credentials, this.#ctx.serverInfo(), this.id))
-      this.#framer.limits = sharedLimits(this.#ctx, true)
-      this.#authDone()
-    }, (err: ProxyError) => {
-      if (this.#closed) return
-      this.#fill(slot, err instanceof UpstreamAuthError ? err.reply : toRespError(err))
-      this.#authDone()
-    })
-    return true
-  }
-
-  #authDone (): void {
-    if (this.#wait === W_AUTH) this.#wait = W_NONE
-    this.#pump()
-  }
-
   /** Back to respool's own router (RESET, disconnect); the user's router is let go. */
   #dropIdentity (): void {
     if (this.#identity === null) return
     this.#ctx.identities.detach(this.#identity)
     this.#identity = null
     this.#router = this.#ctx.router
-  }
-
-  #auth (cmd: RespCommand): Buffer {
-    if (cmd.argc > 3) return errorReply('ERR syntax error')
-    if (cmd.argc === 2) return local.authenticate(this.state, this.#ctx.credentials, null, cmd.argString(1))
-    if (cmd.argc === 3) return local.authenticate(this.state, this.#ctx.credentials, cmd.argString(1), cmd.argString(2))
-    return local.wrongArity('auth')
-  }
-
-  #client (slot: ReplySlot, cmd: RespCommand, lease: Lease | null): boolean {
-    const sub = cmd.keyword(1)
-    const state = this.state
-    switch (sub) {
-      case 'id':
-        return this.#local(slot, local.clientId(this.id))
-      case 'getname':
-        return this.#local(slot, local.getName(state))
-      case 'setname':
-        return this.#local(slot, cmd.argc === 3 ? local.setName(state, cmd.arg(2)) : local.wrongArity('client|setname'))
-      case 'setinfo':
-        return this.#local(slot, local.setInfo(state, cmd))
-      case 'info':
-        return this.#local(slot, local.clientInfo(this.view()))
-      case 'list':
-        return this.#local(slot, local.clientListCommand(this.#ctx.clientViews(), cmd, this.state.resp))
-      case 'reply': {
-        // As Redis does: ON answers +OK even when this reply was to be skipped; OFF and SKIP
-        // answer nothing; SKIP while OFF changes nothing.
-        if (cmd.argc !== 3) return this.#local(slot, local.wrongArity('client|reply'))
-        const mode = cmd.keyword(2)
-        if (mode === 'on') {
-          state.replyOff = false
-          state.skipNext = false
-          slot.suppressed = false
-        } else if (mode === 'off') {
-          state.replyOff = true
-          slot.suppressed = true
-        } else if (mode === 'skip') {
-          if (!state.replyOff) state.skipNext = true
-          slot.suppressed = true
-        } else {
-          return this.#local(slot, errorReply('ERR syntax error'))
-        }
-        return this.#local(slot, OK)
-      }
-      case 'tracking': {
-        const on = cmd.keyword(2)
-        for (let i = 3; i < cmd.argc; i++) {
-          if (cmd.keyword(i) === 'redirect') return this.#local(slot, toRespError(new CommandRefusedError('CLIENT TRACKING REDIRECT is not supported; use RESP3 (HELLO 3) tracking')))
-        }
-        if (on === 'off') return lease === null ? this.#local(slot, OK) : this.#forward(slot, E_TRACKING_OFF, 0)
-        if (on !== 'on') return this.#forward(slot, 0, 0) // Redis answers the syntax error
-        if (lease === null) return this.#pinFor(slot, this.#ctx.config.acquireTimeoutMs)
-        return this.#forward(slot, E_TRACKING_ON, 0)
-      }
-      case 'unblock':
-      case 'kill':
-        if (this.#identity !== null && !slot.permitted) return this.#checkPermission(slot, cmd)
-        if (sub === 'unblock') return this.#unblockClient(slot, cmd)
-        return this.#killAndAnswer(slot, cmd)
-      case 'no-evict':
-      case 'no-touch':
-        return this.#local(slot, toRespError(new CommandRefusedError(`CLIENT ${sub.toUpperCase()} would act on shared upstream connections and is not supported through respool`)))
-      default:
-        // CACHING, GETREDIR, TRACKINGINFO, PAUSE, UNPAUSE, HELP …: Redis answers (on the pin, if any).
-        return this.#forward(slot, 0, 0)
-    }
-  }
-
-  /**
-   * CLIENT UNBLOCK on a respool client id. A parked command is ended here; one blocked on a pin
-   * of its own is ended by Redis (CLIENT UNBLOCK with that connection's Redis id, which only
-   * respool knows), whose answer is the reply.
-   */
-  #killAndAnswer (slot: ReplySlot, cmd: RespCommand): boolean {
-    const { reply, self } = this.#killClients(cmd)
-    this.#local(slot, reply)
-    if (self) this.#endAfterReplies(true) // after this reply, as Redis does
-    return true
-  }
-
-  /**
-   * An ACL user's CLIENT KILL / UNBLOCK needs that user's permission, as on Redis: the same
-   * subcommand is asked of Redis, as that user, about a client id that cannot exist (Redis
-   * checks permissions first). -NOPERM is the answer; otherwise respool acts on its clients.
-   */
-  #checkPermission (slot: ReplySlot, cmd: RespCommand): boolean {
-    this.#pending.shift()
-    this.#wait = W_AUTH
-    const probe = cmd.keyword(1) === 'kill' ? ['CLIENT', 'KILL', 'ID', '18446744073709551615'] : ['CLIENT', 'UNBLOCK', '18446744073709551615']
-    this.#router.sendAtOnce(encodeCommand(probe), (reply, err) => {
-      if (this.#closed) return
-      if (this.#wait === W_AUTH) this.#wait = W_NONE
-      if (err !== null || reply === null) this.#fill(slot, toRespError(err as ProxyError))
-      else if (reply.toString('latin1', 0, 7) === '-NOPERM') this.#fill(slot, reply)
-      else {
-        slot.permitted = true
-        this.#pending.unshift(slot) // (a held slot: the queues exist)
-      }
-      this.#pump()
-    })
-    return true
-  }
-
-  #unblockClient (slot: ReplySlot, cmd: RespCommand): boolean {
-    const parsed = parseUnblock(cmd)
-    if (Buffer.isBuffer(parsed)) return this.#local(slot, parsed)
-    let target: ClientSession | null = null
-    for (const session of this.#ctx.clients()) if (session.id === parsed.id) target = session
-    const targetCluster = target !== null ? target.#clusterClient : null
-    const viaCluster = targetCluster?.unblock(parsed.mode, (reply) => { this.#clusterReply(slot, reply) })
-    if (viaCluster === null) {
-      // Asked of the node the command is blocked on; the answer comes back in this slot.
-      this.#pending.shift()
-      this.#inflight++
-      return true
-    }
-    const how = viaCluster ?? target?.unblock(parsed.mode) ?? ZERO
-    if (Buffer.isBuffer(how)) return this.#local(slot, how)
-    return this.#sendAtOnce(slot, encodeCommand(['CLIENT', 'UNBLOCK', how.redisId, parsed.mode.toUpperCase()]))
   }
 
   /** Ends this client's blocked command, if it has one: :1/:0, or the pin's Redis id. */
@@ -1390,29 +988,13 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     return ZERO
   }
 
-  /** CLIENT KILL on respool's clients: the old form (+OK) or filters (how many were closed). */
-  #killClients (cmd: RespCommand): { reply: Buffer, self: boolean } {
-    const parsed = parseKill(cmd)
-    if (Buffer.isBuffer(parsed)) return { reply: parsed, self: false }
-    const victims: ClientSession[] = []
-    for (const session of this.#ctx.clients()) {
-      const view = session.view()
-      if ('old' in parsed ? view.addr === parsed.old : killMatches(view, parsed, this.id)) victims.push(session)
-    }
-    for (const victim of victims) if (victim !== this) victim.destroy()
-    const self = victims.includes(this)
-    if ('old' in parsed) return { reply: victims.length > 0 ? OK : errorReply('ERR No such client'), self }
-    return { reply: integer(victims.length), self }
-  }
-
   #reset (slot: ReplySlot): boolean {
     if (this.#inflight > 0) {
       this.#wait = W_BARRIER // earlier replies first, then the state is thrown away
       return false
     }
     this.#endLease()
-    this.#clusterClient?.reset()
-    this.#clusterShards?.reset()
+    this.#cluster?.reset()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity() // RESET authenticates as the default user again: the upstream URL's
     this.state.reset()
@@ -1650,19 +1232,19 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
       // Written at once (the usual case): copied into the writer's turn arena on the way out.
       // Otherwise it is kept (waiting for an earlier reply, held behind a retried command, or
       // read by an effect): a copy now.
-      if (this.#held === null && slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
+      if ((this.#retry === null || this.#retry.held === null) && slot.effect === 0 && !this.#closed && this.#slots.peekFront() === slot && !slot.suppressed && !slot.errorsSuppressed) {
         this.#transientReply = frame
       } else {
         frame = Buffer.from(frame)
       }
     }
-    if (this.#held !== null && this.#laterReply(slot, frame)) return
+    if (this.#retry !== null && this.#retry.held !== null && this.#retry.laterReply(slot, frame)) return
     this.#inflight--
     this.#replyEstimate = observeReply(this.#replyEstimate, frame.length)
     this.#ctx.observe.commandLatency((performance.now() - slot.acceptedAt) / 1000)
     if (slot.effect > 0) this.#effects.onReply(slot, frame, this.#lease, this.#conn)
     if (slot.effect === E_EXEC_ABORTED && frame[0] !== MINUS) frame = EXECABORT
-    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = this.#adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
+    if (slot.effect === E_PUBSUB_COUNT && this.#ctx.pubsub !== null) frame = adjustCount(slot.command as RespCommand, frame, this.#ctx.pubsub)
     this.#fill(slot, frame)
     this.#transientReply = null
     this.#afterReply()
@@ -1671,8 +1253,8 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
   #afterReply (): void {
     if (this.#wait === W_OUTPUT) this.#outputWaitOver()
     if (this.#inflight > 0) return
-    if (this.#held !== null) {
-      this.#requeueSoon()
+    if (this.#retry !== null && this.#retry.held !== null) {
+      this.#retry.requeueSoon()
       return
     }
     this.#maybeReleaseLease()
@@ -1737,10 +1319,6 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     this.#afterReply()
   }
 
-  #adjustCount (cmd: RespCommand, frame: Buffer, hub: PubsubHub): Buffer {
-    return cmd.name === 'publish' ? hub.adjustPublish(cmd.arg(1), frame) : hub.adjustNumsub(frame)
-  }
-
   /**
    * Redis did not run a shared-lane command of this client: it refused it (-READONLY,
    * -MASTERDOWN, -LOADING), or its bytes never left respool before its connection closed. The
@@ -1751,87 +1329,10 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
    * reply. Not inside a transaction or on a pin (the command must be this client's own, alone).
    */
   retryElsewhere (slot: ReplySlot, conn: object, refusal: Buffer | null): boolean {
-    if (this.#closed || !slot.retryable || slot.streamed || this.#lease !== null || this.#conn !== conn || !this.#mayRetry(slot)) return false
+    if (this.#closed || !slot.retryable || slot.streamed || this.#lease !== null || this.#conn !== conn || !mayRetry(slot, this.#ctx.config.retryBudgetMs, this.state)) return false
     if (refusal !== null) slot.refusal = refusal
-    this.#hold(slot)
+    ;(this.#retry ??= new RetryQueue(this)).hold(slot)
     return true
-  }
-
-  #mayRetry (slot: ReplySlot): boolean {
-    return slot.retries < RETRY_MAX_ATTEMPTS && performance.now() - slot.acceptedAt < this.#ctx.config.retryBudgetMs &&
-      slot.sentIn === this.state.db * 4 + this.state.resp
-  }
-
-  /** Holds a command to send again, among the held ones in send order (its place on the connection). */
-  #hold (slot: ReplySlot): void {
-    slot.retries++
-    slot.heavy = false // its connection no longer counts it (counted again when sent)
-    this.#inflight--
-    const held = this.#held ??= []
-    let at = held.length
-    while (at > 0 && held[at - 1].writeEnd > slot.writeEnd) at--
-    held.splice(at, 0, slot)
-    if (this.#inflight === 0) this.#requeueSoon()
-  }
-
-  /**
-   * A reply to another command of this client on the same connection while some are held. A
-   * refusal: that one did not run either. A command that ran after a held one: if it changes
-   * nothing (GET, PING …), it is sent again too, after the held one, so the order holds;
-   * anything else that ran (or may have) means the held commands sent before it cannot be sent
-   * again after it: they get their refusals now. Held commands sent after it (those that never
-   * left respool) are not concerned. Returns true if the reply was taken (the command is held).
-   */
-  #laterReply (slot: ReplySlot, frame: Buffer): boolean {
-    if (frame[0] === MINUS && isRefusal(frame)) return false
-    const held = this.#held as ReplySlot[]
-    if (held[0].writeEnd > slot.writeEnd) return false // nothing held was sent before it
-    if (slot.retryable && !slot.streamed && runsAgainHarmlessly(slot.command) && this.#mayRetry(slot)) {
-      this.#hold(slot)
-      return true
-    }
-    let before = 0
-    while (before < held.length && held[before].writeEnd < slot.writeEnd) before++
-    const refused = held.splice(0, before)
-    if (held.length === 0) this.#held = null
-    for (const h of refused) this.#fill(h, h.refusal ?? NOT_SENT)
-    return false
-  }
-
-  #requeueSoon (): void {
-    if (this.#requeueQueued) return
-    this.#requeueQueued = true
-    queueMicrotask(this.#callbacks.requeue)
-  }
-
-  /** The held commands go back to the head of the pending queue, in order, and are sent again. */
-  #requeue (): void {
-    this.#requeueQueued = false
-    const held = this.#held
-    if (held === null || this.#inflight > 0 || this.#closed) return
-    this.#held = null
-    this.#ctx.stats.upstreamRqRetried += held.length
-    let pause = 0
-    for (let i = held.length - 1; i >= 0; i--) {
-      const slot = held[i]
-      this.#pending.unshift(slot)
-      pause = Math.max(pause, backoffMs(slot.refusal, slot.retries))
-    }
-    // What the session waited for concerned the connection it has left; the pump looks again.
-    if (this.#wait === W_BARRIER || this.#wait === W_DRAIN || this.#wait === W_OUTPUT) this.#wait = W_NONE
-    if (this.#wait !== W_NONE) return
-    if (pause === 0) {
-      this.#pump()
-      return
-    }
-    this.#wait = W_RETRY
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = null
-      if (this.#wait !== W_RETRY) return
-      this.#wait = W_NONE
-      this.#pump()
-    }, pause)
-    this.#retryTimer.unref()
   }
 
   onFailure (slot: ReplySlot, err: ProxyError): void {
@@ -1911,7 +1412,6 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
   get #callbacks (): SessionCallbacks {
     return this.#madeCallbacks ??= {
       upstreamDrained: () => { this.#onUpstreamDrained() },
-      requeue: () => { this.#requeue() },
       pubsubTunnel: (frame) => this.#onPubsubFrame(frame),
       monitorTunnel: (frame) => this.#onMonitorFrame(frame),
       outOfBand: (frame) => { this.#outOfBand(frame) }
@@ -2100,7 +1600,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
    */
   endAfterInflight (): void {
     if (this.#closed) return
-    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#clusterClient?.pinned ?? false)) this.#endWhenUnpinned = true
+    if (this.#lease !== null || this.#acquiring !== null || this.#waiter !== null || this.sharedSubscribed || (this.#cluster?.pinned ?? false)) this.#endWhenUnpinned = true
     else this.#endAfterReplies(false)
   }
 
@@ -2109,8 +1609,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     if (this.#closed) return
     this.#closed = true
     this.#socket.destroy()
-    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
-    this.#held = null
+    this.#retry?.close()
     if (this.#wait === W_LANE) this.#router.cancelWait(this)
     if (this.#acquiring !== null) this.#acquiring.cancel(new UpstreamClosedError('client disconnected'))
     for (let i = 0; i < this.#slots.length; i++) (this.#slots.peekAt(i) as ReplySlot).cancelled = true
@@ -2127,8 +1626,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
       this.#streamConn = null
     }
     this.#endLease()
-    this.#clusterClient?.close()
-    this.#clusterShards?.close()
+    this.#cluster?.close()
     if (this.#member !== null) this.#ctx.pubsub?.leave(this.#member)
     this.#dropIdentity()
     if (this.#waiter !== null) {

@@ -57,6 +57,11 @@ export interface Lease {
   dirty: boolean
 }
 
+/** The client is inside MULTI (on its pin). */
+export function isInMulti (lease: Lease | null): boolean {
+  return lease !== null && (lease.reasons & R_MULTI) !== 0
+}
+
 /**
  * What the effects need from their session (the session itself: an idle client then costs no
  * object or closures for them). The handlers are functions given to a connection as its tunnel

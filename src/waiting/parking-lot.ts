@@ -2,14 +2,14 @@ import Denque from 'denque'
 import { runOnLane } from './lane-transaction.js'
 import { KeyTracker } from './key-tracker.js'
 import { elements, putBack, compareStreamIds, LAST_IDS_SCRIPT, type End, type Family, type Parkable } from './parkable.js'
-import { BLPOP_HEAD, BRPOP_HEAD, BZPOPMIN_HEAD, XREAD_HEAD, ZERO_ARG, bulkText, bulkValue, evalFrame, isNullReply, sweepFrame, withStreamIds } from './watch-frames.js'
-import { command as encodeCommand } from '../protocol/resp-encode.js'
+import { bulkText, evalFrame, isNullReply, sweepFrame, withStreamIds } from './watch-frames.js'
 import type { RespCommand } from '../protocol/resp-command.js'
 import { timeoutReply } from '../commands/blocking.js'
 import { toRespError, type ProxyError } from '../errors.js'
-import { syncLaneState } from '../routing/lane-state.js'
-import type { ParkingUpstream, ParkingPin as Pin, ParkingPinAcquisition as PinAcquisition } from './parking-upstream.js'
+import type { ParkingUpstream } from './parking-upstream.js'
 import type { Logger } from '../ops/logger.js'
+import { WatcherArms, HOT_MS, isRedirect } from './watcher-arms.js'
+import { ARM_ENDS, headEnd, type Arm, type KeyQueue, type Taken, type Watcher } from './watcher-types.js'
 
 /**
  * Blocking commands that wait inside respool, without a connection each.
@@ -69,18 +69,6 @@ export interface Waiter {
 const SERVE_PER_KEY = 256
 const SERVE_BATCH = 2048
 const MAX_TIMER_MS = 2 ** 31 - 1
-/** How often the keys of an arm without a connection are swept. */
-const POLL_MS = 50
-/**
- * After data arrived: how long the arms sweep instead of blocking, and how often; only arms
- * watching at least HOT_MIN_KEYS keys do (below that a new blocking wait is cheap). A swept key
- * keeps a pushed element until the sweep finds it (a millisecond or so), where a blocking wait
- * takes it at once: meanwhile another client's LLEN counts it, or its LPOP can take it, as if
- * the parked command had arrived a moment later.
- */
-const HOT_MS = 100
-const HOT_POLL_MS = 1
-const HOT_MIN_KEYS = 256
 /**
  * From this many watched keys on, a watcher's lists or sorted sets are watched with CLIENT
  * TRACKING (KeyTracker) instead of blocking pops. A blocking pop takes the element the moment
@@ -94,90 +82,6 @@ const HOT_MIN_KEYS = 256
 const TRACK_MIN_KEYS = 256
 /** How long a key that turned into another kind stays out of the watcher's wait. */
 const WRONG_TYPE_RECHECK_MS = 100
-
-/** What a watcher took to learn that a key has data (a sorted set's member comes with its score). */
-interface Taken {
-  key: Buffer
-  element: Buffer
-  score: Buffer | null
-}
-
-/** The waiters parked on one key, longest-waiting first (finished ones are dropped lazily). */
-interface KeyQueue {
-  readonly key: string
-  /** The key as a RESP bulk string, for the watcher's command. */
-  readonly arg: Buffer
-  readonly waiters: Denque<Waiter>
-  /** Waiters in the queue that are parked (not being served, not finished). */
-  parked: number
-  /** Waiters in the queue that are not finished. */
-  live: number
-}
-
-/**
- * One watcher connection. Lists have two: a key is watched from the end its longest-waiting
- * waiter takes from (BLPOP or BRPOP), and what the watcher took goes back to that same end. A
- * push to the other end meanwhile (the usual queue: LPUSH, then BRPOP) then changes nothing, and
- * one to the same end is ahead of it only until the waiter takes it, as the waiter would have
- * taken it first on a direct connection.
- */
-interface Arm {
-  readonly watcher: Watcher
-  /** The end this arm takes from: 'left'/'right' for lists, 'min' for sorted sets, '' for streams. */
-  readonly end: End
-  pin: Pin | null
-  acquiring: PinAcquisition | null
-  /** Sweeps its keys while it has no connection (see #poll). */
-  pollTimer: NodeJS.Timeout | null
-  /** The poll's sweep, built once for a set of keys (rebuilding it is a copy of every key). */
-  sweepCache: { frame: Buffer, keys: number, version: number, left: number } | null
-  /** Between asking for the watcher's pin and learning its connection's id. */
-  starting: boolean
-  /** Redis's id of the watcher connection (for CLIENT UNBLOCK). */
-  redisId: string | null
-  /** What its blocking command waits on now (null: not waiting). */
-  waitingOn: string | null
-  unblockSent: boolean
-}
-
-/** The waiters of one database and kind of key, and the connections watching their keys. */
-interface Watcher {
-  readonly db: number
-  readonly family: Family
-  readonly group: number
-  readonly queues: Map<string, KeyQueue>
-  /** Keys that hold another kind of value: Redis would not wake their waiters; left out. */
-  readonly wrongType: Set<string>
-  readonly arms: Arm[]
-  scheduled: boolean
-  /** A sweep is on its way (one at a time: each finds what arrived before it). */
-  sweeping: boolean
-  /**
-   * Wake-up transactions on their way. Meanwhile no arm starts a new wait: a watcher that took
-   * an element from a key those transactions serve would hand it to a later waiter.
-   */
-  serving: number
-  /**
-   * Until then, the arms sweep their keys every HOT_POLL_MS instead of blocking on them. Data
-   * arrived a moment ago, so more is likely; a sweep costs Redis a few ns per key, a new
-   * blocking wait on every key hundreds of times that (and a wait ends at each wake-up).
-   */
-  hotUntil: number
-  /** Bumped when a key joins the set to watch (a poll's cached sweep is then out of date). */
-  keysVersion: number
-  /** Keys that left the set to watch since (a cached sweep still asks about them). */
-  keysLeft: number
-  /** Tracked keys found with data (and how much), to be served once no wake-up is on its way. */
-  found: Map<string, number>
-  /** When the oldest of `found` was learned of. */
-  foundAt: number
-  /** Tracked keys whose waiters a wake-up is serving now. */
-  servingKeys: Set<string>
-  /** Keys with a parked waiter. */
-  wantedKeys: number
-  /** Its keys are watched by the tracker (see TRACK_MIN_KEYS). */
-  tracked: boolean
-}
 
 export interface ParkingStats {
   parked: number
@@ -233,6 +137,8 @@ export class ParkingLot implements ParkingView {
   readonly #redirected: ((reply: Buffer) => void) | null
   /** Lists and sorted sets are watched through CLIENT TRACKING where the upstream allows it. */
   readonly #tracker: KeyTracker
+  /** The watchers' connections and their waits (watcher-arms.ts). */
+  readonly #arms: WatcherArms
   /** Parked waiters (being served included) by command name. */
   readonly parkedByCommand = new Map<string, number>()
   #parked = 0
@@ -259,6 +165,18 @@ export class ParkingLot implements ParkingView {
       found: (db, family, key, size, at) => { this.#onFound(db, family, key, size, at) },
       unavailable: () => { for (const watcher of this.#watchers.values()) this.#schedule(watcher) },
       failed: (reply) => { if (isRedirect(reply)) this.#redirected?.(reply) }
+    })
+    const lot = this
+    this.#arms = new WatcherArms(router, log, this.#redirected, {
+      get closed (): boolean { return lot.#closed },
+      watchers: () => this.#watchers.values(),
+      trackerConnections: () => this.#tracker.connections,
+      tracked: (watcher) => this.#tracked(watcher),
+      schedule: (watcher) => { this.#schedule(watcher) },
+      wantedQueues: (watcher, arm) => this.#wantedQueues(watcher, arm),
+      serve: (watcher, prefix, sizes, sweepQueues, detectedAt, fromSweep, taken) => { this.#serve(watcher, prefix, sizes, sweepQueues, detectedAt, fromSweep, taken) },
+      serveStreams: (watcher, keys, detectedAt) => { this.#serveStreams(watcher, keys, detectedAt) },
+      wakeStreams: (watcher, streams, detectedAt) => { this.#wakeStreams(watcher, streams, detectedAt) }
     })
   }
 
@@ -291,7 +209,7 @@ export class ParkingLot implements ParkingView {
           if (arm.waitingOn !== null) return null
           continue
         }
-        if (arm.waitingOn !== this.#waitFrame(arm, queues).signature) return null
+        if (arm.waitingOn !== this.#arms.waitFrame(arm, queues).signature) return null
         n++
       }
     }
@@ -555,7 +473,7 @@ export class ParkingLot implements ParkingView {
     setImmediate(() => {
       watcher.scheduled = false
       if (this.#tracked(watcher)) this.#serveTracked(watcher)
-      for (const arm of watcher.arms) this.#rearm(arm)
+      for (const arm of watcher.arms) this.#arms.rearm(arm)
     })
   }
 
@@ -625,237 +543,6 @@ export class ParkingLot implements ParkingView {
       if (arm === null || watcher.arms.length === 1 || headEnd(queue) === arm.end) out.push(queue)
     }
     return out
-  }
-
-  /** The watcher's blocking command for `queues`, whose text also tells if the wait is current. */
-  #waitFrame (arm: Arm, queues: KeyQueue[]): { frame: Buffer, signature: string } {
-    const watcher = arm.watcher
-    if (watcher.family !== 'stream') {
-      const head = watcher.family === 'zset' ? BZPOPMIN_HEAD : arm.end === 'right' ? BRPOP_HEAD : BLPOP_HEAD
-      const frame = Buffer.concat([Buffer.from(`*${queues.length + 2}\r\n`), head, ...queues.map((q) => q.arg), ZERO_ARG])
-      return { frame, signature: queues.map((q) => q.key).join('\0') }
-    }
-    // Each stream from the earliest id a parked waiter on it waits after.
-    const ids = queues.map((queue) => {
-      let min: string | null = null
-      for (let i = 0; i < queue.waiters.length; i++) {
-        const waiter = queue.waiters.peekAt(i) as Waiter
-        if (waiter.state !== 'parked' || waiter.after === null) continue
-        const id = waiter.after[waiter.keys.indexOf(queue.key)]
-        if (min === null || compareStreamIds(id, min) < 0) min = id
-      }
-      return min ?? '0-0'
-    })
-    const idArgs = ids.map((id) => Buffer.from(`$${id.length}\r\n${id}\r\n`))
-    const frame = Buffer.concat([Buffer.from(`*${2 * queues.length + 6}\r\n`), XREAD_HEAD, ...queues.map((q) => q.arg), ...idArgs])
-    return { frame, signature: queues.map((q, i) => `${q.key}\0${ids[i]}`).join('\0') }
-  }
-
-  #rearm (arm: Arm): void {
-    if (this.#closed) return
-    const watcher = arm.watcher
-    const tracked = this.#tracked(watcher)
-    if (watcher.serving > 0 && arm.waitingOn === null) return // the wake-ups' end schedules again
-    if (!tracked && arm.waitingOn === null && watcher.family !== 'stream' && watcher.queues.size >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
-      this.#poll(arm, HOT_POLL_MS) // hot: no need to look at every key now
-      return
-    }
-    // While the tracker watches the keys, the arm waits on none: a wait is ended, a pin given back.
-    const queues = tracked ? [] : this.#wantedQueues(watcher, arm)
-    if (arm.waitingOn !== null) {
-      // Waiting on an out-of-date set: end that wait (CLIENT UNBLOCK takes nothing); its null
-      // reply re-arms.
-      if (!arm.unblockSent && arm.redisId !== null && this.#waitFrame(arm, queues).signature !== arm.waitingOn) {
-        arm.unblockSent = true
-        const waitingOn = arm.waitingOn
-        runOnLane(this.#router, watcher.db, 2, [encodeCommand(['CLIENT', 'UNBLOCK', arm.redisId])], (replies, err) => {
-          // Not unblocked (the wait had not reached Redis yet, or no lane could be had): try
-          // again shortly, unless that wait has ended meanwhile.
-          if ((err !== null || replies?.[0]?.toString('latin1') === ':0\r\n') && arm.waitingOn === waitingOn) {
-            setTimeout(() => {
-              if (arm.waitingOn === waitingOn) arm.unblockSent = false
-              this.#schedule(watcher)
-            }, 5).unref()
-          }
-        })
-      }
-      return
-    }
-    if (queues.length === 0) {
-      if (arm.pin !== null && (watcher.queues.size === 0 || watcher.arms.length > 1 || tracked)) {
-        this.#router.releasePin(arm.pin, 'clean')
-        arm.pin = null
-        arm.redisId = null
-      }
-      return
-    }
-    if (queues.length >= HOT_MIN_KEYS && performance.now() < watcher.hotUntil) {
-      this.#poll(arm, HOT_POLL_MS)
-      return
-    }
-    if (arm.pin === null) {
-      // Watchers may hold all pins but two (one for a pinned blocking command such as WAIT, one
-      // for transactions): an arm beyond that, or one still waiting for its pin, is polled.
-      if (arm.starting || this.#watcherPins() < this.#router.maxPins - 2) this.#acquireArm(arm)
-      this.#poll(arm, POLL_MS)
-      return
-    }
-    this.#wait(arm, arm.pin, queues)
-  }
-
-  /** Arms holding a pin or asking for one. */
-  #watcherPins (): number {
-    let n = 0
-    for (const w of this.#watchers.values()) for (const arm of w.arms) if (arm.pin !== null || arm.starting) n++
-    return n + this.#tracker.connections
-  }
-
-  /**
-   * Sweeps the arm's keys after `ms` instead of blocking on them: while data keeps coming (hot),
-   * or while the arm has no connection (its waiters are woken late, never forgotten).
-   */
-  #poll (arm: Arm, ms: number): void {
-    if (arm.pollTimer !== null || this.#closed) return
-    arm.pollTimer = setTimeout(() => {
-      arm.pollTimer = null
-      const watcher = arm.watcher
-      if (arm.waitingOn === null && watcher.serving === 0 && !watcher.sweeping) {
-        if (watcher.family === 'stream') {
-          // A stream's length says nothing about entries for its waiters: their own commands run.
-          const queues = this.#wantedQueues(watcher, arm)
-          if (queues.length > 0) this.#serveStreams(watcher, queues.map((q) => q.key), performance.now())
-        } else {
-          const sweep = this.#pollSweep(arm)
-          if (sweep !== null) this.#serve(watcher, [], new Map(), sweep, performance.now(), true)
-        }
-      }
-      this.#schedule(watcher)
-    }, ms)
-    arm.pollTimer.unref()
-  }
-
-  /**
-   * The sweep a poll sends: built again only when a key joined the set, or when a quarter of the
-   * keys it asks about have left (asking about a key nobody waits on any more only costs a
-   * lookup; its data, if any, finds no waiter).
-   */
-  #pollSweep (arm: Arm): Buffer | null {
-    const watcher = arm.watcher
-    const cache = arm.sweepCache
-    if (cache !== null && cache.version === watcher.keysVersion && (watcher.keysLeft - cache.left) * 4 < cache.keys) return cache.frame
-    const queues = this.#wantedQueues(watcher, arm)
-    if (queues.length === 0) {
-      arm.sweepCache = null
-      return null
-    }
-    arm.sweepCache = { frame: sweepFrame(queues.map((q) => q.arg), watcher.family), keys: queues.length, version: watcher.keysVersion, left: watcher.keysLeft }
-    return arm.sweepCache.frame
-  }
-
-  #acquireArm (arm: Arm): void {
-    const watcher = arm.watcher
-    // One start at a time: from asking for a pin until the connection has told its id.
-    if (arm.starting) return
-    arm.starting = true
-    const acquisition = this.#router.acquirePin(null, 'blocking')
-    arm.acquiring = acquisition
-    acquisition.promise.then((pin) => {
-      arm.acquiring = null
-      if (this.#closed) {
-        arm.starting = false
-        this.#router.releasePin(pin, 'clean')
-        return
-      }
-      pin.conn.onClose = () => {
-        if (arm.pin === pin) {
-          arm.pin = null
-          arm.redisId = null
-          this.#router.releasePin(pin, 'destroy')
-          this.#schedule(watcher)
-        }
-      }
-      syncLaneState(pin.conn, watcher.db, 2)
-      pin.conn.sendInternal(['CLIENT', 'ID'], (reply) => {
-        arm.starting = false
-        if (reply === null || reply[0] !== 0x3a || this.#closed) {
-          this.#router.releasePin(pin, this.#closed && reply !== null ? 'clean' : 'destroy')
-          this.#schedule(watcher)
-          return
-        }
-        arm.pin = pin
-        arm.redisId = reply.toString('latin1', 1, reply.length - 2)
-        this.#rearm(arm)
-      })
-    }, (err: Error) => {
-      arm.acquiring = null
-      arm.starting = false
-      this.#log.debug({ err: err.message }, 'no connection for a watcher yet')
-      if (!this.#closed) setTimeout(() => { this.#schedule(watcher) }, 100).unref()
-    })
-  }
-
-  /** The watcher's blocking wait on `queues` (an element it takes only wakes the waiters). */
-  #wait (arm: Arm, pin: Pin, queues: KeyQueue[]): void {
-    const watcher = arm.watcher
-    const conn = pin.conn
-    const { frame, signature } = this.#waitFrame(arm, queues)
-    arm.waitingOn = signature
-    arm.unblockSent = false
-    conn.blockingInflight++
-    conn.sendFrameInternal(frame, (reply, err) => {
-      conn.blockingInflight--
-      arm.waitingOn = null
-      if (err !== null || reply === null) return // the connection is gone: onClose re-arms
-      const detectedAt = performance.now()
-      if (reply[0] === 0x2d) {
-        if (reply.toString('latin1', 1, 10) === 'WRONGTYPE' && !watcher.sweeping) {
-          // A key holds another kind of value now: find which, and leave it out.
-          this.#serve(watcher, [], new Map(), queues, detectedAt, true)
-        } else if (isRedirect(reply) && this.#redirected !== null) {
-          // The keys' slot moved away: their waiters are handed back (see evict) and the watcher
-          // waits again on what is left.
-          this.#redirected(reply)
-          setTimeout(() => { this.#schedule(watcher) }, 5).unref()
-        } else {
-          this.#log.warn({ reply: reply.toString('latin1', 0, 200) }, 'the parked-waiter watcher\'s wait failed; retrying')
-          setTimeout(() => { this.#schedule(watcher) }, watcher.sweeping ? 5 : 100).unref()
-        }
-        return
-      }
-      const taken = elements(reply)
-      if (taken !== null) {
-        if (watcher.family === 'stream') this.#wakeStreams(watcher, taken, detectedAt)
-        else this.#wake(arm, taken, detectedAt)
-      }
-      this.#schedule(watcher)
-    }, true) // an element it took just as respool leaves this master is still read (see retire)
-  }
-
-  /**
-   * The watcher took an element from a key: put it back and, in the same transaction, run the
-   * longest-waiting waiter's command on that key, and sweep the other watched keys.
-   */
-  #wake (arm: Arm, taken: Buffer[], detectedAt: number): void {
-    const watcher = arm.watcher
-    watcher.hotUntil = detectedAt + HOT_MS
-    const key = bulkText(taken[0])
-    // A list's element goes back to the end it came from. A sorted-set member goes back only if
-    // nobody added it again meanwhile (NX): a newer score stays, and the waiter's pop then takes
-    // the member as if it had been served after that ZADD; nothing is lost.
-    const restore = watcher.family === 'list'
-      ? encodeCommand([arm.end === 'right' ? 'RPUSH' : 'LPUSH', bulkValue(taken[0]), bulkValue(taken[1])])
-      : encodeCommand(['ZADD', bulkValue(taken[0]), 'NX', bulkValue(taken[2]), bulkValue(taken[1])])
-    this.#serve(watcher, [restore], new Map([[key, 1]]), this.#unwatched(watcher, key), detectedAt, false, { key: bulkValue(taken[0]), element: bulkValue(taken[1]), score: watcher.family === 'zset' ? bulkValue(taken[2]) : null })
-  }
-
-  /**
-   * Keys to sweep after a wake-up: those no arm is blocked on now (a blocked arm wakes for its
-   * own keys, and a sweep serving them meanwhile could race it), but `key`, served already.
-   */
-  #unwatched (watcher: Watcher, key: string | null): KeyQueue[] {
-    const blocked = new Set<End>()
-    for (const arm of watcher.arms) if (arm.waitingOn !== null) blocked.add(arm.end)
-    return this.#wantedQueues(watcher).filter((q) => q.key !== key && (watcher.arms.length === 1 ? blocked.size === 0 : !blocked.has(headEnd(q) as End)))
   }
 
   /**
@@ -1101,21 +788,4 @@ export class ParkingLot implements ParkingView {
 
 const CRLF = Buffer.from('\r\n')
 const MINUS = 0x2d
-
-/** -MOVED or -ASK (a cluster node no longer serves the key's slot). */
-function isRedirect (reply: Buffer): boolean {
-  const head = reply.toString('latin1', 0, 6)
-  return head === '-MOVED' || head.startsWith('-ASK ')
-}
-/** The ends a kind of key is watched from (one watcher connection each, when in use). */
-const ARM_ENDS: Record<Family, End[]> = { list: ['left', 'right'], zset: ['min'], stream: [''] }
-
-/** The end the longest-parked waiter on a key takes from. */
-function headEnd (queue: KeyQueue): End | null {
-  for (let i = 0; i < queue.waiters.length; i++) {
-    const waiter = queue.waiters.peekAt(i) as Waiter
-    if (waiter.state === 'parked') return waiter.end
-  }
-  return null
-}
 
