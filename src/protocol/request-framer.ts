@@ -443,8 +443,9 @@ export class RequestFramer {
 
   #reset (): void {
     this.#state = ST_START
-    // Allocate only when there is something to drop: this runs once per command.
+    // The command owns its parts and offsets now: an idle client keeps none of them.
     this.#parts = NO_PARTS
+    this.#offsets = NO_OFFSETS
     this.#partsLength = 0
     this.#streaming = false
     this.#declined = false
