@@ -87,6 +87,10 @@ const TW_MATCHED = env.TW_MATCHED !== '0' && !QUICK
 const TESTS = words('TESTS', ['set', 'get'])
 const DATA_SIZE = int('DATA_SIZE', 3)
 const KEYSPACE = int('KEYSPACE', 100000)
+/** (a) and (d) also run respool with these Node.js flags (space-separated), in the same rounds. */
+const ALSO_NODE_ARGS = (env.ALSO_NODE_ARGS ?? '').split(' ').filter((x) => x !== '')
+/** (a) and (d) also run respool with --workers ALSO_WORKERS, in the same rounds. */
+const ALSO_WORKERS = int('ALSO_WORKERS', 1)
 const SCENARIOS = new Set(words('SCENARIOS', ['a', 'b', 'c', 'd', 'e', 'w', 'n']))
 const BENCH_TIMEOUT_MS = int('BENCH_TIMEOUT_MS', 120000)
 
@@ -300,9 +304,20 @@ const UPSTREAM_NOTE = 'upstream used/open = respool\'s connections to Redis duri
 
 interface ARow { combo: string, clients: number, pipeline: number, cmd: string, target: string, agg: Agg, ratioDirect: number, ratioTw: number }
 
+/**
+ * The most upstream connections named respool that Redis may see: --pool-size, times the
+ * respool processes alive at once (the ALSO_* variants run beside the default one).
+ */
+function respoolBound (targets: Server[]): number {
+  return POOL_SIZE * Math.max(1, targets.filter((t) => t.kind === 'respool').length)
+}
+
 async function coreTargets (redis: Server): Promise<Server[]> {
   const out: Server[] = [redis]
   out.push(await startRespool(redis.port, { poolSize: POOL_SIZE }))
+  // Variants measured in the same rounds: other Node.js flags, several processes.
+  if (ALSO_NODE_ARGS.length > 0) out.push(await startRespool(redis.port, { poolSize: POOL_SIZE, nodeArgs: ALSO_NODE_ARGS, name: `respool(${POOL_SIZE}) ${ALSO_NODE_ARGS.join(' ')}` }))
+  if (ALSO_WORKERS > 1) out.push(await startRespool(redis.port, { poolSize: POOL_SIZE, workers: ALSO_WORKERS }))
   if (hasCommand('nutcracker')) {
     out.push(await startTwemproxy(redis.port, { serverConnections: TW_CONNECTIONS }))
     if (TW_MATCHED && POOL_SIZE !== TW_CONNECTIONS) out.push(await startTwemproxy(redis.port, { serverConnections: POOL_SIZE }))
@@ -317,7 +332,7 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
     for (const [ci, combo] of A_COMBOS.entries()) {
       for (const t of roundOrder('a', r, comboLabel(combo), ci, targets, (x) => x.name)) {
         const args = { clients: combo.clients, pipeline: combo.pipeline, requests: requestsFor(combo.pipeline, REQUESTS, combo.clients), tests: TESTS }
-        const run = await measure(t, args, { scenario: 'a', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
+        const run = await measure(t, args, { scenario: 'a', admin, poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
         for (const cmd of TESTS) {
           const s = sampleOf(run, cmd)
           if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${t.name}`, s)
@@ -369,7 +384,7 @@ async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[
   const book = new SampleBook()
   for (let r = 0; r < LAT_ROUNDS; r++) {
     for (const t of roundOrder('d', r, 'c=1 P=1', 0, targets, (x) => x.name)) {
-      const run = await measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', admin, poolSize: t.kind === 'respool' ? POOL_SIZE : undefined })
+      const run = await measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', admin, poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
       for (const cmd of TESTS) {
         const s = sampleOf(run, cmd)
         if (s !== null) book.add(`${cmd}|${t.name}`, s)

@@ -243,6 +243,8 @@ export interface RespoolOptions {
   extra?: string[]
   /** Flags for Node.js itself, before the script (e.g. ['--trace-gc']); its output goes to the log file. */
   nodeArgs?: string[]
+  /** --workers for this one (default: RESPOOL_WORKERS). */
+  workers?: number
   name?: string
 }
 
@@ -266,12 +268,13 @@ export const RESPOOL_WORKERS = Number(process.env.RESPOOL_WORKERS ?? '1')
 
 /** respool from dist, as its own process: `node bin/respool.js --port P --upstream … --pool-size N --log-level warn [--workers W]`. */
 export async function startRespool (redisPort: number, opts: RespoolOptions): Promise<Server> {
-  if (!Number.isInteger(RESPOOL_WORKERS) || RESPOOL_WORKERS < 1) throw new Error(`RESPOOL_WORKERS must be a whole number from 1, got ${process.env.RESPOOL_WORKERS ?? ''}`)
+  const count = opts.workers ?? RESPOOL_WORKERS
+  if (!Number.isInteger(count) || count < 1) throw new Error(`RESPOOL_WORKERS must be a whole number from 1, got ${opts.workers ?? process.env.RESPOOL_WORKERS ?? ''}`)
   // One connection cannot carry both shared traffic and a pinned client, in each worker.
-  const least = 2 * RESPOOL_WORKERS
-  if (!Number.isInteger(opts.poolSize) || opts.poolSize < least) throw new Error(`respool needs --pool-size ${least} or more${RESPOOL_WORKERS > 1 ? ` with RESPOOL_WORKERS=${RESPOOL_WORKERS}` : ''}, got ${opts.poolSize}`)
-  const workers = RESPOOL_WORKERS > 1 ? ['--workers', String(RESPOOL_WORKERS)] : []
-  const name = opts.name ?? (RESPOOL_WORKERS > 1 ? `respool(${opts.poolSize})×${RESPOOL_WORKERS}w` : `respool(${opts.poolSize})`)
+  const least = 2 * count
+  if (!Number.isInteger(opts.poolSize) || opts.poolSize < least) throw new Error(`respool needs --pool-size ${least} or more${count > 1 ? ` with ${count} workers` : ''}, got ${opts.poolSize}`)
+  const workers = count > 1 ? ['--workers', String(count)] : []
+  const name = opts.name ?? (count > 1 ? `respool(${opts.poolSize})×${count}w` : `respool(${opts.poolSize})`)
   const { child, port, logFile } = await startWithRetry(name, (port, logFile) => spawnLogged(BENCH_NODE, [
     ...BENCH_NODE_ARGS, ...(opts.nodeArgs ?? []), RESPOOL_BIN, '--port', String(port), '--upstream', `redis://${HOST}:${redisPort}`,
     '--pool-size', String(opts.poolSize), '--log-level', 'warn', ...workers, ...(opts.extra ?? [])
