@@ -186,7 +186,10 @@ export class TickWriter implements Flushable {
    * read buffer): it is copied into the turn arena (a large one into memory of its own).
    */
   writeTransient (data: Buffer): void {
-    if (data.length > TURN_ARENA_MIN / 4) this.write(Buffer.from(data))
+    // A socket that holds earlier bytes will hold this reply too, for as long as its client
+    // takes to read: a view of the turn arena would keep the whole arena alive with it (a
+    // client reading nothing, one small reply per turn, would keep an arena per reply).
+    if (data.length > TURN_ARENA_MIN / 4 || this.#socket.writableLength > 0) this.write(Buffer.from(data))
     else this.write(copyIntoTurn(data))
   }
 
