@@ -100,6 +100,7 @@ function endTurn (): void {
  * made every other client on the proxy wait for them. These buffers go back to a free list
  * when the socket is done with them (its write callback), so a stream in steady state
  * allocates nothing. The list keeps at most PIECE_SPARE_MAX of them (4 MB) between streams.
+ * A small piece for a socket that already holds bytes gets a copy of its own size (writePiece).
  */
 const PIECE_SIZE = 64 * 1024
 const PIECE_SPARE_MAX = 64
@@ -185,7 +186,10 @@ export class TickWriter implements Flushable {
    * read buffer): it is copied into the turn arena (a large one into memory of its own).
    */
   writeTransient (data: Buffer): void {
-    if (data.length > TURN_ARENA_MIN / 4) this.write(Buffer.from(data))
+    // A socket that holds earlier bytes will hold this reply too, for as long as its client
+    // takes to read: a view of the turn arena would keep the whole arena alive with it (a
+    // client reading nothing, one small reply per turn, would keep an arena per reply).
+    if (data.length > TURN_ARENA_MIN / 4 || this.#socket.writableLength > 0) this.write(Buffer.from(data))
     else this.write(copyIntoTurn(data))
   }
 
@@ -202,6 +206,15 @@ export class TickWriter implements Flushable {
     this.flush()
     const socket = this.#socket
     if (socket.destroyed) return
+    if (data.length < PIECE_SIZE / 2 && socket.writableLength > 0) {
+      // The socket holds earlier bytes, so it will hold this piece too, for as long as its
+      // client takes to read: a small piece gets memory of its own size. A piece buffer each
+      // would keep 64 KB per piece of a few kilobytes (reads from a Redis across a network),
+      // many times what the limits on a slow reader count (writableLength). Pieces of half a
+      // piece buffer or more (reads at full speed) keep their buffers: at most twice their size.
+      if (!socket.write(Buffer.from(data))) this.#owner.onOutputFull()
+      return
+    }
     const piece = takePieceBuffer()
     const n = data.copy(piece.buf, 0)
     const taken = socket.write(n === PIECE_SIZE ? piece.buf : piece.buf.subarray(0, n), piece.release)
