@@ -12,8 +12,8 @@
  * - perf:   where the CPU samples fall, by binary (`perf record -e cpu-clock -p <pid>`, then
  *           `perf report --sort dso`); JIT-compiled JavaScript (V8's generated code) is [JIT];
  * - gc:     respool only, started with `node --trace-gc`: scavenges and their pauses during the run,
- *           with V8's default young generation and with CPU_SEMI_SPACE (`--min-semi-space-size=16
- *           --max-semi-space-size=32` by default).
+ *           with the flags bin/respool.js starts Node.js with (and BENCH_NODE_ARGS), and with
+ *           CPU_SEMI_SPACE added (`--min-semi-space-size=16 --max-semi-space-size=32` by default).
  * strace and perf are skipped when not on the PATH (or when perf may not sample the process).
  * Output: tables on stdout, benchmarks/results/cpu-bench-<time>.{json,md} and cpu-latest.*.
  */
@@ -24,7 +24,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
-  RESULTS_DIR, cpuTimes, hasCommand, installCleanup, median, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote,
+  BENCH_NODE_ARGS, RESULTS_DIR, cpuTimes, hasCommand, installCleanup, median, progress, redisBenchmark, respoolNodeVersion, revision, revisionNote,
   scratchDir, startRedis, startRespool, startTwemproxy, stopChild, track, type BenchRun, type Server
 } from './lib/harness.js'
 import { fmtInt, fmtMs, markdownTable, textTable, type Table } from './lib/table.js'
@@ -211,7 +211,8 @@ async function main (): Promise<void> {
     }
     for (const t of targets) await stopChild(t.child)
     if (TOOLS.has('gc')) {
-      for (const [variant, args] of [['default young generation', []], [SEMI_SPACE.join(' '), SEMI_SPACE]] as Array<[string, string[]]>) {
+      const shipped = BENCH_NODE_ARGS.length > 0 ? BENCH_NODE_ARGS.join(' ') : 'default young generation'
+      for (const [variant, args] of [[shipped, []], [SEMI_SPACE.join(' '), SEMI_SPACE]] as Array<[string, string[]]>) {
         const row = await gcRun(redis.port, variant, args)
         gcRows.push(row)
         progress(`gc, ${variant}: ${row.scavenges} scavenges in ${row.seconds.toFixed(1)} s, pause p50 ${row.pauseP50.toFixed(2)} ms max ${row.pauseMax.toFixed(2)} ms, p99 ${fmtMs(row.p99)} ms`)

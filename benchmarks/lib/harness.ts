@@ -251,8 +251,21 @@ export interface RespoolOptions {
 /** The Node.js binary respool runs on: BENCH_NODE, else the one running the benchmark. */
 export const BENCH_NODE = process.env.BENCH_NODE ?? process.execPath
 
-/** Flags for Node.js given to every respool the benchmarks start (BENCH_NODE_ARGS, space-separated). */
-export const BENCH_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((x) => x !== '')
+/**
+ * Flags for Node.js given to every respool the benchmarks start: those of bin/respool.js's
+ * first line (`#!/usr/bin/env -S node …`, what a user running `respool` gets), then
+ * BENCH_NODE_ARGS (space-separated), which may override them.
+ */
+export const BENCH_NODE_ARGS = [
+  ...shebangNodeArgs(RESPOOL_BIN),
+  ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((x) => x !== '')
+]
+
+function shebangNodeArgs (file: string): string[] {
+  const first = readFileSync(file, 'utf8').split('\n', 1)[0]
+  const match = /^#!\S*env -S node(.*)$/.exec(first)
+  return match === null ? [] : match[1].split(' ').filter((x) => x !== '')
+}
 
 /** The version of BENCH_NODE. */
 export function respoolNodeVersion (): string {

@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { startRedis, freePort } from '../helpers/redis-server.js'
 import { RawClient, cmd } from '../helpers/raw-client.js'
 import { FrameReader, commandOn } from '../helpers/resp-frames.js'
@@ -46,6 +48,32 @@ test('starts on a free port, says where it listens and forwards, proxies, and dr
   r.child.kill('SIGTERM')
   const [code] = await exited
   assert.equal(code, 0)
+})
+
+test('run as a program (the npm bin), respool starts Node.js with the flags of its first line and serves', { timeout: 20000 }, async () => {
+  const redis = await startRedis()
+  after(async () => { await redis.stop() })
+  // The Node.js running the tests is the one `env` finds first.
+  const path = `${dirname(process.execPath)}:${process.env.PATH ?? ''}`
+  const child = spawn(BIN, ['--port', '0', '--upstream', redis.url], { env: { ...process.env, PATH: path }, stdio: ['ignore', 'pipe', 'pipe'] })
+  after(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+  const r: Running = { child, stdout: () => out, stderr: () => err }
+  const port = await listeningPort(r)
+  const argv = readFileSync(`/proc/${child.pid as number}/cmdline`, 'utf8').split('\0')
+  const first = readFileSync(BIN, 'utf8').split('\n', 1)[0]
+  assert.match(first, /^#!\/usr\/bin\/env -S node --max-semi-space-size=4$/)
+  assert.ok(argv.includes('--max-semi-space-size=4'), `argv: ${argv.join(' ')}`)
+  const c = await RawClient.connect(port)
+  c.write(cmd('PING'))
+  assert.equal(await c.readExactly('+PONG\r\n'), '+PONG\r\n')
+  c.close()
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  assert.equal((await exited)[0], 0)
 })
 
 test('--help documents every flag', { timeout: 10000 }, async () => {
