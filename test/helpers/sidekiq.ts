@@ -35,12 +35,13 @@ export async function enqueueJobs (cwd: string, env: NodeJS.ProcessEnv, from: nu
 }
 
 /** Polls until `cond` holds or the deadline passes; `fail` is checked each round to stop early. */
-export async function until (cond: () => Promise<boolean> | boolean, what: string, timeoutMs: number, fail?: () => string | null): Promise<void> {
+export async function until (cond: () => Promise<boolean> | boolean, what: string | (() => string), timeoutMs: number, fail?: () => string | null): Promise<void> {
   const deadline = Date.now() + timeoutMs
+  const describe = (): string => typeof what === 'string' ? what : what()
   while (!(await cond())) {
     const reason = fail?.()
-    if (reason != null) throw new Error(`${what}: ${reason}`)
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    if (reason != null) throw new Error(`${describe()}: ${reason}`)
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${describe()}`)
     await delay(25)
   }
 }

@@ -121,7 +121,9 @@ test(`Sidekiq 6.4 (${CONCURRENCY} threads) through respool across SENTINEL FAILO
     await until(async () => await count('done') >= FAILOVER_AFTER, `${FAILOVER_AFTER} jobs to run`, 20000, died)
     const old = await setup.masterPort()
     const next = await setup.failover()
-    await until(() => proxy.topology.master?.address.port === next, 'respool follows the new master', 10000, died)
+    // On a timeout, say where respool's topology stands (the master it has, or what it waits for).
+    await until(() => proxy.topology.master?.address.port === next,
+      () => `respool follows the new master (${next}; respool has ${String(proxy.topology.master?.address.port ?? 'none')}, problem: ${String(proxy.topology.problem)}; sentinel events ${JSON.stringify([...events.keys()])})`, 10000, died)
     const doneAtSwitch = await count('done')
     assert.ok(doneAtSwitch < FIRST_WAVE, `the first wave was still running at the switch (${doneAtSwitch} done)`)
 
