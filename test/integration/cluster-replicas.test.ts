@@ -183,9 +183,12 @@ async function underLoadUntilPromoted (slot: number, replica: ClusterNodeHandle,
     const rounds = load.rounds
     await waitFor(() => load.rounds > rounds + 200, 'writes go on after the failover', 10_000)
   } catch (err) {
-    // A failed step must not leave the load running (the test file would never end).
-    await load.stop().catch(() => [])
-    throw err
+    // A failed step must not leave the load running (the test file would never end). What the
+    // clients saw, and where respool sends the slot, say why it failed.
+    const seen = await load.stop().catch(() => [])
+    const node = proxy.cluster?.topology.nodeFor(slot)
+    throw new Error(`${(err as Error).message}; respool sends slot ${slot} to ${String(node?.port)} (replica ${replica.port}); ` +
+      `${seen.length} load errors, the last: ${JSON.stringify(seen.slice(-5).map((e) => e.message))}`)
   } finally {
     clearInterval(watch)
   }
