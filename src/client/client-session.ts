@@ -17,7 +17,7 @@ import { adjustCount, pubsubCommand, type PubsubHost } from './session-pubsub.js
 import { blockingCommand, type BlockingHost } from './session-blocking.js'
 import { bufferedTransactionEnd, execOrDiscard, multi, queueable, unwatch, watch, type TransactionHost } from './session-transactions.js'
 import { TickWriter } from '../protocol/write-batcher.js'
-import { adoptReadBuffer } from '../protocol/socket-reader.js'
+import { READ_BUFFER_BYTES, adoptReadBuffer } from '../protocol/socket-reader.js'
 import { SessionState } from './session-state.js'
 import { blockingTimeoutMs, timeoutReply } from '../commands/blocking.js'
 import { parsePubsubFrame } from '../protocol/pubsub-frames.js'
@@ -71,18 +71,7 @@ const PAUSE_PIPELINE = 1 // too many commands unanswered
 const PAUSE_OUTPUT = 2 // the client is not reading its replies
 const PAUSE_UPSTREAM = 4 // the upstream socket is full
 const PAUSE_ENDING = 8 // QUIT or a protocol error: nothing more is read
-const PAUSE_TURN = 16 // read its share of this turn of the event loop (see READ_TURN_BYTES)
-
-/**
- * A client sending a large command (a 256 MB SET) would have libuv read it up to 32 × 64 KB at
- * a time, every other socket waiting meanwhile. Past this many bytes in a row, its reading
- * stops until the loop's check phase, as an upstream connection's does (and Redis, which reads
- * each client a slice per turn). The client whose reads came last, and how much: libuv reads
- * one socket's chunks back to back, so this needs no field in every session.
- */
-const READ_TURN_BYTES = 64 * 1024
-let turnReader: ClientSession | null = null
-let turnReadBytes = 0
+const PAUSE_TURN = 16 // read its share of this turn of the event loop (see #onSocketRead)
 
 /** Bytes of a large reply waiting for a slow client before the upstream stops reading. */
 const STREAM_HIGH_WATER = 4 * 1024 * 1024
@@ -247,15 +236,17 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
     if (ctx.config.clientIdleTimeoutMs > 0) socket.setTimeout(ctx.config.clientIdleTimeoutMs)
   }
 
+  /**
+   * A client sending a large command (a 256 MB SET) would have libuv read it up to 32 × 64 KB at
+   * a time, every other socket waiting meanwhile. libuv reads a socket again in the same turn
+   * only after a read that filled the whole buffer, so after such a read the client's reading
+   * stops until the loop's check phase: 64 KB per turn, as for an upstream connection (and as
+   * Redis reads each client a slice per turn). A shorter read means the socket had no more.
+   */
   static #onSocketRead (socket: net.Socket, chunk: Buffer): void {
     const session = sessionOf(socket)
-    if (turnReader !== session) {
-      turnReader = session
-      turnReadBytes = 0
-    }
     session.#onData(chunk)
-    if ((turnReadBytes += chunk.length) >= READ_TURN_BYTES && !session.#closed) {
-      turnReader = null
+    if (chunk.length >= READ_BUFFER_BYTES && !session.#closed) {
       session.#pause(PAUSE_TURN)
       setImmediate(() => { session.#resume(PAUSE_TURN) })
     }

@@ -23,8 +23,9 @@ import tls from 'node:tls'
 /** Called with the bytes of one read; the buffer is reused once the call returns. */
 export type OnRead = (chunk: Buffer) => void
 
-const READ_SIZE = 64 * 1024
-const shared = Buffer.allocUnsafeSlow(READ_SIZE)
+/** The size of the shared read buffer: the most one read returns. */
+export const READ_BUFFER_BYTES = 64 * 1024
+const shared = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
 
 /** Bytes `start`..`end` of a transient chunk in memory of their own (small ones from Node's shared pool). */
 export function copyOf (chunk: Buffer, start: number, end: number): Buffer {

@@ -129,3 +129,56 @@ test('a small GET next to a client streaming 32 MB values stays fast, and the la
     after2.disconnect()
   }
 })
+
+// The other direction: a neighbour sending large values (SET of 32 MB, one after the other, each
+// written at full speed). respool reads a client's large command a slice per turn too.
+// Prints "ok" after each +OK, "bad" on any other reply.
+const WRITER = `
+const net = require('node:net')
+const [port, size] = process.argv.slice(1).map(Number)
+const value = Buffer.alloc(size, 0x62)
+const head = Buffer.from('*3\\r\\n$3\\r\\nSET\\r\\n$6\\r\\nnb:set\\r\\n$' + size + '\\r\\n')
+const s = net.connect(port, '127.0.0.1')
+let got = ''
+const send = () => { s.write(head); s.write(value); s.write('\\r\\n') }
+s.on('connect', send)
+s.on('data', (d) => {
+  got += d.toString('latin1')
+  while (got.length >= 5) {
+    process.stdout.write(got.startsWith('+OK\\r\\n') ? 'ok\\n' : 'bad\\n')
+    got = got.slice(5)
+    send()
+  }
+})
+s.on('error', () => process.exit(1))
+`
+
+test('a small GET next to a client sending 32 MB values stays fast, and the large values arrive intact', { timeout: 60000 }, async (t) => {
+  const child = spawn(process.execPath, ['-e', WRITER, String(proxy.address.port), String(BIG)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  after(() => { child.kill('SIGKILL') })
+  let oks = 0
+  let bad = 0
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    if (line === 'ok') oks++
+    else bad++
+  })
+  try {
+    await waitFor(() => oks >= 2, 'the neighbour wrote its first large values', 30000)
+    const before = oks
+    const latencies = await probe(proxy.address.port, 2000)
+    const during = oks - before
+    const p50 = latencies[latencies.length >> 1]
+    const diag = `${latencies.length} GETs, p50 ${p50.toFixed(3)} ms, p90 ${latencies[Math.floor(latencies.length * 0.9)].toFixed(3)} ms, max ${latencies[latencies.length - 1].toFixed(1)} ms; the neighbour wrote ${during} large values meanwhile`
+    t.diagnostic(diag)
+    assert.ok(during >= 2, diag)
+    assert.equal(bad, 0, 'every large SET was answered +OK')
+    assert.ok(latencies.length >= 400, diag)
+    assert.ok(p50 < 4, diag)
+  } finally {
+    child.kill('SIGKILL')
+    if (child.exitCode === null && child.signalCode === null) await once(child, 'exit')
+  }
+  // The value Redis holds is the one sent, whole.
+  const stored = await seed.getBuffer('nb:set')
+  assert.ok(stored !== null && stored.equals(Buffer.alloc(BIG, 0x62)), 'the stored value is the one sent')
+})
