@@ -203,14 +203,16 @@ test('WAIT counts the client\'s own writes made through shared lanes', { timeout
 })
 
 test('a pin that needs room gets it even when the lane given up carries a client that never stops pipelining', { timeout: 40000 }, async (t) => {
-  // Pool 2: both connections become shared lanes under two clients that write a new batch of
-  // commands every millisecond, so replies are always due to them. A BLPOP then needs one of the
-  // connections; the lane chosen to drain must not be kept busy forever by the client on it
-  // (the client moves to the other lane once its replies on this one are in).
+  // Pool 2: both connections become shared lanes under three clients that write a new batch of
+  // commands every millisecond, so replies are always due to them. (Each client has at most 128
+  // commands in flight, its reply window; three of them put 256 on a lane, which makes it busy,
+  // whatever Redis's speed: with two, a second lane opened only when Redis paused for 5 ms.)
+  // A BLPOP then needs one of the connections; the lane chosen to drain must not be kept busy
+  // forever by the clients on it (they move to the other lane once their replies on it are in).
   const small = await startProxy({ upstream: redis.url, poolSize: 2, acquireTimeoutMs: 8000, parkBlocking: false })
   after(async () => { await small.destroy() })
   const batch = Buffer.concat(Array.from({ length: 1000 }, () => cmd('ECHO', 'x')))
-  const pipeliners = await Promise.all([1, 2].map(async () => await RawClient.connect(small.address.port)))
+  const pipeliners = await Promise.all([1, 2, 3].map(async () => await RawClient.connect(small.address.port)))
   const timers: NodeJS.Timeout[] = []
   after(() => { for (const t of timers) clearInterval(t); for (const p of pipeliners) p.close() })
   for (const p of pipeliners) {
