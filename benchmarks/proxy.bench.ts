@@ -694,7 +694,8 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
  * perClientKiB is the growth from the fresh process divided by the clients; marginalKiB is the
  * growth while the second half connected, divided by those clients. The first includes what a
  * process grows by once, whatever the count (respool: V8's young generation, which starts at
- * 1 MB and grows to tens of MB under the first burst of allocation); the second is what one
+ * 1 MB and grows to its cap, 2 × 4 MB as bin/respool.js starts it, under the first burst of
+ * allocation); the second is what one
  * more idle client costs.
  */
 interface IdleRow { target: string, clients: number, connected: number, ponged: number, errors: Record<string, number>, baseKiB: number, midKiB: number, loadedKiB: number, afterKiB: number, perClientKiB: number, marginalKiB: number, settleMs: number }
@@ -824,7 +825,7 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
     headers: ['target', 'clients answered', 'RSS before', 'RSS with half', 'RSS with all', 'KB per client from start', 'KB per further client', 'RSS after they left', 'connect time'],
     rows: res.idle.map((r) => [r.target === 'direct' ? 'redis-server (reference)' : r.target, `${r.ponged}/${r.clients}`, fmtMiB(r.baseKiB), fmtMiB(r.midKiB), fmtMiB(r.loadedKiB), r.perClientKiB.toFixed(2), r.marginalKiB.toFixed(2), fmtMiB(r.afterKiB), `${(r.settleMs / 1000).toFixed(1)} s`]),
     notes: ['KB = KiB; per client from start = (RSS with all − RSS before) / clients answered; per further client = (RSS with all − RSS with half) / clients answered in the second half',
-      'from start includes what the process grows by once (respool: V8\'s young generation growing from 1 MB to tens of MB under the first burst of allocation); per further client is what one more idle client costs', `respool ran with --max-clients ${maxClients[1]}; twemproxy with its default 16 KB mbufs (its docs suggest -m 512…1024 for many connections)`]
+      'from start includes what the process grows by once (respool: V8\'s young generation growing from 1 MB to its cap, 2 × 4 MB as bin/respool.js starts it, 2 × 16 MB uncapped, under the first burst of allocation); per further client is what one more idle client costs', `respool ran with --max-clients ${maxClients[1]}; twemproxy with its default 16 KB mbufs (its docs suggest -m 512…1024 for many connections)`]
   })
   tables.push({
     title: `(e) RSS growth while a ${BIG_VALUE_MB} MB value passes through (SET streamed in 64 KB chunks, then GET read as a stream)`,
