@@ -695,8 +695,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
  * growth while the second half connected, divided by those clients. The first includes what a
  * process grows by once, whatever the count (respool: V8's young generation, which starts at
  * 1 MB and grows to its cap, 2 × 4 MB as bin/respool.js starts it, under the first burst of
- * allocation); the second is what one
- * more idle client costs.
+ * allocation); the second is what one more idle client costs.
  */
 interface IdleRow { target: string, clients: number, connected: number, ponged: number, errors: Record<string, number>, baseKiB: number, midKiB: number, loadedKiB: number, afterKiB: number, perClientKiB: number, marginalKiB: number, settleMs: number }
 
