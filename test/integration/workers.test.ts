@@ -424,3 +424,23 @@ test('--workers 2 in cluster mode: a share too small for the cluster stops respo
   const { clients } = await clientsOnBoth(port, 2)
   for (const [i, c] of clients.entries()) assert.equal(await replies(c, [cmd('SET', `cl:${i}`, 'v'), cmd('GET', `cl:${i}`)]), '+OK\r\n$1\r\nv\r\n')
 })
+
+test('--workers from a config file: a reload that changes the number of workers keeps the running workers within --pool-size', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const configFile = join(dir, 'respool.json')
+  writeFileSync(configFile, JSON.stringify({ workers: 2, 'pool-size': 8 }))
+  const r = run(['--port', '0', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort)])
+  await listeningPort(r)
+  assert.equal(metricSum(await scrape(metricsPort), 'respool_pool_max_connections'), 8)
+  // The number of workers takes a restart; the two that run still split the total between them.
+  writeFileSync(configFile, JSON.stringify({ workers: 1, 'pool-size': 8 }))
+  r.child.kill('SIGHUP')
+  const reloads = (): Array<Record<string, unknown>> => logLines(r).filter((l) => l.msg === 'configuration reloaded' || l.msg === 'reload failed; configuration unchanged')
+  await waitFor(() => reloads().length === 2, `both workers reloaded: ${r.stdout()}`, 5000)
+  assert.equal(metricSum(await scrape(metricsPort), 'respool_pool_max_connections'), 8, 'the shares still add up to --pool-size')
+  assert.deepEqual(reloads().map((l) => l.msg), ['configuration reloaded', 'configuration reloaded'])
+  for (const l of reloads()) assert.deepEqual(l.needsRestart, ['workers'])
+})
