@@ -444,3 +444,27 @@ test('--workers from a config file: a reload that changes the number of workers 
   assert.deepEqual(reloads().map((l) => l.msg), ['configuration reloaded', 'configuration reloaded'])
   for (const l of reloads()) assert.deepEqual(l.needsRestart, ['workers'])
 })
+
+test('--workers 2: a --shutdown-grace raised by a reload is honoured on SIGTERM, not cut short by the primary', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const configFile = join(dir, 'respool.json')
+  writeFileSync(configFile, JSON.stringify({ 'shutdown-grace': 0 }))
+  const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort)])
+  const port = await listeningPort(r)
+  writeFileSync(configFile, JSON.stringify({ 'shutdown-grace': 15000 }))
+  r.child.kill('SIGHUP')
+  await waitFor(() => logLines(r).filter((l) => l.msg === 'configuration reloaded').length === 2, `both workers reloaded: ${r.stdout()}`, 5000)
+  const { clients } = await clientsOnBoth(port, 2)
+  // Longer than the grace at start plus the primary's margin (5 s), shorter than the new grace.
+  for (const c of clients) c.write(cmd('BLPOP', 'grace:q', '7'))
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_parked_commands') === clients.length, 'every BLPOP parked', 5000)
+  const exited = once(r.child, 'exit')
+  r.child.kill('SIGTERM')
+  for (const c of clients) assert.equal(await c.readUntilClose(12000), '*-1\r\n')
+  const [code] = await exited
+  assert.equal(code, 0)
+  await waitFor(() => markedProcesses().length === 0, 'no worker left running', 5000)
+})
