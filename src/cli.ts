@@ -257,14 +257,14 @@ export async function main (argv: string[] = process.argv): Promise<void> {
         process.exit(code)
       }
     }
-    const config = worker === null ? validateConfig(options) : workerConfig(options, worker.index)
+    const config = worker === null ? validateConfig(options) : workerConfig(options, worker.index, worker.count)
     const logger = createLogger(config.logLevel)
     server = worker === null
       ? new ProxyServer(config, { logger })
       : new ProxyServer(config, { logger: logger.child({ worker: worker.index }), clientIds: { first: worker.index + 1, step: worker.count }, serveHttp: false, removeStaleSocket: false })
     server.reloadSource = worker === null
       ? async () => await loadOptions(argv)
-      : async () => workerConfig(await loadOptions(argv), worker.index) as unknown as ProxyOptions
+      : async () => workerConfig(await loadOptions(argv), worker.index, worker.count) as unknown as ProxyOptions
     warnServiceLinks(server.log, serviceLinks)
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -19,6 +19,8 @@ export type ToWorker =
 export type ToPrimary =
   | { respool: 'listening', address: string, port: number }
   | { respool: 'answer', id: number, value: unknown }
+  /** Draining as the primary asked, within this grace (a reload may have changed it since start). */
+  | { respool: 'draining', graceMs: number }
   /** An admin command meant for every worker (RESPOOL PAUSE/RESUME/RELOAD): the primary passes it to the others. */
   | { respool: 'peers', message: ToWorker }
 

@@ -18,7 +18,10 @@ export function attachToPrimary (server: ProxyServer, drain: (reason: string) =>
   process.on('message', (message: unknown) => {
     if (!isRespoolMessage<ToWorker>(message)) return
     switch (message.respool) {
-      case 'drain': drain('primary'); break
+      case 'drain':
+        send({ respool: 'draining', graceMs: server.config.shutdownGraceMs })
+        drain('primary')
+        break
       case 'reload': server.reloadFromSource().catch(() => {}); break
       case 'pause': server.pause(message.ms); break
       case 'resume': server.resume(); break

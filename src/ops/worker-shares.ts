@@ -47,13 +47,16 @@ export function workerShares (config: ProxyConfig, count: number, maxPinsGiven: 
 }
 
 /**
- * The configuration worker `index` runs with: the totals checked and split, everything else as
- * configured. Used at start and for every reload, so a reload splits the new totals the same way.
+ * The configuration worker `index` of the `count` running runs with: the totals checked and
+ * split, everything else as configured. Used at start and for every reload, so a reload splits
+ * the new totals the same way. The split is by the workers that run, not by a `workers` read
+ * again from the configuration: that takes a restart, and splitting by it while the old number
+ * of workers still runs would let their shares add up to more than --pool-size.
  */
-export function workerConfig (options: ProxyOptions, index: number): ProxyConfig {
+export function workerConfig (options: ProxyOptions, index: number, count: number): ProxyConfig {
   const total = validateConfig(options)
-  const share = workerShares(total, total.workers, options.maxPins !== undefined)[index]
-  if (share === undefined) throw new ConfigError(`workers: no worker ${index} among ${total.workers}`)
+  const share = workerShares(total, count, options.maxPins !== undefined)[index]
+  if (share === undefined) throw new ConfigError(`workers: no worker ${index} among ${count}`)
   return validateConfig({ ...total, ...share } as unknown as ProxyOptions)
 }
 

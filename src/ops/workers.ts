@@ -49,10 +49,14 @@ export class WorkerPrimary {
   #onStarted: { resolve: () => void, reject: (code: number) => void } | null = null
   #onAllExited: (() => void) | null = null
   #exitCode = 0
+  /** The longest grace a draining worker honours: the start value until a reloaded worker says more. */
+  #graceMs: number
+  #backstop: NodeJS.Timeout | null = null
 
   constructor (config: ProxyConfig, log: Logger) {
     this.#config = config
     this.#log = log
+    this.#graceMs = config.shutdownGraceMs
     this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0 }))
     this.#metrics = new WorkerMetrics(() => this.#slots.filter((s) => s.listening).length)
   }
@@ -128,6 +132,12 @@ export class WorkerPrimary {
         break
       case 'answer':
         this.#pending.get(message.id)?.(message.value)
+        break
+      case 'draining':
+        if (message.graceMs > this.#graceMs) {
+          this.#graceMs = message.graceMs
+          if (this.#backstop !== null) this.#armBackstop()
+        }
         break
       case 'peers':
         for (const other of this.#slots) if (other !== slot) this.#send(other, message.message)
@@ -214,16 +224,21 @@ export class WorkerPrimary {
       this.#allExited()
       return
     }
-    // A worker honours the grace itself; this is the backstop for one that hangs.
-    const backstop = setTimeout(() => {
+    this.#armBackstop()
+  }
+
+  /** A worker honours the grace itself; this is the backstop for one that hangs. */
+  #armBackstop (): void {
+    if (this.#backstop !== null) clearTimeout(this.#backstop)
+    this.#backstop = setTimeout(() => {
       for (const slot of this.#slots) {
         if (slot.worker === null) continue
         this.#log.error({ worker: slot.index }, 'worker still running after the shutdown grace; killing it')
         this.#exitCode = 1
         slot.worker.process.kill('SIGKILL')
       }
-    }, this.#config.shutdownGraceMs + 5000)
-    backstop.unref()
+    }, this.#graceMs + 5000)
+    this.#backstop.unref()
   }
 
   #allExited (): void {

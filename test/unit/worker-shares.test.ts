@@ -37,7 +37,7 @@ test('every worker stays valid at the largest pin cap and idle count its share a
     for (let poolSize = 2 * count; poolSize <= 40; poolSize++) {
       const config = validateConfig({ poolSize, minIdle: poolSize, maxPins: poolSize - count, workers: count })
       for (let i = 0; i < count; i++) {
-        const worker = workerConfig({ poolSize, minIdle: poolSize, maxPins: poolSize - count, workers: count }, i)
+        const worker = workerConfig({ poolSize, minIdle: poolSize, maxPins: poolSize - count, workers: count }, i, count)
         assert.ok(worker.maxPins <= worker.poolSize - 1 && worker.maxPins >= 1)
       }
       assert.equal(sum(workerShares(config, count, true).map((s) => s.poolSize)), poolSize)
@@ -47,8 +47,8 @@ test('every worker stays valid at the largest pin cap and idle count its share a
 
 test('without --max-pins each worker takes its own default (its share - 1); no budget stays no budget', () => {
   const options = { poolSize: 9, workers: 2, maxMemoryClients: 0 }
-  const first = workerConfig(options, 0)
-  const second = workerConfig(options, 1)
+  const first = workerConfig(options, 0, 2)
+  const second = workerConfig(options, 1, 2)
   assert.deepEqual([first.poolSize, second.poolSize], [5, 4])
   assert.deepEqual([first.maxPins, second.maxPins], [4, 3])
   assert.deepEqual([first.maxMemoryClients, second.maxMemoryClients], [0, 0])
