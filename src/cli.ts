@@ -252,7 +252,7 @@ export async function main (argv: string[] = process.argv): Promise<void> {
       if (total.workers > 1) {
         const log = createLogger(total.logLevel)
         warnServiceLinks(log, serviceLinks)
-        const code = await new WorkerPrimary(total, log).run()
+        const code = await new WorkerPrimary(total, log, async () => checkWorkerShares(await loadOptions(argv))).run()
         log.flush()
         process.exit(code)
       }

@@ -52,10 +52,16 @@ export class WorkerPrimary {
   /** The longest grace a draining worker honours: the start value until a reloaded worker says more. */
   #graceMs: number
   #backstop: NodeJS.Timeout | null = null
+  readonly #reloadSource: (() => Promise<ProxyConfig>) | null
 
-  constructor (config: ProxyConfig, log: Logger) {
+  /**
+   * `reloadSource` reads the configuration again (SIGHUP, RESPOOL RELOAD): the primary takes
+   * its log level from it, as every worker does.
+   */
+  constructor (config: ProxyConfig, log: Logger, reloadSource: (() => Promise<ProxyConfig>) | null = null) {
     this.#config = config
     this.#log = log
+    this.#reloadSource = reloadSource
     this.#graceMs = config.shutdownGraceMs
     this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0 }))
     this.#metrics = new WorkerMetrics(() => this.#slots.filter((s) => s.listening).length)
@@ -141,6 +147,7 @@ export class WorkerPrimary {
         break
       case 'peers':
         for (const other of this.#slots) if (other !== slot) this.#send(other, message.message)
+        if (message.message.respool === 'reload') this.#reloadOwnLogLevel().catch(() => {})
         break
     }
   }
@@ -201,9 +208,29 @@ export class WorkerPrimary {
     process.on('SIGTERM', onSignal)
     process.on('SIGINT', onSignal)
     process.on('SIGHUP', () => {
-      this.#log.info('reloading every worker')
-      for (const slot of this.#slots) this.#send(slot, { respool: 'reload' })
+      this.#reloadOwnLogLevel().finally(() => {
+        this.#log.info('reloading every worker')
+        for (const slot of this.#slots) this.#send(slot, { respool: 'reload' })
+      }).catch(() => {})
     })
+  }
+
+  /**
+   * The primary's share of a reload: its log level. A configuration that does not load is
+   * left to the workers, which report it and keep theirs.
+   */
+  async #reloadOwnLogLevel (): Promise<void> {
+    if (this.#reloadSource === null) return
+    let level: string
+    try {
+      level = (await this.#reloadSource()).logLevel
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'primary: configuration not reloaded')
+      return
+    }
+    if (level === this.#log.level) return
+    this.#log.level = level
+    this.#log.info({ logLevel: level }, 'primary: log level reloaded')
   }
 
   /** Drains every worker (within --shutdown-grace, then kills what is left) and closes the HTTP side. */

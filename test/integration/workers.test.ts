@@ -468,3 +468,32 @@ test('--workers 2: a --shutdown-grace raised by a reload is honoured on SIGTERM,
   assert.equal(code, 0)
   await waitFor(() => markedProcesses().length === 0, 'no worker left running', 5000)
 })
+
+test('--workers 2: the primary takes its log level from a reload too, by SIGHUP or by RESPOOL RELOAD on a worker', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const configFile = join(dir, 'respool.json')
+  writeFileSync(configFile, JSON.stringify({ 'log-level': 'info', 'pool-size': 6 }))
+  const r = run(['--port', '0', '--workers', '2', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort), '--admin-password', 'adm'])
+  const port = await listeningPort(r)
+  const primaryLines = (msg: string): number => logLines(r).filter((l) => l.msg === msg && l.worker === undefined).length
+  // SIGHUP to warn: the primary sets its level before it tells the workers, so once they have
+  // taken the new pool size its own info line about the reload has been skipped.
+  writeFileSync(configFile, JSON.stringify({ 'log-level': 'warn', 'pool-size': 8 }))
+  r.child.kill('SIGHUP')
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_pool_max_connections') === 8, 'pool size 8 in all after SIGHUP', 5000)
+  assert.equal(primaryLines('reloading every worker'), 0, `no info line from the primary at warn: ${r.stdout()}`)
+  // Back to info through RESPOOL RELOAD on one worker: the primary follows.
+  writeFileSync(configFile, JSON.stringify({ 'log-level': 'info', 'pool-size': 8 }))
+  const c = await RawClient.connect(port)
+  after(() => { c.close() })
+  assert.equal(await replies(c, [cmd('RESPOOL', 'AUTH', 'adm'), cmd('RESPOOL', 'RELOAD')]), '+OK\r\n+OK\r\n')
+  await waitFor(() => primaryLines('primary: log level reloaded') === 1, `the primary at info again: ${r.stdout()}`, 5000)
+  const exited = once(r.child, 'exit')
+  r.child.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 0)
+  assert.equal(primaryLines('draining every worker: no new clients; finishing in-flight commands'), 1, r.stdout())
+})
