@@ -497,3 +497,25 @@ test('--workers 2: the primary takes its log level from a reload too, by SIGHUP 
   assert.equal(code, 0)
   assert.equal(primaryLines('draining every worker: no new clients; finishing in-flight commands'), 1, r.stdout())
 })
+
+test('--workers 2: a worker that keeps dying soon after start is replaced with a growing backoff', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url])
+  const port = await listeningPort(r)
+  const deaths = (): Array<Record<string, unknown>> => logLines(r).filter((l) => l.worker === 1 && /worker died/.test(String(l.msg)))
+  const replacements = (): Array<Record<string, unknown>> => logLines(r).filter((l) => l.worker === 1 && l.msg === 'replacement worker listening')
+  for (let kill = 1; kill <= 4; kill++) {
+    const victim = workerPids(r).get(1) as number
+    process.kill(victim, 'SIGKILL')
+    await waitFor(() => replacements().length === kill && workerPids(r).get(1) !== victim, `replacement ${kill}: ${r.stdout()}`, 15000)
+  }
+  // The first death after a stable life restarts at once; each quick death after it doubles the wait.
+  assert.deepEqual(deaths().map((l) => l.restartInMs), [0, 100, 200, 400])
+  for (const [i, death] of deaths().entries()) {
+    const waited = (replacements()[i].time as number) - (death.time as number)
+    assert.ok(waited >= (death.restartInMs as number), `replacement ${i + 1} came ${waited} ms after the death, before its ${String(death.restartInMs)} ms backoff`)
+  }
+  // The other worker served throughout, and both serve now.
+  const { clients } = await clientsOnBoth(port, 2)
+  for (const c of clients) assert.equal(await replies(c, [cmd('PING')]), '+PONG\r\n')
+})
