@@ -21,6 +21,8 @@ interface Slot {
 const STABLE_MS = 30_000
 const BACKOFF_BASE_MS = 100
 const BACKOFF_MAX_MS = 10_000
+/** How long a worker that drained on its own signal waits to be replaced, in case the primary got one too. */
+const RECYCLE_DELAY_MS = 200
 /** How long a worker has to answer the primary's question (metrics, readiness). */
 const QUERY_TIMEOUT_MS = 2000
 
@@ -163,11 +165,15 @@ export class WorkerPrimary {
     }
     const exitCode = code !== null && code !== 0 ? code : 1
     if (this.#started && code === 0) {
-      // A worker exits 0 only after a drain it was signalled to do itself (Ctrl-C reaches the
-      // whole process group, or someone signalled that worker): it is not replaced, and when
-      // every worker has gone the same way, so does the primary.
-      this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'worker drained and exited; not replaced')
-      if (this.#slots.every((s) => s.worker === null)) this.#shutdown(false).catch(() => {})
+      // A worker exits 0 only after a drain it was signalled to do itself: a graceful recycle
+      // (`kill -TERM <worker pid>`), replaced at once. Ctrl-C and `pkill` reach the primary as
+      // well; it may not have handled its signal yet, so the replacement waits a moment and
+      // is dropped if the primary is draining by then.
+      setTimeout(() => {
+        if (this.#draining) return
+        this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'worker drained and exited; starting a replacement')
+        this.#fork(slot)
+      }, RECYCLE_DELAY_MS)
       return
     }
     if (!this.#started) {

@@ -23,8 +23,9 @@ const MARK = `respool-workers-test-${randomUUID()}`
 
 interface Running { child: ChildProcess, stdout: () => string, stderr: () => string }
 
-function run (args: string[]): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, WORKERS_TEST_MARK: MARK }, stdio: ['ignore', 'pipe', 'pipe'] })
+/** `detached`: in a process group of its own, so a test can signal the group as Ctrl-C does. */
+function run (args: string[], detached = false): Running {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, WORKERS_TEST_MARK: MARK }, stdio: ['ignore', 'pipe', 'pipe'], detached })
   let out = ''
   let err = ''
   child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
@@ -518,4 +519,44 @@ test('--workers 2: a worker that keeps dying soon after start is replaced with a
   // The other worker served throughout, and both serve now.
   const { clients } = await clientsOnBoth(port, 2)
   for (const c of clients) assert.equal(await replies(c, [cmd('PING')]), '+PONG\r\n')
+})
+
+test('--workers 2: SIGTERM to one worker recycles it: its clients are drained, a replacement takes its place, the other worker is untouched', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url, '--metrics-port', String(metricsPort)])
+  const port = await listeningPort(r)
+  const { clients, ids } = await clientsOnBoth(port, 2)
+  const onFirst = clients[ids.findIndex((id) => id % 2 === 1)]
+  const onSecond = clients[ids.findIndex((id) => id % 2 === 0)]
+  // A command in flight on the recycled worker is answered before its connection closes.
+  onSecond.write(cmd('BLPOP', 'recycle:q', '1'))
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_parked_commands') === 1, 'the BLPOP parked', 5000)
+  const victim = workerPids(r).get(1) as number
+  process.kill(victim, 'SIGTERM')
+  assert.equal(await onSecond.readUntilClose(5000), '*-1\r\n')
+  await waitFor(() => logLines(r).some((l) => l.worker === 1 && l.msg === 'replacement worker listening'), `the replacement: ${r.stdout()}`, 15000)
+  assert.notEqual(workerPids(r).get(1), victim)
+  assert.equal(await replies(onFirst, [cmd('PING')]), '+PONG\r\n', 'the other worker\'s client kept its connection')
+  const text = await scrape(metricsPort)
+  assert.equal(metricSum(text, 'respool_worker_restarts_total'), 0, 'a recycle is not a death')
+  assert.equal(metricSum(text, 'respool_workers'), 2)
+  const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`)
+  assert.equal(ready.status, 200, await ready.text())
+})
+
+test('--workers 2: Ctrl-C (SIGINT to the whole process group) drains every worker, replaces none, and the primary exits 0', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url], true)
+  const port = await listeningPort(r)
+  const { clients } = await clientsOnBoth(port, 2)
+  for (const c of clients) c.write(cmd('BLPOP', 'ctrlc:q', '1'))
+  await waitFor(() => markedProcesses().length === 3, 'primary and two workers', 5000)
+  const exited = once(r.child, 'exit')
+  process.kill(-(r.child.pid as number), 'SIGINT')
+  for (const c of clients) assert.equal(await c.readUntilClose(5000), '*-1\r\n')
+  const [code] = await exited
+  assert.equal(code, 0)
+  assert.ok(!logLines(r).some((l) => /starting a replacement|replacement worker listening/.test(String(l.msg))), `no worker replaced: ${r.stdout()}`)
+  await waitFor(() => markedProcesses().length === 0, 'no process left', 5000)
 })
