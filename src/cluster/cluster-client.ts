@@ -1,20 +1,21 @@
 import { CommandRefusedError, toRespError, type ProxyError } from '../errors.js'
 import { Kind, type CommandKind } from '../commands/command-table.js'
-import { blockingTimeoutMs, timeoutReply, withTimeout } from '../commands/blocking.js'
+import { blockingTimeoutMs, timeoutReply } from '../commands/blocking.js'
 import { wrongArity } from '../commands/local-commands.js'
 import { UNBLOCKED_ERROR, type UnblockMode } from '../commands/client-control.js'
 import type { RespCommand } from '../protocol/resp-command.js'
 import { command as encodeCommand, errorReply, OK } from '../protocol/resp-encode.js'
-import { InternalSink, ReplySlot } from '../routing/reply-slot.js'
 import { syncLaneState } from '../routing/lane-state.js'
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
 import type { ClusterDispatcher } from './cluster-dispatcher.js'
-import type { ClusterPin, ClusterPinAcquisition, ClusterPinRelease, ClusterPins } from './cluster-pins.js'
+import type { ClusterPins } from './cluster-pins.js'
 import type { ClusterNode } from './cluster-topology.js'
 import { commandSlot } from './keys.js'
 import type { ClusterParking } from './cluster-parking.js'
-import { parkable, type Parkable } from '../waiting/parkable.js'
-import type { ParkedClient, ParkingLot, Waiter } from '../waiting/parking-lot.js'
+import { parkable } from '../waiting/parkable.js'
+import { Blocked, ParkedBlocked, type BlockingCommand, type BlockingHost } from './cluster-blocked.js'
+import { PinHandle } from './cluster-pin-handle.js'
+import { dropSlot, MAX_REDIRECTS, parseRedirect, replySlot, startsWith, type ClusterReply, type Redirect } from './cluster-replies.js'
 
 /** Where a command of a cluster client runs, for the session's order across connections. */
 export const ROUTE_NONE = 0 // answered by respool, or only checked upstream (runs nothing)
@@ -33,16 +34,6 @@ const MULTI = encodeCommand(['MULTI'])
 const DISCARD = encodeCommand(['DISCARD'])
 const EXEC = encodeCommand(['EXEC'])
 const ASKING = encodeCommand(['ASKING'])
-const MINUS = 0x2d
-/** Redirects one command may follow (as the dispatcher allows). */
-const MAX_REDIRECTS = 16
-const RETRY_DELAY_MS = 50
-const MAX_RETRIES = 40
-/** A parked command whose slot is half-moved (-ASK) parks again this often, at most this many times. */
-const ASK_RETRY_MS = 100
-const MAX_ASK_RETRIES = 600
-/** Redirects of a parked command further apart than this start a new count. */
-const REDIRECT_BURST_MS = 5000
 
 /**
  * Keyless commands a cluster node would answer for its own part of the keyspace only, or that
@@ -52,7 +43,7 @@ const NOT_IN_TRANSACTION = new Set(['dbsize', 'keys', 'scan', 'randomkey', 'flus
 /** CLIENT subcommands respool answers itself (not queueable, as in standalone mode). */
 const LOCAL_CLIENT = new Set(['id', 'getname', 'setname', 'setinfo', 'info', 'list', 'reply', 'tracking', 'kill', 'unblock', 'no-evict', 'no-touch', 'caching', 'pause', 'unpause', 'getredir', 'trackinginfo'])
 
-export type ClusterReply = (reply: Buffer) => void
+export type { ClusterReply } from './cluster-replies.js'
 
 /** What the session does for a cluster client that respool cannot run. */
 export interface ClusterClientHost {
@@ -60,8 +51,6 @@ export interface ClusterClientHost {
   /** The pinned connection of a transaction or WATCH failed: the client is closed (as Redis would drop it). */
   lost (): void
 }
-
-interface Redirect { kind: 'MOVED' | 'ASK', slot: number, node: ClusterNode }
 
 /**
  * One client's transaction (MULTI … EXEC typed command by command, WATCH) and blocking
@@ -80,13 +69,13 @@ interface Redirect { kind: 'MOVED' | 'ASK', slot: number, node: ClusterNode }
  *   it: the queued command gets an error naming the move, EXEC gets `-EXECABORT`; never a
  *   redirect.
  * - A blocking command on lists, sorted sets or streams is parked in the lot of its slot's
- *   master (ClusterParking, ParkedBlocked below) when parking is on. Otherwise it waits on a pin
+ *   master (ClusterParking, ParkedBlocked in cluster-blocked.ts) when parking is on. Otherwise it waits on a pin
  *   of its own (a pin per waiter, up to the pin budget, the rest queued in order with their own
  *   timeouts counting). If its slot moves away while it
  *   waits, the node unblocks it with -MOVED (nothing was popped) and it waits again on the new
  *   owner for the rest of its timeout.
  */
-export class ClusterClient {
+export class ClusterClient implements BlockingHost {
   readonly #dispatcher: ClusterDispatcher
   readonly #pins: ClusterPins
   readonly #host: ClusterClientHost
@@ -581,402 +570,6 @@ export class ClusterClient {
   }
 }
 
-/**
- * The pinned connection of one transaction. Commands for it wait in order until it is
- * acquired and confirmed (its first command was not redirected); if none can be had, each gets
- * the error. Released once: to the pins (scrubbed), or closed if it failed.
- */
-class PinHandle {
-  readonly #pins: ClusterPins
-  readonly #onLost: () => void
-  #pin: ClusterPin | null = null
-  #acquisition: ClusterPinAcquisition | null = null
-  #queue: Array<(conn: UpstreamConnection) => void> = []
-  #confirmed = false
-  #failed: Buffer | null = null
-  released = false
-  /** The node imports the slot (an -ASK sent the transaction there): ASKING precedes MULTI and commands outside it. */
-  asking = false
-
-  constructor (pins: ClusterPins, onLost: () => void) {
-    this.#pins = pins
-    this.#onLost = onLost
-  }
-
-  /** Pins a connection to `node`; `first` writes the commands that decide whether it is the right node. */
-  acquire (node: () => ClusterNode | null, deadlineMs: number, first: (conn: UpstreamConnection) => void, failed: (err: ProxyError) => void): void {
-    const acquisition = this.#pins.acquire(node, deadlineMs)
-    this.#acquisition = acquisition
-    acquisition.promise.then((pin) => {
-      this.#acquisition = null
-      if (this.released) {
-        this.#pins.release(pin, 'clean')
-        return
-      }
-      this.#pin = pin
-      pin.conn.onClose = () => { this.#lost(pin) }
-      first(pin.conn)
-    }, (err: ProxyError) => {
-      this.#acquisition = null
-      if (this.released) return
-      this.released = true
-      this.#failed = errorReply(`ERR respool: ${err.message}`)
-      failed(err)
-      this.#flush(failedConn(this.#failed))
-    })
-  }
-
-  /** The first command was not redirected: everything waiting goes out, in order. */
-  confirm (): void {
-    this.#confirmed = true
-    if (this.#pin !== null) this.#flush(this.#pin.conn)
-  }
-
-  /** A redirect: this connection goes back, and the handle waits for the next one. */
-  unpin (how: ClusterPinRelease): void {
-    const pin = this.#pin
-    this.#pin = null
-    if (pin !== null) this.#pins.release(pin, how)
-  }
-
-  send (write: (conn: UpstreamConnection) => void): void {
-    if (this.#failed !== null) write(failedConn(this.#failed))
-    else if (this.#confirmed && this.#pin !== null && this.#queue.length === 0) write(this.#pin.conn)
-    else this.#queue.push(write)
-  }
-
-  release (how: ClusterPinRelease): void {
-    if (this.released) return
-    this.released = true
-    this.#acquisition?.cancel(new CommandRefusedError('transaction ended'))
-    this.#acquisition = null
-    const pin = this.#pin
-    this.#pin = null
-    if (pin !== null) this.#pins.release(pin, how)
-    this.#flush(failedConn(errorReply('ERR respool: transaction ended')))
-  }
-
-  #flush (conn: UpstreamConnection): void {
-    const queue = this.#queue
-    this.#queue = []
-    for (const write of queue) write(conn)
-  }
-
-  #lost (pin: ClusterPin): void {
-    if (this.#pin !== pin) return
-    this.#pin = null
-    this.released = true
-    this.#pins.release(pin, 'destroy')
-    this.#failed = errorReply('ERR respool: cluster node connection lost during the transaction')
-    this.#flush(failedConn(this.#failed))
-    this.#onLost()
-  }
-}
-
-/** A blocking command of one client: parked, or on a pin of its own. */
-interface BlockingCommand {
-  go (): void
-  /** CLIENT UNBLOCK: ends it now (null), or names the node and connection Redis must unblock. */
-  unblock (reply: Buffer): { node: ClusterNode, redisId: string } | null
-  /** The client left or reset: it takes nothing. */
-  cancel (): void
-}
-
-/**
- * A blocking command parked in the lot of its slot's master (ClusterParking): no connection of
- * its own. The lot hands it back with a -MOVED when the slot moves away (its try or wake-up
- * transaction was redirected, or the slot map names another owner): it parks again on the new
- * owner with the rest of its timeout, and the client never sees the redirect. A -ASK (the slot
- * is half-moved) parks it again shortly, once the move has settled.
- */
-class ParkedBlocked implements BlockingCommand, ParkedClient {
-  readonly #client: ClusterClient
-  readonly #parking: ClusterParking
-  readonly #slot: number
-  readonly #done: ClusterReply
-  readonly #timeoutMs: number
-  readonly #startedAt = performance.now()
-  /** What it runs (a stream command's `$` pinned down to ids once it was first tried). */
-  #cmd: RespCommand
-  #what: Parkable
-  #lot: ParkingLot | null = null
-  #waiter: Waiter | null = null
-  #timer: NodeJS.Timeout | null = null
-  #redirects = 0
-  #lastRedirectAt = 0
-  #retries = 0
-  #over = false
-
-  constructor (client: ClusterClient, parking: ClusterParking, cmd: RespCommand, what: Parkable, slot: number, done: ClusterReply) {
-    this.#client = client
-    this.#parking = parking
-    this.#cmd = cmd
-    this.#what = what
-    this.#slot = slot
-    this.#done = done
-    this.#timeoutMs = blockingTimeoutMs(cmd) ?? 0
-  }
-
-  go (): void {
-    this.#timer = null
-    if (this.#over) return
-    const left = this.#timeoutMs === 0 ? Infinity : this.#timeoutMs - (performance.now() - this.#startedAt)
-    if (left <= 0) {
-      this.#finish(timeoutReply(this.#client.resp))
-      return
-    }
-    const topology = this.#client.dispatcher.topology
-    const node = topology.nodeFor(this.#slot)
-    if (node === null) {
-      void topology.refresh('slot not served')
-      this.#later(errorReply('CLUSTERDOWN Hash slot not served'), RETRY_DELAY_MS)
-      return
-    }
-    this.#lot = this.#parking.lotFor(node)
-    this.#waiter = this.#lot.park(this, this.#cmd, this.#what, 0, this.#client.resp, Number.isFinite(left) ? Math.max(1, left) : 0)
-  }
-
-  onParkedReply (reply: Buffer): void {
-    const waiter = this.#waiter
-    this.#waiter = null
-    if (this.#over) return
-    const topology = this.#client.dispatcher.topology
-    const redirect = parseRedirect(reply, topology)
-    if (redirect !== null && waiter !== null) {
-      // Nothing was taken: park again, with what the lot pinned down (a stream's `$`).
-      const again = parkable(waiter.cmd)
-      if (again !== null) {
-        this.#cmd = waiter.cmd
-        this.#what = again
-      }
-      if (redirect.kind === 'ASK') {
-        this.#later(errorReply(`ERR respool: slot ${redirect.slot} did not finish moving`), ASK_RETRY_MS, MAX_ASK_RETRIES)
-        return
-      }
-      // Redirects count towards the limit while they come in a burst (nodes disagreeing about a
-      // slot); a command parked for hours may see many slot moves, each one redirect.
-      const now = performance.now()
-      if (now - this.#lastRedirectAt > REDIRECT_BURST_MS) this.#redirects = 0
-      this.#lastRedirectAt = now
-      if (++this.#redirects <= MAX_REDIRECTS) {
-        // (A lot that saw the new map hands its waiters back with the map's own owner.)
-        if (topology.nodeFor(redirect.slot)?.key !== redirect.node.key) topology.moved(redirect.slot, redirect.node)
-        if (this.#redirects <= 2) this.go()
-        else this.#timer = setTimeout(() => { this.go() }, Math.min(200, 20 * this.#redirects)).unref()
-        return
-      }
-      this.#finish(errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command`))
-      return
-    }
-    if (startsWith(reply, '-TRYAGAIN') || startsWith(reply, '-CLUSTERDOWN') || startsWith(reply, '-LOADING')) {
-      this.#later(reply, RETRY_DELAY_MS)
-      return
-    }
-    this.#finish(reply)
-  }
-
-  /** Parks again after `ms`; after `max` such tries, the client gets `reply`. */
-  #later (reply: Buffer, ms: number, max = MAX_RETRIES): void {
-    if (++this.#retries > max) {
-      this.#finish(reply)
-      return
-    }
-    this.#timer = setTimeout(() => { this.go() }, ms).unref()
-  }
-
-  #finish (reply: Buffer): void {
-    this.#over = true
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
-    this.#client.finished(this)
-    this.#done(reply)
-  }
-
-  unblock (reply: Buffer): null {
-    if (this.#over) return null
-    if (this.#waiter !== null && this.#lot !== null && this.#lot.unblock(this.#waiter, reply)) return null // its reply came through onParkedReply
-    this.#finish(reply)
-    return null
-  }
-
-  cancel (): void {
-    this.#over = true
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
-    if (this.#waiter !== null) this.#lot?.cancel(this.#waiter)
-    this.#waiter = null
-  }
-}
-
-/**
- * A blocking command on a pin of its own, on the master of its slot. A -MOVED/-ASK (the slot
- * moved away while it waited: Redis unblocks it without taking anything) sends it to the new
- * owner with the rest of its timeout; TRYAGAIN/CLUSTERDOWN/LOADING are tried again shortly.
- */
-class Blocked implements BlockingCommand {
-  readonly #client: ClusterClient
-  readonly #cmd: RespCommand
-  readonly #done: ClusterReply
-  readonly #timeoutMs: number
-  readonly #startedAt = performance.now()
-  #acquiring: ClusterPinAcquisition | null = null
-  #pin: ClusterPin | null = null
-  #redirects = 0
-  #retries = 0
-  #to: ClusterNode | null = null
-  #asking = false
-  #over = false
-  /** Gives the pin of the command in flight back, once. */
-  #release: ((how: ClusterPinRelease) => void) | null = null
-
-  constructor (client: ClusterClient, cmd: RespCommand, done: ClusterReply) {
-    this.#client = client
-    this.#cmd = cmd
-    this.#done = done
-    this.#timeoutMs = blockingTimeoutMs(cmd) ?? 0
-  }
-
-  /** Time left of the command's own timeout (Infinity for 0 = forever). */
-  #left (): number {
-    return this.#timeoutMs === 0 ? Infinity : this.#timeoutMs - (performance.now() - this.#startedAt)
-  }
-
-  go (): void {
-    if (this.#over) return
-    const left = this.#left()
-    if (left <= 0) {
-      this.#finish(timeoutReply(this.#client.resp))
-      return
-    }
-    const slot = commandSlot(this.#cmd) ?? -1
-    const topology = this.#client.dispatcher.topology
-    const to = this.#to
-    const acquisition = this.#client.pins.acquire(() => to ?? (slot >= 0 ? topology.nodeFor(slot) : topology.anyMaster()), Number.isFinite(left) ? left : null, 'blocking')
-    this.#acquiring = acquisition
-    acquisition.promise.then((pin) => {
-      this.#acquiring = null
-      if (this.#over) {
-        this.#client.pins.release(pin, 'clean')
-        return
-      }
-      this.#pin = pin
-      this.#send(pin)
-    }, (err: ProxyError) => {
-      this.#acquiring = null
-      if (this.#over) return
-      // Out of time while waiting for a connection: Redis's own timeout reply.
-      if (err.code === 'RESPOOL_ERR_POOL_TIMEOUT' && this.#timeoutMs > 0) this.#finish(timeoutReply(this.#client.resp))
-      else this.#retryLater(toRespError(err))
-    })
-  }
-
-  #send (pin: ClusterPin): void {
-    const conn = pin.conn
-    syncLaneState(conn, 0, this.#client.resp)
-    const left = this.#left()
-    const waited = performance.now() - this.#startedAt
-    const cmd = Number.isFinite(left) && waited >= 5 ? withTimeout(this.#cmd, left) : this.#cmd
-    if (this.#asking) conn.send(ASKING, dropSlot())
-    this.#asking = false
-    conn.blockingInflight++
-    // The reply, or the connection's end (its command then fails too): whichever comes first
-    // gives the pin back.
-    let released = false
-    const release = (how: ClusterPinRelease): void => {
-      if (released) return
-      released = true
-      if (this.#pin === pin) this.#pin = null
-      this.#client.pins.release(pin, how)
-    }
-    this.#release = release
-    conn.onClose = () => { release('destroy') }
-    conn.send(cmd.frame, replySlot((reply) => {
-      conn.blockingInflight--
-      release('clean')
-      if (this.#over) return
-      const redirect = parseRedirect(reply, this.#client.dispatcher.topology)
-      if (redirect !== null && ++this.#redirects <= MAX_REDIRECTS) {
-        if (redirect.kind === 'MOVED') this.#client.dispatcher.topology.moved(redirect.slot, redirect.node)
-        this.#to = redirect.kind === 'ASK' ? redirect.node : null
-        this.#asking = redirect.kind === 'ASK'
-        this.go()
-        return
-      }
-      if (redirect === null && (startsWith(reply, '-TRYAGAIN') || startsWith(reply, '-CLUSTERDOWN') || startsWith(reply, '-LOADING'))) {
-        this.#retryLater(reply)
-        return
-      }
-      this.#finish(redirect !== null ? errorReply(`ERR respool: more than ${MAX_REDIRECTS} cluster redirections for one command`) : reply)
-    }))
-  }
-
-  #retryLater (reply: Buffer): void {
-    if (++this.#retries > MAX_RETRIES) {
-      this.#finish(reply)
-      return
-    }
-    this.#to = null
-    setTimeout(() => { this.go() }, RETRY_DELAY_MS).unref()
-  }
-
-  #finish (reply: Buffer): void {
-    this.#over = true
-    this.#client.finished(this)
-    this.#done(reply)
-  }
-
-  /**
-   * CLIENT UNBLOCK: a command not on a node yet (waiting for a pin, or between a redirect and
-   * the next node) ends now with `reply` (null returned); one blocked on a node names that node
-   * and its connection's Redis id, for Redis to unblock it.
-   */
-  unblock (reply: Buffer): { node: ClusterNode, redisId: string } | null {
-    const pin = this.#pin
-    if (pin !== null && pin.conn.redisId !== null) return { node: pin.node, redisId: pin.conn.redisId }
-    if (!this.#over) {
-      this.#acquiring?.cancel(new CommandRefusedError('unblocked'))
-      this.#acquiring = null
-      if (pin !== null) this.#release?.('destroy')
-      this.#finish(reply)
-    }
-    return null
-  }
-
-  /** The client left or reset: a command still blocked must not pop anything for nobody. */
-  cancel (): void {
-    this.#over = true
-    this.#acquiring?.cancel(new CommandRefusedError('client gone'))
-    this.#acquiring = null
-    if (this.#pin !== null) this.#release?.('destroy')
-  }
-}
-
-function replySlot (done: ClusterReply): ReplySlot {
-  return new ReplySlot(new InternalSink((frame, err) => { done(frame ?? toRespError(err as ProxyError)) }), null)
-}
-
-function dropSlot (): ReplySlot {
-  return new ReplySlot(new InternalSink(() => {}), null)
-}
-
-/** Stands in for a connection that could not be had: every send is answered `reply` at once. */
-function failedConn (reply: Buffer): UpstreamConnection {
-  return {
-    send: (_frame: Buffer, slot: ReplySlot) => { slot.sink.onReply(slot, reply) }
-  } as unknown as UpstreamConnection
-}
-
 function isQueued (reply: Buffer): boolean {
   return reply.length === QUEUED.length && reply.toString('latin1') === QUEUED
-}
-
-function startsWith (frame: Buffer, prefix: string): boolean {
-  return frame.length >= prefix.length && frame.toString('latin1', 0, prefix.length) === prefix
-}
-
-/** -MOVED/-ASK <slot> <host>:<port> (an empty host means the node that answered's). */
-function parseRedirect (reply: Buffer, topology: { node (host: string, port: number): ClusterNode }): Redirect | null {
-  if (reply[0] !== MINUS) return null
-  const m = /^-(MOVED|ASK) (\d+) (\S*):(\d+)\r\n/.exec(reply.toString('latin1', 0, Math.min(reply.length, 300)))
-  return m === null ? null : { kind: m[1] as 'MOVED' | 'ASK', slot: Number(m[2]), node: topology.node(m[3] === '' ? '127.0.0.1' : m[3], Number(m[4])) }
 }
