@@ -15,6 +15,8 @@ interface Slot {
   listeningSince: number
   /** Deaths in a row without a long enough life in between: sets the backoff before the next fork. */
   failures: number
+  /** The replacement waiting out its backoff. */
+  replacement: NodeJS.Timeout | null
 }
 
 /** A replaced worker that had lived this long starts again at once; shorter lives back off. */
@@ -65,7 +67,7 @@ export class WorkerPrimary {
     this.#log = log
     this.#reloadSource = reloadSource
     this.#graceMs = config.shutdownGraceMs
-    this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0 }))
+    this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0, replacement: null }))
     this.#metrics = new WorkerMetrics(() => this.#slots.filter((s) => s.listening).length)
   }
 
@@ -149,7 +151,10 @@ export class WorkerPrimary {
         break
       case 'peers':
         for (const other of this.#slots) if (other !== slot) this.#send(other, message.message)
-        if (message.message.respool === 'reload') this.#reloadOwnLogLevel().catch(() => {})
+        if (message.message.respool === 'reload') {
+          this.#reloadOwnLogLevel().catch(() => {})
+          this.#replaceWaitingNow()
+        }
         break
     }
   }
@@ -183,19 +188,36 @@ export class WorkerPrimary {
       this.#onStarted?.reject(exitCode)
       return
     }
-    if (!wasListening && code === 2) {
-      // The configuration changed under a running respool into one a worker refuses.
-      this.#log.error({ worker: slot.index, code }, 'replacement worker refused the configuration; stopping')
-      this.#exitCode = 2
-      this.#shutdown(false).catch(() => {})
-      return
+    const refused = !wasListening && code === 2
+    if (refused) {
+      // The configuration changed under a running respool into one a worker refuses (it wrote
+      // why on stderr). The other workers keep serving on the configuration they have (a reload
+      // refused the same way left it unchanged); this one is tried again with the backoff, so
+      // a fixed file brings it back. /readyz says it is missing meanwhile.
     }
     if (wasListening && Date.now() - slot.listeningSince >= STABLE_MS) slot.failures = 0
     const backoff = slot.failures === 0 ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (slot.failures - 1))
     slot.failures++
-    this.#metrics.restarts++
-    this.#log.warn({ worker: slot.index, workerPid: worker.process.pid, code, signal, restartInMs: backoff }, 'worker died; its clients lost their connections; starting a replacement')
-    setTimeout(() => { if (!this.#draining) this.#fork(slot) }, backoff)
+    if (refused) {
+      this.#log.error({ worker: slot.index, code, restartInMs: backoff }, 'replacement worker refused the configuration; trying again with a backoff (or at once on a reload)')
+    } else {
+      this.#metrics.restarts++
+      this.#log.warn({ worker: slot.index, workerPid: worker.process.pid, code, signal, restartInMs: backoff }, 'worker died; its clients lost their connections; starting a replacement')
+    }
+    slot.replacement = setTimeout(() => {
+      slot.replacement = null
+      if (!this.#draining) this.#fork(slot)
+    }, backoff)
+  }
+
+  /** A reload may have fixed what a waiting replacement refused: it starts now. */
+  #replaceWaitingNow (): void {
+    for (const slot of this.#slots) {
+      if (slot.replacement === null || this.#draining) continue
+      clearTimeout(slot.replacement)
+      slot.replacement = null
+      this.#fork(slot)
+    }
   }
 
   #installSignals (): void {
@@ -217,6 +239,7 @@ export class WorkerPrimary {
       this.#reloadOwnLogLevel().finally(() => {
         this.#log.info('reloading every worker')
         for (const slot of this.#slots) this.#send(slot, { respool: 'reload' })
+        this.#replaceWaitingNow()
       }).catch(() => {})
     })
   }
@@ -250,6 +273,8 @@ export class WorkerPrimary {
       httpServer.close()
     }
     for (const slot of this.#slots) {
+      if (slot.replacement !== null) clearTimeout(slot.replacement)
+      slot.replacement = null
       if (now) slot.worker?.process.kill('SIGKILL')
       else this.#send(slot, { respool: 'drain' })
     }
