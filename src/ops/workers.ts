@@ -57,6 +57,8 @@ export class WorkerPrimary {
   #graceMs: number
   #backstop: NodeJS.Timeout | null = null
   readonly #reloadSource: (() => Promise<ProxyConfig>) | null
+  /** RESPOOL PAUSE in force on the workers: when it ends (Infinity: at RESUME), for a replacement to join. */
+  #pausedUntil: number | null = null
 
   /**
    * `reloadSource` reads the configuration again (SIGHUP, RESPOOL RELOAD): the primary takes
@@ -137,7 +139,10 @@ export class WorkerPrimary {
         slot.listening = true
         slot.listeningSince = Date.now()
         this.#listenAddress ??= { address: message.address, port: message.port }
-        if (this.#started) this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'replacement worker listening')
+        if (this.#started) {
+          this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'replacement worker listening')
+          this.#pauseReplacement(slot)
+        }
         if (this.#slots.every((s) => s.listening)) this.#onStarted?.resolve()
         break
       case 'answer':
@@ -151,6 +156,8 @@ export class WorkerPrimary {
         break
       case 'peers':
         for (const other of this.#slots) if (other !== slot) this.#send(other, message.message)
+        if (message.message.respool === 'pause') this.#pausedUntil = message.message.ms > 0 ? Date.now() + message.message.ms : Infinity
+        if (message.message.respool === 'resume') this.#pausedUntil = null
         if (message.message.respool === 'reload') {
           this.#reloadOwnLogLevel().catch(() => {})
           this.#replaceWaitingNow()
@@ -208,6 +215,18 @@ export class WorkerPrimary {
       slot.replacement = null
       if (!this.#draining) this.#fork(slot)
     }, backoff)
+  }
+
+  /** A replacement joins a RESPOOL PAUSE in force on the others, for the time it has left. */
+  #pauseReplacement (slot: Slot): void {
+    const until = this.#pausedUntil
+    if (until === null) return
+    const left = until - Date.now()
+    if (left <= 0) {
+      this.#pausedUntil = null
+      return
+    }
+    this.#send(slot, { respool: 'pause', ms: Number.isFinite(left) ? Math.ceil(left) : 0 })
   }
 
   /** A reload may have fixed what a waiting replacement refused: it starts now. */

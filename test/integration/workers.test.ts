@@ -598,3 +598,36 @@ test('--workers 2: a replacement that refuses an edited configuration is retried
   const { clients: fresh } = await clientsOnBoth(port, 2)
   for (const c of fresh) assert.equal(await replies(c, [cmd('PING')]), '+PONG\r\n')
 })
+
+test('--workers 2: a worker started to replace one that died joins a RESPOOL PAUSE in force, and RESUME releases it', { timeout: 60000 }, async () => {
+  const behind = await redis()
+  const metricsPort = await freePort()
+  const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--upstream', behind.url, '--metrics-port', String(metricsPort), '--admin-password', 'adm'])
+  const port = await listeningPort(r)
+  const { clients, ids } = await clientsOnBoth(port, 2)
+  const admin = clients[ids.findIndex((id) => id % 2 === 1)] // on worker 0
+  assert.equal(await replies(admin, [cmd('RESPOOL', 'AUTH', 'adm'), cmd('RESPOOL', 'PAUSE')]), '+OK\r\n+OK\r\n')
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_paused') === 2, 'both workers paused', 5000)
+  process.kill(workerPids(r).get(1) as number, 'SIGKILL')
+  await waitFor(() => logLines(r).some((l) => l.worker === 1 && l.msg === 'replacement worker listening'), `the replacement: ${r.stdout()}`, 15000)
+  await waitFor(async () => metricSum(await scrape(metricsPort), 'respool_paused') === 2, 'the replacement paused too', 5000)
+  // A command on the replacement is held until RESUME (RESPOOL CLIENTS there shows it pending).
+  // CLIENT ID waits out the pause: a client finds its worker and id in RESPOOL CLIENTS, by its own port.
+  const onNew: Array<{ c: RawClient, id: number }> = []
+  for (let i = 0; i < 40 && onNew.length < 2; i++) {
+    const c = await RawClient.connect(port)
+    after(() => { c.close() })
+    const listing = await replies(c, [cmd('RESPOOL', 'AUTH', 'adm'), cmd('RESPOOL', 'CLIENTS')])
+    const id = Number(new RegExp(`id=(\\d+) addr=127\\.0\\.0\\.1:${c.socket.localPort} `).exec(listing)?.[1])
+    assert.ok(id > 0, listing)
+    if (id % 2 === 0) onNew.push({ c, id })
+  }
+  assert.equal(onNew.length, 2, 'two clients on the replacement')
+  const [{ c: held, id: heldId }, { c: watcher }] = onNew
+  held.write(cmd('SET', 'paused:new', 'v'))
+  await waitFor(async () => new RegExp(`id=${heldId} .* pending=1 `).test(await replies(watcher, [cmd('RESPOOL', 'CLIENTS')])), 'the SET held on the replacement', 5000)
+  assert.equal(held.buffered.length, 0, 'the command is held')
+  assert.equal(await replies(admin, [cmd('RESPOOL', 'RESUME')]), '+OK\r\n')
+  assert.equal(await held.readExactly('+OK\r\n'), '+OK\r\n')
+  assert.equal(metricSum(await scrape(metricsPort), 'respool_paused'), 0)
+})
