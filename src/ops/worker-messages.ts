@@ -6,6 +6,11 @@
 
 /** The environment variable that tells a forked process which worker it is ("index/count"). */
 export const WORKER_ENV = '__RESPOOL_WORKER'
+/**
+ * Set for a replacement forked while RESPOOL PAUSE holds the other workers: the pause's time left
+ * in ms (0: until RESUME). The worker starts paused, so no command slips through before it hears.
+ */
+export const WORKER_PAUSED_ENV = '__RESPOOL_WORKER_PAUSED'
 
 /** Primary → worker. */
 export type ToWorker =
@@ -26,6 +31,12 @@ export type ToPrimary =
 
 export function isRespoolMessage<T extends { respool: string }> (message: unknown): message is T {
   return typeof message === 'object' && message !== null && typeof (message as { respool?: unknown }).respool === 'string'
+}
+
+/** The pause a replacement starts in (ms; 0 until RESUME), or null. */
+export function startPaused (env: NodeJS.ProcessEnv = process.env): number | null {
+  const value = env[WORKER_PAUSED_ENV]
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : null
 }
 
 /** This process's worker index and the number of workers, or null when it is no worker. */

@@ -1,5 +1,5 @@
 import type { ProxyServer } from '../proxy-server.js'
-import { isRespoolMessage, type ToPrimary, type ToWorker } from './worker-messages.js'
+import { isRespoolMessage, startPaused, type ToPrimary, type ToWorker } from './worker-messages.js'
 
 /**
  * A worker's side of the IPC channel (--workers): it reports that it listens, answers the
@@ -15,6 +15,8 @@ export function attachToPrimary (server: ProxyServer, drain: (reason: string) =>
     resume: () => { send({ respool: 'peers', message: { respool: 'resume' } }) },
     reload: () => { send({ respool: 'peers', message: { respool: 'reload' } }) }
   }
+  const paused = startPaused()
+  if (paused !== null) server.pause(paused)
   process.on('message', (message: unknown) => {
     if (!isRespoolMessage<ToWorker>(message)) return
     switch (message.respool) {

@@ -5,7 +5,7 @@ import type { ProxyConfig } from '../config.js'
 import type { Logger } from './logger.js'
 import { startHttpEndpoints } from './http-endpoints.js'
 import { WorkerMetrics } from './worker-metrics.js'
-import { isRespoolMessage, WORKER_ENV, type ToPrimary, type ToWorker } from './worker-messages.js'
+import { isRespoolMessage, WORKER_ENV, WORKER_PAUSED_ENV, type ToPrimary, type ToWorker } from './worker-messages.js'
 
 /** One place in the set of workers: the process filling it now, and how it has fared. */
 interface Slot {
@@ -17,6 +17,8 @@ interface Slot {
   failures: number
   /** The replacement waiting out its backoff. */
   replacement: NodeJS.Timeout | null
+  /** Forked into a RESPOOL PAUSE: told again once it listens, in case a RESUME came while it loaded. */
+  startedPaused: boolean
 }
 
 /** A replaced worker that had lived this long starts again at once; shorter lives back off. */
@@ -69,7 +71,7 @@ export class WorkerPrimary {
     this.#log = log
     this.#reloadSource = reloadSource
     this.#graceMs = config.shutdownGraceMs
-    this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0, replacement: null }))
+    this.#slots = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listening: false, listeningSince: 0, failures: 0, replacement: null, startedPaused: false }))
     this.#metrics = new WorkerMetrics(() => this.#slots.filter((s) => s.listening).length)
   }
 
@@ -121,7 +123,11 @@ export class WorkerPrimary {
   }
 
   #fork (slot: Slot): void {
-    const worker = cluster.fork({ [WORKER_ENV]: `${slot.index}/${this.#slots.length}` })
+    const env: Record<string, string> = { [WORKER_ENV]: `${slot.index}/${this.#slots.length}` }
+    const pausedMs = this.#pauseLeft()
+    if (pausedMs !== null) env[WORKER_PAUSED_ENV] = String(pausedMs)
+    slot.startedPaused = pausedMs !== null
+    const worker = cluster.fork(env)
     slot.worker = worker
     slot.listening = false
     worker.on('message', (message: unknown) => { this.#onMessage(slot, worker, message) })
@@ -139,9 +145,11 @@ export class WorkerPrimary {
         slot.listening = true
         slot.listeningSince = Date.now()
         this.#listenAddress ??= { address: message.address, port: message.port }
-        if (this.#started) {
-          this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'replacement worker listening')
-          this.#pauseReplacement(slot)
+        if (this.#started) this.#log.info({ worker: slot.index, workerPid: worker.process.pid }, 'replacement worker listening')
+        if (slot.startedPaused) {
+          // A RESUME (or a shorter PAUSE) sent while it loaded found no listener: say it again.
+          const left = this.#pauseLeft()
+          this.#send(slot, left === null ? { respool: 'resume' } : { respool: 'pause', ms: left })
         }
         if (this.#slots.every((s) => s.listening)) this.#onStarted?.resolve()
         break
@@ -217,16 +225,18 @@ export class WorkerPrimary {
     }, backoff)
   }
 
-  /** A replacement joins a RESPOOL PAUSE in force on the others, for the time it has left. */
-  #pauseReplacement (slot: Slot): void {
+  /**
+   * A RESPOOL PAUSE in force on the workers: its time left in ms (0: until RESUME), for a
+   * replacement to start in; null when there is none.
+   */
+  #pauseLeft (): number | null {
     const until = this.#pausedUntil
-    if (until === null) return
-    const left = until - Date.now()
-    if (left <= 0) {
-      this.#pausedUntil = null
-      return
-    }
-    this.#send(slot, { respool: 'pause', ms: Number.isFinite(left) ? Math.ceil(left) : 0 })
+    if (until === null) return null
+    if (!Number.isFinite(until)) return 0
+    const left = Math.ceil(until - Date.now())
+    if (left > 0) return left
+    this.#pausedUntil = null
+    return null
   }
 
   /** A reload may have fixed what a waiting replacement refused: it starts now. */
