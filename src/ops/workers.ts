@@ -5,6 +5,7 @@ import type { ProxyConfig } from '../config.js'
 import type { Logger } from './logger.js'
 import { startHttpEndpoints } from './http-endpoints.js'
 import { WorkerMetrics } from './worker-metrics.js'
+import { sharedWhileRunning } from './shared-call.js'
 import { isRespoolMessage, WORKER_ENV, WORKER_PAUSED_ENV, type ToPrimary, type ToWorker } from './worker-messages.js'
 
 /** One place in the set of workers: the process filling it now, and how it has fared. */
@@ -106,8 +107,8 @@ export class WorkerPrimary {
     if (this.#config.metricsPort !== undefined) {
       try {
         this.#httpServer = await startHttpEndpoints({
-          metrics: async () => await this.#metrics.aggregate(await this.#ask('metrics') as unknown[][]),
-          readiness: async () => await this.#readiness()
+          metrics: sharedWhileRunning(async () => await this.#metrics.aggregate(await this.#ask('metrics') as unknown[][])),
+          readiness: sharedWhileRunning(async () => await this.#readiness())
         }, this.#config.metricsHost ?? this.#config.host, this.#config.metricsPort)
       } catch (err) {
         process.stderr.write(`respool: cannot serve metrics on ${this.#config.metricsHost ?? this.#config.host}:${this.#config.metricsPort}: ${(err as Error).message}\n`)
