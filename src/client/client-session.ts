@@ -1,3 +1,4 @@
+import { isScriptKill } from '../commands/script-kill.js'
 import type net from 'node:net'
 import Denque from 'denque'
 import { DEFAULT_REQUEST_LIMITS, RequestFramer, type CommandSink, type RequestLimits } from '../protocol/request-framer.js'
@@ -41,11 +42,6 @@ import {
 import type { SessionContext } from './session-context.js'
 
 export type { AdminHandler, SessionContext } from './session-context.js'
-
-/** SCRIPT KILL and FUNCTION KILL, which Redis answers even while a script keeps it busy. */
-function isScriptKill (cmd: RespCommand): boolean {
-  return (cmd.name === 'script' || cmd.name === 'function') && cmd.argc === 2 && cmd.keyword(1) === 'kill'
-}
 
 /** Commands Redis runs at once inside MULTI instead of queueing (RESET and QUIT respool answers). */
 const NOT_QUEUED = new Set(['multi', 'watch', 'exec', 'discard'])

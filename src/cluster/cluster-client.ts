@@ -15,6 +15,8 @@ import type { ClusterParking } from './cluster-parking.js'
 import { parkable } from '../waiting/parkable.js'
 import { Blocked, ParkedBlocked, type BlockingCommand, type BlockingHost } from './cluster-blocked.js'
 import { PinHandle } from './cluster-pin-handle.js'
+import { killScriptsEverywhere } from './cluster-script-kill.js'
+import { isScriptKill } from '../commands/script-kill.js'
 import { dropSlot, MAX_REDIRECTS, parseRedirect, replySlot, startsWith, type ClusterReply, type Redirect } from './cluster-replies.js'
 
 /** Where a command of a cluster client runs, for the session's order across connections. */
@@ -26,6 +28,7 @@ export const ROUTE_OPEN = 4 // pins a new connection: everything of the client's
 
 const CROSSSLOT = errorReply('CROSSSLOT Keys in request don\'t hash to the same slot')
 const EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.')
+const CLUSTER_DOWN = errorReply('CLUSTERDOWN The cluster is down')
 const EMPTY_ARRAY = Buffer.from('*0\r\n')
 const ZERO = Buffer.from(':0\r\n')
 const ONE = Buffer.from(':1\r\n')
@@ -153,7 +156,8 @@ export class ClusterClient implements BlockingHost {
         return commandSlot(cmd) === -2 ? ROUTE_NONE : ROUTE_BLOCK
       }
       default:
-        return null
+        // Not behind the client's commands in flight: one of them may be the busy script.
+        return isScriptKill(cmd) ? ROUTE_NONE : null
     }
   }
 
@@ -193,8 +197,13 @@ export class ClusterClient implements BlockingHost {
         this.#blocked.go()
       }
         return null
-      default:
-        throw new Error(`cluster client cannot run ${cmd.name}`)
+      default: {
+        if (!isScriptKill(cmd)) throw new Error(`cluster client cannot run ${cmd.name}`)
+        const masters = this.#dispatcher.whole.masters().map((m) => m.node)
+        if (masters.length === 0) return CLUSTER_DOWN
+        killScriptsEverywhere(cmd.frame, masters, this.#pins, this.#acquireTimeoutMs, done)
+        return null
+      }
     }
   }
 
