@@ -63,6 +63,25 @@ export interface ServerStats {
   commandErrors: number
 }
 
+/** respool's connections to Redis now, in either mode (/metrics, RESPOOL POOLS). */
+export interface UpstreamUse {
+  /** --pool-size: the bound on all of them. */
+  max: number
+  /** Open or opening. */
+  connections: number
+  /** Open and unused. */
+  idle: number
+  /** Carrying multiplexed traffic (lanes). */
+  shared: number
+  /** Held by one client each (or by the shared subscriber). */
+  pinned: number
+  maxPins: number
+  /** Clients waiting for a pin. */
+  waitingPins: number
+  /** Requests waiting for a connection of the pool (lane growth, pins). */
+  waitingConnections: number
+}
+
 /** What a reload changed, and what it could not change without a restart. */
 export interface ReloadResult {
   applied: string[]
@@ -251,12 +270,46 @@ export class ProxyServer {
     return [...this.#sessions]
   }
 
+  /**
+   * The upstream connections: the pool's (one Redis, or the master sentinels name), or in
+   * cluster mode the lanes (one per master), the pins and the slot-map fetch, which share
+   * --pool-size the same way.
+   */
+  upstreamUse (): UpstreamUse {
+    const cluster = this.cluster
+    const pins = this.clusterPins
+    if (cluster !== null && pins !== null) {
+      return {
+        max: this.config.poolSize,
+        connections: cluster.lanes.size + pins.open + cluster.topology.fetching,
+        idle: pins.idle,
+        shared: cluster.lanes.size,
+        pinned: pins.held,
+        maxPins: pins.maxPins,
+        waitingPins: pins.waiting,
+        waitingConnections: 0
+      }
+    }
+    const pool = this.pool.stats
+    return {
+      max: pool.max,
+      connections: pool.size,
+      idle: pool.available,
+      shared: this.router.laneCount,
+      pinned: this.router.pinCount,
+      maxPins: this.router.maxPins,
+      waitingPins: this.router.pinsWaiting,
+      waitingConnections: pool.waiting
+    }
+  }
+
   /** A snapshot of the main gauges and counters. */
   snapshot (): ServerStats {
+    const use = this.upstreamUse()
     return {
       clients: this.#sessions.size,
-      lanes: this.router.laneCount,
-      pins: this.router.pinCount,
+      lanes: use.shared,
+      pins: use.pinned,
       pool: this.pool.stats,
       commands: this.stats.downstreamRqTotal,
       commandErrors: this.stats.upstreamRqFailed
@@ -332,6 +385,10 @@ export class ProxyServer {
    */
   reload (options: ProxyOptions): ReloadResult {
     const next = validateConfig(options)
+    const masters = this.cluster?.topology.masters.size ?? 0
+    if (masters > 0 && next.poolSize !== this.config.poolSize && next.poolSize < masters + 2) {
+      throw new ConfigError(clusterPoolTooSmall(next.poolSize, masters, next.workers))
+    }
     const applied: string[] = []
     const needsRestart: string[] = []
     const current = this.config as unknown as Record<string, unknown>
@@ -350,6 +407,8 @@ export class ProxyServer {
       this.pool.resize(this.config.poolSize, this.config.acquireTimeoutMs)
       this.router.resize(this.config.poolSize, this.config.maxPins)
       this.identities.resize(this.config.poolSize, this.config.maxPins)
+      this.cluster?.lanes.resize(this.config.poolSize)
+      this.clusterPins?.resize(this.config.poolSize)
     }
     if (applied.includes('logLevel')) this.log.level = this.config.logLevel
     if (applied.includes('maxMemoryClients')) {
@@ -383,13 +442,7 @@ export class ProxyServer {
   async #startCluster (cluster: ClusterDispatcher): Promise<void> {
     const ok = await cluster.topology.start()
     const masters = cluster.topology.masters.size
-    if (ok && this.config.poolSize < masters + 2) {
-      const workers = this.config.workers
-      if (workers > 1) {
-        throw new ConfigError(`pool-size: this worker's share, ${this.config.poolSize}, is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers) in each of the ${workers} workers: --pool-size ${workers * (masters + 2)} at least, or fewer --workers`)
-      }
-      throw new ConfigError(`pool-size: ${this.config.poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers): --pool-size ${masters + 2} at least`)
-    }
+    if (ok && this.config.poolSize < masters + 2) throw new ConfigError(clusterPoolTooSmall(this.config.poolSize, masters, this.config.workers))
     const node = cluster.topology.anyMaster()
     if (node === null) return
     try {
@@ -523,6 +576,14 @@ function credentialsFrom (config: ProxyConfig): Credentials {
 
 function formatHostPort (host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** Cluster mode needs one connection per master, one for slot-map fetches and one to pin, in each worker. */
+function clusterPoolTooSmall (poolSize: number, masters: number, workers: number): string {
+  if (workers > 1) {
+    return `pool-size: this worker's share, ${poolSize}, is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers) in each of the ${workers} workers: --pool-size ${workers * (masters + 2)} at least, or fewer --workers`
+  }
+  return `pool-size: ${poolSize} is too small for a cluster of ${masters} masters; cluster mode needs one connection per master, one for slot-map fetches and one to pin (transactions, blocking commands, subscribers): --pool-size ${masters + 2} at least`
 }
 
 function createCluster (config: ProxyConfig, log: Logger): ClusterDispatcher {

@@ -308,7 +308,7 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
 
   /** Why this client holds a pinned connection (bitmask of R_*), 0 if it holds none. */
   get pinReasons (): number {
-    return this.#lease?.reasons ?? 0
+    return this.#lease?.reasons ?? this.#cluster?.pinReasons ?? 0
   }
 
   /** What CLIENT LIST shows about this client. */

@@ -5,6 +5,7 @@
  * commands across the connections they go to. Made on the client's first command in cluster
  * mode; a standalone session never has one.
  */
+import { R_SUBSCRIBED } from './session-effects.js'
 import { CommandRefusedError, toRespError } from '../errors.js'
 import { OK, errorReply } from '../protocol/resp-encode.js'
 import { classify, Kind, type CommandKind } from '../commands/command-table.js'
@@ -73,6 +74,11 @@ export class SessionCluster implements ClusterClientHost {
   /** A transaction or blocking command of this client holds a pin. */
   get pinned (): boolean {
     return this.client?.pinned ?? false
+  }
+
+  /** Why this client holds pinned connections (R_* bits). */
+  get pinReasons (): number {
+    return (this.client?.pinReasons ?? 0) | (this.shards !== null && this.shards.pins > 0 ? R_SUBSCRIBED : 0)
   }
 
   /** Subscribed to a shard channel. */

@@ -35,6 +35,8 @@ export interface BlockingCommand {
   unblock (reply: Buffer): { node: ClusterNode, redisId: string } | null
   /** The client left or reset: it takes nothing. */
   cancel (): void
+  /** Waits on a pinned connection of its own now (a parked one never does). */
+  readonly holdsPin: boolean
 }
 
 /**
@@ -61,6 +63,7 @@ export class ParkedBlocked implements BlockingCommand, ParkedClient {
   #lastRedirectAt = 0
   #retries = 0
   #over = false
+  readonly holdsPin = false
 
   constructor (client: BlockingHost, parking: ClusterParking, cmd: RespCommand, what: Parkable, slot: number, done: ClusterReply) {
     this.#client = client
@@ -189,6 +192,10 @@ export class Blocked implements BlockingCommand {
     this.#cmd = cmd
     this.#done = done
     this.#timeoutMs = blockingTimeoutMs(cmd) ?? 0
+  }
+
+  get holdsPin (): boolean {
+    return this.#pin !== null
   }
 
   /** Time left of the command's own timeout (Infinity for 0 = forever). */

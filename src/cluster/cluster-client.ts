@@ -15,6 +15,7 @@ import type { ClusterParking } from './cluster-parking.js'
 import { parkable } from '../waiting/parkable.js'
 import { Blocked, ParkedBlocked, type BlockingCommand, type BlockingHost } from './cluster-blocked.js'
 import { PinHandle } from './cluster-pin-handle.js'
+import { R_BLOCKING, R_MULTI, R_WATCH } from '../client/session-effects.js'
 import { killScriptsEverywhere } from './cluster-script-kill.js'
 import { isScriptKill } from '../commands/script-kill.js'
 import { dropSlot, MAX_REDIRECTS, parseRedirect, replySlot, startsWith, type ClusterReply, type Redirect } from './cluster-replies.js'
@@ -116,6 +117,14 @@ export class ClusterClient implements BlockingHost {
   /** Holds or waits for a pinned connection. */
   get pinned (): boolean {
     return this.#handle !== null || this.#blocked !== null
+  }
+
+  /** Why this client holds a pinned connection now (R_* bits), for RESPOOL CLIENTS and the metrics. */
+  get pinReasons (): number {
+    let reasons = 0
+    if (this.#handle !== null && !this.#handle.released) reasons |= (this.#multi ? R_MULTI : 0) | (this.#watching ? R_WATCH : 0)
+    if (this.#blocked?.holdsPin === true) reasons |= R_BLOCKING
+    return reasons
   }
 
   /** CLIENT LIST flags: in a transaction, blocked, or neither. */

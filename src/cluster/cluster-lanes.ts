@@ -39,6 +39,11 @@ export class ClusterLanes {
     this.#others = others
   }
 
+  /** A reload changed --pool-size (lanes beyond one per master need the room). */
+  resize (poolSize: number): void {
+    this.#options.poolSize = poolSize
+  }
+
   /** Lanes open or opening. */
   get size (): number {
     return this.#lanes.size

@@ -64,6 +64,16 @@ export class ClusterPins {
     this.#gate.resize(Math.max(1, this.#options.poolSize - masters - 1))
   }
 
+  /**
+   * A reload changed --pool-size: the pin budget follows. Pins held beyond a smaller budget stay
+   * until given back; idle ones beyond the bound are closed now.
+   */
+  resize (poolSize: number): void {
+    this.#options.poolSize = poolSize
+    this.#gate.resize(Math.max(1, poolSize - this.#masters - 1))
+    while (this.#open + Math.max(this.#masters, this.#lanes()) + 1 > poolSize && this.idle > 0) this.#closeOneIdle()
+  }
+
   get maxPins (): number {
     return this.#gate.maxPins
   }
@@ -75,6 +85,13 @@ export class ClusterPins {
 
   get held (): number {
     return this.#gate.held
+  }
+
+  /** Pinned connections open and unused (kept for the next holder). */
+  get idle (): number {
+    let n = 0
+    for (const list of this.#idle.values()) n += list.length
+    return n
   }
 
   get waiting (): number {

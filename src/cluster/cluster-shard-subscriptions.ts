@@ -75,6 +75,11 @@ export class ClusterShardSubscriptions {
     this.#acquireTimeoutMs = acquireTimeoutMs
   }
 
+  /** Pinned connections (one per master its channels are on). */
+  get pins (): number {
+    return this.#lines.size
+  }
+
   /** Shard channels the client is subscribed to. */
   get count (): number {
     return this.#channels.size

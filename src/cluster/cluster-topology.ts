@@ -49,6 +49,8 @@ export class ClusterTopology {
   #closed = false
   #problem: string | null = 'slot map not fetched yet'
   refreshes = 0
+  /** Connections open now to fetch the slot map (one at a time; within --pool-size). */
+  fetching = 0
 
   constructor (options: { seeds: HostPort[], data: UpstreamAddress, connectTimeoutMs: number }, log: Logger) {
     this.#seeds = options.seeds
@@ -173,12 +175,19 @@ export class ClusterTopology {
 
   /** Slot ranges [start, end, node] from one node. */
   async #ask (where: HostPort): Promise<Array<[number, number, ClusterNode]>> {
-    const conn = await UpstreamConnection.connect({
+    this.fetching++
+    let conn: UpstreamConnection
+    try {
+      conn = await UpstreamConnection.connect({
       id: 0,
       address: { ...this.#data, host: where.host, port: where.port },
       connectTimeoutMs: this.#connectTimeoutMs,
-      commandTimeoutMs: this.#connectTimeoutMs
-    })
+        commandTimeoutMs: this.#connectTimeoutMs
+      })
+    } catch (err) {
+      this.fetching--
+      throw err
+    }
     try {
       const shards = await request(conn, ['CLUSTER', 'SHARDS'])
       if (!(shards instanceof Error)) return this.#fromShards(shards, where.host)
@@ -187,6 +196,7 @@ export class ClusterTopology {
       return this.#fromSlots(slots, where.host)
     } finally {
       conn.destroy()
+      this.fetching--
     }
   }
 

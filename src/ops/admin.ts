@@ -90,24 +90,20 @@ function clientLine (s: ClientSession): string {
 }
 
 function poolsText (server: ProxyServer): string {
-  const pool = server.pool.stats
+  const use = server.upstreamUse()
   const pinned = server.pinnedByReason()
   return [
     '# Pool',
-    `upstream:${server.topology.describe()}`,
-    `upstream_kind:${server.topology.kind}`,
-    `upstream_master:${masterOf(server)}`,
-    `upstream_epoch:${server.topology.epoch}`,
-    `upstream_failovers:${server.topology.failovers}`,
-    `pool_size:${pool.max}`,
-    `connections:${pool.size}`,
-    `idle:${pool.available}`,
-    `shared:${server.router.laneCount}`,
-    `pinned:${server.router.pinCount}`,
-    `max_pins:${server.router.maxPins}`,
+    ...upstreamLines(server),
+    `pool_size:${use.max}`,
+    `connections:${use.connections}`,
+    `idle:${use.idle}`,
+    `shared:${use.shared}`,
+    `pinned:${use.pinned}`,
+    `max_pins:${use.maxPins}`,
     ...PIN_REASONS.map((r, i) => `pinned_${r}:${pinned[i]}`),
-    `waiting_pins:${server.router.pinsWaiting}`,
-    `waiting_connections:${pool.waiting}`,
+    `waiting_pins:${use.waitingPins}`,
+    `waiting_connections:${use.waitingConnections}`,
     ...parkedLines(server),
     `acl_users:${server.identities.users.length}`,
     `acl_connections:${server.identities.connections}`,
@@ -116,6 +112,28 @@ function poolsText (server: ProxyServer): string {
     `draining:${server.draining ? 1 : 0}`,
     ''
   ].join('\r\n')
+}
+
+/** Where respool sends commands: one Redis or the master sentinels name, or a cluster's masters. */
+function upstreamLines (server: ProxyServer): string[] {
+  const cluster = server.cluster
+  if (cluster !== null) {
+    const topology = cluster.topology
+    return [
+      `upstream:${topology.describe()}`,
+      'upstream_kind:cluster',
+      `cluster_masters:${[...topology.masters.keys()].join(',') || '-'}`,
+      `cluster_slot_map:${topology.problem === null ? 'ok' : topology.problem}`,
+      `cluster_slot_map_fetches:${topology.refreshes}`
+    ]
+  }
+  return [
+    `upstream:${server.topology.describe()}`,
+    `upstream_kind:${server.topology.kind}`,
+    `upstream_master:${masterOf(server)}`,
+    `upstream_epoch:${server.topology.epoch}`,
+    `upstream_failovers:${server.topology.failovers}`
+  ]
 }
 
 /** host:port of the verified master, or "-" while there is none. */

@@ -28,11 +28,15 @@ export class Metrics {
     const gauge = (name: string, help: string, read: () => number): void => {
       new client.Gauge({ name, help, registers, collect () { this.set(read()) } }) // eslint-disable-line no-new
     }
-    gauge('respool_pool_connections', 'Upstream connections open or opening (never above the pool size)', () => server.pool.stats.size)
-    gauge('respool_pool_max_connections', 'The pool size (--pool-size)', () => server.pool.stats.max)
-    gauge('respool_pool_idle_connections', 'Upstream connections open and unused', () => server.pool.stats.available)
-    gauge('respool_pool_shared_connections', 'Upstream connections carrying multiplexed traffic', () => server.router.laneCount)
-    gauge('respool_pool_waiting', 'Requests waiting for an upstream connection (pins and lane growth)', () => server.pool.stats.waiting + server.router.pinsWaiting)
+    // In cluster mode these count the lanes, pins and slot-map fetch, which share --pool-size.
+    gauge('respool_pool_connections', 'Upstream connections open or opening (never above the pool size)', () => server.upstreamUse().connections)
+    gauge('respool_pool_max_connections', 'The pool size (--pool-size)', () => server.upstreamUse().max)
+    gauge('respool_pool_idle_connections', 'Upstream connections open and unused', () => server.upstreamUse().idle)
+    gauge('respool_pool_shared_connections', 'Upstream connections carrying multiplexed traffic', () => server.upstreamUse().shared)
+    gauge('respool_pool_waiting', 'Requests waiting for an upstream connection (pins and lane growth)', () => {
+      const use = server.upstreamUse()
+      return use.waitingConnections + use.waitingPins
+    })
     gauge('respool_clients', 'Client connections', () => server.clientCount)
     gauge('respool_draining', '1 while respool is shutting down', () => server.draining ? 1 : 0)
     gauge('respool_paused', '1 while commands are held by RESPOOL PAUSE', () => server.paused ? 1 : 0)

@@ -541,8 +541,8 @@ test('--workers 2: SIGTERM to one worker recycles it: its clients are drained, a
   const text = await scrape(metricsPort)
   assert.equal(metricSum(text, 'respool_worker_restarts_total'), 0, 'a recycle is not a death')
   assert.equal(metricSum(text, 'respool_workers'), 2)
-  const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`)
-  assert.equal(ready.status, 200, await ready.text())
+  // Ready once the replacement has its upstream connections too (it listens first).
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200, 'ready again', 5000)
 })
 
 test('--workers 2: Ctrl-C (SIGINT to the whole process group) drains every worker, replaces none, and the primary exits 0', { timeout: 60000 }, async () => {
@@ -590,8 +590,8 @@ test('--workers 2: a replacement that refuses an edited configuration is retried
   r.child.kill('SIGHUP')
   await waitFor(() => logLines(r).some((l) => l.worker === 1 && l.msg === 'replacement worker listening'), `the replacement after the fix: ${r.stdout()}`, 4000)
   assert.ok(Date.now() - fixedAt < 6000, 'not after the backoff')
-  const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`)
-  assert.equal(ready.status, 200, await ready.text())
+  // Ready once the replacement has its upstream connections too (it listens first).
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200, 'ready again', 5000)
   const text = await scrape(metricsPort)
   assert.equal(metricSum(text, 'respool_worker_restarts_total'), 1, 'one death; the refusals are not deaths')
   assert.equal(metricSum(text, 'respool_pool_max_connections'), 6)
