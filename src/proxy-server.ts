@@ -303,6 +303,16 @@ export class ProxyServer {
     }
   }
 
+  /** Upstream connections opened, and attempts that failed, since start (cluster mode: lanes and pins). */
+  upstreamConnects (): { connects: number, connectFailures: number } {
+    const cluster = this.cluster
+    const pins = this.clusterPins
+    if (cluster !== null && pins !== null) {
+      return { connects: cluster.lanes.connects + pins.connects, connectFailures: cluster.lanes.connectFailures + pins.connectFailures }
+    }
+    return this.pool.counters
+  }
+
   /** A snapshot of the main gauges and counters. */
   snapshot (): ServerStats {
     const use = this.upstreamUse()

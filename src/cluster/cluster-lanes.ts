@@ -26,6 +26,7 @@ export class ClusterLanes {
   /** Other connections counted against the same bound (pinned connections). */
   #others: () => number = () => 0
   connects = 0
+  connectFailures = 0
 
   constructor (topology: ClusterTopology, log: Logger, options: { poolSize: number, connectTimeoutMs: number, commandTimeoutMs: number }) {
     this.#topology = topology
@@ -91,6 +92,7 @@ export class ClusterLanes {
       return conn
     }, (err: ProxyError) => {
       fresh.opening = null
+      this.connectFailures++
       if (this.#lanes.get(node.key) === fresh) this.#lanes.delete(node.key)
       this.#log.warn({ node: node.key, err: err.message }, 'cannot connect to cluster node')
       void this.#topology.refresh('connect failed')

@@ -50,6 +50,8 @@ export class ClusterPins {
   #lanes: () => number = () => 0
   #masters = 0
   pinsTotal = 0
+  connects = 0
+  connectFailures = 0
 
   constructor (log: Logger, options: ClusterPinsOptions) {
     this.#log = log
@@ -195,13 +197,16 @@ export class ClusterPins {
     if (this.#open + Math.max(this.#masters, this.#lanes()) + 1 >= this.#options.poolSize) this.#closeOneIdle()
     this.#open++
     try {
-      return await UpstreamConnection.connect({
+      const conn = await UpstreamConnection.connect({
         id: this.#nextId++,
         address: node.address,
         connectTimeoutMs: this.#options.connectTimeoutMs,
         commandTimeoutMs: this.#options.commandTimeoutMs
       })
+      this.connects++
+      return conn
     } catch (err) {
+      this.connectFailures++
       this.#open--
       this.#log.warn({ node: node.key, err: (err as Error).message }, 'cannot open a pinned connection to a cluster node')
       throw err

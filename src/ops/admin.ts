@@ -195,8 +195,8 @@ function statsText (server: ProxyServer): string {
     `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
     `parked_put_back_total:${server.parking?.putBackTotal ?? 0}`,
     `commands_retried_total:${s.upstreamRqRetried}`,
-    `upstream_connects_total:${server.pool.counters.connects}`,
-    `upstream_connect_failures_total:${server.pool.counters.connectFailures}`,
+    `upstream_connects_total:${server.upstreamConnects().connects}`,
+    `upstream_connect_failures_total:${server.upstreamConnects().connectFailures}`,
     ''
   ].join('\r\n')
 }
