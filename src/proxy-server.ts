@@ -303,6 +303,12 @@ export class ProxyServer {
     }
   }
 
+  /** Connections pinned since start, by reason (index: PIN_REASONS), in either mode. */
+  pinsTotalByReason (): number[] {
+    const cluster = this.clusterPins?.pinsByReason
+    return this.stats.pinsByReason.map((n, i) => n + (cluster?.[i] ?? 0))
+  }
+
   /** Upstream connections opened, and attempts that failed, since start (cluster mode: lanes and pins). */
   upstreamConnects (): { connects: number, connectFailures: number } {
     const cluster = this.cluster

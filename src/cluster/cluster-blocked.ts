@@ -10,6 +10,7 @@ import type { ClusterParking } from './cluster-parking.js'
 import { commandSlot } from './keys.js'
 import { dropSlot, MAX_REDIRECTS, MAX_RETRIES, parseRedirect, replySlot, RETRY_DELAY_MS, startsWith, type ClusterReply } from './cluster-replies.js'
 import { parkable, type Parkable } from '../waiting/parkable.js'
+import { R_BLOCKING } from '../client/session-effects.js'
 import type { ParkedClient, ParkingLot, Waiter } from '../waiting/parking-lot.js'
 
 /** A parked command whose slot is half-moved (-ASK) parks again this often, at most this many times. */
@@ -213,7 +214,7 @@ export class Blocked implements BlockingCommand {
     const slot = commandSlot(this.#cmd) ?? -1
     const topology = this.#client.dispatcher.topology
     const to = this.#to
-    const acquisition = this.#client.pins.acquire(() => to ?? (slot >= 0 ? topology.nodeFor(slot) : topology.anyMaster()), Number.isFinite(left) ? left : null, 'blocking')
+    const acquisition = this.#client.pins.acquire(() => to ?? (slot >= 0 ? topology.nodeFor(slot) : topology.anyMaster()), Number.isFinite(left) ? left : null, 'blocking', R_BLOCKING)
     this.#acquiring = acquisition
     acquisition.promise.then((pin) => {
       this.#acquiring = null

@@ -438,7 +438,7 @@ export class ClusterClient implements BlockingHost {
     let redirects = 0
     let to: ClusterNode | null = null
     const attempt = (): void => {
-      handle.acquire(() => to ?? topology.nodeFor(slot), this.#acquireTimeoutMs, (conn) => {
+      handle.acquire(() => to ?? topology.nodeFor(slot), this.#acquireTimeoutMs, inMulti ? R_MULTI : R_WATCH, (conn) => {
         syncLaneState(conn, 0, this.#host.resp)
         if (handle.asking) conn.send(ASKING, dropSlot())
         if (inMulti) {

@@ -28,8 +28,8 @@ export class PinHandle {
   }
 
   /** Pins a connection to `node`; `first` writes the commands that decide whether it is the right node. */
-  acquire (node: () => ClusterNode | null, deadlineMs: number, first: (conn: UpstreamConnection) => void, failed: (err: ProxyError) => void): void {
-    const acquisition = this.#pins.acquire(node, deadlineMs)
+  acquire (node: () => ClusterNode | null, deadlineMs: number, reason: number, first: (conn: UpstreamConnection) => void, failed: (err: ProxyError) => void): void {
+    const acquisition = this.#pins.acquire(node, deadlineMs, 'short', reason)
     this.#acquisition = acquisition
     acquisition.promise.then((pin) => {
       this.#acquisition = null

@@ -1,3 +1,4 @@
+import { PIN_REASONS } from '../ops/proxy-stats.js'
 import { UpstreamConnectError, type ProxyError } from '../errors.js'
 import type { Logger } from '../ops/logger.js'
 import { PinGate, type PinKind, type PinPermit } from '../routing/pin-gate.js'
@@ -50,6 +51,8 @@ export class ClusterPins {
   #lanes: () => number = () => 0
   #masters = 0
   pinsTotal = 0
+  /** Pins handed to clients, by reason (index as PIN_REASONS: the bit of R_MULTI, R_WATCH …). */
+  readonly pinsByReason = new Array<number>(PIN_REASONS.length).fill(0)
   connects = 0
   connectFailures = 0
 
@@ -102,9 +105,10 @@ export class ClusterPins {
 
   /**
    * A connection to `node` for one holder: waits for a permit (at most `deadlineMs`, null = no
-   * deadline), then takes an idle connection to that node or opens one.
+   * deadline), then takes an idle connection to that node or opens one. `reason` (an R_* bit)
+   * counts a pin for a client's transaction, WATCH, blocking command or shard channels.
    */
-  acquire (node: () => ClusterNode | null, deadlineMs: number | null, kind: PinKind = 'short'): ClusterPinAcquisition {
+  acquire (node: () => ClusterNode | null, deadlineMs: number | null, kind: PinKind = 'short', reason = 0): ClusterPinAcquisition {
     const request = this.#gate.request(deadlineMs, kind)
     let cancelled: ProxyError | null = null
     const promise = request.promise.then(async (permit) => {
@@ -126,6 +130,7 @@ export class ClusterPins {
         throw cancelled
       }
       this.pinsTotal++
+      if (reason !== 0) this.pinsByReason[31 - Math.clz32(reason)]++
       return pin
     })
     return {

@@ -1,3 +1,4 @@
+import { R_SUBSCRIBED } from '../client/session-effects.js'
 import { toRespError, type ProxyError } from '../errors.js'
 import { wrongArity } from '../commands/local-commands.js'
 import { notSubscribedReply } from '../client/subscriptions.js'
@@ -166,7 +167,7 @@ export class ClusterShardSubscriptions {
     if (line !== undefined) return line
     line = { node, pin: null, queue: [], channels: new Set(), sent: [], leaving: new Map() }
     this.#lines.set(node.key, line)
-    const acquisition = this.#pins.acquire(() => node, this.#acquireTimeoutMs)
+    const acquisition = this.#pins.acquire(() => node, this.#acquireTimeoutMs, 'short', R_SUBSCRIBED)
     const current = line
     acquisition.promise.then((pin) => {
       if (this.#lines.get(node.key) !== current) {

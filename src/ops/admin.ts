@@ -187,7 +187,7 @@ function statsText (server: ProxyServer): string {
     `max_output_buffer_disconnects_total:${s.downstreamCxOutputLimit}`,
     `maxmemory_clients_disconnects_total:${server.memory.evictions}`,
     `client_output_bytes:${server.memory.recount().total}`,
-    ...PIN_REASONS.map((r, i) => `pins_${r}_total:${s.pinsByReason[i]}`),
+    ...server.pinsTotalByReason().map((n, i) => `pins_${PIN_REASONS[i]}_total:${n}`),
     `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
     ...histogramLines('pin_wait_seconds', server.metrics.pinWait.snapshot()),
     `parked_total:${server.parking?.parkedTotal ?? 0}`,

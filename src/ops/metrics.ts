@@ -127,7 +127,10 @@ export class Metrics {
     counter('respool_commands_total', 'Commands received, by class', 'class', () => COMMAND_CLASSES.map((c, i) => [c, s.downstreamRqByClass[i]]))
     counter('respool_command_errors_total', 'Commands answered with a respool error because the upstream failed, timed out or could not be reached, by kind', 'kind', () => [...s.upstreamRqFailedByCode.entries()].map(([code, n]) => [code.replace(/^RESPOOL_ERR_/, '').toLowerCase(), n]))
     counter('respool_upstream_timeouts_total', 'Upstream connections dropped for not answering within --command-timeout', null, () => [['', s.upstreamRqFailedByCode.get('RESPOOL_ERR_UPSTREAM_TIMEOUT') ?? 0]])
-    counter('respool_pins_total', 'Connections pinned, by reason', 'reason', () => PIN_REASONS.map((r, i) => [r, s.pinsByReason[i]]))
+    counter('respool_pins_total', 'Connections pinned, by reason', 'reason', () => {
+      const total = server.pinsTotalByReason()
+      return PIN_REASONS.map((r, i) => [r, total[i]])
+    })
     counter('respool_pin_wait_timeouts_total', 'Commands that gave up waiting for a pinned connection', null, () => [['', server.router.pinWaitTimeouts]])
     counter('respool_protocol_errors_total', 'Clients disconnected for malformed RESP', null, () => [['', s.downstreamCxProtocolError]])
     counter('respool_limit_hits_total', 'Limits reached, by limit', 'limit', () => [

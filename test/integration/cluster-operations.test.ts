@@ -86,6 +86,7 @@ test('cluster mode: /metrics and RESPOOL POOLS count the lanes and pins Redis se
   assert.equal(metric(text, 'respool_pool_pinned_connections', '{reason="subscribed"}'), 1)
   assert.ok(onRedis >= 6 && onRedis <= POOL_SIZE, `3 lanes and 3 pins, within --pool-size: ${onRedis}`)
   assert.ok(metric(text, 'respool_upstream_connects_total') >= 6, 'the lanes and pins opened are counted')
+  for (const reason of ['multi', 'blocking', 'subscribed']) assert.equal(metric(text, 'respool_pins_total', `{reason="${reason}"}`), 1, `pins for ${reason} counted`)
 
   const p = await pools(admin)
   assert.equal(field(p, 'upstream_kind'), 'cluster')
