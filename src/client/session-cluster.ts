@@ -106,7 +106,6 @@ export class SessionCluster implements ClusterClientHost {
   dispatch (slot: ReplySlot, cmd: RespCommand, kind: CommandKind, cluster: ClusterDispatcher): boolean | null {
     const s = this.#session
     const ctx = s.context
-    const refuse = (what: string): boolean => s.answerLocally(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
     const pins = ctx.clusterPins
     if (pins != null) {
       const client = this.client ??= new ClusterClient(cluster, pins, this, ctx.config.acquireTimeoutMs, ctx.clusterParking ?? null)
@@ -127,9 +126,9 @@ export class SessionCluster implements ClusterClientHost {
       case Kind.READWRITE:
         return s.answerLocally(slot, CLUSTER_DISABLED)
       case Kind.MULTI:
-        return refuse('MULTI/EXEC transactions are')
+        return this.#refuse(slot, 'MULTI/EXEC transactions are')
       case Kind.WATCH:
-        return refuse('WATCH is')
+        return this.#refuse(slot, 'WATCH is')
       case Kind.EXEC:
       case Kind.DISCARD:
         if (cmd.argc !== 1) return s.answerLocally(slot, local.wrongArity(cmd.name))
@@ -137,7 +136,7 @@ export class SessionCluster implements ClusterClientHost {
       case Kind.UNWATCH:
         return s.answerLocally(slot, cmd.argc !== 1 ? local.wrongArity('unwatch') : OK)
       case Kind.BLOCKING:
-        if (cmd.name === 'wait' || cmd.name === 'waitaof') return refuse(`${cmd.name.toUpperCase()} is`)
+        if (cmd.name === 'wait' || cmd.name === 'waitaof') return this.#refuse(slot, `${cmd.name.toUpperCase()} is`)
         return this.#forward(slot, cmd, cluster) // a timeout Redis refuses: its error
       case Kind.SUBSCRIBE:
       case Kind.UNSUBSCRIBE:
@@ -145,15 +144,20 @@ export class SessionCluster implements ClusterClientHost {
         // broadcasts PUBLISH to every node).
         if (commandFamily(cmd.name) === 'shard' && pins != null) return this.#shard(slot, cmd, kind, cluster, pins)
         if (ctx.pubsub !== null && commandFamily(cmd.name) !== 'shard') return null
-        return refuse(`${cmd.name.toUpperCase()} is`)
+        return this.#refuse(slot, `${cmd.name.toUpperCase()} is`)
       case Kind.MONITOR:
-        return refuse('MONITOR is')
+        return this.#refuse(slot, 'MONITOR is')
       case Kind.CLIENT:
         if (LOCAL_CLIENT_SUBCOMMANDS.has(cmd.keyword(1)) && cmd.keyword(1) !== 'tracking') return null
-        return refuse(`CLIENT ${cmd.keyword(1).toUpperCase()} is`)
+        return this.#refuse(slot, `CLIENT ${cmd.keyword(1).toUpperCase()} is`)
       default:
         return null
     }
+  }
+
+  /** A command cluster mode does not take: the client's error, in its place in the order. */
+  #refuse (slot: ReplySlot, what: string): boolean {
+    return this.#session.answerLocally(slot, toRespError(new CommandRefusedError(`${what} not supported in cluster mode (--cluster)`)))
   }
 
   /**
