@@ -127,8 +127,11 @@ export class UpstreamPool {
     // Full, and nothing free: the connections may be idle shared lanes of some router (respool's
     // own or an ACL user's), kept until they have idled for a while. Waiting for that would hold
     // up this acquire (an AUTH check, a pin, another user's lane) for seconds, or past its
-    // deadline, with the pool doing nothing: ask for one back now.
-    if (this.#pool.available === 0 && this.#pool.spareResourceCapacity <= 0) this.#reclaimIdle(requester)
+    // deadline, with the pool doing nothing: ask for one back now. (In a microtask: whoever
+    // called is done with its stack, so no lane can be taken from between a pick and a send.)
+    queueMicrotask(() => {
+      if (this.#pool.available === 0 && this.#pool.spareResourceCapacity <= 0 && this.#pool.pending > 0) this.#reclaimIdle(requester)
+    })
     try {
       return await this.#pool.acquire(priority)
     } catch (err) {
