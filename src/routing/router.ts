@@ -1,5 +1,5 @@
 import type { UpstreamConnection } from '../upstream/upstream-connection.js'
-import type { ConnectionSource } from '../upstream/identity-pool.js'
+import type { ConnectionSource, IdleLender } from '../upstream/identity-pool.js'
 import { PinGate, type PinKind, type PinPermit } from './pin-gate.js'
 import type { ProxyError } from '../errors.js'
 import { ReplySlot, InternalSink } from './reply-slot.js'
@@ -42,7 +42,7 @@ export interface LaneWaiter {
  * up to the pool's bound, and idle lanes go back to the pool after a while so pins and
  * eviction can have them.
  */
-export class Router {
+export class Router implements IdleLender {
   readonly #pool: ConnectionSource
   readonly #log: Logger
   readonly #laneIdleMs: number
@@ -72,6 +72,28 @@ export class Router {
     this.#poolSize = options.poolSize
     this.#gate = new PinGate(options.maxPins)
     this.#laneIdleMs = options.laneIdleMs ?? 5000
+    pool.addLender(this)
+  }
+
+  /**
+   * The pool is full and someone else waits for a connection: the lane idle the longest goes
+   * back now rather than after laneIdleMs (keeping #keepLanes, as the sweep does).
+   */
+  giveBackIdle (): boolean {
+    if (this.#closed || this.#lanes.length - this.#draining.size <= this.#keepLanes) return false
+    let oldest: UpstreamConnection | null = null
+    let oldestSince = Infinity
+    for (const lane of this.#lanes) {
+      if (lane.inflight > 0 || lane.writeLockedBy !== null || this.#draining.has(lane)) continue
+      const since = this.#idleSince.get(lane) ?? Infinity
+      if (oldest === null || since < oldestSince) {
+        oldest = lane
+        oldestSince = since
+      }
+    }
+    if (oldest === null) return false
+    this.#removeLane(oldest, true)
+    return true
   }
 
   get laneCount (): number {
@@ -176,7 +198,7 @@ export class Router {
       this.#makeRoomForPin()
       let conn: UpstreamConnection
       try {
-        conn = await this.#pool.acquire(0)
+        conn = await this.#pool.acquire(0, this) // (#makeRoomForPin gave back this router's own)
       } catch (err) {
         this.#pinsPermitted--
         this.#gate.release(permit)
@@ -267,6 +289,7 @@ export class Router {
   /** Gives every lane back (closing). */
   async close (): Promise<void> {
     this.#closed = true
+    this.#pool.removeLender(this)
     if (this.#sweepTimer !== null) clearInterval(this.#sweepTimer)
     for (const lane of this.#lanes) this.#pool.release(lane)
     this.#lanes = []
@@ -290,7 +313,7 @@ export class Router {
     if (this.#closed || this.#lanes.length - this.#draining.size + this.#growing >= this.maxLanes) return
     if (this.#growing > 0 && this.#lanes.length > 0) return // one at a time while traffic flows
     this.#growing++
-    this.#pool.acquire(1).then((conn) => {
+    this.#pool.acquire(1, this).then((conn) => {
       this.#growing--
       if (this.#closed) {
         this.#pool.release(conn)

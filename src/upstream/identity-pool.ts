@@ -1,11 +1,21 @@
 import { ProxyError } from '../errors.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 
+/** A holder of idle pool connections that can give one back on demand (a router's shared lanes). */
+export interface IdleLender {
+  /** Gives one idle connection back to the pool now, if it has one to spare; true if it did. */
+  giveBackIdle (): boolean
+}
+
 /** Where a router gets its connections: the pool itself, or a view of it as one ACL user. */
 export interface ConnectionSource {
-  acquire (priority?: 0 | 1): Promise<UpstreamConnection>
+  /** `requester`: the lender asking, which is not asked to give back one of its own. */
+  acquire (priority?: 0 | 1, requester?: IdleLender): Promise<UpstreamConnection>
   release (conn: UpstreamConnection): void
   destroy (conn: UpstreamConnection): void
+  /** Asked for an idle connection when the pool is full and someone waits. */
+  addLender (lender: IdleLender): void
+  removeLender (lender: IdleLender): void
 }
 
 /** Redis refused the user's credentials; the error is Redis's own line, for the client. */
@@ -26,9 +36,13 @@ export class IdentityPool implements ConnectionSource {
   /** `user` null: the one-argument AUTH <password> (the default user, with Redis's own errors for it). */
   constructor (private readonly pool: ConnectionSource, readonly user: string | null, private readonly password: string) {}
 
-  async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
-    const conn = await this.pool.acquire(priority)
+  async acquire (priority: 0 | 1 = 0, requester?: IdleLender): Promise<UpstreamConnection> {
+    const conn = await this.pool.acquire(priority, requester)
     try {
+      // A lane given back may be in another database or protocol. Switching it back later
+      // would be a SELECT or HELLO under this user, who may not be allowed them and whose
+      // direct connection would never send them: switch it back now, as the URL's user.
+      if (!conn.atDefaults) await conn.scrub()
       await authenticate(conn, this.user, this.password)
     } catch (err) {
       this.pool.destroy(conn)
@@ -47,6 +61,14 @@ export class IdentityPool implements ConnectionSource {
 
   destroy (conn: UpstreamConnection): void {
     this.pool.destroy(conn)
+  }
+
+  addLender (lender: IdleLender): void {
+    this.pool.addLender(lender)
+  }
+
+  removeLender (lender: IdleLender): void {
+    this.pool.removeLender(lender)
   }
 }
 

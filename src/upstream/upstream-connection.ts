@@ -94,6 +94,11 @@ export class UpstreamConnection {
 
   #db = 0
   #dbEpoch = 0
+
+  /** In the database and protocol the handshake leaves it in (a lane may have switched them). */
+  get atDefaults (): boolean {
+    return this.#db === this.#address.db && this.resp === 2
+  }
   /** Protocol the connection speaks now (HELLO switches it; tracked so sessions can switch it). */
   resp: 2 | 3 = 2
   /** Commands in flight that block by design (BLPOP …): the op timer does not apply to them. */

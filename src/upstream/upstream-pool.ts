@@ -6,6 +6,7 @@ import type { ProxyConfig } from '../config.js'
 import type { Topology } from './topology.js'
 import type { Logger } from '../ops/logger.js'
 import { fetchServerInfo, UNKNOWN_SERVER, type ServerInfo } from './server-info.js'
+import type { IdleLender } from './identity-pool.js'
 
 export interface PoolStats {
   /** Upstream connections open or opening (never above `max`). */
@@ -54,6 +55,8 @@ export class UpstreamPool {
   #serverInfoEpoch = -1
   /** Ends a backoff sleep early when the master changes (the new one deserves a prompt try) or on close. */
   #backoff = new AbortController()
+  /** Routers holding shared lanes, which they give back on their own only after a while idle. */
+  readonly #lenders = new Set<IdleLender>()
 
   constructor (config: ProxyConfig, log: Logger, topology: Topology, factory?: ConnectionFactory) {
     this.#config = config
@@ -118,14 +121,37 @@ export class UpstreamPool {
    * Waits (up to the acquire deadline) for a connection of one's own. Priority 0 (pins) is
    * served before priority 1 (growing the shared lanes).
    */
-  async acquire (priority: 0 | 1 = 0): Promise<UpstreamConnection> {
+  async acquire (priority: 0 | 1 = 0, requester?: IdleLender): Promise<UpstreamConnection> {
     if (this.#closing.signal.aborted) throw new UpstreamConnectError('respool is shutting down')
     const started = performance.now()
+    // Full, and nothing free: the connections may be idle shared lanes of some router (respool's
+    // own or an ACL user's), kept until they have idled for a while. Waiting for that would hold
+    // up this acquire (an AUTH check, a pin, another user's lane) for seconds, or past its
+    // deadline, with the pool doing nothing: ask for one back now. (In a microtask: whoever
+    // called is done with its stack, so no lane can be taken from between a pick and a send.)
+    queueMicrotask(() => {
+      if (this.#pool.available === 0 && this.#pool.spareResourceCapacity <= 0 && this.#pool.pending > 0) this.#reclaimIdle(requester)
+    })
     try {
       return await this.#pool.acquire(priority)
     } catch (err) {
       if (err instanceof UpstreamConnectError && this.#closing.signal.aborted) throw err
       throw this.#explain(err as Error, performance.now() - started)
+    }
+  }
+
+  addLender (lender: IdleLender): void {
+    this.#lenders.add(lender)
+  }
+
+  removeLender (lender: IdleLender): void {
+    this.#lenders.delete(lender)
+  }
+
+  /** One idle connection back from a lender other than the one asking, if any has one. */
+  #reclaimIdle (requester: IdleLender | undefined): void {
+    for (const lender of this.#lenders) {
+      if (lender !== requester && lender.giveBackIdle()) return
     }
   }
 

@@ -7,6 +7,8 @@ import { commandOn } from '../helpers/resp-frames.js'
 import { runScript, step, showFrames } from '../helpers/script.js'
 import { runScript as runProgram } from '../helpers/run-program.js'
 import { waitFor } from '../helpers/wait.js'
+import { RawClient, cmd } from '../helpers/raw-client.js'
+import { FrameReader } from '../helpers/resp-frames.js'
 import type { ProxyServer } from '../../src/proxy-server.js'
 
 /**
@@ -101,6 +103,43 @@ test('50 ioredis clients as bob share that user\'s connections: every one is bob
   assert.equal(await clients[0].call('ACL', 'WHOAMI'), 'bob')
   for (const c of clients) c.disconnect()
   await waitFor(() => proxy.identities.users.length === 0 && proxy.identities.connections === 0, 'bob\'s connections back in the pool, his password forgotten')
+})
+
+test('a full pool of idle shared lanes does not hold up an AUTH check or another user\'s connections: the same bytes as Redis, within the acquire deadline', { timeout: 30000 }, async () => {
+  // A pool of its own, at the default --acquire-timeout (2 s): idle lanes otherwise go back to
+  // the pool only after 5 s idle, so a wait for them would end as "pool exhausted".
+  const own = await startProxy({ upstream: upstream.url, poolSize: POOL })
+  after(async () => { await own.destroy() })
+  // Four clients, each in a database of its own: a command that finds no lane in its database
+  // opens another, until every pooled connection is a shared lane (idle between commands).
+  const fillers = await Promise.all(Array.from({ length: POOL }, async () => await RawClient.connect(own.address.port)))
+  after(() => { for (const c of fillers) c.close() })
+  const readers = new Map(fillers.map((c) => [c, new FrameReader(c)]))
+  const ask = async (c: RawClient, ...args: string[]): Promise<string> => {
+    c.write(cmd(...args))
+    return await (readers.get(c) as FrameReader).next()
+  }
+  for (const [db, c] of fillers.entries()) assert.equal(await ask(c, 'SELECT', String(db)), '+OK\r\n')
+  await waitFor(async () => {
+    for (const c of fillers) assert.equal(await ask(c, 'PING'), '+PONG\r\n')
+    return own.snapshot().lanes === POOL
+  }, 'every pooled connection a shared lane')
+  assert.equal(own.snapshot().pool.available, 0)
+  const steps = [
+    step(1, ['AUTH', 'bob', SECRET]),
+    step(2, ['ACL', 'WHOAMI'], ['SET', 'x:lanes', 'v']),
+    step(1, ['HELLO', '2', 'AUTH', 'carol', 'carol-pw']),
+    step(2, ['ACL', 'WHOAMI'], ['SET', 'c:lanes', 'v']),
+    step(1, ['AUTH', 'wrong-user', 'x']),
+    step(1, ['RESET']),
+    step(1, ['ACL', 'WHOAMI'])
+  ]
+  const mask = (frames: string[]): string[] => frames.map((f) => f.replace(/(\$2\r\nid\r\n:)\d+/, '$1<id>').replace(/(\$7\r\nversion\r\n\$\d+\r\n)[^\r]+/, '$1<v>'))
+  const want = mask(await runScript(direct.port, steps))
+  const got = mask(await runScript(own.address.port, steps))
+  assert.deepEqual(got, want, `direct ${showFrames(want)}, through respool ${showFrames(got)}`)
+  // The lanes' clients are still served.
+  for (const c of fillers) assert.equal(await ask(c, 'PING'), '+PONG\r\n')
 })
 
 test('redis-py and redis-rb log in as an ACL user through respool', { timeout: 30000 }, async () => {
