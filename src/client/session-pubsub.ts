@@ -64,27 +64,28 @@ export function pubsubCommand (s: PubsubHost, slot: ReplySlot, cmd: RespCommand,
  * (P)SUBSCRIBE and (P)UNSUBSCRIBE on the shared fan-out: no connection of the client's own.
  * Like a pin, it waits until the client's earlier replies are in (messages must not overtake
  * them). A SUBSCRIBE completes when Redis confirmed its channels on the shared connection (the
- * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE is
- * answered at once. Confirmations carry the client's own subscription count.
+ * client's later commands wait for it, as they would behind its reply); an UNSUBSCRIBE stops
+ * the client's messages at once, and is answered once Redis confirmed what it left upstream
+ * (none of it, mostly: others still subscribe). Confirmations carry the client's own
+ * subscription count.
  */
 function sharedPubsub (s: PubsubHost, slot: ReplySlot, cmd: RespCommand, kind: CommandKind, hub: PubsubHub, family: HubFamily): boolean {
   if (kind === Kind.SUBSCRIBE && cmd.argc < 2) return s.answerLocally(slot, local.wrongArity(cmd.name))
   if (s.inflight > 0) return s.waitForInflight()
   const member = s.joinSharedPubsub(hub)
   const names = cmd.args().slice(1)
-  if (kind === Kind.UNSUBSCRIBE) {
-    s.answerLocally(slot, hub.unsubscribe(member, family, names.length > 0 ? names : null))
-    s.unsubscribedShared()
-    return true
-  }
   s.takeHead()
-  const reply = hub.subscribe(member, family, names, (frame) => { s.onReply(slot, frame) })
+  const reply = kind === Kind.UNSUBSCRIBE
+    ? hub.unsubscribe(member, family, names.length > 0 ? names : null, (frame) => { s.onReply(slot, frame) })
+    : hub.subscribe(member, family, names, (frame) => { s.onReply(slot, frame) })
   if (reply !== null) {
     s.fill(slot, reply)
-    return true
+  } else {
+    s.countInflight()
+    s.waitForInflight()
   }
-  s.countInflight()
-  s.waitForInflight()
+  // (After its reply is filled or counted: a shutdown that waits for this client ends after it.)
+  if (kind === Kind.UNSUBSCRIBE) s.unsubscribedShared()
   return true
 }
 

@@ -89,6 +89,13 @@ interface Request {
   readonly done: (reply: Buffer) => void
 }
 
+/** An UNSUBSCRIBE's reply, held until Redis confirmed the topics it left upstream. */
+interface Leaving {
+  readonly topics: Set<Topic>
+  readonly reply: Buffer
+  readonly done: (reply: Buffer) => void
+}
+
 /** A command written on the shared connection, waiting for its confirmations. */
 interface Sent {
   readonly subscribe: boolean
@@ -121,6 +128,7 @@ export class PubsubHub {
   #pin: Pin | null = null
   #acquiring: PinAcquisition | null = null
   #sent: Sent[] = []
+  readonly #leaving = new Set<Leaving>()
   #retry: NodeJS.Timeout | null = null
   #closed = false
   reconnects = 0
@@ -171,11 +179,13 @@ export class PubsubHub {
   }
 
   /**
-   * UNSUBSCRIBE or PUNSUBSCRIBE for `member` (names null: every one of that family). Answered at
-   * once: from now on the member gets no message of those topics. Topics nobody is left on are
-   * unsubscribed upstream.
+   * UNSUBSCRIBE or PUNSUBSCRIBE for `member` (names null: every one of that family). From now on
+   * the member gets no message of those topics. Topics nobody is left on are unsubscribed
+   * upstream; then the reply waits (null returned, `done` called) until Redis confirmed that.
+   * Otherwise a PUBLISH sent after the reply could find Redis already without respool's
+   * subscription while respool still counted it there, and answer one receiver too few.
    */
-  unsubscribe (member: HubMember, family: HubFamily, names: Buffer[] | null): Buffer {
+  unsubscribe (member: HubMember, family: HubFamily, names: Buffer[] | null, done: (reply: Buffer) => void): Buffer | null {
     const set = member.setOf(family)
     const keys = names !== null ? names.map((n) => n.toString('latin1')) : [...set]
     const kind = family === 'channel' ? 'unsubscribe' : 'punsubscribe'
@@ -194,7 +204,11 @@ export class PubsubHub {
       parts.push(confirmation(resp, kind, key, member.count))
     }
     this.#sync(touched)
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+    const reply = parts.length === 1 ? parts[0] : Buffer.concat(parts)
+    const unsettled = new Set(touched.filter((topic) => topic.pending > 0))
+    if (unsettled.size === 0) return reply
+    this.#leaving.add({ topics: unsettled, reply, done })
+    return null
   }
 
   /** The member is gone or RESET: every subscription and request of it ends, nothing is answered. */
@@ -263,6 +277,7 @@ export class PubsubHub {
 
   close (): void {
     this.#closed = true
+    this.#settled(null)
     if (this.#retry !== null) clearTimeout(this.#retry)
     this.#acquiring?.cancel(new ShuttingDownError('respool is closing'))
     const pin = this.#pin
@@ -362,6 +377,7 @@ export class PubsubHub {
     if (topic === undefined) return true
     topic.pending = Math.max(0, topic.pending - 1)
     topic.upstream = info.kind === 'subscribe'
+    if (topic.pending === 0) this.#settled([topic])
     if (this.#ready(topic)) {
       for (const request of [...topic.requests]) {
         if (--request.remaining > 0) continue
@@ -378,6 +394,7 @@ export class PubsubHub {
     const failed = new Set<Request>()
     for (const topic of sent.topics) {
       topic.pending = Math.max(0, topic.pending - 1)
+      if (topic.pending === 0) this.#settled([topic])
       if (sent.subscribe) {
         topic.wanted = false
         for (const request of topic.requests) failed.add(request)
@@ -470,7 +487,20 @@ export class PubsubHub {
       }
     }
     for (const request of new Set(waiting)) request.remaining = request.topics.length
+    // The connection and its subscriptions are gone: what unsubscribing waited for is done.
+    this.#settled(null)
     this.#ensureConnection()
+  }
+
+  /** UNSUBSCRIBE replies waiting for these topics (null: all) are sent once nothing else holds them. */
+  #settled (topics: Topic[] | null): void {
+    for (const leaving of [...this.#leaving]) {
+      if (topics === null) leaving.topics.clear()
+      else for (const topic of topics) leaving.topics.delete(topic)
+      if (leaving.topics.size > 0) continue
+      this.#leaving.delete(leaving)
+      leaving.done(leaving.reply)
+    }
   }
 
   /** Nothing subscribed and nothing on its way: the connection goes back to the pool. */

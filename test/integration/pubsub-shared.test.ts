@@ -399,3 +399,31 @@ test('clients holding a pin (WATCH) subscribe on their pin: with every pin held 
     assert.deepEqual(frames, expected, `client ${i}: direct ${showFrames(expected)}, through respool ${showFrames(frames)}`)
   })
 })
+
+test('a PUBLISH sent after the last subscriber\'s UNSUBSCRIBE was answered counts what Redis would, even when Redis runs both in one turn', { timeout: 30000 }, async () => {
+  // Redis, busy with a script, takes respool's UNSUBSCRIBE (shared connection) and a PUBLISH
+  // (a lane) in the same turn and answers the PUBLISH first: a reply for the client that came
+  // before Redis confirmed would let respool count its subscription that Redis had just dropped.
+  const spin = "local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]; while true do local n = redis.call('TIME'); if n[1] * 1000000 + n[2] - start > 60000 then break end end"
+  const patterned = await RawClient.connect(proxy.address.port)
+  const subscriber = await RawClient.connect(proxy.address.port)
+  const publisher = await RawClient.connect(proxy.address.port)
+  const direct = await RawClient.connect(redis.port)
+  after(() => { for (const c of [patterned, subscriber, publisher, direct]) c.close() })
+  const [pf, sf, uf, df] = [patterned, subscriber, publisher, direct].map((c) => new FrameReader(c))
+  patterned.write(cmd('PSUBSCRIBE', 'sh10:*'))
+  assert.equal(await pf.next(5000), '*3\r\n$10\r\npsubscribe\r\n$6\r\nsh10:*\r\n:1\r\n')
+  for (let round = 0; round < 5; round++) {
+    subscriber.write(cmd('SUBSCRIBE', 'sh10:a'))
+    assert.equal(await sf.next(5000), '*3\r\n$9\r\nsubscribe\r\n$6\r\nsh10:a\r\n:1\r\n')
+    direct.write(cmd('EVAL', spin, '0'))
+    // Let Redis start spinning (the script must be read before the UNSUBSCRIBE).
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    subscriber.write(cmd('UNSUBSCRIBE', 'sh10:a'))
+    assert.equal(await sf.next(5000), '*3\r\n$11\r\nunsubscribe\r\n$6\r\nsh10:a\r\n:0\r\n')
+    publisher.write(cmd('PUBLISH', 'sh10:a', 'x'))
+    assert.equal(await uf.next(5000), ':1\r\n', `round ${round}: the pattern's subscriber only`)
+    assert.equal(await df.next(5000), '$-1\r\n')
+    assert.equal(await pf.next(5000), '*4\r\n$8\r\npmessage\r\n$6\r\nsh10:*\r\n$6\r\nsh10:a\r\n$1\r\nx\r\n')
+  }
+})
