@@ -172,7 +172,10 @@ test('a small GET next to a client sending 32 MB values stays fast, and the larg
     t.diagnostic(diag)
     assert.ok(during >= 2, diag)
     assert.equal(bad, 0, 'every large SET was answered +OK')
-    assert.ok(latencies.length >= 400, diag)
+    // Read 32 chunks at a time, the sender held every small GET up: p50 7.7 ms over some 250 GETs.
+    // The median tells that apart on a loaded machine, where the count alone (361 once, with a
+    // benchmark running beside the suite) does not.
+    assert.ok(latencies.length >= 100, diag)
     assert.ok(p50 < 4, diag)
   } finally {
     child.kill('SIGKILL')
