@@ -31,9 +31,8 @@ import { loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import {
-  RESULTS_DIR, WORKERS_DIR, benchArgv, commandOutput, elapsedSeconds, fdLimit, hasCommand,
-  installCleanup, logProblems, median, rotated, memoryKiB, progress, redisBenchmark, revisionNote, startRedis, startRespool,
-  startTwemproxy, stopChild, track, type BenchArgs, type BenchRun, type Server
+  RESULTS_DIR, WORKERS_DIR, commandOutput, elapsedSeconds, fdLimit, hasCommand, installCleanup, median, memoryKiB, progress,
+  revisionNote, startRedis, startRespool, startTwemproxy, stopChild, track, type Server
 } from './lib/harness.js'
 import { RedisAdmin, type UpstreamUse } from './lib/redis-admin.js'
 import { bigValueRoundTrip, type BigValueResult } from './lib/big-value.js'
@@ -43,175 +42,14 @@ import { scenarioNeighbours } from './lib/neighbours.js'
 import { fmtInt, fmtMiB, fmtMs, fmtPct, fmtRatio, fmtUs, markdownTable, textTable, type Table } from './lib/table.js'
 import { PALETTE, barPanel, linePanel, page, type LineSeries } from './lib/svg.js'
 import {
-  ALSO_NODE_ARGS, ALSO_WORKERS, A_COMBOS, BENCH_TIMEOUT_MS, BIG_CLIENTS, BIG_PIPELINES, BIG_POOLS, BIG_VALUE_MB, BRPOP_TIMEOUT,
+  ALSO_NODE_ARGS, ALSO_WORKERS, A_COMBOS, BIG_CLIENTS, BIG_PIPELINES, BIG_POOLS, BIG_VALUE_MB, BRPOP_TIMEOUT,
   DATA_SIZE, FULL_SWEEP, IDLE_CLIENTS, KEYSPACE, LAT_REQUESTS, LAT_ROUNDS, MIN_PER_CLIENT, NEIGH_CONFIG, PIN_POOLS, PIN_PRODUCERS,
   PIN_RATE, PIN_ROUNDS, PIN_SECONDS, PIN_TX, PIN_WATCH, PIN_WORKERS, PIPELINED_FACTOR, POOL_SIZE, QUICK, REQUESTS, ROUNDS,
   SCENARIOS, SWEEP_CLIENTS, SWEEP_PIPELINES, SWEEP_POOLS, SWEEP_REQUESTS, SWEEP_ROUNDS, TESTS, TW_CONNECTIONS, TW_MATCHED,
   WAITERS_CONFIG, paramsRecord, requestsFor
 } from './lib/proxy-params.js'
-
-// ---------------------------------------------------------------------------------------------
-// Bookkeeping shared by the scenarios
-
-interface Anomaly { scenario: string, target: string, message: string, reproduce?: string }
-const anomalies: Anomaly[] = []
-const tables: Table[] = []
-
-/** The order targets ran in, round by round (in the JSON, so the rotation can be checked). */
-const schedule: Array<{ scenario: string, round: number, cell: string, order: string[] }> = []
-
-/** The targets of one round of one cell, in their rotated order, noted in the schedule. */
-function roundOrder<T> (scenario: string, round: number, cell: string, cellIndex: number, xs: readonly T[], name: (x: T) => string): T[] {
-  const order = rotated(xs, round + cellIndex)
-  schedule.push({ scenario, round: round + 1, cell, order: order.map(name) })
-  return order
-}
-
-/** One run's figures; `upstream` is respool's upstream connections during that run (null for direct and twemproxy). */
-interface Sample { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamUse | null }
-/** Upstream connections over the rounds: used (fewest and most) and the most open at once. */
-interface UpstreamRange { usedMin: number | null, usedMax: number | null, openMax: number }
-interface Agg { rps: number, p50: number, p99: number, avg: number, cpu: number | null, upstream: UpstreamRange | null, rounds: Sample[] }
-
-function upstreamRange (uses: Array<UpstreamUse | null>): UpstreamRange | null {
-  const xs = uses.filter((u): u is UpstreamUse => u !== null)
-  if (xs.length === 0) return null
-  const used = xs.map((u) => u.used).filter((u): u is number => u !== null)
-  return {
-    usedMin: used.length > 0 ? Math.min(...used) : null,
-    usedMax: used.length > 0 ? Math.max(...used) : null,
-    openMax: Math.max(...xs.map((u) => u.open))
-  }
-}
-
-/** "used/open", e.g. "5/6" or "4–5/6"; "—" when nothing was watched. */
-function fmtUpstream (u: UpstreamRange | null): string {
-  if (u === null) return '—'
-  const used = u.usedMin === null || u.usedMax === null ? '?' : u.usedMin === u.usedMax ? String(u.usedMin) : `${u.usedMin}–${u.usedMax}`
-  return `${used}/${u.openMax}`
-}
-
-function aggregate (samples: Sample[]): Agg {
-  const cpus = samples.map((s) => s.cpu).filter((c): c is number => c !== null)
-  return {
-    rps: median(samples.map((s) => s.rps)),
-    p50: median(samples.map((s) => s.p50)),
-    p99: median(samples.map((s) => s.p99)),
-    avg: median(samples.map((s) => s.avg)),
-    cpu: cpus.length > 0 ? median(cpus) : null,
-    upstream: upstreamRange(samples.map((s) => s.upstream)),
-    rounds: samples
-  }
-}
-
-/** Samples keyed by scenario|cmd|target. */
-class SampleBook {
-  readonly #m = new Map<string, Sample[]>()
-  add (key: string, s: Sample): void {
-    const list = this.#m.get(key) ?? []
-    list.push(s)
-    this.#m.set(key, list)
-  }
-
-  agg (key: string): Agg | null {
-    const list = this.#m.get(key)
-    return list === undefined || list.length === 0 ? null : aggregate(list)
-  }
-}
-
-function reproduce (target: Server, argv: string[], poolSize?: number): string {
-  const bench = `redis-benchmark ${argv.map((a) => (a === '' ? "''" : a)).join(' ').replace(/-p \d+/, '-p 6380')}`
-  if (target.kind === 'respool') {
-    return `redis-server --port 6379 --save '' --appendonly no & npm run build && node bin/respool.js --port 6380 --upstream redis://127.0.0.1:6379 --pool-size ${poolSize ?? POOL_SIZE} --log-level warn & ${bench}`
-  }
-  if (target.kind === 'twemproxy') return `nutcracker -c <one-server config, see benchmarks/README.md> & ${bench}`
-  return bench.replace('-p 6380', '-p 6379')
-}
-
-interface MeasureCtx {
-  scenario: string
-  admin: RedisAdmin
-  poolSize?: number
-}
-
-/** One redis-benchmark run against a target, with respool's upstream connections watched. */
-async function measure (target: Server, args: BenchArgs, ctx: MeasureCtx): Promise<BenchRun & { upstream: UpstreamUse | null }> {
-  const watch = target.kind === 'respool' ? ctx.admin.watch(100) : null
-  const run = await redisBenchmark(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE }, target.pid, BENCH_TIMEOUT_MS)
-  const upstream = watch === null ? null : await watch.stop()
-  const maxUpstream = upstream?.open ?? null
-  const argv = benchArgv(target.port, { ...args, keyspace: KEYSPACE, dataSize: DATA_SIZE })
-  for (const note of run.notes) {
-    anomalies.push({ scenario: ctx.scenario, target: target.name, message: `redis-benchmark: ${note}`, reproduce: reproduce(target, argv, ctx.poolSize) })
-  }
-  if (maxUpstream !== null && ctx.poolSize !== undefined && maxUpstream > ctx.poolSize) {
-    anomalies.push({
-      scenario: ctx.scenario,
-      target: target.name,
-      message: `${maxUpstream} upstream connections named respool seen during the run, more than --pool-size ${ctx.poolSize}`,
-      reproduce: reproduce(target, argv, ctx.poolSize)
-    })
-  }
-  if (target.child.exitCode !== null || target.child.signalCode !== null) {
-    anomalies.push({ scenario: ctx.scenario, target: target.name, message: `process exited during the run (${target.child.exitCode ?? target.child.signalCode})`, reproduce: reproduce(target, argv, ctx.poolSize) })
-    throw new Error(`${target.name} exited during ${ctx.scenario}`)
-  }
-  return { ...run, upstream }
-}
-
-function sampleOf (run: BenchRun & { upstream: UpstreamUse | null }, cmd: string): Sample | null {
-  const l = run.lines.get(cmd.toUpperCase())
-  if (l === undefined || !Number.isFinite(l.rps)) return null
-  return { rps: l.rps, p50: l.p50Ms, p99: l.p99Ms, avg: l.avgMs, cpu: run.cpu, upstream: run.upstream }
-}
-
-function runSummary (run: BenchRun & { upstream: UpstreamUse | null }): string {
-  return TESTS.map((t) => {
-    const l = run.lines.get(t.toUpperCase())
-    return l === undefined ? `${t.toUpperCase()} —` : `${t.toUpperCase()} ${fmtInt(l.rps)}/s p99 ${fmtMs(l.p99Ms)}ms`
-  }).join(' | ') + (run.cpu !== null ? ` cpu ${fmtPct(run.cpu)}` : '') +
-    (run.upstream !== null ? ` upstream used/open ${run.upstream.used ?? '?'}/${run.upstream.open}` : '') +
-    (run.notes.length > 0 ? ` !! ${run.notes.length} note(s)` : '')
-}
-
-/**
- * A discarded run that warms a target up: 50 clients -P 1 by default, or the shape of the load that
- * follows (a fresh respool then opens the lanes that load needs before it is measured).
- */
-async function warmUp (target: Server, shape: { clients: number, pipeline: number } = { clients: 50, pipeline: 1 }): Promise<void> {
-  const requests = Math.max(Math.min(REQUESTS, 20000), shape.clients * shape.pipeline * 4)
-  await redisBenchmark(target.port, { ...shape, requests, tests: TESTS, keyspace: KEYSPACE, dataSize: DATA_SIZE }, null, BENCH_TIMEOUT_MS)
-}
-
-function collectLogProblems (scenario: string, target: Server): void {
-  if (target.kind !== 'respool') return
-  const { count, samples } = logProblems(target.logFile, 5)
-  if (count > 0) anomalies.push({ scenario, target: target.name, message: `respool logged ${count} warning/error line(s), e.g. ${samples.join(' / ')}` })
-}
-
-/** The admin connection, so stopAll() can wait until redis-server has seen a stopped respool's connections close. */
-let ADMIN: RedisAdmin | null = null
-
-async function stopAll (scenario: string, servers: Array<Server | null>): Promise<void> {
-  for (const s of servers) {
-    if (s === null) continue
-    collectLogProblems(scenario, s)
-    await s.stop()
-    if (s.kind === 'respool' && ADMIN !== null) {
-      const deadline = performance.now() + 3000
-      while (performance.now() < deadline) {
-        try {
-          if ((await ADMIN.respoolConnections()).respool === 0) break
-        } catch { break }
-        await delay(20)
-      }
-    }
-  }
-}
-
-const comboLabel = (c: { clients: number, pipeline: number }): string => `c=${c.clients} P=${c.pipeline}`
-
-const UPSTREAM_NOTE = 'upstream used/open = respool\'s connections to Redis during the run: used = sent commands (kernel byte counters, matched to CLIENT LIST), open = most open at once (CLIENT LIST, name=respool); a range when rounds differ. respool opens another lane only while every open one is busy, so both can stay far below --pool-size'
+import { RunBook, UPSTREAM_NOTE, comboLabel, dedupe, runSummary, warmUp } from './lib/proxy-book.js'
+import { SampleBook, fmtUpstream, sampleOf, upstreamRange, type Agg, type UpstreamRange } from './lib/proxy-samples.js'
 
 // ---------------------------------------------------------------------------------------------
 // (a) SET/GET at three load shapes, and (d) one-hop latency: direct, respool, twemproxy
@@ -239,17 +77,17 @@ async function coreTargets (redis: Server): Promise<Server[]> {
   return out
 }
 
-async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]> {
-  const book = new SampleBook()
+async function scenarioA (targets: Server[], book: RunBook): Promise<ARow[]> {
+  const samples = new SampleBook()
   for (const t of targets) await warmUp(t)
   for (let r = 0; r < ROUNDS; r++) {
     for (const [ci, combo] of A_COMBOS.entries()) {
-      for (const t of roundOrder('a', r, comboLabel(combo), ci, targets, (x) => x.name)) {
+      for (const t of book.roundOrder('a', r, comboLabel(combo), ci, targets, (x) => x.name)) {
         const args = { clients: combo.clients, pipeline: combo.pipeline, requests: requestsFor(combo.pipeline, REQUESTS, combo.clients), tests: TESTS }
-        const run = await measure(t, args, { scenario: 'a', admin, poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
+        const run = await book.measure(t, args, { scenario: 'a', poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
         for (const cmd of TESTS) {
           const s = sampleOf(run, cmd)
-          if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${t.name}`, s)
+          if (s !== null) samples.add(`${comboLabel(combo)}|${cmd}|${t.name}`, s)
         }
         progress(`(a) round ${r + 1}/${ROUNDS} ${comboLabel(combo)} ${t.name}: ${runSummary(run)}`)
       }
@@ -260,10 +98,10 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
   for (const combo of A_COMBOS) {
     for (const cmd of TESTS) {
       const key = (name: string): string => `${comboLabel(combo)}|${cmd}|${name}`
-      const direct = book.agg(key('direct'))
-      const tw = book.agg(key(twName))
+      const direct = samples.agg(key('direct'))
+      const tw = samples.agg(key(twName))
       for (const t of targets) {
-        const agg = book.agg(key(t.name))
+        const agg = samples.agg(key(t.name))
         if (agg === null) continue
         rows.push({
           combo: comboLabel(combo),
@@ -278,7 +116,7 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
       }
     }
   }
-  tables.push({
+  book.tables.push({
     title: `(a) SET/GET throughput and latency — median of ${ROUNDS} interleaved round(s), target order rotated each round, ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client), -d ${DATA_SIZE} -r ${KEYSPACE}`,
     headers: ['load', 'cmd', 'target', 'ops/s', 'p50 ms', 'p99 ms', 'CPU', 'upstream used/open', '×direct', `×${twName}`],
     rows: rows.map((r) => [r.combo, r.cmd, r.target, fmtInt(r.agg.rps), fmtMs(r.agg.p50), fmtMs(r.agg.p99), fmtPct(r.agg.cpu), fmtUpstream(r.agg.upstream), fmtRatio(r.ratioDirect), fmtRatio(r.ratioTw)]),
@@ -294,23 +132,23 @@ async function scenarioA (targets: Server[], admin: RedisAdmin): Promise<ARow[]>
 
 interface LatRow { cmd: string, target: string, agg: Agg, overheadP50Us: number, overheadP99Us: number }
 
-async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[]> {
-  const book = new SampleBook()
+async function scenarioD (targets: Server[], book: RunBook): Promise<LatRow[]> {
+  const samples = new SampleBook()
   for (let r = 0; r < LAT_ROUNDS; r++) {
-    for (const t of roundOrder('d', r, 'c=1 P=1', 0, targets, (x) => x.name)) {
-      const run = await measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', admin, poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
+    for (const t of book.roundOrder('d', r, 'c=1 P=1', 0, targets, (x) => x.name)) {
+      const run = await book.measure(t, { clients: 1, pipeline: 1, requests: LAT_REQUESTS, tests: TESTS }, { scenario: 'd', poolSize: t.kind === 'respool' ? respoolBound(targets) : undefined })
       for (const cmd of TESTS) {
         const s = sampleOf(run, cmd)
-        if (s !== null) book.add(`${cmd}|${t.name}`, s)
+        if (s !== null) samples.add(`${cmd}|${t.name}`, s)
       }
       progress(`(d) round ${r + 1}/${LAT_ROUNDS} c=1 P=1 ${t.name}: ${runSummary(run)}`)
     }
   }
   const rows: LatRow[] = []
   for (const cmd of TESTS) {
-    const direct = book.agg(`${cmd}|direct`)
+    const direct = samples.agg(`${cmd}|direct`)
     for (const t of targets) {
-      const agg = book.agg(`${cmd}|${t.name}`)
+      const agg = samples.agg(`${cmd}|${t.name}`)
       if (agg === null) continue
       rows.push({
         cmd: cmd.toUpperCase(),
@@ -321,7 +159,7 @@ async function scenarioD (targets: Server[], admin: RedisAdmin): Promise<LatRow[
       })
     }
   }
-  tables.push({
+  book.tables.push({
     title: `(d) one hop at low load: 1 client, -P 1, ${LAT_REQUESTS} requests — median of ${LAT_ROUNDS} round(s), target order rotated each round`,
     headers: ['cmd', 'target', 'ops/s', 'p50 µs', 'p99 µs', 'avg µs', 'p50 − direct', 'p99 − direct', 'upstream used/open'],
     rows: rows.map((r) => [r.cmd, r.target, fmtInt(r.agg.rps), fmtInt(r.agg.p50 * 1000), fmtInt(r.agg.p99 * 1000), fmtInt(r.agg.avg * 1000), fmtUs(r.overheadP50Us), fmtUs(r.overheadP99Us), fmtUpstream(r.agg.upstream)]),
@@ -343,12 +181,12 @@ function kneeOf (pools: number[], byPool: Record<number, Agg | null>): { knee: n
   return { knee: i === -1 ? null : pools[i], best }
 }
 
-async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | null): Promise<SweepCell[]> {
+async function scenarioSweep (redis: Server, book: RunBook, tw: Server | null): Promise<SweepCell[]> {
   // Load by load: each round of a load runs direct, twemproxy and every pool size in turn (order
   // rotated), so a pool size is never measured in a different stretch of time than the others.
   // Each respool run gets a fresh process, warmed up with the same load: only one respool is
   // connected to redis-server at a time, so the connections CLIENT LIST shows are that run's.
-  const book = new SampleBook()
+  const samples = new SampleBook()
   const combos = SWEEP_CLIENTS.flatMap((c) => SWEEP_PIPELINES.map((p) => ({ clients: c, pipeline: p })))
   const entries: Array<{ name: string, key: string, server: Server | null, pool: number | null }> = [
     { name: redis.name, key: 'direct', server: redis, pool: null },
@@ -359,18 +197,18 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
   for (const [ci, combo] of combos.entries()) {
     const args = { ...combo, requests: requestsFor(combo.pipeline, SWEEP_REQUESTS, combo.clients), tests: TESTS }
     for (let r = 0; r < SWEEP_ROUNDS; r++) {
-      for (const e of roundOrder('b', r, comboLabel(combo), ci, entries, (x) => x.name)) {
+      for (const e of book.roundOrder('b', r, comboLabel(combo), ci, entries, (x) => x.name)) {
         const t = e.server ?? await startRespool(redis.port, { poolSize: e.pool ?? POOL_SIZE })
         try {
           if (e.server === null) await warmUp(t, combo)
-          const run = await measure(t, args, { scenario: 'b', admin, poolSize: e.pool ?? undefined })
+          const run = await book.measure(t, args, { scenario: 'b', poolSize: e.pool ?? undefined })
           for (const cmd of TESTS) {
             const s = sampleOf(run, cmd)
-            if (s !== null) book.add(`${comboLabel(combo)}|${cmd}|${e.key}`, s)
+            if (s !== null) samples.add(`${comboLabel(combo)}|${cmd}|${e.key}`, s)
           }
           progress(`(b) sweep ${comboLabel(combo)} round ${r + 1}/${SWEEP_ROUNDS} ${t.name}: ${runSummary(run)}`)
         } finally {
-          if (e.server === null) await stopAll('b', [t])
+          if (e.server === null) await book.stopAll('b', [t])
         }
       }
     }
@@ -379,13 +217,13 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
   for (const combo of combos) {
     for (const cmd of TESTS) {
       const byPool: Record<number, Agg | null> = {}
-      for (const pool of SWEEP_POOLS) byPool[pool] = book.agg(`${comboLabel(combo)}|${cmd}|pool${pool}`)
+      for (const pool of SWEEP_POOLS) byPool[pool] = samples.agg(`${comboLabel(combo)}|${cmd}|pool${pool}`)
       const { knee, best } = kneeOf(SWEEP_POOLS, byPool)
-      cells.push({ ...combo, cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${comboLabel(combo)}|${cmd}|direct`), tw: book.agg(`${comboLabel(combo)}|${cmd}|twemproxy`), knee, best })
+      cells.push({ ...combo, cmd: cmd.toUpperCase(), byPool, direct: samples.agg(`${comboLabel(combo)}|${cmd}|direct`), tw: samples.agg(`${comboLabel(combo)}|${cmd}|twemproxy`), knee, best })
     }
   }
   const how = `median of ${SWEEP_ROUNDS} round(s), each load's rounds run back to back with every pool size in turn (order rotated), ${SWEEP_REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`
-  tables.push({
+  book.tables.push({
     title: `(b) saturation sweep: respool ops/s by --pool-size — ${how}`,
     headers: ['load', 'cmd', ...SWEEP_POOLS.map((p) => `pool ${p}`), 'direct', `twemproxy(${TW_CONNECTIONS})`, 'best ×direct', 'knee'],
     rows: cells.map((c) => [
@@ -396,11 +234,11 @@ async function scenarioSweep (redis: Server, admin: RedisAdmin, tw: Server | nul
       'every respool run is a fresh process warmed up with the same load; direct and twemproxy run throughout',
       'p50/p99 and CPU for every cell are in the JSON file']
   })
-  tables.push({
+  book.tables.push({
     title: `(b) saturation sweep: respool's upstream connections used/open by --pool-size — same runs as above`,
     headers: ['load', ...SWEEP_POOLS.map((p) => `pool ${p}`)],
     // One redis-benchmark run carries every test, so the counts are per load, not per command.
-    rows: combos.map((combo) => [comboLabel(combo), ...SWEEP_POOLS.map((p) => fmtUpstream(book.agg(`${comboLabel(combo)}|${TESTS[0]}|pool${p}`)?.upstream ?? null))]),
+    rows: combos.map((combo) => [comboLabel(combo), ...SWEEP_POOLS.map((p) => fmtUpstream(samples.agg(`${comboLabel(combo)}|${TESTS[0]}|pool${p}`)?.upstream ?? null))]),
     notes: [UPSTREAM_NOTE, `one redis-benchmark run carries all of ${TESTS.join(', ')}, so the counts are for the whole run`]
   })
   return cells
@@ -417,35 +255,35 @@ interface BigRow {
   verdict: string
 }
 
-async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]> {
+async function scenarioBig (redis: Server, book: RunBook): Promise<BigRow[]> {
   // Load by load, rounds back to back, order rotated; a fresh respool for each run, warmed up with
   // the same load, so the connections on redis-server are that run's. At -P 1 respool needs only a
   // few lanes, whatever the pool size; -P 16 keeps enough commands in flight to need the large pool.
-  const book = new SampleBook()
+  const samples = new SampleBook()
   const [small, large] = [BIG_POOLS[0], BIG_POOLS[BIG_POOLS.length - 1]]
   for (const [pi, pipeline] of BIG_PIPELINES.entries()) {
     const shape = { clients: BIG_CLIENTS, pipeline }
     const args = { ...shape, requests: requestsFor(pipeline, REQUESTS, BIG_CLIENTS), tests: TESTS }
     for (let r = 0; r < ROUNDS; r++) {
-      for (const pool of roundOrder('b-big', r, comboLabel(shape), pi, [null, ...BIG_POOLS], (p) => p === null ? 'direct' : `respool(${p})`)) {
+      for (const pool of book.roundOrder('b-big', r, comboLabel(shape), pi, [null, ...BIG_POOLS], (p) => p === null ? 'direct' : `respool(${p})`)) {
         const t = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
         try {
           if (t !== redis || (r === 0 && pi === 0)) await warmUp(t, shape)
-          const run = await measure(t, args, { scenario: 'b', admin, poolSize: pool ?? undefined })
+          const run = await book.measure(t, args, { scenario: 'b', poolSize: pool ?? undefined })
           for (const cmd of TESTS) {
             const s = sampleOf(run, cmd)
-            if (s !== null) book.add(`${pipeline}|${cmd}|${pool ?? 'direct'}`, s)
+            if (s !== null) samples.add(`${pipeline}|${cmd}|${pool ?? 'direct'}`, s)
           }
           progress(`(b) ${comboLabel(shape)} round ${r + 1}/${ROUNDS} ${t.name}: ${runSummary(run)}`)
         } finally {
-          if (t !== redis) await stopAll('b', [t])
+          if (t !== redis) await book.stopAll('b', [t])
         }
       }
     }
   }
   const rows: BigRow[] = BIG_PIPELINES.flatMap((pipeline) => TESTS.map((cmd) => {
     const byPool: Record<number, Agg | null> = {}
-    for (const p of BIG_POOLS) byPool[p] = book.agg(`${pipeline}|${cmd}|${p}`)
+    for (const p of BIG_POOLS) byPool[p] = samples.agg(`${pipeline}|${cmd}|${p}`)
     const ratio = (byPool[small]?.rps ?? NaN) / (byPool[large]?.rps ?? NaN)
     const largeUsed = byPool[large]?.upstream?.usedMax ?? null
     const tested = largeUsed === null ? null : largeUsed > small
@@ -454,9 +292,9 @@ async function scenarioBig (redis: Server, admin: RedisAdmin): Promise<BigRow[]>
       : tested === false
         ? `not tested: pool ${large} used ≤ ${small} connections`
         : `${ratio >= 0.9 ? 'met' : 'not met'}${tested === null ? ' (connections used unknown)' : ''}`
-    return { pipeline, cmd: cmd.toUpperCase(), byPool, direct: book.agg(`${pipeline}|${cmd}|direct`), ratio, tested, verdict }
+    return { pipeline, cmd: cmd.toUpperCase(), byPool, direct: samples.agg(`${pipeline}|${cmd}|direct`), ratio, tested, verdict }
   }))
-  tables.push({
+  book.tables.push({
     title: `(b) ${BIG_CLIENTS} clients over ${small} vs ${large} upstream connections — median of ${ROUNDS} round(s), target order rotated each round, ${REQUESTS} requests (×${PIPELINED_FACTOR} when pipelined, at least ${MIN_PER_CLIENT} per client)`,
     headers: ['load', 'cmd', ...BIG_POOLS.flatMap((p) => [`pool ${p} ops/s`, `pool ${p} p99 ms`]), 'direct ops/s', `${small}/${large}`, ...BIG_POOLS.map((p) => `pool ${p} upstream used/open`), 'target ≥ 0.9×'],
     rows: rows.map((r) => [
@@ -513,25 +351,25 @@ async function runPinWorkload (port: number): Promise<PinResult> {
   return JSON.parse(line.slice(7)) as PinResult
 }
 
-async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]> {
+async function scenarioPin (redis: Server, book: RunBook): Promise<PinRow[]> {
   // One respool at a time, so CLIENT LIST on the shared redis-server counts only its connections.
   const servers: Array<{ name: string, pool: number | null }> = [{ name: redis.name, pool: null }, ...PIN_POOLS.map((pool) => ({ name: `respool(${pool})`, pool }))]
   const results = new Map<string, PinResult[]>()
   const ups = new Map<string, UpstreamUse[]>()
   for (let r = 0; r < PIN_ROUNDS; r++) {
-    for (const { name, pool } of roundOrder('c', r, 'pinning', 0, servers, (x) => x.name)) {
+    for (const { name, pool } of book.roundOrder('c', r, 'pinning', 0, servers, (x) => x.name)) {
       const s = pool === null ? redis : await startRespool(redis.port, { poolSize: pool })
       try {
-        const watch = s.kind === 'respool' ? admin.watch(100) : null
+        const watch = s.kind === 'respool' ? book.admin.watch(100) : null
         const res = await runPinWorkload(s.port)
         const up = watch === null ? null : await watch.stop()
         if (up !== null) ups.set(name, [...(ups.get(name) ?? []), up])
         if (up !== null && pool !== null && up.open > pool) {
-          anomalies.push({ scenario: 'c', target: name, message: `${up.open} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
+          book.anomalies.push({ scenario: 'c', target: name, message: `${up.open} upstream connections named respool during the pinning workload, more than --pool-size ${pool}` })
         }
-        if (res.aborted !== undefined) anomalies.push({ scenario: 'c', target: name, message: `pinning workload aborted: ${res.aborted}` })
+        if (res.aborted !== undefined) book.anomalies.push({ scenario: 'c', target: name, message: `pinning workload aborted: ${res.aborted}` })
         else if (res.consumedPerSec < 0.9 * res.pushedPerSec || res.nils > 0) {
-          anomalies.push({
+          book.anomalies.push({
             scenario: 'c',
             target: name,
             message: `round ${r + 1}: BRPOP workers popped ${fmtInt(res.consumedPerSec)}/s of ${fmtInt(res.pushedPerSec)}/s pushed, ${res.nils} BRPOP timed out (nil), ${res.leftover} items left in the queue; WATCH…EXEC ran ${fmtInt(res.watchPerSec)}/s`,
@@ -545,7 +383,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
         progress(`(c) round ${r + 1}/${PIN_ROUNDS} ${name}: consumed ${fmtInt(res.consumedPerSec)}/s wait p99 ${fmtUs(res.queueWaitUs?.p99 ?? NaN)}, ` +
           `BRPOP p99 ${fmtUs(res.brpopUs?.p99 ?? NaN)}, MULTI/EXEC ${fmtInt(res.txPerSec)}/s p99 ${fmtUs(res.txUs?.p99 ?? NaN)}, WATCH…EXEC ${fmtInt(res.watchPerSec)}/s p99 ${fmtUs(res.watchUs?.p99 ?? NaN)}, nil ${res.nils}, errors ${errs}${up !== null ? `, upstream used/open ${up.used ?? '?'}/${up.open}` : ''}`)
       } finally {
-        if (s !== redis) await stopAll('c', [s])
+        if (s !== redis) await book.stopAll('c', [s])
       }
     }
   }
@@ -555,7 +393,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
     const m = (f: (x: PinResult) => number): number => median(rs.map(f))
     const errors: Record<string, number> = {}
     for (const x of results.get(name) ?? []) for (const [k, v] of Object.entries(x.errors ?? {})) errors[k] = (errors[k] ?? 0) + v
-    for (const [k, v] of Object.entries(errors)) anomalies.push({ scenario: 'c', target: name, message: `${v}× ${k}` })
+    for (const [k, v] of Object.entries(errors)) book.anomalies.push({ scenario: 'c', target: name, message: `${v}× ${k}` })
     rows.push({
       target: name,
       poolSize: pool,
@@ -583,7 +421,7 @@ async function scenarioPin (redis: Server, admin: RedisAdmin): Promise<PinRow[]>
     })
   }
   const ms = (us: number): string => Number.isFinite(us) ? (us / 1000).toFixed(2) : '—'
-  tables.push({
+  book.tables.push({
     title: `(c) pinning: ${PIN_WORKERS} BRPOP workers (BRPOP q ${BRPOP_TIMEOUT}), ${PIN_PRODUCERS} producers LPUSHing ${PIN_RATE}/s, ${PIN_TX} pipelined MULTI/INCR/EXEC loops, ${PIN_WATCH} WATCH/GET/MULTI/SET/EXEC loops, ${PIN_SECONDS} s — median of ${PIN_ROUNDS} round(s), target order rotated each round`,
     headers: ['target', 'pins', 'popped/s', 'queue wait p50 ms', 'p99 ms', 'BRPOP rtt p50 ms', 'p99 ms', 'MULTI/EXEC tx/s', 'p50 ms', 'p99 ms', 'WATCH…EXEC tx/s', 'p50 ms', 'p99 ms', 'nil', 'errors', 'upstream used/open'],
     rows: rows.map((r) => [
@@ -673,13 +511,13 @@ async function idleClients (target: Server, count: number): Promise<IdleRow> {
 
 interface MemResult { idle: IdleRow[], big: Array<BigValueResult & { target: string }>, fdLimit: { soft: number, hard: number } }
 
-async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemResult> {
+async function scenarioMemory (redis: Server, book: RunBook): Promise<MemResult> {
   const limit = fdLimit()
   const res: MemResult = { idle: [], big: [], fdLimit: limit }
   let idleCount = IDLE_CLIENTS
   if (Math.max(limit.soft, limit.hard) < idleCount + 200) {
     idleCount = Math.max(100, Math.max(limit.soft, limit.hard) - 500)
-    anomalies.push({ scenario: 'e', target: '-', message: `open-files limit ${limit.soft}/${limit.hard} too low for ${IDLE_CLIENTS} idle clients; used ${idleCount}` })
+    book.anomalies.push({ scenario: 'e', target: '-', message: `open-files limit ${limit.soft}/${limit.hard} too low for ${IDLE_CLIENTS} idle clients; used ${idleCount}` })
   }
   const maxClients = ['--max-clients', String(Math.max(10000, idleCount + 100))]
   // Idle clients: a fresh process each, so the baseline is the same for all.
@@ -692,10 +530,10 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
     try {
       const row = await idleClients(s, idleCount)
       res.idle.push(row)
-      if (row.ponged < idleCount) anomalies.push({ scenario: 'e', target: s.name, message: `only ${row.ponged}/${idleCount} idle clients got PONG: ${JSON.stringify(row.errors)}` })
+      if (row.ponged < idleCount) book.anomalies.push({ scenario: 'e', target: s.name, message: `only ${row.ponged}/${idleCount} idle clients got PONG: ${JSON.stringify(row.errors)}` })
       progress(`(e) ${idleCount} idle clients on ${s.name}: RSS ${fmtMiB(row.baseKiB)} → ${fmtMiB(row.midKiB)} (half) → ${fmtMiB(row.loadedKiB)} (${row.perClientKiB.toFixed(2)} KB/client from start, ${row.marginalKiB.toFixed(2)} KB per further client), after disconnect ${fmtMiB(row.afterKiB)}`)
     } finally {
-      await stopAll('e', [s])
+      await book.stopAll('e', [s])
     }
   }
   const directRow = await idleClients(redis, idleCount)
@@ -718,7 +556,7 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
       const r = await bigValueRoundTrip(s.port, s.pid, size, 'bench:big', 180000, { set: bt.set, get: true })
       res.big.push({ ...r, target: bt.label })
       if (r.error !== undefined || !r.getOk || (bt.set && r.setReply !== '+OK')) {
-        anomalies.push({
+        book.anomalies.push({
           scenario: 'e',
           target: bt.label,
           message: `${BIG_VALUE_MB} MB value: SET reply ${JSON.stringify(r.setReply.slice(0, 120))}, GET ${r.getOk ? 'ok' : 'failed'} (${r.getBytes} bytes)${r.error !== undefined ? `: ${r.error}` : ''}`,
@@ -727,20 +565,20 @@ async function scenarioMemory (redis: Server, admin: RedisAdmin): Promise<MemRes
       }
       progress(`(e) ${BIG_VALUE_MB} MB value through ${bt.label}: SET ${r.setReply.slice(0, 40)} in ${Math.round(r.setMs)} ms (peak +${fmtMiB(r.setPeakRssKiB - r.baselineRssKiB)}), GET ${r.getOk ? 'ok' : 'FAILED'} in ${Math.round(r.getMs)} ms (peak +${fmtMiB(r.getPeakRssKiB - r.baselineRssKiB)}), VmHWM +${fmtMiB(r.hwmKiB - r.baselineRssKiB)}`)
     } finally {
-      await stopAll('e', [s])
+      await book.stopAll('e', [s])
       await delay(300)
     }
   }
-  try { await admin.redis.del('bench:big') } catch { /* best effort */ }
+  try { await book.admin.redis.del('bench:big') } catch { /* best effort */ }
 
-  tables.push({
+  book.tables.push({
     title: `(e) memory with ${idleCount} idle clients (each sent one PING) — RSS from /proc/<pid>/status`,
     headers: ['target', 'clients answered', 'RSS before', 'RSS with half', 'RSS with all', 'KB per client from start', 'KB per further client', 'RSS after they left', 'connect time'],
     rows: res.idle.map((r) => [r.target === 'direct' ? 'redis-server (reference)' : r.target, `${r.ponged}/${r.clients}`, fmtMiB(r.baseKiB), fmtMiB(r.midKiB), fmtMiB(r.loadedKiB), r.perClientKiB.toFixed(2), r.marginalKiB.toFixed(2), fmtMiB(r.afterKiB), `${(r.settleMs / 1000).toFixed(1)} s`]),
     notes: ['KB = KiB; per client from start = (RSS with all − RSS before) / clients answered; per further client = (RSS with all − RSS with half) / clients answered in the second half',
       'from start includes what the process grows by once (respool: V8\'s young generation growing from 1 MB to its cap, 2 × 4 MB as bin/respool.js starts it, 2 × 16 MB uncapped, under the first burst of allocation); per further client is what one more idle client costs', `respool ran with --max-clients ${maxClients[1]}; twemproxy with its default 16 KB mbufs (its docs suggest -m 512…1024 for many connections)`]
   })
-  tables.push({
+  book.tables.push({
     title: `(e) RSS growth while a ${BIG_VALUE_MB} MB value passes through (SET streamed in 64 KB chunks, then GET read as a stream)`,
     headers: ['target', 'RSS before', 'peak during SET', 'peak during GET', 'VmHWM − before', 'SET ms', 'GET ms', 'result'],
     rows: res.big.map((r) => [r.target, fmtMiB(r.baselineRssKiB), r.setReply === '(not run)' ? '—' : `+${fmtMiB(r.setPeakRssKiB - r.baselineRssKiB)}`, `+${fmtMiB(r.getPeakRssKiB - r.baselineRssKiB)}`, `+${fmtMiB(r.hwmKiB - r.baselineRssKiB)}`,
@@ -928,7 +766,7 @@ async function main (): Promise<void> {
   const redis = await startRedis()
   const admin = new RedisAdmin(redis.port)
   await admin.connect()
-  ADMIN = admin
+  const book = new RunBook(admin)
   const out: Record<string, unknown> = {}
   let aRows: ARow[] | null = null
   let latRows: LatRow[] | null = null
@@ -943,7 +781,7 @@ async function main (): Promise<void> {
       return r
     } catch (err) {
       progress(`scenario ${name} failed: ${(err as Error).stack ?? String(err)}`)
-      anomalies.push({ scenario: name, target: '-', message: `scenario failed: ${(err as Error).message}` })
+      book.anomalies.push({ scenario: name, target: '-', message: `scenario failed: ${(err as Error).message}` })
       return null
     }
   }
@@ -951,10 +789,10 @@ async function main (): Promise<void> {
     if (SCENARIOS.has('a') || SCENARIOS.has('d')) {
       const targets = await coreTargets(redis)
       try {
-        if (SCENARIOS.has('a')) aRows = await attempt('a', async () => await scenarioA(targets, admin))
-        if (SCENARIOS.has('d')) latRows = await attempt('d', async () => await scenarioD(targets, admin))
+        if (SCENARIOS.has('a')) aRows = await attempt('a', async () => await scenarioA(targets, book))
+        if (SCENARIOS.has('d')) latRows = await attempt('d', async () => await scenarioD(targets, book))
       } finally {
-        await stopAll('a', targets.filter((t) => t !== redis))
+        await book.stopAll('a', targets.filter((t) => t !== redis))
       }
       out.a = aRows
       out.d = latRows
@@ -962,31 +800,31 @@ async function main (): Promise<void> {
     if (SCENARIOS.has('b')) {
       const tw = hasCommand('nutcracker') ? await startTwemproxy(redis.port, { serverConnections: TW_CONNECTIONS }) : null
       try {
-        sweep = await attempt('b', async () => await scenarioSweep(redis, admin, tw))
+        sweep = await attempt('b', async () => await scenarioSweep(redis, book, tw))
       } finally {
         if (tw !== null) await tw.stop()
       }
-      big = await attempt('b-1000', async () => await scenarioBig(redis, admin))
+      big = await attempt('b-1000', async () => await scenarioBig(redis, book))
       out.sweep = sweep
       out.big = big
     }
-    if (SCENARIOS.has('c')) out.pin = await attempt('c', async () => await scenarioPin(redis, admin))
-    if (SCENARIOS.has('e')) out.memory = await attempt('e', async () => await scenarioMemory(redis, admin))
+    if (SCENARIOS.has('c')) out.pin = await attempt('c', async () => await scenarioPin(redis, book))
+    if (SCENARIOS.has('e')) out.memory = await attempt('e', async () => await scenarioMemory(redis, book))
     if (SCENARIOS.has('w')) {
       const report = await attempt('w', async () => await scenarioWaiters(redis, admin, WAITERS_CONFIG))
       if (report !== null) {
-        tables.push(...report.tables)
-        anomalies.push(...report.anomalies)
-        schedule.push(...report.schedule)
+        book.tables.push(...report.tables)
+        book.anomalies.push(...report.anomalies)
+        book.schedule.push(...report.schedule)
         out.waiters = report.rows
       }
     }
     if (SCENARIOS.has('n')) {
       const report = await attempt('n', async () => await scenarioNeighbours(redis, admin, NEIGH_CONFIG))
       if (report !== null) {
-        tables.push(...report.tables)
-        anomalies.push(...report.anomalies)
-        schedule.push(...report.schedule)
+        book.tables.push(...report.tables)
+        book.anomalies.push(...report.anomalies)
+        book.schedule.push(...report.schedule)
         out.neighbours = report.rows
       }
     }
@@ -1003,41 +841,30 @@ async function main (): Promise<void> {
   const subtitle = `${meta.nproc} CPU ${meta.cpuModel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}; medians of interleaved rounds; ${new Date().toISOString()}`
 
   const targets = targetsTable(aRows, big, (out.memory ?? null) as MemResult | null)
-  if (targets !== null) tables.unshift(targets)
-  if (anomalies.length > 0) {
-    tables.push({
+  if (targets !== null) book.tables.unshift(targets)
+  if (book.anomalies.length > 0) {
+    book.tables.push({
       title: 'Anomalies (errors in redis-benchmark output, connection counts above --pool-size, failed scenarios, respool log warnings, waiters with a wrong or missing reply)',
       headers: ['scenario', 'target', 'what'],
-      rows: dedupe(anomalies).map((x) => [x.scenario, x.target, x.message])
+      rows: dedupe(book.anomalies).map((x) => [x.scenario, x.target, x.message])
     })
   }
   const measuredAt = revisionNote({ commit: String(meta.commit), srcDirty: String(meta.srcDirty), benchDirty: String(meta.benchDirty) })
-  for (const t of tables) t.notes = [...(t.notes ?? []), measuredAt]
-  const text = tables.map(textTable).join('\n\n')
+  for (const t of book.tables) t.notes = [...(t.notes ?? []), measuredAt]
+  const text = book.tables.map(textTable).join('\n\n')
   const md = [
     `Machine: ${meta.nproc} × ${meta.cpuModel}, ${meta.memoryGiB} GiB, Linux ${meta.kernel}, node ${meta.node}, ${meta.redisServer.toString().split(' ').slice(0, 3).join(' ')}, ${meta.redisBenchmark}, ${meta.nutcracker}. respool at commit ${meta.commit} (uncommitted changes in src/bin: ${meta.srcDirty}; in benchmarks/: ${meta.benchDirty}).`,
     `Load average at start ${meta.loadAtStart}, at end ${meta.loadAtEnd}; ${meta.seconds} s in all.`,
     '',
-    ...tables.map(markdownTable).flatMap((t) => [t, ''])
+    ...book.tables.map(markdownTable).flatMap((t) => [t, ''])
   ].join('\n')
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, schedule, anomalies, reproduce: dedupe(anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, config, loads, results: out, schedule: book.schedule, anomalies: book.anomalies, reproduce: dedupe(book.anomalies).filter((x) => x.reproduce !== undefined) }, null, 2))
   writeFileSync(`${base}.md`, md)
   writeFileSync(`${base}.svg`, chart(aRows, sweep, big, latRows, subtitle))
   for (const ext of ['json', 'md', 'svg']) copyFileSync(`${base}.${ext}`, join(RESULTS_DIR, `latest.${ext}`))
   process.stdout.write(`${text}\n\nMachine: ${meta.nproc} CPU(s) ${meta.cpuModel}, node ${meta.node}; load ${meta.loadAtStart} → ${meta.loadAtEnd}; ${meta.seconds} s.\n` +
     'All numbers are medians of interleaved rounds on a small shared machine: expect run-to-run noise of 10-20%.\n' +
     `Wrote ${base}.json, .md and .svg (and latest.*)\n`)
-}
-
-function dedupe (xs: Anomaly[]): Anomaly[] {
-  const seen = new Map<string, Anomaly & { n: number }>()
-  for (const x of xs) {
-    const k = `${x.scenario}|${x.target}|${x.message}`
-    const prev = seen.get(k)
-    if (prev !== undefined) prev.n++
-    else seen.set(k, { ...x, n: 1 })
-  }
-  return [...seen.values()].map((x) => ({ ...x, message: x.n > 1 ? `${x.message} (×${x.n})` : x.message }))
 }
 
 main().then(() => { process.exit(0) }, (err: Error) => {
