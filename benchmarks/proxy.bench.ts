@@ -9,12 +9,14 @@
  *   SCENARIOS=a,d npm run bench        # only some scenarios (a b c d e w n)
  *
  * Scenarios (see benchmarks/README.md):
- *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1
+ *   a  SET/GET at 50 clients -P 1, 50 clients -P 16, 500 clients -P 1 (lib/proxy-core.ts)
  *   b  saturation sweep: clients × --pool-size × pipeline, load by load; and 1000 clients over 8 vs 64
- *      connections at -P 1 and -P 16
+ *      connections at -P 1 and -P 16 (lib/proxy-sweep.ts)
  *   c  pinning: BRPOP workers + LPUSH producers + MULTI/EXEC loops, pool smaller than the workers
- *   d  one-hop latency at low load: 1 client, -P 1
+ *      (lib/proxy-pinning.ts)
+ *   d  one-hop latency at low load: 1 client, -P 1 (lib/proxy-core.ts)
  *   e  memory: RSS with 10,000 idle clients; RSS growth while a 256 MB value passes through
+ *      (lib/proxy-memory.ts)
  *   w  waiters: 1,000 and 10,000 clients parked in BLPOP (respool --park-blocking yes), half of them
  *      woken by tokens pushed straight to Redis; wake latency, wrong timeouts, connections on Redis
  *      (lib/waiters.ts; also on its own: npm run bench:waiters)
@@ -23,6 +25,10 @@
  *      pipelined; proxy RSS and Redis used_memory meanwhile (lib/neighbours.ts)
  *
  * Output: tables on stdout, progress on stderr, JSON + SVG + Markdown in benchmarks/results/.
+ * This file runs the scenarios and writes the results; the parameters are read from the
+ * environment in lib/proxy-params.ts, what the scenarios share (the tables, anomalies and schedule
+ * of the run, one measured redis-benchmark run) is in lib/proxy-book.ts and lib/proxy-samples.ts,
+ * and the targets table and the chart are in lib/proxy-report.ts.
  */
 import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
 import { loadavg, release, totalmem } from 'node:os'
