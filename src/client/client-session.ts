@@ -61,6 +61,8 @@ const W_PARKED = 6 // a blocking command waiting inside respool (later commands 
 const W_OUTPUT = 7 // the client to read its replies (see reply-window)
 const W_AUTH = 8 // Redis to check an AUTH
 const W_RETRY = 9 // a pause before commands Redis refused (-LOADING, -MASTERDOWN) are sent again
+/** What RESPOOL CLIENTS shows of the wait (index: W_*). */
+const WAIT_NAMES = ['-', 'lane', 'pin', 'drain', 'order', 'paused', 'parked', 'output', 'auth', 'retry'] as const
 
 // Reasons a session stopped reading from its socket (a bit each, so they combine).
 const PAUSE_PIPELINE = 1 // too many commands unanswered
@@ -304,6 +306,11 @@ export class ClientSession implements ReplySink, LaneWaiter, CommandSink, WriteO
   /** The upstream connection carrying (or last carrying) this client's commands. */
   get upstreamId (): number | null {
     return this.#lease?.pin.conn.id ?? this.#conn?.id ?? null
+  }
+
+  /** What the client's next command waits for ('-': nothing), for RESPOOL CLIENTS. */
+  get waitingFor (): string {
+    return WAIT_NAMES[this.#wait]
   }
 
   /** Why this client holds a pinned connection (bitmask of R_*), 0 if it holds none. */

@@ -86,7 +86,7 @@ function reasonNames (bits: number): string {
 function clientLine (s: ClientSession): string {
   const age = Math.floor((Date.now() - s.connectedAt) / 1000)
   return `id=${s.id} addr=${s.remoteAddress} age=${age} db=${s.state.db} resp=${s.state.resp} name=${s.state.name} ` +
-    `upstream=${s.upstreamId ?? '-'} pinned=${reasonNames(s.pinReasons)} inflight=${s.inflight} pending=${s.pending} parked=${s.parked ? 1 : 0}\n`
+    `upstream=${s.upstreamId ?? '-'} pinned=${reasonNames(s.pinReasons)} inflight=${s.inflight} pending=${s.pending} parked=${s.parked ? 1 : 0} waiting=${s.waitingFor}\n`
 }
 
 function poolsText (server: ProxyServer): string {

@@ -278,6 +278,11 @@ export class Router implements IdleLender {
   /** Calls the waiter back once a lane exists, or with the error if none can be had. */
   waitForLane (waiter: LaneWaiter): void {
     this.#waiters.add(waiter)
+    // The waiter may have passed over lanes that answered nothing for LANE_STALL_MS. The next
+    // lane may be long in coming (pins are served before lane growth, and a busy pool may have
+    // pins to hand out for a while), and a stalled lane usually answers again soon: its next
+    // bytes let the waiters look again.
+    for (const lane of this.#lanes) if (lane.inflight > 0) lane.onProgress = this.#onLaneProgress
     // pickLane has usually just asked for a lane; a second request would only be a second wait.
     if (this.#growing === 0) this.#grow()
   }
@@ -351,7 +356,12 @@ export class Router implements IdleLender {
     this.#wakeWaiters()
   }
 
+  #onLaneProgress = (): void => {
+    this.#wakeWaiters()
+  }
+
   #wakeWaiters (): void {
+    for (const lane of this.#lanes) lane.onProgress = null
     if (this.#waiters.size === 0) return
     const waiters = [...this.#waiters]
     this.#waiters.clear()

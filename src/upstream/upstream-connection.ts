@@ -58,6 +58,8 @@ export class UpstreamConnection {
   onClose: ((conn: UpstreamConnection, err: ProxyError) => void) | null = null
   /** Called when the last inflight reply arrived. */
   onIdle: ((conn: UpstreamConnection) => void) | null = null
+  /** Called after bytes arrived (the router sets it only while sessions wait for a lane). */
+  onProgress: ((conn: UpstreamConnection) => void) | null = null
   /** Called when the connection can take writes again (its socket drained, or a large command is through). */
   onWritable: ((conn: UpstreamConnection) => void) | null = null
   /**
@@ -277,6 +279,7 @@ export class UpstreamConnection {
     this.onClose = null
     this.onIdle = null
     this.onWritable = null
+    this.onProgress = null
     this.tunnel = null
     this.pushHandler = null
   }
@@ -546,6 +549,7 @@ export class UpstreamConnection {
     } catch (err) {
       this.destroy(err instanceof ProtocolError ? new UpstreamClosedError(`upstream protocol error: ${err.message}`) : new UpstreamClosedError(String(err)))
     }
+    if (this.onProgress !== null) this.onProgress(this)
   }
 
   /** A reply frame; `transient` frames are views of the shared read buffer (see ReplyFramer). */
