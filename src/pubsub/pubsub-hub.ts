@@ -76,6 +76,8 @@ interface Topic {
   wanted: boolean
   /** Commands sent for it whose confirmation has not arrived. */
   pending: number
+  /** Commands sent for it that were confirmed or refused since it was made. */
+  answered: number
 }
 
 interface Request {
@@ -91,7 +93,8 @@ interface Request {
 
 /** An UNSUBSCRIBE's reply, held until Redis confirmed the topics it left upstream. */
 interface Leaving {
-  readonly topics: Set<Topic>
+  /** Each topic, and its `answered` count once the commands sent for it by then are answered. */
+  readonly topics: Map<Topic, number>
   readonly reply: Buffer
   readonly done: (reply: Buffer) => void
 }
@@ -161,7 +164,7 @@ export class PubsubHub {
     for (const key of new Set(keys)) {
       let topic = map.get(key)
       if (topic === undefined) {
-        topic = { family, key, members: new Set(), requests: new Set(), upstream: false, wanted: false, pending: 0 }
+        topic = { family, key, members: new Set(), requests: new Set(), upstream: false, wanted: false, pending: 0, answered: 0 }
         map.set(key, topic)
       }
       topics.push(topic)
@@ -205,7 +208,8 @@ export class PubsubHub {
     }
     this.#sync(touched)
     const reply = parts.length === 1 ? parts[0] : Buffer.concat(parts)
-    const unsettled = new Set(touched.filter((topic) => topic.pending > 0))
+    // Waits for what is on its way now, not for a quiet topic: others may keep (un)subscribing it.
+    const unsettled = new Map(touched.filter((topic) => topic.pending > 0).map((topic) => [topic, topic.answered + topic.pending]))
     if (unsettled.size === 0) return reply
     this.#leaving.add({ topics: unsettled, reply, done })
     return null
@@ -376,8 +380,9 @@ export class PubsubHub {
     const topic = info.name !== null ? this.#topics[info.family].get(info.name) : undefined
     if (topic === undefined) return true
     topic.pending = Math.max(0, topic.pending - 1)
+    topic.answered++
     topic.upstream = info.kind === 'subscribe'
-    if (topic.pending === 0) this.#settled([topic])
+    this.#settled(topic)
     if (this.#ready(topic)) {
       for (const request of [...topic.requests]) {
         if (--request.remaining > 0) continue
@@ -394,7 +399,8 @@ export class PubsubHub {
     const failed = new Set<Request>()
     for (const topic of sent.topics) {
       topic.pending = Math.max(0, topic.pending - 1)
-      if (topic.pending === 0) this.#settled([topic])
+      topic.answered++
+      this.#settled(topic)
       if (sent.subscribe) {
         topic.wanted = false
         for (const request of topic.requests) failed.add(request)
@@ -492,11 +498,14 @@ export class PubsubHub {
     this.#ensureConnection()
   }
 
-  /** UNSUBSCRIBE replies waiting for these topics (null: all) are sent once nothing else holds them. */
-  #settled (topics: Topic[] | null): void {
+  /**
+   * A command for `topic` was answered (null: the connection is gone, and with it everything
+   * on its way): UNSUBSCRIBE replies that waited for it and nothing else are sent.
+   */
+  #settled (topic: Topic | null): void {
     for (const leaving of [...this.#leaving]) {
-      if (topics === null) leaving.topics.clear()
-      else for (const topic of topics) leaving.topics.delete(topic)
+      if (topic === null) leaving.topics.clear()
+      else if ((leaving.topics.get(topic) ?? Infinity) <= topic.answered) leaving.topics.delete(topic)
       if (leaving.topics.size > 0) continue
       this.#leaving.delete(leaving)
       leaving.done(leaving.reply)
