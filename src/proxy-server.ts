@@ -19,6 +19,7 @@ import { SentinelTopology } from './upstream/sentinel-topology.js'
 import { errorReply } from './protocol/resp-encode.js'
 import { silentLogger, type Logger } from './ops/logger.js'
 import { Metrics } from './ops/metrics.js'
+import { upstreamUse } from './ops/upstream-figures.js'
 import { createAdminHandler } from './ops/admin.js'
 import { startHttpEndpoints } from './ops/http-endpoints.js'
 import { PIN_REASONS } from './ops/proxy-stats.js'
@@ -61,25 +62,6 @@ export interface ServerStats {
   pool: PoolStats
   commands: number
   commandErrors: number
-}
-
-/** respool's connections to Redis now, in either mode (/metrics, RESPOOL POOLS). */
-export interface UpstreamUse {
-  /** --pool-size: the bound on all of them. */
-  max: number
-  /** Open or opening. */
-  connections: number
-  /** Open and unused. */
-  idle: number
-  /** Carrying multiplexed traffic (lanes). */
-  shared: number
-  /** Held by one client each (or by the shared subscriber). */
-  pinned: number
-  maxPins: number
-  /** Clients waiting for a pin. */
-  waitingPins: number
-  /** Requests waiting for a connection of the pool (lane growth, pins). */
-  waitingConnections: number
 }
 
 /** What a reload changed, and what it could not change without a restart. */
@@ -270,58 +252,9 @@ export class ProxyServer {
     return [...this.#sessions]
   }
 
-  /**
-   * The upstream connections: the pool's (one Redis, or the master sentinels name), or in
-   * cluster mode the lanes (one per master), the pins and the slot-map fetch, which share
-   * --pool-size the same way.
-   */
-  upstreamUse (): UpstreamUse {
-    const cluster = this.cluster
-    const pins = this.clusterPins
-    if (cluster !== null && pins !== null) {
-      return {
-        max: this.config.poolSize,
-        connections: cluster.lanes.size + pins.open + cluster.topology.fetching,
-        idle: pins.idle,
-        shared: cluster.lanes.size,
-        pinned: pins.held,
-        maxPins: pins.maxPins,
-        waitingPins: pins.waiting,
-        waitingConnections: 0
-      }
-    }
-    const pool = this.pool.stats
-    return {
-      max: pool.max,
-      connections: pool.size,
-      idle: pool.available,
-      shared: this.router.laneCount,
-      pinned: this.router.pinCount,
-      maxPins: this.router.maxPins,
-      waitingPins: this.router.pinsWaiting,
-      waitingConnections: pool.waiting
-    }
-  }
-
-  /** Connections pinned since start, by reason (index: PIN_REASONS), in either mode. */
-  pinsTotalByReason (): number[] {
-    const cluster = this.clusterPins?.pinsByReason
-    return this.stats.pinsByReason.map((n, i) => n + (cluster?.[i] ?? 0))
-  }
-
-  /** Upstream connections opened, and attempts that failed, since start (cluster mode: lanes and pins). */
-  upstreamConnects (): { connects: number, connectFailures: number } {
-    const cluster = this.cluster
-    const pins = this.clusterPins
-    if (cluster !== null && pins !== null) {
-      return { connects: cluster.lanes.connects + pins.connects, connectFailures: cluster.lanes.connectFailures + pins.connectFailures }
-    }
-    return this.pool.counters
-  }
-
   /** A snapshot of the main gauges and counters. */
   snapshot (): ServerStats {
-    const use = this.upstreamUse()
+    const use = upstreamUse(this)
     return {
       clients: this.#sessions.size,
       lanes: use.shared,

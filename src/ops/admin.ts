@@ -1,3 +1,4 @@
+import { pinsTotalByReason, upstreamConnects, upstreamUse } from './upstream-figures.js'
 import { errorReply, integer, OK, verbatim } from '../protocol/resp-encode.js'
 import { PIN_REASONS, COMMAND_CLASSES } from './proxy-stats.js'
 import { hostPort } from '../upstream/topology.js'
@@ -90,7 +91,7 @@ function clientLine (s: ClientSession): string {
 }
 
 function poolsText (server: ProxyServer): string {
-  const use = server.upstreamUse()
+  const use = upstreamUse(server)
   const pinned = server.pinnedByReason()
   return [
     '# Pool',
@@ -187,7 +188,7 @@ function statsText (server: ProxyServer): string {
     `max_output_buffer_disconnects_total:${s.downstreamCxOutputLimit}`,
     `maxmemory_clients_disconnects_total:${server.memory.evictions}`,
     `client_output_bytes:${server.memory.recount().total}`,
-    ...server.pinsTotalByReason().map((n, i) => `pins_${PIN_REASONS[i]}_total:${n}`),
+    ...pinsTotalByReason(server).map((n, i) => `pins_${PIN_REASONS[i]}_total:${n}`),
     `pin_wait_timeouts_total:${server.router.pinWaitTimeouts}`,
     ...histogramLines('pin_wait_seconds', server.metrics.pinWait.snapshot()),
     `parked_total:${server.parking?.parkedTotal ?? 0}`,
@@ -195,8 +196,8 @@ function statsText (server: ProxyServer): string {
     `parked_timeouts_total:${server.parking?.timedOutTotal ?? 0}`,
     `parked_put_back_total:${server.parking?.putBackTotal ?? 0}`,
     `commands_retried_total:${s.upstreamRqRetried}`,
-    `upstream_connects_total:${server.upstreamConnects().connects}`,
-    `upstream_connect_failures_total:${server.upstreamConnects().connectFailures}`,
+    `upstream_connects_total:${upstreamConnects(server).connects}`,
+    `upstream_connect_failures_total:${upstreamConnects(server).connectFailures}`,
     ''
   ].join('\r\n')
 }

@@ -1,3 +1,4 @@
+import { pinsTotalByReason, upstreamConnects, upstreamUse } from './upstream-figures.js'
 import client from 'prom-client'
 import { COMMAND_CLASSES, PIN_REASONS } from './proxy-stats.js'
 import type { ProxyServer } from '../proxy-server.js'
@@ -29,12 +30,12 @@ export class Metrics {
       new client.Gauge({ name, help, registers, collect () { this.set(read()) } }) // eslint-disable-line no-new
     }
     // In cluster mode these count the lanes, pins and slot-map fetch, which share --pool-size.
-    gauge('respool_pool_connections', 'Upstream connections open or opening (never above the pool size)', () => server.upstreamUse().connections)
-    gauge('respool_pool_max_connections', 'The pool size (--pool-size)', () => server.upstreamUse().max)
-    gauge('respool_pool_idle_connections', 'Upstream connections open and unused', () => server.upstreamUse().idle)
-    gauge('respool_pool_shared_connections', 'Upstream connections carrying multiplexed traffic', () => server.upstreamUse().shared)
+    gauge('respool_pool_connections', 'Upstream connections open or opening (never above the pool size)', () => upstreamUse(server).connections)
+    gauge('respool_pool_max_connections', 'The pool size (--pool-size)', () => upstreamUse(server).max)
+    gauge('respool_pool_idle_connections', 'Upstream connections open and unused', () => upstreamUse(server).idle)
+    gauge('respool_pool_shared_connections', 'Upstream connections carrying multiplexed traffic', () => upstreamUse(server).shared)
     gauge('respool_pool_waiting', 'Requests waiting for an upstream connection (pins and lane growth)', () => {
-      const use = server.upstreamUse()
+      const use = upstreamUse(server)
       return use.waitingConnections + use.waitingPins
     })
     gauge('respool_clients', 'Client connections', () => server.clientCount)
@@ -128,7 +129,7 @@ export class Metrics {
     counter('respool_command_errors_total', 'Commands answered with a respool error because the upstream failed, timed out or could not be reached, by kind', 'kind', () => [...s.upstreamRqFailedByCode.entries()].map(([code, n]) => [code.replace(/^RESPOOL_ERR_/, '').toLowerCase(), n]))
     counter('respool_upstream_timeouts_total', 'Upstream connections dropped for not answering within --command-timeout', null, () => [['', s.upstreamRqFailedByCode.get('RESPOOL_ERR_UPSTREAM_TIMEOUT') ?? 0]])
     counter('respool_pins_total', 'Connections pinned, by reason', 'reason', () => {
-      const total = server.pinsTotalByReason()
+      const total = pinsTotalByReason(server)
       return PIN_REASONS.map((r, i) => [r, total[i]])
     })
     counter('respool_pin_wait_timeouts_total', 'Commands that gave up waiting for a pinned connection', null, () => [['', server.router.pinWaitTimeouts]])
@@ -142,8 +143,8 @@ export class Metrics {
     counter('respool_replies_dropped_total', 'Replies read and dropped because their client had gone', null, () => [['', s.upstreamRqCancelled]])
     counter('respool_upstream_failovers_total', 'Times respool closed its connections to a master that was no longer one (Sentinel failovers followed, -READONLY, ROLE replica)', null, () => [['', server.topology.failovers]])
     counter('respool_commands_retried_total', 'Shared-lane commands Redis did not run (refused with -READONLY, -MASTERDOWN or -LOADING, or never written before their connection closed) that were sent again', null, () => [['', s.upstreamRqRetried]])
-    counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', server.upstreamConnects().connects]])
-    counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', server.upstreamConnects().connectFailures]])
+    counter('respool_upstream_connects_total', 'Upstream connections opened', null, () => [['', upstreamConnects(server).connects]])
+    counter('respool_upstream_connect_failures_total', 'Upstream connection attempts that failed', null, () => [['', upstreamConnects(server).connectFailures]])
     counter('respool_pubsub_reconnects_total', 'Times the shared subscriber connection was replaced and the union subscribed again', null, () => [['', server.pubsub?.reconnects ?? 0]])
     counter('respool_parked_total', 'Blocking commands that found nothing at once and waited inside respool', null, () => [['', server.parking?.parkedTotal ?? 0]])
     counter('respool_parked_woken_total', 'Parked blocking commands answered with data', null, () => [['', server.parking?.wokenTotal ?? 0]])

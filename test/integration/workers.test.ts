@@ -118,6 +118,13 @@ async function redis (): Promise<RedisServer> {
   return server
 }
 
+/** A config file in a folder of its own, removed after the test. */
+function tempConfigFile (): string {
+  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
+  after(() => { rmSync(dir, { recursive: true, force: true }) })
+  return join(dir, 'respool.json')
+}
+
 /** A mixed pipeline on keys of its own: strings with CR LF and NUL, lists, hashes, sorted sets, a transaction, a script, errors. */
 function workload (i: number): Buffer[] {
   const k = `w:${i}`
@@ -375,9 +382,7 @@ test('--workers: a pool too small to split, or a port in use, stops respool with
 test('--workers 2: RESPOOL PAUSE and RESUME on one worker hold and release every worker; SIGHUP reloads every worker', { timeout: 60000 }, async () => {
   const behind = await redis()
   const metricsPort = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
-  after(() => { rmSync(dir, { recursive: true, force: true }) })
-  const configFile = join(dir, 'respool.json')
+  const configFile = tempConfigFile()
   writeFileSync(configFile, JSON.stringify({ 'pool-size': 6 }))
   const r = run(['--port', '0', '--workers', '2', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort), '--admin-password', 'adm'])
   const port = await listeningPort(r)
@@ -429,9 +434,7 @@ test('--workers 2 in cluster mode: a share too small for the cluster stops respo
 test('--workers from a config file: a reload that changes the number of workers keeps the running workers within --pool-size', { timeout: 60000 }, async () => {
   const behind = await redis()
   const metricsPort = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
-  after(() => { rmSync(dir, { recursive: true, force: true }) })
-  const configFile = join(dir, 'respool.json')
+  const configFile = tempConfigFile()
   writeFileSync(configFile, JSON.stringify({ workers: 2, 'pool-size': 8 }))
   const r = run(['--port', '0', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort)])
   await listeningPort(r)
@@ -449,9 +452,7 @@ test('--workers from a config file: a reload that changes the number of workers 
 test('--workers 2: a --shutdown-grace raised by a reload is honoured on SIGTERM, not cut short by the primary', { timeout: 60000 }, async () => {
   const behind = await redis()
   const metricsPort = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
-  after(() => { rmSync(dir, { recursive: true, force: true }) })
-  const configFile = join(dir, 'respool.json')
+  const configFile = tempConfigFile()
   writeFileSync(configFile, JSON.stringify({ 'shutdown-grace': 0 }))
   const r = run(['--port', '0', '--workers', '2', '--pool-size', '6', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort)])
   const port = await listeningPort(r)
@@ -473,9 +474,7 @@ test('--workers 2: a --shutdown-grace raised by a reload is honoured on SIGTERM,
 test('--workers 2: the primary takes its log level from a reload too, by SIGHUP or by RESPOOL RELOAD on a worker', { timeout: 60000 }, async () => {
   const behind = await redis()
   const metricsPort = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
-  after(() => { rmSync(dir, { recursive: true, force: true }) })
-  const configFile = join(dir, 'respool.json')
+  const configFile = tempConfigFile()
   writeFileSync(configFile, JSON.stringify({ 'log-level': 'info', 'pool-size': 6 }))
   const r = run(['--port', '0', '--workers', '2', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort), '--admin-password', 'adm'])
   const port = await listeningPort(r)
@@ -564,9 +563,7 @@ test('--workers 2: Ctrl-C (SIGINT to the whole process group) drains every worke
 test('--workers 2: a replacement that refuses an edited configuration is retried while the other worker serves; a reload of the fixed file brings it back at once', { timeout: 60000 }, async () => {
   const behind = await redis()
   const metricsPort = await freePort()
-  const dir = mkdtempSync(join(tmpdir(), 'respool-workers-'))
-  after(() => { rmSync(dir, { recursive: true, force: true }) })
-  const configFile = join(dir, 'respool.json')
+  const configFile = tempConfigFile()
   writeFileSync(configFile, JSON.stringify({ 'pool-size': 6 }))
   const r = run(['--port', '0', '--workers', '2', '--config', configFile, '--upstream', behind.url, '--metrics-port', String(metricsPort)])
   const port = await listeningPort(r)
